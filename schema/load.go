@@ -1,0 +1,321 @@
+package schema
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+)
+
+// LoadOptions tune a load.
+type LoadOptions struct {
+	// Workers parse and check files in parallel; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// document is one YAML document of the site, kept while loading so that
+// every check can point at the line and column of the field it is about.
+type document struct {
+	file string
+	root *yaml.Node
+	kind string
+	name string
+}
+
+func (d *document) object() string { return d.kind + "/" + d.name }
+
+// parsed is a document that passed its schema check, with its typed object.
+type parsed struct {
+	doc *document
+	obj any
+}
+
+// LoadDir loads the site in a directory. See Load.
+func LoadDir(ctx context.Context, dir string, opts LoadOptions) (*Site, Diagnostics, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("site directory %s does not exist", dir)
+		}
+		return nil, nil, fmt.Errorf("site directory: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, nil, fmt.Errorf("site %s is a file, not a directory: point --site at the folder that holds the site's YAML files", dir)
+	}
+	return Load(ctx, os.DirFS(dir), opts)
+}
+
+// Load reads every *.yaml and *.yml file under fsys (skipping folders whose
+// name starts with a dot, such as .git and .github), checks each document
+// against the embedded CUE schema, decodes it into the typed model and runs
+// the cross-document checks.
+//
+// The same code loads a directory (os.DirFS) or a git commit's tree. Every
+// finding is returned, not only the first; when any is an error, the Site is
+// nil and the error is an *InvalidError carrying them all. A failure to read
+// is returned as a plain wrapped error.
+func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics, error) {
+	files, err := siteFiles(fsys)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(files) == 0 {
+		d := Diagnostics{{Severity: SeverityError, Code: "empty-site", Message: "no *.yaml or *.yml files found: a site needs at least a Site document"}}
+		return nil, d, &InvalidError{Diagnostics: d}
+	}
+	docs, rejected, diags, err := parseFiles(ctx, fsys, files, opts.Workers)
+	if err != nil {
+		return nil, nil, err
+	}
+	site, more := assemble(docs, rejected)
+	diags = append(diags, more...)
+	if site.Config != nil {
+		diags = append(diags, check(site)...)
+	}
+	diags.sort()
+	if diags.HasErrors() {
+		return nil, diags, &InvalidError{Diagnostics: diags}
+	}
+	return site, diags, nil
+}
+
+func siteFiles(fsys fs.FS) ([]string, error) {
+	var files []string
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("read site tree at %s: %w", p, err)
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != "." && strings.HasPrefix(name, ".") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if strings.HasPrefix(name, ".") {
+			return nil
+		}
+		if ext := path.Ext(name); ext == ".yaml" || ext == ".yml" {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	return files, nil
+}
+
+type fileResult struct {
+	docs     []parsed
+	rejected []rejected
+	diags    Diagnostics
+	err      error
+}
+
+// rejected names a document that failed its schema check. Cross-document
+// checks still run without it, but do not report references to it as
+// unknown: its own errors say what is wrong.
+type rejected struct{ kind, name string }
+
+func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([]parsed, []rejected, Diagnostics, error) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, len(files))
+	results := make([]fileResult, len(files))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var setupErr error
+	var once sync.Once
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := newValidator()
+			if err != nil {
+				once.Do(func() { setupErr = err })
+				for range next {
+				}
+				return
+			}
+			for i := range next {
+				results[i] = parseFile(fsys, files[i], v)
+			}
+		}()
+	}
+	for i := range files {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if setupErr != nil {
+		return nil, nil, nil, setupErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, nil, fmt.Errorf("load site: %w", err)
+	}
+	var docs []parsed
+	var rej []rejected
+	var diags Diagnostics
+	for _, r := range results {
+		if r.err != nil {
+			return nil, nil, nil, r.err
+		}
+		docs = append(docs, r.docs...)
+		rej = append(rej, r.rejected...)
+		diags = append(diags, r.diags...)
+	}
+	return docs, rej, diags, nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func parseFile(fsys fs.FS, name string, v *validator) fileResult {
+	var res fileResult
+	data, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		res.err = fmt.Errorf("read %s: %w", name, err)
+		return res
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var root yaml.Node
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			d := Diagnostic{Severity: SeverityError, Code: "yaml-syntax", File: name, Message: "not valid YAML: " + err.Error()}
+			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+				d.Line, _ = strconv.Atoi(m[1])
+				d.Column = 1
+				d.Message = "not valid YAML: " + m[2]
+			}
+			res.diags = append(res.diags, d)
+			break
+		}
+		p, diags := parseDocument(name, &root, v)
+		res.diags = append(res.diags, diags...)
+		switch {
+		case p != nil && p.obj != nil:
+			res.docs = append(res.docs, *p)
+		case p != nil:
+			res.rejected = append(res.rejected, rejected{p.doc.kind, p.doc.name})
+		}
+	}
+	return res
+}
+
+func parseDocument(file string, root *yaml.Node, v *validator) (*parsed, Diagnostics) {
+	body := root
+	if body.Kind == yaml.DocumentNode {
+		if len(body.Content) == 0 {
+			return nil, nil // an empty document (comments, a lone ---)
+		}
+		body = body.Content[0]
+	}
+	body = deref(body)
+	at := func(n *yaml.Node, code, msg string) Diagnostics {
+		return Diagnostics{{Severity: SeverityError, Code: code, File: file, Line: n.Line, Column: n.Column, Message: msg}}
+	}
+	if body.Kind == yaml.ScalarNode && body.ShortTag() == "!!null" {
+		return nil, nil
+	}
+	if body.Kind != yaml.MappingNode {
+		return nil, at(body, "not-a-document", "a site document must be a YAML mapping with apiVersion and kind; found "+describe(body))
+	}
+	api, apiNode := scalarString(body, "apiVersion")
+	kind, kindNode := scalarString(body, "kind")
+	name, _ := scalarString(body, "name")
+	switch {
+	case apiNode == nil:
+		return nil, at(body, "missing-api-version", "document has no apiVersion (want apiVersion: "+APIVersion+")")
+	case api != APIVersion:
+		return nil, at(apiNode, "unknown-api-version", fmt.Sprintf("apiVersion %q is not supported by this anneal (it reads %s)", api, APIVersion))
+	case kindNode == nil:
+		return nil, at(body, "missing-kind", "document has no kind (one of "+strings.Join(Kinds(), ", ")+")")
+	case !slices.Contains(Kinds(), kind):
+		return nil, at(kindNode, "unknown-kind", fmt.Sprintf("unknown kind %q (known kinds: %s)", kind, strings.Join(Kinds(), ", ")))
+	}
+	doc := &document{file: file, root: body, kind: kind, name: name}
+	r := reporter{}
+	var convErrs []nodeError
+	value := toValue(body, nil, 0, &convErrs)
+	for _, e := range convErrs {
+		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: "yaml-structure", File: file, Line: e.node.Line, Column: e.node.Column, Object: doc.object(), Path: e.path.String(), Message: e.msg})
+	}
+	if len(convErrs) > 0 {
+		return &parsed{doc: doc}, r.diags
+	}
+	for _, is := range v.validate(kind, value) {
+		n := resolve(body, is.path, is.key)
+		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: "schema", File: file, Line: n.Line, Column: n.Column, Object: doc.object(), Path: is.path.String(), Message: is.message})
+	}
+	if len(r.diags) > 0 {
+		return &parsed{doc: doc}, r.diags
+	}
+	obj, meta := newObject(kind)
+	if err := body.Decode(obj); err != nil {
+		return &parsed{doc: doc}, at(body, "decode", fmt.Sprintf("%s: %v", doc.object(), err))
+	}
+	meta.Source = Source{File: file, Line: body.Line, Column: body.Column}
+	meta.doc = doc
+	return &parsed{doc: doc, obj: obj}, nil
+}
+
+func newObject(kind string) (any, *Meta) {
+	switch kind {
+	case KindSite:
+		o := &SiteConfig{}
+		return o, &o.Meta
+	case KindNetwork:
+		o := &Network{}
+		return o, &o.Meta
+	case KindHardwareProfile:
+		o := &HardwareProfile{}
+		return o, &o.Meta
+	case KindImage:
+		o := &Image{}
+		return o, &o.Meta
+	case KindPatchSet:
+		o := &PatchSet{}
+		return o, &o.Meta
+	case KindNode:
+		o := &Node{}
+		return o, &o.Meta
+	case KindDNS:
+		o := &DNS{}
+		return o, &o.Meta
+	}
+	panic("newObject: kind not in Kinds(): " + kind)
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if len(n.Value) > 40 {
+			return "text"
+		}
+		return strconv.Quote(n.Value)
+	}
+	return "something else"
+}

@@ -1,0 +1,232 @@
+package schema
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// fieldPath addresses a value inside a document: string keys and int indexes.
+type fieldPath []any
+
+// String renders interfaces[2].mac.
+func (p fieldPath) String() string {
+	var b strings.Builder
+	for _, e := range p {
+		switch v := e.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", v)
+		default:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			fmt.Fprint(&b, v)
+		}
+	}
+	return b.String()
+}
+
+// with returns a copy of p extended by more elements.
+func (p fieldPath) with(more ...any) fieldPath {
+	out := make(fieldPath, 0, len(p)+len(more))
+	return append(append(out, p...), more...)
+}
+
+// resolve finds the node at path below root. With key set and the last
+// element a mapping key, it returns the key node (where "field not allowed"
+// should point). When the path leaves the document, it returns the deepest
+// node reached, so an error about a missing field points at its parent.
+func resolve(root *yaml.Node, path fieldPath, key bool) *yaml.Node {
+	cur := root
+	for i, e := range path {
+		cur = deref(cur)
+		switch v := e.(type) {
+		case string:
+			k, val := mappingEntry(cur, v)
+			if val == nil {
+				return cur
+			}
+			if key && i == len(path)-1 {
+				return k
+			}
+			cur = val
+		case int:
+			if cur.Kind != yaml.SequenceNode || v < 0 || v >= len(cur.Content) {
+				return cur
+			}
+			cur = cur.Content[v]
+		}
+	}
+	return cur
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// mappingEntry returns the key and value nodes of key in a mapping, looking
+// through merge keys (<<) the way YAML resolves them: explicit keys win.
+func mappingEntry(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	var merged []*yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k := m.Content[i]
+		if k.Value == key && k.Tag != "!!merge" {
+			return k, m.Content[i+1]
+		}
+		if isMergeKey(k) {
+			merged = append(merged, m.Content[i+1])
+		}
+	}
+	for _, v := range merged {
+		v = deref(v)
+		if v.Kind == yaml.SequenceNode {
+			for _, s := range v.Content {
+				if k, val := mappingEntry(deref(s), key); val != nil {
+					return k, val
+				}
+			}
+			continue
+		}
+		if k, val := mappingEntry(v, key); val != nil {
+			return k, val
+		}
+	}
+	return nil, nil
+}
+
+func isMergeKey(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Value == "<<" && (k.Tag == "!!merge" || k.Tag == "")
+}
+
+// scalarString returns the value of a scalar field, or "".
+func scalarString(m *yaml.Node, key string) (string, *yaml.Node) {
+	_, v := mappingEntry(m, key)
+	v = deref(v)
+	if v == nil || v.Kind != yaml.ScalarNode {
+		return "", v
+	}
+	return v.Value, v
+}
+
+// nodeError is a problem found while converting YAML, at a node.
+type nodeError struct {
+	node *yaml.Node
+	path fieldPath
+	msg  string
+}
+
+// toValue converts a YAML node to plain Go values (map[string]any, []any,
+// string, int64, float64, bool, nil) for CUE, reporting duplicate keys,
+// non-string keys and alias cycles instead of guessing.
+func toValue(n *yaml.Node, path fieldPath, depth int, errs *[]nodeError) any {
+	if depth > 64 {
+		*errs = append(*errs, nodeError{n, path, "document nested too deeply (or an alias cycle)"})
+		return nil
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		if n.Alias == nil {
+			return nil
+		}
+		return toValue(n.Alias, path, depth+1, errs)
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil
+		}
+		return toValue(n.Content[0], path, depth+1, errs)
+	case yaml.SequenceNode:
+		out := make([]any, len(n.Content))
+		for i, c := range n.Content {
+			out[i] = toValue(c, path.with(i), depth+1, errs)
+		}
+		return out
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		explicit := make(map[string]bool, len(n.Content)/2)
+		var merges []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if isMergeKey(k) {
+				merges = append(merges, v)
+				continue
+			}
+			if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" && k.ShortTag() != "!!int" && k.ShortTag() != "!!bool" {
+				*errs = append(*errs, nodeError{k, path, "mapping keys must be plain strings"})
+				continue
+			}
+			if explicit[k.Value] {
+				*errs = append(*errs, nodeError{k, path.with(k.Value), fmt.Sprintf("key %q is repeated in the same mapping", k.Value)})
+				continue
+			}
+			explicit[k.Value] = true
+			out[k.Value] = toValue(v, path.with(k.Value), depth+1, errs)
+		}
+		for _, m := range merges {
+			m = deref(m)
+			srcs := []*yaml.Node{m}
+			if m.Kind == yaml.SequenceNode {
+				srcs = m.Content
+			}
+			for _, s := range srcs {
+				mv, ok := toValue(s, path, depth+1, errs).(map[string]any)
+				if !ok {
+					*errs = append(*errs, nodeError{s, path, "a merge key (<<) needs a mapping or a list of mappings"})
+					continue
+				}
+				for k, v := range mv {
+					if _, set := out[k]; !set {
+						out[k] = v
+					}
+				}
+			}
+		}
+		return out
+	case yaml.ScalarNode:
+		return scalarValue(n, path, errs)
+	}
+	return nil
+}
+
+func scalarValue(n *yaml.Node, path fieldPath, errs *[]nodeError) any {
+	switch n.ShortTag() {
+	case "!!null":
+		return nil
+	case "!!bool":
+		b, err := strconv.ParseBool(strings.ToLower(n.Value))
+		if err != nil {
+			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not a boolean", n.Value)})
+		}
+		return b
+	case "!!int":
+		s := strings.ReplaceAll(n.Value, "_", "")
+		if strings.HasPrefix(s, "0o") {
+			s = "0" + s[2:]
+		}
+		i, err := strconv.ParseInt(s, 0, 64)
+		if err != nil {
+			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not an integer that fits in 64 bits", n.Value)})
+		}
+		return i
+	case "!!float":
+		f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not a finite number", n.Value)})
+			return 0.0
+		}
+		return f
+	case "!!str", "!!binary", "!!timestamp":
+		return n.Value
+	default:
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("unsupported YAML tag %s", n.Tag)})
+		return n.Value
+	}
+}
