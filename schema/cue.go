@@ -135,7 +135,7 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 		}
 	case present == nil && (strings.Contains(msg, "incomplete value") || strings.Contains(msg, "non-concrete")):
 		is.message = fmt.Sprintf("missing required field %q", last)
-	case strings.Contains(msg, "incompatible list lengths") || strings.Contains(msg, "incomplete value [_") || strings.Contains(msg, "0 not allowed") :
+	case strings.Contains(msg, "incompatible list lengths") || strings.Contains(msg, "incomplete value [_") || strings.Contains(msg, "0 not allowed"):
 		is.message = "must not be empty"
 	default:
 		if enum := enumValues(def, path); len(enum) > 0 {
