@@ -39,7 +39,7 @@ func where(m *Meta) string {
 
 // assemble sorts documents into the site, reporting duplicate names and
 // missing or repeated singletons.
-func assemble(docs []parsed, rej []rejected) (*Site, Diagnostics) {
+func assemble(docs []parsed, rej []rejected, unparsed bool) (*Site, Diagnostics) {
 	r := &reporter{}
 	s := &Site{rejected: map[rejected]bool{}}
 	for _, x := range rej {
@@ -72,7 +72,7 @@ func assemble(docs []parsed, rej []rejected) (*Site, Diagnostics) {
 	s.nodes, s.Nodes = byName(r, s.Nodes)
 	switch len(configs) {
 	case 0:
-		if hasRejectedKind(rej, KindSite) {
+		if unparsed || hasRejectedKind(rej, KindSite) {
 			break // its own errors are reported
 		}
 		r.errorf(nil, nil, "missing-site", "no Site document: a site needs exactly one document of kind Site (name, domain, regions)")

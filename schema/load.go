@@ -34,7 +34,12 @@ type document struct {
 	name string
 }
 
-func (d *document) object() string { return d.kind + "/" + d.name }
+func (d *document) object() string {
+	if d.name == "" {
+		return d.kind
+	}
+	return d.kind + "/" + d.name
+}
 
 // parsed is a document that passed its schema check, with its typed object.
 type parsed struct {
@@ -79,7 +84,10 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 	if err != nil {
 		return nil, nil, err
 	}
-	site, more := assemble(docs, rejected)
+	// A file that does not parse may hold the Site document: do not also
+	// claim it is missing.
+	unparsed := slices.ContainsFunc(diags, func(d Diagnostic) bool { return d.Code == "yaml-syntax" })
+	site, more := assemble(docs, rejected, unparsed)
 	diags = append(diags, more...)
 	if site.Config != nil {
 		diags = append(diags, check(site)...)
@@ -202,7 +210,7 @@ func parseFile(fsys fs.FS, name string, v *validator) fileResult {
 			break
 		}
 		if err != nil {
-			d := Diagnostic{Severity: SeverityError, Code: "yaml-syntax", File: name, Message: "not valid YAML: " + err.Error()}
+			d := Diagnostic{Severity: SeverityError, Code: "yaml-syntax", File: name, Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 				d.Line, _ = strconv.Atoi(m[1])
 				d.Column = 1
@@ -256,8 +264,9 @@ func parseDocument(file string, root *yaml.Node, v *validator) (*parsed, Diagnos
 	}
 	doc := &document{file: file, root: body, kind: kind, name: name}
 	r := reporter{}
-	var convErrs []nodeError
-	value := toValue(body, nil, 0, &convErrs)
+	cv := newConverter()
+	value := cv.toValue(body, nil, 0)
+	convErrs := cv.errs
 	for _, e := range convErrs {
 		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: "yaml-structure", File: file, Line: e.node.Line, Column: e.node.Column, Object: doc.object(), Path: e.path.String(), Message: e.msg})
 	}

@@ -124,10 +124,31 @@ type nodeError struct {
 	msg  string
 }
 
+// maxExpandedNodes bounds the values one document may expand to through
+// aliases, so that an alias bomb ("billion laughs") is an error, not a hang.
+const maxExpandedNodes = 200_000
+
+// converter turns YAML nodes into plain values, collecting problems.
+type converter struct {
+	errs   []nodeError
+	budget int
+}
+
+func newConverter() *converter { return &converter{budget: maxExpandedNodes} }
+
 // toValue converts a YAML node to plain Go values (map[string]any, []any,
 // string, int64, float64, bool, nil) for CUE, reporting duplicate keys,
-// non-string keys and alias cycles instead of guessing.
-func toValue(n *yaml.Node, path fieldPath, depth int, errs *[]nodeError) any {
+// non-string keys, alias cycles and alias bombs instead of guessing.
+func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
+	errs := &cv.errs
+	if cv.budget <= 0 {
+		return nil
+	}
+	cv.budget--
+	if cv.budget == 0 {
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("document expands to more than %d values through aliases", maxExpandedNodes)})
+		return nil
+	}
 	if depth > 64 {
 		*errs = append(*errs, nodeError{n, path, "document nested too deeply (or an alias cycle)"})
 		return nil
@@ -137,16 +158,16 @@ func toValue(n *yaml.Node, path fieldPath, depth int, errs *[]nodeError) any {
 		if n.Alias == nil {
 			return nil
 		}
-		return toValue(n.Alias, path, depth+1, errs)
+		return cv.toValue(n.Alias, path, depth+1)
 	case yaml.DocumentNode:
 		if len(n.Content) == 0 {
 			return nil
 		}
-		return toValue(n.Content[0], path, depth+1, errs)
+		return cv.toValue(n.Content[0], path, depth+1)
 	case yaml.SequenceNode:
 		out := make([]any, len(n.Content))
 		for i, c := range n.Content {
-			out[i] = toValue(c, path.with(i), depth+1, errs)
+			out[i] = cv.toValue(c, path.with(i), depth+1)
 		}
 		return out
 	case yaml.MappingNode:
@@ -168,7 +189,7 @@ func toValue(n *yaml.Node, path fieldPath, depth int, errs *[]nodeError) any {
 				continue
 			}
 			explicit[k.Value] = true
-			out[k.Value] = toValue(v, path.with(k.Value), depth+1, errs)
+			out[k.Value] = cv.toValue(v, path.with(k.Value), depth+1)
 		}
 		for _, m := range merges {
 			m = deref(m)
@@ -177,7 +198,7 @@ func toValue(n *yaml.Node, path fieldPath, depth int, errs *[]nodeError) any {
 				srcs = m.Content
 			}
 			for _, s := range srcs {
-				mv, ok := toValue(s, path, depth+1, errs).(map[string]any)
+				mv, ok := cv.toValue(s, path, depth+1).(map[string]any)
 				if !ok {
 					*errs = append(*errs, nodeError{s, path, "a merge key (<<) needs a mapping or a list of mappings"})
 					continue
