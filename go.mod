@@ -6,6 +6,7 @@ require (
 	cuelang.org/go v0.17.1
 	github.com/miekg/dns v1.1.73
 	github.com/spf13/cobra v1.10.2
+	go.etcd.io/bbolt v1.5.0
 	gopkg.in/yaml.v3 v3.0.1
 )
 

@@ -1,0 +1,228 @@
+// Package bolt is anneal's embedded state store: one bbolt file holding the
+// DNS ownership inventory, the zone snapshot cache and the apply journal.
+//
+// bbolt over SQLite: the state is a handful of key spaces read and written
+// by one process, with no queries beyond prefix scans; bbolt is pure Go (no
+// cgo, a static binary), crash-safe (copy-on-write B+tree, fsync per
+// transaction) and needs no schema migrations. The store sits behind the
+// small interfaces reconcile declares, so a distributed store can replace
+// it without touching the engine.
+package bolt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/anneal-dev/anneal/reconcile"
+	bbolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketOwned   = []byte("dns-owned")
+	bucketZones   = []byte("dns-zones")
+	bucketJournal = []byte("journal")
+	keyInFlight   = []byte("in-flight")
+)
+
+// Store is a bbolt-backed state store. It is safe for concurrent use.
+type Store struct {
+	db *bbolt.DB
+}
+
+// Open opens (creating if needed) the state file at path. Only one process
+// may hold it: a second Open waits up to timeout and then fails, so two
+// reconcilers never drive one fleet from one state.
+func Open(path string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("state %s is locked by another anneal process", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init state %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close releases the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+func zoneKey(target, zone string) []byte { return []byte(target + "\x00" + zone) }
+
+func rrsetKey(k reconcile.RRsetKey) []byte { return []byte(k.Name + "\x00" + string(k.Type)) }
+
+// OwnedRRsets lists the RRsets anneal wrote on a target's zone.
+func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[reconcile.RRsetKey]bool, error) {
+	out := map[reconcile.RRsetKey]bool{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketOwned).Bucket(zoneKey(target, zone))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			name, typ, ok := strings.Cut(string(k), "\x00")
+			if !ok {
+				return fmt.Errorf("corrupt inventory key %q", k)
+			}
+			out[reconcile.RRsetKey{Name: name, Type: reconcile.RRType(typ)}] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read inventory %s/%s: %w", target, zone, err)
+	}
+	return out, ctx.Err()
+}
+
+// RecordOwned adds and removes RRsets from a zone's inventory.
+func (s *Store) RecordOwned(ctx context.Context, target, zone string, add, remove []reconcile.RRsetKey) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.Bucket(bucketOwned).CreateBucketIfNotExists(zoneKey(target, zone))
+		if err != nil {
+			return err
+		}
+		for _, k := range remove {
+			if err := b.Delete(rrsetKey(k)); err != nil {
+				return err
+			}
+		}
+		for _, k := range add {
+			if err := b.Put(rrsetKey(k), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// CachedZone returns the last snapshot of a zone, or nil.
+func (s *Store) CachedZone(ctx context.Context, target, zone string) (*reconcile.ZoneContent, error) {
+	var data []byte
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketZones).Get(zoneKey(target, zone)); v != nil {
+			data = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	if err != nil || data == nil {
+		return nil, err
+	}
+	z, err := reconcile.DecodeZone(data)
+	if err != nil {
+		return nil, nil // a corrupt cache entry only costs a transfer
+	}
+	return z, ctx.Err()
+}
+
+// CacheZone stores a zone snapshot.
+func (s *Store) CacheZone(ctx context.Context, target string, z *reconcile.ZoneContent) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	data := reconcile.EncodeZone(z)
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketZones).Put(zoneKey(target, z.Zone), data)
+	})
+}
+
+// InFlight returns the unfinished apply, or nil.
+func (s *Store) InFlight(ctx context.Context) (*reconcile.ApplyRecord, error) {
+	var rec *reconcile.ApplyRecord
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketJournal).Get(keyInFlight)
+		if v == nil {
+			return nil
+		}
+		rec = &reconcile.ApplyRecord{}
+		return json.Unmarshal(v, rec)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	return rec, ctx.Err()
+}
+
+// BeginApply records an apply and its pending zones. An unfinished earlier
+// record is kept merged: its zones stay pending until done.
+func (s *Store) BeginApply(ctx context.Context, rec *reconcile.ApplyRecord) error {
+	return s.updateJournal(ctx, func(cur *reconcile.ApplyRecord) *reconcile.ApplyRecord {
+		if cur == nil {
+			return rec
+		}
+		for k, v := range rec.Pending {
+			cur.Pending[k] = v
+		}
+		cur.Revision = rec.Revision
+		return cur
+	})
+}
+
+// ZoneDone marks a zone applied.
+func (s *Store) ZoneDone(ctx context.Context, target, zone string) error {
+	return s.updateJournal(ctx, func(cur *reconcile.ApplyRecord) *reconcile.ApplyRecord {
+		if cur != nil {
+			delete(cur.Pending, target+"/"+zone)
+		}
+		return cur
+	})
+}
+
+// EndApply clears the journal when nothing is pending.
+func (s *Store) EndApply(ctx context.Context) error {
+	return s.updateJournal(ctx, func(cur *reconcile.ApplyRecord) *reconcile.ApplyRecord {
+		if cur != nil && len(cur.Pending) > 0 {
+			return cur
+		}
+		return nil
+	})
+}
+
+func (s *Store) updateJournal(ctx context.Context, f func(*reconcile.ApplyRecord) *reconcile.ApplyRecord) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketJournal)
+		var cur *reconcile.ApplyRecord
+		if v := b.Get(keyInFlight); v != nil {
+			cur = &reconcile.ApplyRecord{}
+			if err := json.Unmarshal(v, cur); err != nil {
+				return fmt.Errorf("corrupt journal: %w", err)
+			}
+		}
+		next := f(cur)
+		if next == nil {
+			return b.Delete(keyInFlight)
+		}
+		v, err := json.Marshal(next)
+		if err != nil {
+			return err
+		}
+		return b.Put(keyInFlight, v)
+	})
+}
+
+var _ reconcile.DNSState = (*Store)(nil)

@@ -1,0 +1,361 @@
+package reconcile
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MassDeleteError refuses an apply whose deletes exceed the site's
+// threshold; nothing was applied.
+type MassDeleteError struct{ Over []MassDelete }
+
+func (e *MassDeleteError) Error() string {
+	m := e.Over[0]
+	return fmt.Sprintf("refusing to apply: target %s would delete %d of %d RRsets anneal owns (%d%%, above the site's dnsMassDeletePercent %d%%); pass --allow-mass-delete if this is intended",
+		m.Target, m.Deletes, m.Owned, m.Percent, m.Limit)
+}
+
+// ApplyOptions bound an apply.
+type ApplyOptions struct {
+	AllowMassDelete bool
+	// Revision is recorded in the journal.
+	Revision string
+}
+
+// ZoneResult is what an apply did to one zone on one target.
+type ZoneResult struct {
+	Target   string `json:"target"`
+	Zone     string `json:"zone"`
+	Created  int    `json:"created"`
+	Updated  int    `json:"updated"`
+	Deleted  int    `json:"deleted"`
+	Adopted  int    `json:"adopted"`
+	Replans  int    `json:"replans,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Class    string `json:"class,omitempty"`
+	Conflict int    `json:"conflicts,omitempty"`
+}
+
+// DNSResult is what an apply did.
+type DNSResult struct {
+	Zones []ZoneResult `json:"zones"`
+}
+
+// Failed reports whether any zone failed.
+func (r *DNSResult) Failed() bool {
+	return slices.ContainsFunc(r.Zones, func(z ZoneResult) bool { return z.Error != "" })
+}
+
+// DNSApplier applies DNS plans.
+type DNSApplier struct {
+	Targets map[string]DNSTarget
+	State   DNSState
+	// Concurrency bounds zones applied at once per target (default 4).
+	Concurrency int
+	// Attempts per transient failure (default 3), Backoff the first wait.
+	Attempts int
+	Backoff  time.Duration
+	Log      *slog.Logger
+	// Progress, when set, is told about each zone as it finishes.
+	Progress func(ZoneResult)
+}
+
+// Apply writes a plan. Per target, in order: PTR deletes (reverse zones),
+// then forward zones, then PTR creates and updates, so a reverse record
+// never names a forward name that does not exist. Targets are independent:
+// one failing does not stop the others. Each zone is read back after
+// writing; a server that acknowledged but did not apply is an error.
+func (a *DNSApplier) Apply(ctx context.Context, plan *DNSPlan, desired *DesiredDNS, opts ApplyOptions) (*DNSResult, error) {
+	if !opts.AllowMassDelete {
+		var over []MassDelete
+		for _, m := range plan.MassDelete {
+			if m.Exceeded {
+				over = append(over, m)
+			}
+		}
+		if len(over) > 0 {
+			return nil, &MassDeleteError{Over: over}
+		}
+	}
+	if a.State != nil {
+		rec := &ApplyRecord{Started: time.Now().UTC(), Revision: opts.Revision, Pending: map[string]int{}}
+		for _, z := range plan.Zones {
+			if len(z.Changes)+len(z.Adopt) > 0 {
+				rec.Pending[z.Target+"/"+z.Zone] = len(z.Changes)
+			}
+		}
+		if len(rec.Pending) > 0 {
+			if err := a.State.BeginApply(ctx, rec); err != nil {
+				return nil, fmt.Errorf("journal: %w", err)
+			}
+		}
+	}
+	byTarget := map[string][]ZoneDiff{}
+	for _, z := range plan.Zones {
+		byTarget[z.Target] = append(byTarget[z.Target], z)
+	}
+	res := &DNSResult{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for target, zones := range byTarget {
+		t := a.Targets[target]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs := a.applyTarget(ctx, t, zones, desired)
+			mu.Lock()
+			res.Zones = append(res.Zones, rs...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.SortFunc(res.Zones, func(x, y ZoneResult) int {
+		return cmp.Or(cmp.Compare(x.Target, y.Target), cmp.Compare(x.Zone, y.Zone))
+	})
+	if a.State != nil && !res.Failed() && ctx.Err() == nil {
+		if err := a.State.EndApply(ctx); err != nil {
+			return res, fmt.Errorf("journal: %w", err)
+		}
+	}
+	return res, ctx.Err()
+}
+
+// phase is one step of a target's apply.
+type phase struct {
+	reverse bool
+	pick    func(RRsetChange) bool
+}
+
+var (
+	allChanges = func(RRsetChange) bool { return true }
+	onlyDelete = func(c RRsetChange) bool { return c.Op == OpDelete }
+	notDelete  = func(c RRsetChange) bool { return c.Op != OpDelete }
+)
+
+func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneDiff, desired *DesiredDNS) []ZoneResult {
+	results := map[string]*ZoneResult{}
+	for _, z := range zones {
+		results[z.Zone] = &ZoneResult{Target: z.Target, Zone: z.Zone, Conflict: len(z.Conflicts)}
+	}
+	phases := []phase{{reverse: true, pick: onlyDelete}, {reverse: false, pick: allChanges}, {reverse: true, pick: notDelete}}
+	for _, ph := range phases {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, cmp.Or(a.Concurrency, 4))
+		for _, z := range zones {
+			if z.Reverse != ph.reverse || results[z.Zone].Error != "" {
+				continue
+			}
+			var changes []RRsetChange
+			for _, c := range z.Changes {
+				if ph.pick(c) {
+					changes = append(changes, c)
+				}
+			}
+			adopt := z.Adopt
+			if ph.reverse && ph.pick(RRsetChange{Op: OpDelete}) {
+				adopt = nil // adopt once, in the later reverse phase
+			}
+			if len(changes) == 0 && len(adopt) == 0 {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), results[z.Zone])
+			}()
+		}
+		wg.Wait()
+	}
+	out := make([]ZoneResult, 0, len(results))
+	for _, z := range zones {
+		r := results[z.Zone]
+		if a.State != nil && r.Error == "" && len(z.Changes)+len(z.Adopt) > 0 {
+			if err := a.State.ZoneDone(ctx, z.Target, z.Zone); err != nil {
+				r.Error = fmt.Sprintf("journal: %v", err)
+			}
+		}
+		if a.Progress != nil && len(z.Changes)+len(z.Adopt) > 0 {
+			a.Progress(*r)
+		}
+		out = append(out, *r)
+	}
+	return out
+}
+
+// applyZone sends one zone's changes, records ownership of what landed,
+// re-plans once if the zone changed under the plan, and reads it back.
+func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult) {
+	fail := func(err error) {
+		r.Error = err.Error()
+		r.Class = ClassOf(err).String()
+		a.log().Warn("dns apply failed", "target", t.Name(), "zone", zone, "class", r.Class, "err", err)
+	}
+	if err := a.record(ctx, t.Name(), zone, nil, adopt); err != nil {
+		fail(err)
+		return
+	}
+	r.Adopted += len(adopt)
+	for attempt := 0; ; attempt++ {
+		n, err := a.send(ctx, t, zone, changes)
+		if rerr := a.record(ctx, t.Name(), zone, changes[:n], nil); rerr != nil {
+			fail(rerr)
+			return
+		}
+		count(r, changes[:n])
+		if err == nil {
+			break
+		}
+		if ClassOf(err) != ClassConflict || attempt > 0 {
+			fail(err)
+			return
+		}
+		// The zone changed between plan and apply: observe again and
+		// re-plan this zone against what is there now.
+		r.Replans++
+		a.log().Info("dns zone changed since the plan; re-planning", "target", t.Name(), "zone", zone, "err", err)
+		live, rerr := t.ReadZone(ctx, zone)
+		if rerr != nil {
+			fail(rerr)
+			return
+		}
+		owned, oerr := a.ownership(ctx, t.Name(), zone)
+		if oerr != nil {
+			fail(oerr)
+			return
+		}
+		zd := DiffZone(t.Name(), dz, live, owned)
+		changes = keep(zd.Changes, changes[n:])
+		r.Conflict = len(zd.Conflicts)
+		if len(changes) == 0 {
+			break
+		}
+	}
+	if err := a.verify(ctx, t, zone, changes); err != nil {
+		fail(err)
+	}
+}
+
+// keep restricts a re-planned zone to the RRsets the phase was applying.
+func keep(replanned, pending []RRsetChange) []RRsetChange {
+	want := map[RRsetKey]bool{}
+	for _, c := range pending {
+		want[c.Key()] = true
+	}
+	var out []RRsetChange
+	for _, c := range replanned {
+		if want[c.Key()] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func count(r *ZoneResult, done []RRsetChange) {
+	for _, c := range done {
+		switch c.Op {
+		case OpCreate:
+			r.Created++
+		case OpUpdate:
+			r.Updated++
+		case OpDelete:
+			r.Deleted++
+		}
+	}
+}
+
+// send applies changes with retries on transient failures.
+func (a *DNSApplier) send(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) (int, error) {
+	done := 0
+	wait := cmp.Or(a.Backoff, 200*time.Millisecond)
+	attempts := cmp.Or(a.Attempts, 3)
+	for try := 1; ; try++ {
+		n, err := t.Apply(ctx, zone, changes[done:])
+		done += n
+		if err == nil || ClassOf(err) != ClassTransient || try >= attempts {
+			return done, err
+		}
+		a.log().Info("dns apply: transient failure, retrying", "target", t.Name(), "zone", zone, "attempt", try, "wait", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return done, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait *= 3
+	}
+}
+
+func (a *DNSApplier) record(ctx context.Context, target, zone string, done []RRsetChange, adopt []RRsetKey) error {
+	if a.State == nil || len(done)+len(adopt) == 0 {
+		return nil
+	}
+	add := slices.Clone(adopt)
+	var remove []RRsetKey
+	for _, c := range done {
+		if c.Op == OpDelete {
+			remove = append(remove, c.Key())
+		} else {
+			add = append(add, c.Key())
+		}
+	}
+	if err := a.State.RecordOwned(ctx, target, zone, add, remove); err != nil {
+		return fmt.Errorf("record ownership in %s/%s: %w", target, zone, err)
+	}
+	return nil
+}
+
+func (a *DNSApplier) ownership(ctx context.Context, target, zone string) (Ownership, error) {
+	p := DNSPlanner{State: a.State}
+	return p.owned(ctx, target, zone)
+}
+
+// verify reads the zone back: every change must show. Servers answer
+// NOERROR to updates they silently ignore (data beside a CNAME).
+func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) error {
+	live, err := t.ReadZone(ctx, zone)
+	if err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	if a.State != nil {
+		if err := a.State.CacheZone(ctx, t.Name(), live); err != nil {
+			return fmt.Errorf("write zone cache: %w", err)
+		}
+	}
+	have := make(map[RRsetKey]*RRset, len(live.RRsets))
+	for i := range live.RRsets {
+		have[live.RRsets[i].Key()] = &live.RRsets[i]
+	}
+	var missed []string
+	for _, c := range changes {
+		got := have[c.Key()]
+		switch {
+		case c.New == nil && got != nil:
+			missed = append(missed, c.Key().String()+" still present")
+		case c.New != nil && (got == nil || !got.Equal(c.New)):
+			missed = append(missed, c.Key().String()+" not as written")
+		}
+	}
+	if len(missed) > 0 {
+		if len(missed) > 5 {
+			missed = append(missed[:5], fmt.Sprintf("and %d more", len(missed)-5))
+		}
+		return &TargetError{Target: t.Name(), Zone: zone, Op: "read back", Class: ClassPermanent,
+			Err: errors.New("the server acknowledged the update but does not hold it (a CNAME beside other data?): " + strings.Join(missed, ", "))}
+	}
+	return nil
+}
+
+func (a *DNSApplier) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}

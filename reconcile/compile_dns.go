@@ -1,0 +1,227 @@
+package reconcile
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/miekg/dns"
+)
+
+// DefaultTTL applies when neither the record, its network, the DNS
+// document nor the site's defaults give one.
+const DefaultTTL = 300
+
+// DesiredZone is every RRset one zone should hold.
+type DesiredZone struct {
+	Zone    string  `json:"zone"`
+	Reverse bool    `json:"reverse"`
+	RRsets  []RRset `json:"rrsets"`
+}
+
+// DesiredDNS is the DNS a commit declares: zones and who serves them.
+type DesiredDNS struct {
+	// Zones sorted by name.
+	Zones []*DesiredZone `json:"zones"`
+	// Targets sorted by name, each with the zones it serves.
+	Targets []TargetZones `json:"targets"`
+	// MassDeletePercent is the site's mass-delete threshold.
+	MassDeletePercent int `json:"massDeletePercent"`
+
+	byZone map[string]*DesiredZone
+}
+
+// TargetZones is one DNS target and the zones it serves.
+type TargetZones struct {
+	Target string   `json:"target"`
+	Kind   string   `json:"kind"`
+	Zones  []string `json:"zones"`
+}
+
+// Zone returns the desired content of a zone, or nil.
+func (d *DesiredDNS) Zone(name string) *DesiredZone { return d.byZone[name] }
+
+// DefaultMassDeletePercent applies when the site sets no threshold.
+const DefaultMassDeletePercent = 20
+
+// CompileDNS derives every DNS record of a site. It is a pure function of
+// the site: the same commit gives the same records in the same order.
+func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
+	out := &DesiredDNS{byZone: map[string]*DesiredZone{}, MassDeletePercent: site.Config.Policies.DNSMassDeletePercent}
+	if out.MassDeletePercent == 0 {
+		out.MassDeletePercent = DefaultMassDeletePercent
+	}
+	d := site.DNS
+	if d == nil {
+		return out, nil
+	}
+	b := &dnsBuilder{zones: d.ZoneSet(), sets: map[RRsetKey]*RRset{}}
+	for _, z := range d.Zones {
+		name := schema.CanonicalName(z.Name)
+		dz := &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
+		out.Zones = append(out.Zones, dz)
+		out.byZone[name] = dz
+	}
+	baseTTL := firstTTL(d.TTL, site.Config.Defaults.DNSTTL, DefaultTTL)
+	zoneTTL := map[string]uint32{}
+	for _, z := range d.Zones {
+		zoneTTL[schema.CanonicalName(z.Name)] = firstTTL(z.TTL, int(baseTTL))
+	}
+	ttlIn := func(name string, own int) uint32 {
+		if own > 0 {
+			return uint32(own)
+		}
+		if t, ok := zoneTTL[b.zones.Find(name)]; ok {
+			return t
+		}
+		return baseTTL
+	}
+	for _, n := range site.Nodes {
+		if !n.Exists() {
+			continue
+		}
+		b.node(site, n, ttlIn)
+	}
+	for _, g := range d.Groups {
+		name := schema.CanonicalName(g.FQDN)
+		for _, n := range site.Nodes {
+			if !n.InService() || !n.InGroup(&g) {
+				continue
+			}
+			if a, ok := n.Address(g.Network); ok {
+				b.addresses(name, a, ttlIn(name, g.TTL))
+			}
+		}
+	}
+	for _, w := range d.Wildcards {
+		name := schema.CanonicalName(w.Name)
+		b.add(name, TypeCNAME, ttlIn(name, w.TTL), dns.Fqdn(schema.CanonicalName(w.Target)))
+	}
+	for _, r := range d.Records {
+		if err := b.static(r, ttlIn); err != nil {
+			return nil, err
+		}
+	}
+	if len(b.errs) > 0 {
+		return nil, fmt.Errorf("compile DNS: %s", strings.Join(b.errs, "; "))
+	}
+	for _, set := range b.sets {
+		set.Normalize()
+		zone := out.byZone[b.zones.Find(set.Name)]
+		zone.RRsets = append(zone.RRsets, *set)
+	}
+	for _, z := range out.Zones {
+		slices.SortFunc(z.RRsets, func(a, b RRset) int { return compareKeys(a.Key(), b.Key()) })
+	}
+	slices.SortFunc(out.Zones, func(a, b *DesiredZone) int { return strings.Compare(a.Zone, b.Zone) })
+	for _, t := range d.Targets {
+		tz := TargetZones{Target: t.Name, Kind: string(t.Kind)}
+		for _, z := range t.Zones {
+			tz.Zones = append(tz.Zones, schema.CanonicalName(z))
+		}
+		slices.Sort(tz.Zones)
+		out.Targets = append(out.Targets, tz)
+	}
+	slices.SortFunc(out.Targets, func(a, b TargetZones) int { return strings.Compare(a.Target, b.Target) })
+	return out, nil
+}
+
+func firstTTL(vals ...int) uint32 {
+	for _, v := range vals {
+		if v > 0 {
+			return uint32(v)
+		}
+	}
+	return DefaultTTL
+}
+
+type dnsBuilder struct {
+	zones schema.Zones
+	sets  map[RRsetKey]*RRset
+	errs  []string
+}
+
+func (b *dnsBuilder) add(name string, t RRType, ttl uint32, data string) {
+	if b.zones.Find(name) == "" {
+		b.errs = append(b.errs, fmt.Sprintf("%s %s is in no declared zone", name, t))
+		return
+	}
+	k := RRsetKey{name, t}
+	set := b.sets[k]
+	if set == nil {
+		set = &RRset{Name: name, Type: t, TTL: ttl}
+		b.sets[k] = set
+	}
+	set.TTL = min(set.TTL, ttl)
+	set.Data = append(set.Data, data)
+}
+
+func (b *dnsBuilder) addresses(name string, a schema.Address, ttl uint32) {
+	if a.IPv4.IsValid() {
+		b.add(name, TypeA, ttl, a.IPv4.String())
+	}
+	if a.IPv6.IsValid() {
+		b.add(name, TypeAAAA, ttl, a.IPv6.String())
+	}
+}
+
+func (b *dnsBuilder) ptr(ip netip.Addr, target string, ttl uint32) {
+	if ip.IsValid() {
+		b.add(schema.ReverseName(ip), TypePTR, ttl, dns.Fqdn(target))
+	}
+}
+
+// node adds a node's names: one per network address (with its PTR), the
+// primary name, and aliases. The primary network's PTR names the primary
+// name, so reverse lookups give the host's own name.
+func (b *dnsBuilder) node(site *schema.Site, n *schema.Node, ttlIn func(string, int) uint32) {
+	var primaryNet string
+	if pn := site.DNS.PrimaryName; pn != nil && n.PrimaryFQDN != "" {
+		primaryNet = pn.Network
+	}
+	for _, a := range n.Addresses {
+		net := site.Network(a.Network)
+		if a.FQDN == "" || net == nil || net.DNS == nil {
+			continue
+		}
+		ttl := ttlIn(a.FQDN, net.DNS.TTL)
+		b.addresses(a.FQDN, a, ttl)
+		if !a.Reverse {
+			continue
+		}
+		target := a.FQDN
+		if a.Network == primaryNet && a.Interface != "bmc" {
+			target = n.PrimaryFQDN
+		}
+		b.ptr(a.IPv4, target, ttl)
+		b.ptr(a.IPv6, target, ttl)
+	}
+	if primaryNet == "" {
+		return
+	}
+	if a, ok := n.Address(primaryNet); ok {
+		b.addresses(n.PrimaryFQDN, a, ttlIn(n.PrimaryFQDN, 0))
+	}
+	for _, alias := range n.AliasFQDNs {
+		b.add(alias, TypeCNAME, ttlIn(alias, 0), dns.Fqdn(n.PrimaryFQDN))
+	}
+}
+
+// static adds an extra record, canonicalised through the DNS parser so
+// that it compares equal to what a server hands back.
+func (b *dnsBuilder) static(r schema.Record, ttlIn func(string, int) uint32) error {
+	name := schema.CanonicalName(r.Name)
+	ttl := ttlIn(name, r.TTL)
+	value := r.Value
+	if r.Type == "TXT" && !strings.HasPrefix(strings.TrimSpace(value), `"`) {
+		value = `"` + strings.ReplaceAll(value, `"`, `\"`) + `"`
+	}
+	rr, err := dns.NewRR(fmt.Sprintf("%s. %d IN %s %s", name, ttl, r.Type, value))
+	if err != nil || rr == nil {
+		return fmt.Errorf("compile DNS record %s %s %q: %v", name, r.Type, r.Value, err)
+	}
+	b.add(name, RRType(r.Type), ttl, CanonicalRData(rr))
+	return nil
+}

@@ -1,0 +1,294 @@
+package reconcile
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// DNSPlan is the DNS part of a plan: per target and zone, what changes.
+type DNSPlan struct {
+	Zones []ZoneDiff `json:"zones"`
+	// Failures are targets or zones that could not be read; their zones
+	// are absent from Zones and nothing is applied to them.
+	Failures []TargetFailure `json:"failures,omitempty"`
+	// MassDelete is the delete budget per target.
+	MassDelete []MassDelete `json:"massDelete"`
+	// Findings are consistency problems seen in the live zones.
+	Findings []Finding `json:"findings,omitempty"`
+	// Interrupted is the unfinished apply this plan completes, if any.
+	Interrupted *ApplyRecord `json:"interrupted,omitempty"`
+}
+
+// TargetFailure is a target or zone that could not be observed.
+type TargetFailure struct {
+	Target string `json:"target"`
+	Zone   string `json:"zone,omitempty"`
+	Class  string `json:"class"`
+	Error  string `json:"error"`
+}
+
+// MassDelete is one target's deletes against its threshold.
+type MassDelete struct {
+	Target   string `json:"target"`
+	Deletes  int    `json:"deletes"`
+	Owned    int    `json:"owned"`
+	Percent  int    `json:"percent"`
+	Limit    int    `json:"limitPercent"`
+	Exceeded bool   `json:"exceeded"`
+}
+
+// FindingKind names a consistency problem.
+type FindingKind string
+
+// Finding kinds.
+const (
+	// FindingOrphanPTR: a PTR whose name does not resolve back to its address.
+	FindingOrphanPTR FindingKind = "orphan-ptr"
+	// FindingMissingPTR: an address with a forward name but no PTR.
+	FindingMissingPTR FindingKind = "missing-ptr"
+)
+
+// Finding is a forward/reverse consistency problem on one target.
+type Finding struct {
+	Kind    FindingKind `json:"kind"`
+	Target  string      `json:"target"`
+	Name    string      `json:"name"`
+	Address string      `json:"address"`
+	Detail  string      `json:"detail"`
+}
+
+// HasChanges reports whether applying the plan would write anything.
+func (p *DNSPlan) HasChanges() bool {
+	return slices.ContainsFunc(p.Zones, func(z ZoneDiff) bool { return len(z.Changes) > 0 || len(z.Adopt) > 0 })
+}
+
+// HasConflicts reports whether any desired record collides with foreign data.
+func (p *DNSPlan) HasConflicts() bool {
+	return slices.ContainsFunc(p.Zones, func(z ZoneDiff) bool { return len(z.Conflicts) > 0 })
+}
+
+// DNSPlanner observes DNS targets and diffs them with the desired state.
+type DNSPlanner struct {
+	Targets map[string]DNSTarget
+	State   DNSState
+	// Concurrency bounds zones observed at once per target (default 4).
+	Concurrency int
+	Log         *slog.Logger
+}
+
+// Plan observes every zone of every target and computes the changes. A
+// target that cannot be read is reported in Failures; the others are
+// planned all the same.
+func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, error) {
+	plan := &DNSPlan{}
+	if p.State != nil {
+		rec, err := p.State.InFlight(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read journal: %w", err)
+		}
+		plan.Interrupted = rec
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	lives := map[string][]*ZoneContent{}
+	for _, tz := range desired.Targets {
+		t := p.Targets[tz.Target]
+		if t == nil {
+			plan.Failures = append(plan.Failures, TargetFailure{Target: tz.Target, Class: ClassPermanent.String(), Error: "no provider configured for this target"})
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			diffs, live, fails := p.planTarget(ctx, t, tz, desired)
+			mu.Lock()
+			defer mu.Unlock()
+			plan.Zones = append(plan.Zones, diffs...)
+			plan.Failures = append(plan.Failures, fails...)
+			lives[tz.Target] = live
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plan DNS: %w", err)
+	}
+	slices.SortFunc(plan.Zones, func(a, b ZoneDiff) int {
+		return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Zone, b.Zone))
+	})
+	slices.SortFunc(plan.Failures, func(a, b TargetFailure) int {
+		return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Zone, b.Zone))
+	})
+	plan.MassDelete = massDeletes(plan.Zones, desired.MassDeletePercent)
+	for _, tz := range desired.Targets {
+		plan.Findings = append(plan.Findings, consistency(tz.Target, lives[tz.Target])...)
+	}
+	return plan, nil
+}
+
+func (p *DNSPlanner) planTarget(ctx context.Context, t DNSTarget, tz TargetZones, desired *DesiredDNS) ([]ZoneDiff, []*ZoneContent, []TargetFailure) {
+	conc := cmp.Or(p.Concurrency, 4)
+	sem := make(chan struct{}, conc)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var diffs []ZoneDiff
+	var lives []*ZoneContent
+	var fails []TargetFailure
+	for _, zone := range tz.Zones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			zd, live, err := p.planZone(ctx, t, desired.Zone(zone))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fails = append(fails, TargetFailure{Target: t.Name(), Zone: zone, Class: ClassOf(err).String(), Error: err.Error()})
+				return
+			}
+			diffs = append(diffs, zd)
+			lives = append(lives, live)
+		}()
+	}
+	wg.Wait()
+	return diffs, lives, fails
+}
+
+// planZone observes one zone (from the cache when its serial has not
+// moved) and diffs it.
+func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone) (ZoneDiff, *ZoneContent, error) {
+	live, err := observeZone(ctx, t, p.State, dz.Zone)
+	if err != nil {
+		return ZoneDiff{}, nil, err
+	}
+	owned, err := p.owned(ctx, t.Name(), dz.Zone)
+	if err != nil {
+		return ZoneDiff{}, nil, err
+	}
+	return DiffZone(t.Name(), dz, live, owned), live, nil
+}
+
+func (p *DNSPlanner) owned(ctx context.Context, target, zone string) (Ownership, error) {
+	if p.State == nil {
+		return nil, nil
+	}
+	inv, err := p.State.OwnedRRsets(ctx, target, zone)
+	if err != nil {
+		return nil, fmt.Errorf("read inventory of %s/%s: %w", target, zone, err)
+	}
+	return func(k RRsetKey) bool { return inv[k] }, nil
+}
+
+// observeZone reads a zone, or takes it from the cache when the SOA serial
+// is the one cached.
+func observeZone(ctx context.Context, t DNSTarget, cache ZoneCache, zone string) (*ZoneContent, error) {
+	if cache != nil {
+		serial, err := t.Serial(ctx, zone)
+		if err != nil {
+			return nil, err
+		}
+		cached, err := cache.CachedZone(ctx, t.Name(), zone)
+		if err != nil {
+			return nil, fmt.Errorf("read zone cache of %s/%s: %w", t.Name(), zone, err)
+		}
+		if cached != nil && cached.Serial == serial && serial != 0 {
+			return cached, nil
+		}
+	}
+	live, err := t.ReadZone(ctx, zone)
+	if err != nil {
+		return nil, err
+	}
+	if cache != nil {
+		if err := cache.CacheZone(ctx, t.Name(), live); err != nil {
+			return nil, fmt.Errorf("write zone cache of %s/%s: %w", t.Name(), zone, err)
+		}
+	}
+	return live, nil
+}
+
+func massDeletes(zones []ZoneDiff, limit int) []MassDelete {
+	by := map[string]*MassDelete{}
+	var order []string
+	for _, z := range zones {
+		m := by[z.Target]
+		if m == nil {
+			m = &MassDelete{Target: z.Target, Limit: limit}
+			by[z.Target] = m
+			order = append(order, z.Target)
+		}
+		_, _, d := z.Counts()
+		m.Deletes += d
+		m.Owned += z.Owned
+	}
+	out := make([]MassDelete, 0, len(order))
+	for _, t := range order {
+		m := by[t]
+		if m.Owned > 0 {
+			m.Percent = (m.Deletes*100 + m.Owned - 1) / m.Owned
+		}
+		m.Exceeded = m.Deletes > 0 && m.Percent > m.Limit
+		out = append(out, *m)
+	}
+	return out
+}
+
+// consistency checks forward-confirmed reverse DNS on what one target
+// serves: every PTR's name resolves back to its address, and every address
+// with a forward name in a served reverse zone has a PTR.
+func consistency(target string, zones []*ZoneContent) []Finding {
+	forward := map[netip.Addr][]string{} // address → names with it
+	ptrs := map[netip.Addr][]string{}    // address → PTR targets
+	var reverseZones []string
+	for _, z := range zones {
+		if strings.HasSuffix(z.Zone, ".arpa") {
+			reverseZones = append(reverseZones, z.Zone)
+		}
+		for _, s := range z.RRsets {
+			switch s.Type {
+			case TypeA, TypeAAAA:
+				for _, d := range s.Data {
+					if ip, err := netip.ParseAddr(d); err == nil {
+						forward[ip] = append(forward[ip], s.Name)
+					}
+				}
+			case TypePTR:
+				ip, ok := addrOfReverse(s.Name)
+				if !ok {
+					continue
+				}
+				for _, d := range s.Data {
+					ptrs[ip] = append(ptrs[ip], canonicalName(d))
+				}
+			}
+		}
+	}
+	var out []Finding
+	for ip, names := range ptrs {
+		for _, name := range names {
+			if !slices.Contains(forward[ip], name) {
+				out = append(out, Finding{Kind: FindingOrphanPTR, Target: target, Name: name, Address: ip.String(),
+					Detail: fmt.Sprintf("PTR of %s names %s, which has no A/AAAA %s here", ip, name, ip)})
+			}
+		}
+	}
+	rev := zoneList(reverseZones)
+	for ip, names := range forward {
+		if len(ptrs[ip]) > 0 || rev.find(reverseOf(ip)) == "" {
+			continue
+		}
+		slices.Sort(names)
+		out = append(out, Finding{Kind: FindingMissingPTR, Target: target, Name: names[0], Address: ip.String(),
+			Detail: fmt.Sprintf("%s (%s) has no PTR although its reverse zone is served here", ip, strings.Join(names, ", "))})
+	}
+	slices.SortFunc(out, func(a, b Finding) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
