@@ -73,9 +73,10 @@ func (d *DNS) ZoneSet() Zones {
 
 // nameUse records what sits at a DNS name, for RFC 1034 collision checks.
 type nameUse struct {
-	rtype string // A/AAAA are "address"; CNAME; or a static record type
-	who   string // the owning source, e.g. Node/x, group api, records[3]
-	owner owner
+	rtype  string // A/AAAA are "address"; CNAME; or a static record type
+	who    string // the owning source, e.g. Node/x, group api, records[3]
+	owner  owner
+	static bool // a static record of the DNS document
 }
 
 type dnsChecker struct {
@@ -273,6 +274,16 @@ func (n *Node) InGroup(g *Group) bool {
 	return false
 }
 
+// attachment is the index of the node's first attachment to a network, or -1.
+func (n *Node) attachment(network string) int {
+	for i, a := range n.Networks {
+		if a.Network == network {
+			return i
+		}
+	}
+	return -1
+}
+
 func (n *Node) attached(network string) bool {
 	for _, a := range n.Networks {
 		if a.Network == network {
@@ -318,7 +329,9 @@ func (dc *dnsChecker) nodeNames(groups map[string]*Group) {
 			if net == nil || net.DNS == nil {
 				continue
 			}
-			p := fieldPath{"networks", i}
+			// Addresses skip attachments that failed (unknown network,
+			// duplicate): find the attachment by network, not by index.
+			p := fieldPath{"networks", n.attachment(a.Network)}
 			if a.Interface == "bmc" {
 				p = fieldPath{"bmc"}
 			}
@@ -445,7 +458,7 @@ func (dc *dnsChecker) records() {
 		if rtype == "A" || rtype == "AAAA" {
 			rtype = "address"
 		}
-		dc.use(name, rtype, fmt.Sprintf("records[%d]", i), o)
+		dc.names[name] = append(dc.names[name], nameUse{rtype: rtype, who: fmt.Sprintf("records[%d]", i), owner: o, static: true})
 	}
 }
 
@@ -512,7 +525,15 @@ func (dc *dnsChecker) collisions() {
 			case u.who == first.who && u.rtype == first.rtype:
 				continue // the same node naming the same address twice
 			case u.rtype == "CNAME" || first.rtype == "CNAME":
-				dc.errorf(u.owner.meta, u.owner.path, "cname-collision", "%q: a CNAME cannot share its name with other records (RFC 1034); %s also uses it (%s)", name, first.who, first.owner)
+				// Point at the CNAME, whichever was declared first: it is
+				// the record that must stand alone.
+				at, other := u, first
+				if u.rtype != "CNAME" {
+					at, other = first, u
+				}
+				dc.errorf(at.owner.meta, at.owner.path, "cname-collision", "%q: a CNAME cannot share its name with other records (RFC 1034); %s also uses it (%s)", name, other.who, other.owner)
+			case u.static && first.static:
+				continue // static A/AAAA records at one name: a round robin, or dual stack
 			case u.rtype == "address" && first.rtype == "address":
 				dc.errorf(u.owner.meta, u.owner.path, "name-collision", "%q is also the name of %s (%s)", name, first.who, first.owner)
 			}

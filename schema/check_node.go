@@ -283,15 +283,16 @@ func (c *checker) hostAddr(n *Node, at fieldPath, field, override, network strin
 			return netip.Addr{}
 		}
 	}
+	// A derived address is the hostIndex's doing: point there.
+	path := at.with(field)
+	if override == "" {
+		path = fieldPath{"hostIndex"}
+	}
 	if a == gw {
-		c.errorf(m, at.with(field), "address-is-gateway", "%s is the gateway of network %s", a, network)
+		c.errorf(m, path, "address-is-gateway", "%s is the gateway of network %s", a, network)
 		return netip.Addr{}
 	}
 	if n.Exists() {
-		path := at.with(field)
-		if override == "" {
-			path = fieldPath{"hostIndex"}
-		}
 		c.claimAddr(network, a, owner{m, path})
 	}
 	return a

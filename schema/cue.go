@@ -49,6 +49,10 @@ type schemaIssue struct {
 	path    fieldPath
 	key     bool // points at the key (unknown field) rather than the value
 	message string
+	// rank orders the messages of one field, lowest first: a branch of a
+	// disjunction the value's type fits, a branch of another type, CUE's
+	// summary of the disjunction.
+	rank int
 }
 
 // validate checks one document's value against its kind's definition.
@@ -70,20 +74,28 @@ func (v *validator) validate(kind string, value any) []schemaIssue {
 		seen[k] = true
 		out = append(out, is)
 	}
-	// One message per field: a disjunction reports each branch; keep the
-	// first (friendliest) message for a path.
-	byPath := map[string]bool{}
+	// One message per field: a disjunction reports a summary ("2 errors in
+	// empty disjunction:") and then each branch; keep the friendliest
+	// message for a path: the first of the lowest rank.
+	byPath := map[string]int{} // path → index in kept
 	kept := out[:0]
 	for _, is := range out {
 		p := is.path.String()
-		if byPath[p] {
+		if i, ok := byPath[p]; ok {
+			if is.rank < kept[i].rank {
+				kept[i] = is
+			}
 			continue
 		}
-		byPath[p] = true
+		byPath[p] = len(kept)
 		kept = append(kept, is)
 	}
 	return kept
 }
+
+// emptyDisjunction is CUE's summary of a value no branch of a disjunction
+// accepts; the branches follow it, each with its own error.
+var emptyDisjunction = regexp.MustCompile(`^\d+ errors in empty disjunction:?$`)
 
 var outOfBound = regexp.MustCompile(`out of bound (=~|!~|>=|<=|>|<|!=)`)
 
@@ -103,6 +115,12 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 	format, args := e.Msg()
 	msg := fmt.Sprintf(format, args...)
 	is := schemaIssue{path: path}
+	switch {
+	case emptyDisjunction.MatchString(msg):
+		is.rank = 2
+	case strings.Contains(msg, "mismatched types"):
+		is.rank = 1
+	}
 	last := ""
 	if len(path) > 0 {
 		if s, ok := path[len(path)-1].(string); ok {

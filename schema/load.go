@@ -195,6 +195,23 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// yamlParserProblems are the errors of yaml.v3's parser, as opposed to its
+// scanner. yaml.v3 reports a scanner error at its 1-based line, but a parser
+// error at the 0-based line of its mark: one line early.
+var yamlParserProblems = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"did not find expected node content":     true,
+	"did not find expected key":              true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found duplicate %TAG directive":         true,
+	"found undefined tag handle":             true,
+}
+
 func parseFile(fsys fs.FS, name string, v *validator) fileResult {
 	var res fileResult
 	data, err := fs.ReadFile(fsys, name)
@@ -213,6 +230,9 @@ func parseFile(fsys fs.FS, name string, v *validator) fileResult {
 			d := Diagnostic{Severity: SeverityError, Code: "yaml-syntax", File: name, Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 				d.Line, _ = strconv.Atoi(m[1])
+				if yamlParserProblems[m[2]] {
+					d.Line++ // yaml.v3 gives its parser's marks 0-based
+				}
 				d.Column = 1
 				d.Message = "not valid YAML: " + m[2]
 			}

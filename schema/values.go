@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,9 @@ func ParseDuration(s string) (time.Duration, error) {
 			unit = time.Second
 		default:
 			return 0, fmt.Errorf("duration %q: unknown unit %q", s, rest[i])
+		}
+		if n > int64(math.MaxInt64-total)/int64(unit) {
+			return 0, fmt.Errorf("duration %q is too long", s)
 		}
 		total += time.Duration(n) * unit
 		rest = rest[i+1:]
