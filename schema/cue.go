@@ -158,6 +158,8 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 	default:
 		if enum := enumValues(def, path); len(enum) > 0 {
 			is.message = fmt.Sprintf("%s is not one of %s", show(present), strings.Join(enum, ", "))
+		} else if hint := patternHint(boundOf(msg)); hint != "" && outOfBound.MatchString(msg) {
+			is.message = fmt.Sprintf("%s: %s", show(present), hint)
 		} else if hint, ok := fieldHints[last]; ok && outOfBound.MatchString(msg) {
 			is.message = fmt.Sprintf("%s: %s", show(present), hint)
 		} else if outOfBound.MatchString(msg) {
@@ -169,6 +171,26 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 		}
 	}
 	return is
+}
+
+// patternHint explains a violated pattern by the definition it comes from
+// (#Name, #ObjectName, #DomainName, #MAC, ...), whatever the field is called.
+func patternHint(bound string) string {
+	switch {
+	case strings.Contains(bound, `([0-9a-f]{2}:){5}`):
+		return fieldHints["mac"]
+	case strings.Contains(bound, `[0-9a-f]{64}`):
+		return fieldHints["sha256"]
+	case strings.Contains(bound, `(\\*\\.)?`) || strings.Contains(bound, `(\*\.)?`):
+		return "must be a DNS domain name (labels of letters, digits and '-', separated by dots)"
+	case strings.Contains(bound, `[a-z0-9._-]`):
+		return "must be a lower-case name: a-z, 0-9, '.', '_' and '-', at most 63 characters"
+	case strings.Contains(bound, `[a-z0-9-]{0,61}`):
+		return fieldHints["name"]
+	case strings.Contains(bound, `(w|d|h|m|s)`):
+		return fieldHints["maxBuildAge"]
+	}
+	return ""
 }
 
 func isSecretField(name string) bool {
