@@ -1,0 +1,40 @@
+package schema_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// BenchmarkLoad loads and validates generated sites of growing size (the
+// layout of bench/sitegen: 40 nodes a rack, 25 racks a region):
+//
+//	go test ./schema -run '^$' -bench BenchmarkLoad -benchmem
+//	go test ./schema -run '^$' -bench 'BenchmarkLoad/10000' -cpuprofile cpu.out
+func BenchmarkLoad(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			dir := filepath.Join(b.TempDir(), "site")
+			if _, err := gen.Generate(dir, gen.Options{Nodes: n, Seed: 1}); err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(site.Nodes) != n {
+					b.Fatalf("loaded %d nodes, want %d", len(site.Nodes), n)
+				}
+			}
+			b.ReportMetric(float64(n), "nodes")
+		})
+	}
+}
