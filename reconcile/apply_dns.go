@@ -133,19 +133,47 @@ type phase struct {
 	pick    func(RRsetChange) bool
 }
 
-var (
-	allChanges = func(RRsetChange) bool { return true }
-	onlyDelete = func(c RRsetChange) bool { return c.Op == OpDelete }
-	notDelete  = func(c RRsetChange) bool { return c.Op != OpDelete }
-)
+// forwardNames lists every name the desired forward zones hold.
+func forwardNames(d *DesiredDNS) map[string]bool {
+	out := map[string]bool{}
+	for _, z := range d.Zones {
+		if z.Reverse {
+			continue
+		}
+		for _, s := range z.RRsets {
+			out[s.Name] = true
+		}
+	}
+	return out
+}
+
+// orphaning reports whether a change deletes a PTR whose name is going
+// away: such deletes go before the forward zones change, so a PTR never
+// names a missing name. Other PTR deletes (an address moved, the name
+// stays) ride with the PTR creates, one message per zone.
+func orphaning(c RRsetChange, kept map[string]bool) bool {
+	if c.Op != OpDelete || c.Old.Type != TypePTR {
+		return false
+	}
+	for _, d := range c.Old.Data {
+		if !kept[canonicalName(d)] {
+			return true
+		}
+	}
+	return false
+}
 
 func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneDiff, desired *DesiredDNS) []ZoneResult {
 	results := map[string]*ZoneResult{}
 	for _, z := range zones {
 		results[z.Zone] = &ZoneResult{Target: z.Target, Zone: z.Zone, Conflict: len(z.Conflicts)}
 	}
-	phases := []phase{{reverse: true, pick: onlyDelete}, {reverse: false, pick: allChanges}, {reverse: true, pick: notDelete}}
-	for _, ph := range phases {
+	kept := forwardNames(desired)
+	first := func(c RRsetChange) bool { return orphaning(c, kept) }
+	last := func(c RRsetChange) bool { return !orphaning(c, kept) }
+	all := func(RRsetChange) bool { return true }
+	phases := []phase{{reverse: true, pick: first}, {reverse: false, pick: all}, {reverse: true, pick: last}}
+	for i, ph := range phases {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, cmp.Or(a.Concurrency, 4))
 		for _, z := range zones {
@@ -159,7 +187,7 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 				}
 			}
 			adopt := z.Adopt
-			if ph.reverse && ph.pick(RRsetChange{Op: OpDelete}) {
+			if i == 0 {
 				adopt = nil // adopt once, in the later reverse phase
 			}
 			if len(changes) == 0 && len(adopt) == 0 {

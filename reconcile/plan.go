@@ -1,0 +1,39 @@
+package reconcile
+
+// PlanFormatVersion is the version of the Plan JSON (`anneal plan -o json`).
+const PlanFormatVersion = 1
+
+// Plan is what it takes to converge the fleet to a commit. It is data: the
+// text, markdown and JSON views are all rendered from it.
+type Plan struct {
+	FormatVersion int    `json:"formatVersion"`
+	Site          string `json:"site"`
+	// Source says where the desired state came from (a directory, later a
+	// commit).
+	Source string   `json:"source"`
+	DNS    *DNSPlan `json:"dns,omitempty"`
+}
+
+// Counts totals a plan's changes and conflicts.
+func (p *Plan) Counts() (creates, updates, deletes, conflicts int) {
+	if p.DNS == nil {
+		return
+	}
+	for _, z := range p.DNS.Zones {
+		c, u, d := z.Counts()
+		creates += c
+		updates += u
+		deletes += d
+		conflicts += len(z.Conflicts)
+	}
+	return
+}
+
+// HasChanges reports whether the live fleet differs from the commit: there
+// is something to write, or something in the way of writing it.
+func (p *Plan) HasChanges() bool {
+	return p.DNS != nil && (p.DNS.HasChanges() || p.DNS.HasConflicts())
+}
+
+// HasFailures reports whether part of the fleet could not be observed.
+func (p *Plan) HasFailures() bool { return p.DNS != nil && len(p.DNS.Failures) > 0 }
