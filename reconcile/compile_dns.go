@@ -177,10 +177,7 @@ func (b *dnsBuilder) ptr(ip netip.Addr, target string, ttl uint32) {
 // primary name, and aliases. The primary network's PTR names the primary
 // name, so reverse lookups give the host's own name.
 func (b *dnsBuilder) node(site *schema.Site, n *schema.Node, ttlIn func(string, int) uint32) {
-	var primaryNet string
-	if pn := site.DNS.PrimaryName; pn != nil && n.PrimaryFQDN != "" {
-		primaryNet = pn.Network
-	}
+	primaryNet := n.PrimaryNetwork
 	for _, a := range n.Addresses {
 		net := site.Network(a.Network)
 		if a.FQDN == "" || net == nil || net.DNS == nil {

@@ -107,8 +107,13 @@ func (c *checker) dns(d *DNS) {
 	dc.targets()
 	if pn := d.PrimaryName; pn != nil {
 		c.pattern(m, fieldPath{"primaryName", "pattern"}, pn.Pattern)
-		if c.missing(KindNetwork, pn.Network, c.site.Network(pn.Network) != nil) {
+		switch {
+		case (pn.Network == "") == (pn.Role == ""):
+			c.errorf(m, fieldPath{"primaryName"}, "primary-network", "give exactly one of network (a network's name) and role (each node's network of that role)")
+			d.PrimaryName = nil // reported; do not cascade into every node
+		case pn.Network != "" && c.missing(KindNetwork, pn.Network, c.site.Network(pn.Network) != nil):
 			c.errorf(m, fieldPath{"primaryName", "network"}, "unknown-network", "network %q is not declared", pn.Network)
+			d.PrimaryName = nil
 		}
 	}
 	groups := dc.groups()
@@ -293,6 +298,22 @@ func (n *Node) attached(network string) bool {
 	return false
 }
 
+// primaryNetwork is the network carrying the node's primary name, or "".
+func (n *Node) primaryNetwork(s *Site, pn *PrimaryName) string {
+	for _, a := range n.Addresses {
+		if a.Interface == "bmc" {
+			continue
+		}
+		if pn.Network != "" && a.Network == pn.Network {
+			return a.Network
+		}
+		if net := s.Network(a.Network); pn.Role != "" && net != nil && net.Role == pn.Role {
+			return a.Network
+		}
+	}
+	return ""
+}
+
 // Address returns the node's address on a network.
 func (n *Node) Address(network string) (Address, bool) {
 	for _, a := range n.Addresses {
@@ -355,10 +376,15 @@ func (dc *dnsChecker) nodeNames(groups map[string]*Group) {
 			}
 			continue
 		}
-		if _, ok := n.Address(pn.Network); !ok {
-			dc.errorf(m, fieldPath{"networks"}, "no-primary-address", "node has no address on network %q, which carries primary names", pn.Network)
+		if primary := n.primaryNetwork(dc.site, pn); primary == "" {
+			what := fmt.Sprintf("network %q", pn.Network)
+			if pn.Role != "" {
+				what = fmt.Sprintf("a network of role %s", pn.Role)
+			}
+			dc.errorf(m, fieldPath{"networks"}, "no-primary-address", "node has no address on %s, which carries primary names", what)
 		} else {
-			n.PrimaryFQDN = ExpandPattern(pn.Pattern, n.Name, pn.Network, n.Region, n.Rack, domain)
+			n.PrimaryNetwork = primary
+			n.PrimaryFQDN = ExpandPattern(pn.Pattern, n.Name, primary, n.Region, n.Rack, domain)
 			if dc.forward(n.PrimaryFQDN, owner{m, fieldPath{"name"}}) {
 				dc.use(n.PrimaryFQDN, "address", who, owner{m, fieldPath{"name"}})
 			}

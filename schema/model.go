@@ -288,8 +288,10 @@ type Node struct {
 	// Addresses are derived at load: one per attachment, in declaration
 	// order, then the BMC's when it sits on a bmc network.
 	Addresses []Address `yaml:"-" json:"addresses"`
-	// PrimaryFQDN is the node's own name ("" without DNS primaryName).
-	PrimaryFQDN string `yaml:"-" json:"primaryFqdn,omitempty"`
+	// PrimaryFQDN is the node's own name ("" without DNS primaryName) and
+	// PrimaryNetwork the network whose address it carries.
+	PrimaryFQDN    string `yaml:"-" json:"primaryFqdn,omitempty"`
+	PrimaryNetwork string `yaml:"-" json:"primaryNetwork,omitempty"`
 	// AliasFQDNs are the CNAMEs pointing at PrimaryFQDN.
 	AliasFQDNs []string `yaml:"-" json:"aliasFqdns,omitempty"`
 }
@@ -374,10 +376,12 @@ type DNS struct {
 	Targets     []Target     `yaml:"targets" json:"targets"`
 }
 
-// PrimaryName names each node once, on one network.
+// PrimaryName names each node once, on one network: the named one, or the
+// node's network of a role.
 type PrimaryName struct {
-	Pattern string `yaml:"pattern" json:"pattern"`
-	Network string `yaml:"network" json:"network"`
+	Pattern string      `yaml:"pattern" json:"pattern"`
+	Network string      `yaml:"network" json:"network,omitempty"`
+	Role    NetworkRole `yaml:"role" json:"role,omitempty"`
 }
 
 // Zone is a DNS zone anneal manages (forward or reverse).

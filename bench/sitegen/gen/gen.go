@@ -516,7 +516,11 @@ func (l *layout) dns(b *bufio.Writer) {
 	d := l.opts.Domain
 	b.WriteString("# Zones: the domain, one per region, in-addr.arpa per /16 and ip6.arpa per /48.\n")
 	header(b, "DNS", "dns")
-	b.WriteString("ttl: 300\nzones:\n")
+	b.WriteString("ttl: 300\n")
+	// Primary names by role: each node's own internal network, whatever
+	// its region.
+	b.WriteString("primaryName:\n  pattern: \"{node}.{region}.{domain}\"\n  role: internal\n")
+	b.WriteString("zones:\n")
 	zones := l.zones()
 	for _, z := range zones {
 		fmt.Fprintf(b, "  - name: %s\n", z.name)
@@ -645,6 +649,10 @@ roles: [%s]
 			// api group by name rather than by role.
 			if reg.index == 0 && g == 2 {
 				b.WriteString("groups: [api]\n")
+			}
+			// One compute node in fifty carries a service alias.
+			if role == "compute" && g%50 == 7 {
+				fmt.Fprintf(b, "aliases: [svc-%d]\n", g)
 			}
 			if rng.IntN(10) == 0 {
 				b.WriteString("patchSet: \"2026-10\"\n")
