@@ -14,6 +14,8 @@ type checker struct {
 	// owners of addresses and MACs site wide, for uniqueness.
 	addrs map[addrKey]owner
 	macs  map[string]owner
+	// rackRegion maps each declared rack to its region.
+	rackRegion map[string]string
 }
 
 type owner struct {
@@ -26,7 +28,7 @@ func (o owner) String() string {
 }
 
 func check(s *Site) Diagnostics {
-	c := &checker{site: s, addrs: map[addrKey]owner{}, macs: map[string]owner{}}
+	c := &checker{site: s, addrs: make(map[addrKey]owner, 6*len(s.Nodes)), macs: make(map[string]owner, 5*len(s.Nodes)), rackRegion: map[string]string{}}
 	c.siteConfig()
 	c.networks()
 	c.profiles()
@@ -110,6 +112,7 @@ func (c *checker) siteConfig() {
 				continue
 			}
 			racks[rk.Name] = r.Name
+			c.rackRegion[rk.Name] = r.Name
 		}
 	}
 	if d := cfg.Defaults.Image; d != "" && c.missing(KindImage, d, c.site.Image(d) != nil) {
@@ -126,14 +129,8 @@ func (c *checker) siteConfig() {
 }
 
 func (c *checker) regionOf(rack string) (string, bool) {
-	for _, r := range c.site.Config.Regions {
-		for _, rk := range r.Racks {
-			if rk.Name == rack {
-				return r.Name, true
-			}
-		}
-	}
-	return "", false
+	r, ok := c.rackRegion[rack]
+	return r, ok
 }
 
 func (c *checker) hasRegion(name string) bool {

@@ -38,9 +38,41 @@ func validLabel(l string) bool {
 }
 
 // ExpandPattern fills a naming pattern for one node on one network.
+// Unknown placeholders are left as written (validation reports them).
 func ExpandPattern(pattern, node, network, region, rack, domain string) string {
-	r := strings.NewReplacer("{node}", node, "{network}", network, "{region}", region, "{rack}", rack, "{domain}", CanonicalName(domain))
-	return CanonicalName(r.Replace(pattern))
+	var b strings.Builder
+	b.Grow(len(pattern) + len(node) + len(domain) + 16)
+	rest := pattern
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			b.WriteString(rest)
+			break
+		}
+		b.WriteString(rest[:i])
+		rest = rest[i:]
+		j := strings.IndexByte(rest, '}')
+		if j < 0 {
+			b.WriteString(rest)
+			break
+		}
+		switch rest[:j+1] {
+		case "{node}":
+			b.WriteString(node)
+		case "{network}":
+			b.WriteString(network)
+		case "{region}":
+			b.WriteString(region)
+		case "{rack}":
+			b.WriteString(rack)
+		case "{domain}":
+			b.WriteString(CanonicalName(domain))
+		default:
+			b.WriteString(rest[:j+1])
+		}
+		rest = rest[j+1:]
+	}
+	return CanonicalName(b.String())
 }
 
 // Zones finds the zone a name belongs to: the longest declared zone it is
