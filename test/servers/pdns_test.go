@@ -1,8 +1,11 @@
 package servers
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,7 +69,16 @@ func TestStartPowerDNSBodyLimit(t *testing.T) {
 	t.Parallel()
 	p := StartPowerDNS(t, PowerDNSOptions{Zones: []string{"example.net"}, MaxBodySizeMB: 1})
 	big := `{"rrsets": [], "pad": "` + strings.Repeat("x", 1<<20) + `"}`
-	if status, _ := p.API(t, http.MethodPatch, "/zones/example.net.", big); status != http.StatusBadRequest {
-		t.Fatalf("a body over webserver-max-bodysize: HTTP %d, want 400", status)
+	// PowerDNS answers 400 and closes the connection, sometimes before the
+	// client has sent the whole body: then the client sees a reset.
+	status, _, err := p.do(context.Background(), http.MethodPatch, "/zones/example.net.", big)
+	if err == nil && status != http.StatusBadRequest || err != nil && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("a body over webserver-max-bodysize: HTTP %d, %v; want 400 or a reset", status, err)
+	}
+	// At the limit (1 MiB of body) it passes.
+	exact := `{"rrsets": [], "pad": "`
+	exact += strings.Repeat("x", 1<<20-len(exact)-2) + `"}`
+	if status, body := p.API(t, http.MethodPatch, "/zones/example.net.", exact); status != http.StatusNoContent && status != http.StatusUnprocessableEntity {
+		t.Fatalf("a body of exactly 1 MiB: HTTP %d %s", status, body)
 	}
 }
