@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/anneal-dev/anneal/providers/state/bolt"
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/spf13/cobra"
+)
+
+// planFlags are shared by plan and apply.
+type planFlags struct {
+	site  *siteFlags
+	state *stateFlags
+	only  *outputFlag
+	full  bool
+}
+
+func addPlanFlags(c *cobra.Command) *planFlags {
+	f := &planFlags{site: addSiteFlags(c), state: addStateFlags(c)}
+	f.only = &outputFlag{value: "all", allowed: []string{"all", "dns"}}
+	c.Flags().Var(f.only, "only", "converge only one layer: dns (the only layer so far)")
+	c.Flags().BoolVar(&f.full, "full", false, "print every change (default: at most 100 per zone)")
+	return f
+}
+
+// session is a loaded site with its providers and state, ready to plan.
+type session struct {
+	site    *schema.Site
+	desired *reconcile.DesiredDNS
+	targets map[string]reconcile.DNSTarget
+	state   *bolt.Store
+	source  string
+}
+
+func (f *planFlags) open(ctx context.Context) (*session, error) {
+	site, err := f.site.loadValid(ctx)
+	if err != nil {
+		return nil, err
+	}
+	desired, err := reconcile.CompileDNS(site)
+	if err != nil {
+		return nil, failure(err)
+	}
+	targets, err := dnsTargets(site)
+	if err != nil {
+		return nil, failure(err)
+	}
+	st, err := f.state.open(site)
+	if err != nil {
+		return nil, failure(err)
+	}
+	return &session{site: site, desired: desired, targets: targets, state: st, source: f.site.dir}, nil
+}
+
+func (s *session) close() { s.state.Close() }
+
+func (s *session) plan(ctx context.Context, log *slog.Logger) (*reconcile.Plan, error) {
+	planner := reconcile.DNSPlanner{Targets: s.targets, State: s.state, Log: log}
+	dnsPlan, err := planner.Plan(ctx, s.desired)
+	if err != nil {
+		return nil, failure(err)
+	}
+	return &reconcile.Plan{FormatVersion: reconcile.PlanFormatVersion, Site: s.site.Config.Name, Source: s.source, DNS: dnsPlan}, nil
+}
+
+func newPlanCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "plan",
+		Short: "Show what converging the live fleet to the site would change",
+		Long: `Plan reads the live state of every DNS target the site names and prints, per
+target and zone, what an apply would add, change and delete, and what it leaves
+alone (conflicts with records anneal did not create).
+
+Exit codes: 0 no changes, 2 changes present, 1 error (a target could not be
+read, or the site is invalid), 64 usage error. CI can gate on drift.`,
+		Args: noArgs,
+	}
+	f := addPlanFlags(c)
+	out := addOutputFlag(c, "text", "json", "markdown")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		ctx := c.Context()
+		s, err := f.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		plan, err := s.plan(ctx, logger(c))
+		if err != nil {
+			return err
+		}
+		w := c.OutOrStdout()
+		switch out.value {
+		case "json":
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(plan); err != nil {
+				return failure(err)
+			}
+		case "markdown":
+			renderMarkdown(w, plan, f.full)
+		default:
+			renderText(w, plan, f.full, colorFor(w))
+		}
+		return planExit(plan)
+	}
+	return c
+}
+
+// planExit decides plan's exit code: an error first, then changes.
+func planExit(p *reconcile.Plan) error {
+	switch {
+	case p.HasFailures():
+		return &silentError{code: exitError}
+	case p.HasChanges():
+		return &silentError{code: exitChanges}
+	}
+	return nil
+}
+
+func logger(c *cobra.Command) *slog.Logger {
+	return slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

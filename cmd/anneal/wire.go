@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/anneal-dev/anneal/providers/dns/powerdns"
+	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
+	"github.com/anneal-dev/anneal/providers/secret"
+	"github.com/anneal-dev/anneal/providers/state/bolt"
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/spf13/cobra"
+)
+
+// dnsTargets builds a provider for every DNS target of the site. Secrets
+// are resolved here, once; a missing one fails before anything is read.
+func dnsTargets(site *schema.Site) (map[string]reconcile.DNSTarget, error) {
+	out := map[string]reconcile.DNSTarget{}
+	if site.DNS == nil {
+		return out, nil
+	}
+	res := secret.Resolver{}
+	for _, t := range site.DNS.Targets {
+		var (
+			target reconcile.DNSTarget
+			err    error
+		)
+		switch t.Kind {
+		case schema.TargetRFC2136:
+			target, err = rfc2136.FromSite(t, res.Resolve)
+		case schema.TargetPowerDNS:
+			target, err = powerdns.FromSite(t, res.Resolve)
+		default:
+			err = fmt.Errorf("unknown kind %q", t.Kind)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dns target %s: %w", t.Name, err)
+		}
+		out[t.Name] = target
+	}
+	return out, nil
+}
+
+// stateFlags select the state store.
+type stateFlags struct {
+	path string
+}
+
+func addStateFlags(c *cobra.Command) *stateFlags {
+	f := &stateFlags{}
+	c.Flags().StringVar(&f.path, "state", "", "state file (default $XDG_STATE_HOME/anneal/SITE.db, or ~/.local/state/anneal/SITE.db)")
+	return f
+}
+
+func (f *stateFlags) open(site *schema.Site) (*bolt.Store, error) {
+	path := f.path
+	if path == "" {
+		base := os.Getenv("XDG_STATE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return nil, fmt.Errorf("no --state and no home directory: %w", err)
+			}
+			base = filepath.Join(home, ".local", "state")
+		}
+		path = filepath.Join(base, "anneal", site.Config.Name+".db")
+	}
+	return bolt.Open(path, 5*time.Second)
+}

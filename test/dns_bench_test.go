@@ -1,0 +1,222 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/providers/dns/powerdns"
+	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
+	"github.com/anneal-dev/anneal/providers/state/bolt"
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/anneal-dev/anneal/test/servers"
+)
+
+// BenchmarkDNSScale converges a generated site (10,000 nodes by default,
+// ANNEAL_BENCH_NODES to change) on a real BIND and a real PowerDNS, once,
+// and reports each phase as a metric:
+//
+//	go test ./test -run '^$' -bench DNSScale -benchtime 1x -timeout 30m
+//
+// Figures are compared as ratios within the run (anneal vs nsupdate on the
+// same records and the same server build), never asserted as times.
+func BenchmarkDNSScale(b *testing.B) {
+	nodes := 10000
+	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
+		nodes, _ = strconv.Atoi(v)
+	}
+	ctx := context.Background()
+	dir := b.TempDir()
+	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
+		b.Fatal(err)
+	}
+	site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	desired, err := reconcile.CompileDNS(site)
+	if err != nil {
+		b.Fatal(err)
+	}
+	records := 0
+	for _, z := range desired.Zones {
+		for _, s := range z.RRsets {
+			records += len(s.Data)
+		}
+	}
+	b.ReportMetric(float64(records), "records")
+	only := func(target string) *reconcile.DesiredDNS {
+		d := *desired
+		d.Targets = nil
+		for _, tz := range desired.Targets {
+			if tz.Target == target {
+				d.Targets = append(d.Targets, tz)
+			}
+		}
+		return &d
+	}
+	bindWant := only("bind")
+	for range b.N {
+		// BIND: first full apply, then cold and warm plans.
+		srv := servers.StartBIND(b, servers.BINDOptions{Zones: bindWant.Targets[0].Zones, MaxRecordsPerType: 1000})
+		bt, err := rfc2136.New(rfc2136.Config{Name: "bind", Server: srv.Addr, KeyName: srv.KeyName, Algorithm: srv.Algorithm, Secret: srv.Secret, Timeout: 30 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"), time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		targets := map[string]reconcile.DNSTarget{"bind": bt}
+		start := time.Now()
+		applyAll(b, ctx, targets, st, bindWant)
+		firstApply := time.Since(start)
+		b.ReportMetric(firstApply.Seconds(), "bind_first_apply_s")
+		b.ReportMetric(float64(bt.Stats().Messages), "bind_first_apply_msgs")
+
+		start = time.Now()
+		mustPlanEmpty(b, ctx, targets, noCache{st}, bindWant)
+		b.ReportMetric(time.Since(start).Seconds(), "bind_plan_cold_s")
+		start = time.Now()
+		mustPlanEmpty(b, ctx, targets, st, bindWant)
+		b.ReportMetric(time.Since(start).Seconds(), "bind_plan_warm_s")
+
+		// One node changes address: one UPDATE per zone it touches.
+		changed := moveOneNode(b, site)
+		before := bt.Stats().Messages
+		plan := applyAll(b, ctx, targets, st, changed)
+		touched := 0
+		for _, z := range plan.Zones {
+			if len(z.Changes) > 0 {
+				touched++
+				var ops []string
+				for _, c := range z.Changes {
+					ops = append(ops, string(c.Op)+" "+c.Key().String())
+				}
+				b.Logf("one-node change in %s: %s", z.Zone, strings.Join(ops, "; "))
+			}
+		}
+		b.ReportMetric(float64(touched), "one_node_zones")
+		b.ReportMetric(float64(bt.Stats().Messages-before), "one_node_msgs")
+		st.Close()
+
+		// nsupdate: the same records into a fresh BIND, 1,000 a message.
+		srv2 := servers.StartBIND(b, servers.BINDOptions{Zones: bindWant.Targets[0].Zones, MaxRecordsPerType: 1000})
+		script := nsupdateScript(bindWant, 1000)
+		start = time.Now()
+		cmd := exec.Command("nsupdate", "-y", fmt.Sprintf("%s:%s:%s", srv2.Algorithm, srv2.KeyName, srv2.Secret))
+		cmd.Stdin = strings.NewReader(fmt.Sprintf("server %s %s\n", strings.Split(srv2.Addr, ":")[0], strings.Split(srv2.Addr, ":")[1]) + script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("nsupdate: %v\n%s", err, out)
+		}
+		nsupdate := time.Since(start)
+		b.ReportMetric(nsupdate.Seconds(), "nsupdate_s")
+		b.ReportMetric(nsupdate.Seconds()/firstApply.Seconds(), "nsupdate/anneal")
+
+		// PowerDNS: first push.
+		pdnsWant := only("pdns")
+		p := servers.StartPowerDNS(b, servers.PowerDNSOptions{})
+		for _, z := range pdnsWant.Targets[0].Zones {
+			p.CreateZone(b, z)
+		}
+		pt, err := powerdns.New(powerdns.Config{Name: "pdns", APIURL: p.APIURL, APIKey: p.APIKey, DNSAddr: p.DNSAddr, Timeout: 60 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		pst, err := bolt.Open(filepath.Join(b.TempDir(), "pdns.db"), time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		applyAll(b, ctx, map[string]reconcile.DNSTarget{"pdns": pt}, pst, pdnsWant)
+		b.ReportMetric(time.Since(start).Seconds(), "pdns_first_apply_s")
+		pst.Close()
+	}
+}
+
+func applyAll(b *testing.B, ctx context.Context, targets map[string]reconcile.DNSTarget, st reconcile.DNSState, want *reconcile.DesiredDNS) *reconcile.DNSPlan {
+	b.Helper()
+	plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, want)
+	if err != nil || len(plan.Failures) > 0 {
+		b.Fatalf("plan: %v %+v", err, plan.Failures)
+	}
+	res, err := (&reconcile.DNSApplier{Targets: targets, State: st}).Apply(ctx, plan, want, reconcile.ApplyOptions{AllowMassDelete: true})
+	if err != nil || res.Failed() {
+		b.Fatalf("apply: %v %+v", err, res)
+	}
+	return plan
+}
+
+func mustPlanEmpty(b *testing.B, ctx context.Context, targets map[string]reconcile.DNSTarget, st reconcile.DNSState, want *reconcile.DesiredDNS) {
+	b.Helper()
+	plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, want)
+	if err != nil || len(plan.Failures) > 0 || plan.HasChanges() || plan.HasConflicts() {
+		b.Fatalf("plan after apply is not empty: %v %+v", err, plan.Failures)
+	}
+}
+
+// noCache hides the zone cache, forcing full transfers (a cold plan).
+type noCache struct{ reconcile.DNSState }
+
+func (noCache) CachedZone(context.Context, string, string) (*reconcile.ZoneContent, error) {
+	return nil, nil
+}
+
+func (noCache) CacheZone(context.Context, string, *reconcile.ZoneContent) error { return nil }
+
+// moveOneNode moves the first node's IPv4 addresses to free ones (as an
+// address override would) and recompiles the DNS.
+func moveOneNode(b *testing.B, site *schema.Site) *reconcile.DesiredDNS {
+	b.Helper()
+	n := site.Nodes[0]
+	for i := range n.Addresses {
+		a := &n.Addresses[i]
+		if a.IPv4.IsValid() {
+			v := a.IPv4.As4()
+			v[2] |= 0x0f // the top of the region's /20: no generated node sits there
+			a.IPv4 = netip.AddrFrom4(v)
+		}
+	}
+	d, err := reconcile.CompileDNS(site)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := *d
+	out.Targets = nil
+	for _, tz := range d.Targets {
+		if tz.Target == "bind" {
+			out.Targets = append(out.Targets, tz)
+		}
+	}
+	return &out
+}
+
+// nsupdateScript writes every record as nsupdate adds, perMsg to a send.
+func nsupdateScript(d *reconcile.DesiredDNS, perMsg int) string {
+	var sb strings.Builder
+	for _, zone := range d.Targets[0].Zones {
+		z := d.Zone(zone)
+		n := 0
+		fmt.Fprintf(&sb, "zone %s\n", zone)
+		for _, s := range z.RRsets {
+			for _, data := range s.Data {
+				fmt.Fprintf(&sb, "update add %s. %d %s %s\n", s.Name, s.TTL, s.Type, data)
+				n++
+				if n%perMsg == 0 {
+					sb.WriteString("send\n")
+				}
+			}
+		}
+		sb.WriteString("send\n")
+	}
+	return sb.String()
+}
