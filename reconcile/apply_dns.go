@@ -173,9 +173,13 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 	last := func(c RRsetChange) bool { return !orphaning(c, kept) }
 	all := func(RRsetChange) bool { return true }
 	phases := []phase{{reverse: true, pick: first}, {reverse: false, pick: all}, {reverse: true, pick: last}}
+	conc := cmp.Or(a.Concurrency, 4)
+	if l, ok := t.(WriteLimiter); ok && l.ConcurrentWrites() > 0 {
+		conc = min(conc, l.ConcurrentWrites())
+	}
 	for i, ph := range phases {
 		var wg sync.WaitGroup
-		sem := make(chan struct{}, cmp.Or(a.Concurrency, 4))
+		sem := make(chan struct{}, conc)
 		for _, z := range zones {
 			if z.Reverse != ph.reverse || results[z.Zone].Error != "" {
 				continue

@@ -187,6 +187,12 @@ type DNSTarget interface {
 	Apply(ctx context.Context, zone string, changes []RRsetChange) (applied int, err error)
 }
 
+// WriteLimiter is implemented by targets that can take only so many zone
+// writes at once (PowerDNS on sqlite: one); the applier honours it.
+type WriteLimiter interface {
+	ConcurrentWrites() int
+}
+
 // ErrorClass says what the reconcile loop should do about an error.
 type ErrorClass int
 

@@ -89,6 +89,10 @@ type Config struct {
 	// always AXFR). Without DNSAddr every check reads the zone through
 	// the API.
 	DNSCheckLimit int
+	// ConcurrentWrites bounds zones written at once (default 1: with the
+	// sqlite backend PowerDNS answers concurrent writes with HTTP 500;
+	// a PostgreSQL or MySQL backend can take more).
+	ConcurrentWrites int
 }
 
 // String describes the configuration without its key.
@@ -108,6 +112,7 @@ func (c Config) LogValue() slog.Value {
 // Target is a PowerDNS server anneal writes zones to. It is safe for
 // concurrent use.
 type Target struct {
+	writers     int
 	name        string
 	apiURL      string // as configured, without /api/v1
 	base        string // apiURL + /api/v1/servers/{id}
@@ -202,6 +207,7 @@ func New(cfg Config) (*Target, error) {
 		dnsLimit = DefaultDNSCheckLimit
 	}
 	return &Target{
+		writers:     cmp.Or(cfg.ConcurrentWrites, 1),
 		name:        cfg.Name,
 		apiURL:      apiURL,
 		base:        apiURL + "/api/v1/servers/" + url.PathEscape(serverID),
@@ -241,6 +247,9 @@ func FromSite(t schema.Target, resolve func(schema.SecretRef) (string, error)) (
 
 // Name is the target's name in the site.
 func (t *Target) Name() string { return t.name }
+
+// ConcurrentWrites is how many zones the applier may write at once.
+func (t *Target) ConcurrentWrites() int { return t.writers }
 
 // String describes the target without its key.
 func (t *Target) String() string {
