@@ -1,9 +1,12 @@
 package reconcile
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/anneal-dev/anneal/schema"
@@ -19,6 +22,26 @@ type DesiredZone struct {
 	Zone    string  `json:"zone"`
 	Reverse bool    `json:"reverse"`
 	RRsets  []RRset `json:"rrsets"`
+}
+
+// Digest fingerprints the zone's desired RRsets (SHA-256, hex).
+func (z *DesiredZone) Digest() string {
+	h := sha256.New()
+	var buf []byte
+	for _, s := range z.RRsets {
+		buf = append(buf[:0], s.Name...)
+		buf = append(buf, 0)
+		buf = append(buf, s.Type...)
+		buf = append(buf, 0)
+		buf = strconv.AppendUint(buf, uint64(s.TTL), 10)
+		for _, d := range s.Data {
+			buf = append(buf, 0)
+			buf = append(buf, d...)
+		}
+		buf = append(buf, '\n')
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // DesiredDNS is the DNS a commit declares: zones and who serves them.

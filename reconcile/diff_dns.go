@@ -26,6 +26,8 @@ type ZoneDiff struct {
 	Owned int `json:"owned"`
 	// Foreign counts live RRsets anneal does not own and leaves alone.
 	Foreign int `json:"foreign"`
+
+	digest string // of the desired zone, when it was read (for sync marks)
 }
 
 // Conflict is a desired RRset that cannot be written without clobbering

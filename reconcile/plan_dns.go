@@ -97,6 +97,7 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	lives := map[string][]*ZoneContent{}
+	marked := map[string][]Finding{} // targets planned from their sync marks
 	for _, tz := range desired.Targets {
 		t := p.Targets[tz.Target]
 		if t == nil {
@@ -106,6 +107,13 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if diffs, findings, ok := p.inSync(ctx, t, tz, desired); ok {
+				mu.Lock()
+				defer mu.Unlock()
+				plan.Zones = append(plan.Zones, diffs...)
+				marked[tz.Target] = findings
+				return
+			}
 			diffs, live, fails := p.planTarget(ctx, t, tz, desired)
 			mu.Lock()
 			defer mu.Unlock()
@@ -125,8 +133,29 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 		return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Zone, b.Zone))
 	})
 	plan.MassDelete = massDeletes(plan.Zones, desired.MassDeletePercent)
+	failed := map[string]bool{}
+	for _, f := range plan.Failures {
+		failed[f.Target] = true
+	}
 	for _, tz := range desired.Targets {
-		plan.Findings = append(plan.Findings, consistency(tz.Target, lives[tz.Target])...)
+		if findings, ok := marked[tz.Target]; ok {
+			plan.Findings = append(plan.Findings, findings...)
+			continue
+		}
+		findings := consistency(tz.Target, lives[tz.Target])
+		plan.Findings = append(plan.Findings, findings...)
+		if failed[tz.Target] {
+			continue
+		}
+		var zones []ZoneDiff
+		for _, z := range plan.Zones {
+			if z.Target == tz.Target {
+				zones = append(zones, z)
+			}
+		}
+		if err := p.markInSync(ctx, tz.Target, zones, findings); err != nil {
+			return nil, err
+		}
 	}
 	return plan, nil
 }
@@ -153,7 +182,9 @@ func (p *DNSPlanner) planTarget(ctx context.Context, t DNSTarget, tz TargetZones
 				return
 			}
 			diffs = append(diffs, zd)
-			lives = append(lives, live)
+			if live != nil {
+				lives = append(lives, live)
+			}
 		}()
 	}
 	wg.Wait()
@@ -161,7 +192,8 @@ func (p *DNSPlanner) planTarget(ctx context.Context, t DNSTarget, tz TargetZones
 }
 
 // planZone observes one zone (from the cache when its serial has not
-// moved) and diffs it.
+// moved) and diffs it. When the serial and the desired content are both
+// those of the zone's sync mark, the diff is empty without reading it.
 func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone) (ZoneDiff, *ZoneContent, error) {
 	live, err := observeZone(ctx, t, p.State, dz.Zone)
 	if err != nil {
@@ -171,7 +203,60 @@ func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone)
 	if err != nil {
 		return ZoneDiff{}, nil, err
 	}
-	return DiffZone(t.Name(), dz, live, owned), live, nil
+	zd := DiffZone(t.Name(), dz, live, owned)
+	if p.State != nil {
+		zd.digest = dz.Digest()
+	}
+	return zd, live, nil
+}
+
+// inSync returns the diffs and findings a target's sync marks record,
+// when every zone's mark holds: same desired digest, same live serial.
+func (p *DNSPlanner) inSync(ctx context.Context, t DNSTarget, tz TargetZones, desired *DesiredDNS) ([]ZoneDiff, []Finding, bool) {
+	if p.State == nil {
+		return nil, nil, false
+	}
+	head, err := p.State.SyncMark(ctx, t.Name(), "")
+	if err != nil || head == nil {
+		return nil, nil, false
+	}
+	var diffs []ZoneDiff
+	for _, zone := range tz.Zones {
+		dz := desired.Zone(zone)
+		mark, err := p.State.SyncMark(ctx, t.Name(), zone)
+		if err != nil || mark == nil || mark.Serial == 0 || mark.Desired != dz.Digest() {
+			return nil, nil, false
+		}
+		serial, err := t.Serial(ctx, zone)
+		if err != nil || serial != mark.Serial {
+			return nil, nil, false
+		}
+		diffs = append(diffs, ZoneDiff{Target: t.Name(), Zone: zone, Reverse: dz.Reverse, Serial: serial, Owned: mark.Owned, Foreign: mark.Foreign})
+	}
+	return diffs, head.Findings, true
+}
+
+// markInSync records sync marks for a target whose every zone was read in
+// this plan and matched the desired state, with the target's findings.
+func (p *DNSPlanner) markInSync(ctx context.Context, target string, zones []ZoneDiff, findings []Finding) error {
+	if p.State == nil {
+		return nil
+	}
+	for _, zd := range zones {
+		if zd.digest == "" || zd.Serial == 0 || len(zd.Changes)+len(zd.Conflicts)+len(zd.Adopt) > 0 {
+			return nil
+		}
+	}
+	for _, zd := range zones {
+		mark := &SyncMark{Serial: zd.Serial, Desired: zd.digest, Owned: zd.Owned, Foreign: zd.Foreign}
+		if err := p.State.SetSyncMark(ctx, target, zd.Zone, mark); err != nil {
+			return fmt.Errorf("write sync mark of %s/%s: %w", target, zd.Zone, err)
+		}
+	}
+	if err := p.State.SetSyncMark(ctx, target, "", &SyncMark{Findings: findings}); err != nil {
+		return fmt.Errorf("write sync mark of %s: %w", target, err)
+	}
+	return nil
 }
 
 func (p *DNSPlanner) owned(ctx context.Context, target, zone string) (Ownership, error) {

@@ -26,6 +26,26 @@ type ZoneCache interface {
 	CacheZone(ctx context.Context, target string, z *ZoneContent) error
 }
 
+// SyncMark records that a zone held exactly the desired state: at this
+// SOA serial, for desired content with this digest. Marks are set for all
+// of a target's zones at once; while every one of them holds, the target's
+// diff is empty and the planner reads none of its zones. The mark stored
+// under the empty zone name carries the target's consistency findings.
+type SyncMark struct {
+	Serial   uint32    `json:"serial"`
+	Desired  string    `json:"desired"`
+	Owned    int       `json:"owned"`
+	Foreign  int       `json:"foreign"`
+	Findings []Finding `json:"findings,omitempty"`
+}
+
+// SyncMarks stores one SyncMark per target and zone.
+type SyncMarks interface {
+	// SyncMark returns nil and no error when none is stored.
+	SyncMark(ctx context.Context, target, zone string) (*SyncMark, error)
+	SetSyncMark(ctx context.Context, target, zone string, m *SyncMark) error
+}
+
 // Journal records an apply in flight, so an interrupted one is reported
 // and completed by the next pass (the next plan is computed from the live
 // state, so it holds exactly what is left).
@@ -42,6 +62,7 @@ type Journal interface {
 type DNSState interface {
 	Inventory
 	ZoneCache
+	SyncMarks
 	Journal
 }
 

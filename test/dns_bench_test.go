@@ -164,8 +164,13 @@ func mustPlanEmpty(b *testing.B, ctx context.Context, targets map[string]reconci
 	}
 }
 
-// noCache hides the zone cache, forcing full transfers (a cold plan).
+// noCache hides the zone cache and the sync marks, forcing full transfers
+// (a cold plan); marks it sets still land, for the warm plan after it.
 type noCache struct{ reconcile.DNSState }
+
+func (noCache) SyncMark(context.Context, string, string) (*reconcile.SyncMark, error) {
+	return nil, nil
+}
 
 func (noCache) CachedZone(context.Context, string, string) (*reconcile.ZoneContent, error) {
 	return nil, nil

@@ -28,6 +28,7 @@ var (
 	bucketOwned   = []byte("dns-owned")
 	bucketZones   = []byte("dns-zones")
 	bucketJournal = []byte("journal")
+	bucketSync    = []byte("dns-sync")
 	keyInFlight   = []byte("in-flight")
 )
 
@@ -51,7 +52,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal} {
+		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -146,6 +147,37 @@ func (s *Store) CacheZone(ctx context.Context, target string, z *reconcile.ZoneC
 	data := reconcile.EncodeZone(z)
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketZones).Put(zoneKey(target, z.Zone), data)
+	})
+}
+
+// SyncMark returns a zone's sync mark, or nil.
+func (s *Store) SyncMark(ctx context.Context, target, zone string) (*reconcile.SyncMark, error) {
+	var m *reconcile.SyncMark
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketSync).Get(zoneKey(target, zone))
+		if v == nil {
+			return nil
+		}
+		m = &reconcile.SyncMark{}
+		return json.Unmarshal(v, m)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read sync mark %s/%s: %w", target, zone, err)
+	}
+	return m, ctx.Err()
+}
+
+// SetSyncMark stores a zone's sync mark.
+func (s *Store) SetSyncMark(ctx context.Context, target, zone string, m *reconcile.SyncMark) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketSync).Put(zoneKey(target, zone), v)
 	})
 }
 
