@@ -1,0 +1,115 @@
+package bolt
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/reconcile"
+)
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestInventorySurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	a := reconcile.RRsetKey{Name: "a.example.net", Type: reconcile.TypeA}
+	b := reconcile.RRsetKey{Name: "b.example.net", Type: reconcile.TypeAAAA}
+	if err := s.RecordOwned(ctx, "bind", "example.net", []reconcile.RRsetKey{a, b}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordOwned(ctx, "bind", "example.net", nil, []reconcile.RRsetKey{a}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	got, err := s.OwnedRRsets(ctx, "bind", "example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, map[reconcile.RRsetKey]bool{b: true}) {
+		t.Fatalf("owned %v", got)
+	}
+	other, _ := s.OwnedRRsets(ctx, "pdns", "example.net")
+	if len(other) != 0 {
+		t.Fatalf("inventory leaks across targets: %v", other)
+	}
+}
+
+func TestZoneCacheAndSyncMarks(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	if z, err := s.CachedZone(ctx, "bind", "example.net"); z != nil || err != nil {
+		t.Fatalf("empty cache: %v %v", z, err)
+	}
+	z := &reconcile.ZoneContent{Zone: "example.net", Serial: 7, RRsets: []reconcile.RRset{{Name: "a.example.net", Type: reconcile.TypeA, TTL: 300, Data: []string{"10.0.0.1"}}}}
+	if err := s.CacheZone(ctx, "bind", z); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CachedZone(ctx, "bind", "example.net")
+	if err != nil || !reflect.DeepEqual(got, z) {
+		t.Fatalf("cache round trip: %+v %v", got, err)
+	}
+	m := &reconcile.SyncMark{Serial: 7, Desired: "abc", Owned: 3, Findings: []reconcile.Finding{{Kind: reconcile.FindingOrphanPTR, Target: "bind"}}}
+	if err := s.SetSyncMark(ctx, "bind", "", m); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SyncMark(ctx, "bind", ""); err != nil || !reflect.DeepEqual(got, m) {
+		t.Fatalf("sync mark round trip: %+v %v", got, err)
+	}
+}
+
+func TestJournal(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	rec := &reconcile.ApplyRecord{Started: time.Unix(1700000000, 0).UTC(), Revision: "r1", Pending: map[string]int{"bind/a": 2, "bind/b": 1}}
+	if err := s.BeginApply(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ZoneDone(ctx, "bind", "a"); err != nil {
+		t.Fatal(err)
+	}
+	// An apply that ends with zones pending keeps the record.
+	if err := s.EndApply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.InFlight(ctx)
+	if err != nil || got == nil || !reflect.DeepEqual(got.Pending, map[string]int{"bind/b": 1}) {
+		t.Fatalf("in flight: %+v %v", got, err)
+	}
+	if err := s.ZoneDone(ctx, "bind", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EndApply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.InFlight(ctx); got != nil {
+		t.Fatalf("journal not cleared: %+v", got)
+	}
+}
+
+func TestSecondOpenIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	_, err := Open(path, 100*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "locked by another anneal process") {
+		t.Fatalf("second open: %v", err)
+	}
+}
