@@ -39,14 +39,20 @@ fuzz:
 	$(GO) test ./schema -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
 
 # The main job on embedded defaults. Today: build, validate the example
-# site and print its compiled summary. (Converging it against the simulated
-# lab comes with the lab.)
+# site and print what it compiles to (addresses, DNS zones). Converging it
+# against the simulated lab comes with the lab; converging real BIND and
+# PowerDNS is `anneal apply` (see README).
 demo: build
 	@echo "== anneal validate --site $(SITE)"
 	@$(BIN) validate --site $(SITE)
 	@echo
 	@echo "== anneal nodes --site $(SITE)   (addresses derived from each node's hostIndex)"
 	@$(BIN) nodes --site $(SITE)
+	@echo
+	@echo "== anneal dns export --site $(SITE)   (the records anneal would keep in each zone)"
+	@$(BIN) dns export --site $(SITE) --out bin/zones
+	@echo "-- bin/zones/west.example.net.zone (head)"
+	@head -12 bin/zones/west.example.net.zone
 	@echo
 	@echo "== a broken site: every finding, with file:line:column, and nothing applied"
 	@$(BIN) validate --site examples/broken-sites/duplicate-mac || echo "(exit code $$?: invalid)"
