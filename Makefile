@@ -36,7 +36,7 @@ bench:
 	$(GO) run ./bench/validate -nodes 10000
 
 fuzz:
-	$(GO) test ./schema -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
+	$(GO) test ./schema -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # The main job on embedded defaults. Today: build, validate the example
 # site and print what it compiles to (addresses, DNS zones). Converging it
