@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,8 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,10 +62,7 @@ type BIND struct {
 
 	port int
 
-	mu   sync.Mutex
-	proc *exec.Cmd
-	done chan struct{} // closed when proc has exited
-	log  *os.File
+	daemon
 }
 
 // StartBIND starts named for the test and stops it when the test ends. It
@@ -93,6 +87,7 @@ func StartBIND(t testing.TB, opts BINDOptions) *BIND {
 		Secret:    opts.Secret,
 		Dir:       t.TempDir(),
 	}
+	b.name, b.logPath = "named", filepath.Join(b.Dir, "named.log")
 	if b.KeyName == "" {
 		b.KeyName = "anneal"
 	}
@@ -119,7 +114,7 @@ func StartBIND(t testing.TB, opts BINDOptions) *BIND {
 	// named binds it: try a few ports.
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := freePort(true)
 		if err != nil {
 			t.Fatalf("servers.StartBIND: %v", err)
 		}
@@ -166,66 +161,14 @@ func (b *BIND) conf(maxRecords int) string {
 	return c.String()
 }
 
-// freePort finds a port that is free on 127.0.0.1 for both UDP and TCP.
-func freePort() (int, error) {
-	for range 20 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("find a free port: %w", err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		u.Close()
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port, nil
-	}
-	return 0, errors.New("find a free port: no port free for both UDP and TCP")
-}
-
 // start runs named and waits until it answers an SOA query for every zone.
 func (b *BIND) start() error {
-	logf, err := os.OpenFile(filepath.Join(b.Dir, "named.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("named", "-g", "-c", filepath.Join(b.Dir, "named.conf"))
-	cmd.Dir = b.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start named: %w", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	b.mu.Lock()
-	b.proc, b.done, b.log = cmd, done, logf
-	b.mu.Unlock()
-
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("named exited before it was ready (%s); log:\n%s", cmd.ProcessState, b.Log())
-		default:
+	return b.run(b.Dir, []string{"named", "-g", "-c", filepath.Join(b.Dir, "named.conf")}, readyTimeout, b.ready, func(log string) error {
+		if strings.Contains(log, "address in use") {
+			return fmt.Errorf("named could not bind %s: address in use; log:\n%s", b.Addr, log)
 		}
-		if strings.Contains(b.Log(), "address in use") {
-			return fmt.Errorf("named could not bind %s: address in use; log:\n%s", b.Addr, b.Log())
-		}
-		if b.ready() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("named did not answer on %s within %s; log:\n%s", b.Addr, readyTimeout, b.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // ready reports whether every zone answers an authoritative SOA.
@@ -240,35 +183,6 @@ func (b *BIND) ready() bool {
 		}
 	}
 	return true
-}
-
-// Log returns what named has written so far.
-func (b *BIND) Log() string {
-	out, err := os.ReadFile(filepath.Join(b.Dir, "named.log"))
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return string(out)
-}
-
-// Stop stops named (SIGTERM, then SIGKILL after 5 s) and waits for it. It
-// is safe to call more than once; the test's cleanup calls it too.
-func (b *BIND) Stop() {
-	b.mu.Lock()
-	cmd, done, logf := b.proc, b.done, b.log
-	b.proc, b.done, b.log = nil, nil, nil
-	b.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	logf.Close()
 }
 
 // Restart stops named if it runs and starts it again on the same port,

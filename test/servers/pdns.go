@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,8 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,10 +61,7 @@ type PowerDNS struct {
 
 	conf []string
 
-	mu   sync.Mutex
-	proc *exec.Cmd
-	done chan struct{} // closed when proc has exited
-	log  *os.File
+	daemon
 }
 
 // StartPowerDNS starts pdns_server for the test and stops it when the test
@@ -99,6 +92,7 @@ func StartPowerDNS(t testing.TB, opts PowerDNSOptions) *PowerDNS {
 		t.Skipf("%s (%s is missing)", pdnsMissing, missing)
 	}
 	p := &PowerDNS{APIKey: opts.APIKey, ServerID: "localhost", Dir: t.TempDir()}
+	p.name, p.logPath = "pdns_server", filepath.Join(p.Dir, "pdns.log")
 	if p.APIKey == "" {
 		key := make([]byte, 16)
 		if _, err := rand.Read(key); err != nil {
@@ -142,11 +136,11 @@ func StartPowerDNS(t testing.TB, opts PowerDNSOptions) *PowerDNS {
 	// before pdns_server binds it: try a few.
 	var lastErr error
 	for range 5 {
-		dnsPort, err := pdnsFreePort(true)
+		dnsPort, err := freePort(true)
 		if err != nil {
 			t.Fatalf("servers.StartPowerDNS: %v", err)
 		}
-		apiPort, err := pdnsFreePort(false)
+		apiPort, err := freePort(false)
 		if err != nil {
 			t.Fatalf("servers.StartPowerDNS: %v", err)
 		}
@@ -175,69 +169,10 @@ func StartPowerDNS(t testing.TB, opts PowerDNSOptions) *PowerDNS {
 	return nil
 }
 
-// pdnsFreePort finds a port free on 127.0.0.1 for TCP and, when udp is
-// set, for UDP too.
-func pdnsFreePort(udp bool) (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("find a free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if !udp {
-			l.Close()
-			return port, nil
-		}
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return port, nil
-	}
-	return 0, errors.New("find a free port: no port free for both UDP and TCP")
-}
-
 // start runs pdns_server and waits until both its API and its DNS side
 // answer.
 func (p *PowerDNS) start() error {
-	logf, err := os.OpenFile(filepath.Join(p.Dir, "pdns.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("pdns_server", "--config-dir="+p.Dir)
-	cmd.Dir = p.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start pdns_server: %w", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	p.mu.Lock()
-	p.proc, p.done, p.log = cmd, done, logf
-	p.mu.Unlock()
-
-	deadline := time.Now().Add(pdnsReadyTimeout)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("pdns_server exited before it was ready (%s); log:\n%s", cmd.ProcessState, p.Log())
-		default:
-		}
-		if p.ready() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pdns_server did not answer on %s and %s within %s; log:\n%s", p.APIURL, p.DNSAddr, pdnsReadyTimeout, p.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return p.run(p.Dir, []string{"pdns_server", "--config-dir=" + p.Dir}, pdnsReadyTimeout, p.ready, nil)
 }
 
 // ready reports whether GET /api/v1/servers/localhost answers 200 and a
@@ -254,35 +189,6 @@ func (p *PowerDNS) ready() bool {
 	m.SetQuestion("localhost.", dns.TypeSOA)
 	_, _, err = c.Exchange(m, p.DNSAddr)
 	return err == nil
-}
-
-// Log returns what pdns_server has written so far.
-func (p *PowerDNS) Log() string {
-	out, err := os.ReadFile(filepath.Join(p.Dir, "pdns.log"))
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return string(out)
-}
-
-// Stop stops pdns_server (SIGTERM, then SIGKILL after 5 s) and waits for
-// it. It is safe to call more than once; the test's cleanup calls it too.
-func (p *PowerDNS) Stop() {
-	p.mu.Lock()
-	cmd, done, logf := p.proc, p.done, p.log
-	p.proc, p.done, p.log = nil, nil, nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	logf.Close()
 }
 
 // Restart stops pdns_server if it runs and starts it again on the same
