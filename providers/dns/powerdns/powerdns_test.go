@@ -20,6 +20,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dnstest"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -188,20 +189,7 @@ func checkZone(t *testing.T, tg *powerdns.Target, p *servers.PowerDNS, zone stri
 
 func wantClass(t *testing.T, err error, class reconcile.ErrorClass) *reconcile.TargetError {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want a %s error", class)
-	}
-	var te *reconcile.TargetError
-	if !errors.As(err, &te) {
-		t.Fatalf("error %v (%T) is not a *reconcile.TargetError", err, err)
-	}
-	if te.Class != class {
-		t.Fatalf("error class %s, want %s: %v", te.Class, class, err)
-	}
-	if te.Target != "pdns" || !strings.Contains(err.Error(), "pdns") {
-		t.Fatalf("error does not name the target: %v", err)
-	}
-	return te
+	return dnstest.WantClass(t, err, class, "pdns")
 }
 
 // TestRoundTrip applies creates, updates and deletes of the record types
