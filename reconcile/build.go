@@ -1,0 +1,231 @@
+package reconcile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// BuildSpec is everything that defines a node's installed system, compiled
+// from the commit. Nodes are never patched in place: when the spec changes,
+// the node is rebuilt. Its hash is the build id.
+type BuildSpec struct {
+	Hostname string      `json:"hostname"`
+	Image    ImageSpec   `json:"image"`
+	PatchSet PatchSpec   `json:"patchSet"`
+	Network  NetworkSpec `json:"network"`
+}
+
+// ImageSpec is the installed image, by content, not only by name.
+type ImageSpec struct {
+	Name       string   `json:"name"`
+	Version    string   `json:"version"`
+	Arch       string   `json:"arch"`
+	Installer  string   `json:"installer"`
+	Kernel     string   `json:"kernel"`
+	Initrd     string   `json:"initrd"`
+	Rootfs     string   `json:"rootfs,omitempty"`
+	KernelArgs []string `json:"kernelArgs,omitempty"`
+}
+
+// PatchSpec is the pinned kernel and packages.
+type PatchSpec struct {
+	Name     string            `json:"name"`
+	Kernel   string            `json:"kernel"`
+	Packages map[string]string `json:"packages,omitempty"`
+}
+
+// NetworkSpec is the node's rendered network configuration.
+type NetworkSpec struct {
+	Interfaces []schema.Interface `json:"interfaces"`
+	Bonds      []schema.Bond      `json:"bonds,omitempty"`
+	Bridges    []schema.Bridge    `json:"bridges,omitempty"`
+	VLANs      []schema.VLAN      `json:"vlans,omitempty"`
+	Addresses  []AddressSpec      `json:"addresses"`
+}
+
+// AddressSpec is one configured network on one device.
+type AddressSpec struct {
+	Network  string `json:"network"`
+	Device   string `json:"device"`
+	VLAN     int    `json:"vlan"`
+	MTU      int    `json:"mtu,omitempty"`
+	IPv4     string `json:"ipv4,omitempty"` // address/prefix length
+	Gateway4 string `json:"gateway4,omitempty"`
+	IPv6     string `json:"ipv6,omitempty"`
+	Gateway6 string `json:"gateway6,omitempty"`
+}
+
+// BuildSpecOf compiles a node's build spec from its (valid) site.
+func BuildSpecOf(site *schema.Site, n *schema.Node) BuildSpec {
+	spec := BuildSpec{Hostname: n.Name}
+	if img := site.Image(n.Image); img != nil {
+		spec.Image = ImageSpec{Name: img.Name, Version: img.Version, Arch: img.Arch, Installer: string(img.Installer),
+			Kernel: artifact(img.Kernel), Initrd: artifact(img.Initrd), KernelArgs: img.KernelArgs}
+		if img.Rootfs != nil {
+			spec.Image.Rootfs = artifact(*img.Rootfs)
+		}
+	}
+	if ps := site.PatchSet(n.PatchSet); ps != nil {
+		spec.PatchSet = PatchSpec{Name: ps.Name, Kernel: ps.Kernel, Packages: ps.Packages}
+	}
+	spec.Network = NetworkSpec{Interfaces: n.Interfaces, Bonds: n.Bonds, Bridges: n.Bridges, VLANs: n.VLANs}
+	for _, a := range n.Addresses {
+		if a.Interface == "bmc" {
+			continue // the BMC is not configured by the installed system
+		}
+		net := site.Network(a.Network)
+		as := AddressSpec{Network: a.Network, Device: a.Interface}
+		if net != nil {
+			as.VLAN, as.MTU = net.VLAN, net.MTU
+			if a.IPv4.IsValid() && net.IPv4 != nil {
+				as.IPv4 = fmt.Sprintf("%s/%d", a.IPv4, net.IPv4.Prefix.Bits())
+				if net.IPv4.GW.IsValid() {
+					as.Gateway4 = net.IPv4.GW.String()
+				}
+			}
+			if a.IPv6.IsValid() && net.IPv6 != nil {
+				as.IPv6 = fmt.Sprintf("%s/%d", a.IPv6, net.IPv6.NetPrefix.Bits())
+				if net.IPv6.GW.IsValid() {
+					as.Gateway6 = net.IPv6.GW.String()
+				}
+			}
+		}
+		spec.Network.Addresses = append(spec.Network.Addresses, as)
+	}
+	return spec
+}
+
+func artifact(a schema.Artifact) string { return a.URL + "#sha256=" + a.SHA256 }
+
+// ID is the build id: a hash of the spec's canonical JSON.
+func (b BuildSpec) ID() string {
+	data, err := json.Marshal(b) // maps marshal with sorted keys: canonical
+	if err != nil {
+		panic("build spec does not marshal: " + err.Error())
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+// RebuildReason says why a node must be rebuilt.
+type RebuildReason string
+
+// Rebuild reasons.
+const (
+	ReasonNew             RebuildReason = "new-node"
+	ReasonImageChanged    RebuildReason = "image-changed"
+	ReasonPatchSetChanged RebuildReason = "patch-set-changed"
+	ReasonNetworkChanged  RebuildReason = "network-changed"
+	ReasonHostnameChanged RebuildReason = "hostname-changed"
+)
+
+// FieldChange is one field that differs, by path.
+type FieldChange struct {
+	Path string `json:"path"`
+	Old  string `json:"old,omitempty"`
+	New  string `json:"new,omitempty"`
+}
+
+func (f FieldChange) String() string {
+	switch {
+	case f.Old == "":
+		return fmt.Sprintf("%s: added %s", f.Path, f.New)
+	case f.New == "":
+		return fmt.Sprintf("%s: removed %s", f.Path, f.Old)
+	}
+	return fmt.Sprintf("%s: %s → %s", f.Path, f.Old, f.New)
+}
+
+// DiffBuilds compares two build specs field by field and names the
+// reasons to rebuild.
+func DiffBuilds(old, new BuildSpec) ([]RebuildReason, []FieldChange) {
+	a, b := flattenSpec(old), flattenSpec(new)
+	var changes []FieldChange
+	for k, v := range a {
+		if b[k] != v {
+			changes = append(changes, FieldChange{Path: k, Old: v, New: b[k]})
+		}
+	}
+	for k, v := range b {
+		if _, ok := a[k]; !ok {
+			changes = append(changes, FieldChange{Path: k, New: v})
+		}
+	}
+	slices.SortFunc(changes, func(x, y FieldChange) int { return strings.Compare(x.Path, y.Path) })
+	var reasons []RebuildReason
+	add := func(r RebuildReason) {
+		if !slices.Contains(reasons, r) {
+			reasons = append(reasons, r)
+		}
+	}
+	for _, c := range changes {
+		switch {
+		case strings.HasPrefix(c.Path, "image"):
+			add(ReasonImageChanged)
+		case strings.HasPrefix(c.Path, "patchSet"):
+			add(ReasonPatchSetChanged)
+		case strings.HasPrefix(c.Path, "network"):
+			add(ReasonNetworkChanged)
+		case c.Path == "hostname":
+			add(ReasonHostnameChanged)
+		}
+	}
+	slices.Sort(reasons)
+	return reasons, changes
+}
+
+// flattenSpec renders a spec as path → value, lists keyed by name so that
+// adding one VLAN reads as one added path, not a shifted list.
+func flattenSpec(s BuildSpec) map[string]string {
+	m := map[string]string{"hostname": s.Hostname}
+	im := s.Image
+	for k, v := range map[string]string{"name": im.Name, "version": im.Version, "arch": im.Arch, "installer": im.Installer,
+		"kernel": im.Kernel, "initrd": im.Initrd, "rootfs": im.Rootfs, "kernelArgs": strings.Join(im.KernelArgs, " ")} {
+		if v != "" {
+			m["image."+k] = v
+		}
+	}
+	m["patchSet.name"] = s.PatchSet.Name
+	m["patchSet.kernel"] = s.PatchSet.Kernel
+	for p, v := range s.PatchSet.Packages {
+		m["patchSet.packages["+p+"]"] = v
+	}
+	for _, i := range s.Network.Interfaces {
+		m["network.interfaces["+i.NIC+"].mac"] = i.MAC
+	}
+	for _, b := range s.Network.Bonds {
+		m["network.bonds["+b.Name+"].mode"] = b.Mode
+		m["network.bonds["+b.Name+"].members"] = strings.Join(b.Members, ",")
+	}
+	for _, b := range s.Network.Bridges {
+		m["network.bridges["+b.Name+"].members"] = strings.Join(b.Members, ",")
+		m["network.bridges["+b.Name+"].stp"] = fmt.Sprint(b.STP)
+	}
+	for _, v := range s.Network.VLANs {
+		m["network.vlans["+v.Name+"]"] = fmt.Sprintf("VLAN %d on %s", v.ID, v.Link)
+	}
+	for _, a := range s.Network.Addresses {
+		p := "network.addresses[" + a.Network + "]."
+		m[p+"device"] = a.Device
+		m[p+"vlan"] = fmt.Sprint(a.VLAN)
+		for k, v := range map[string]string{"mtu": mtu(a.MTU), "ipv4": a.IPv4, "gateway4": a.Gateway4, "ipv6": a.IPv6, "gateway6": a.Gateway6} {
+			if v != "" {
+				m[p+k] = v
+			}
+		}
+	}
+	return m
+}
+
+func mtu(v int) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprint(v)
+}

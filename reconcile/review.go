@@ -1,0 +1,292 @@
+package reconcile
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// Review is what a commit range changes in the desired state. It needs no
+// live fleet and no credentials, so it runs in CI on untrusted pull
+// requests: which nodes would be rebuilt and exactly why, which DNS
+// records change, and which policies the change runs into.
+type Review struct {
+	FormatVersion int          `json:"formatVersion"`
+	Site          string       `json:"site"`
+	Base          string       `json:"base"`
+	Head          string       `json:"head"`
+	Nodes         []NodeReview `json:"nodes"`
+	DNS           []ZoneDiff   `json:"dns"`
+	Policies      []PolicyHit  `json:"policies"`
+}
+
+// NodeChangeKind says what happens to a node.
+type NodeChangeKind string
+
+// Node change kinds.
+const (
+	NodeAdded          NodeChangeKind = "added"
+	NodeRemoved        NodeChangeKind = "removed"
+	NodeChanged        NodeChangeKind = "changed"
+	NodeDecommissioned NodeChangeKind = "decommissioned"
+)
+
+// NodeReview is one node that the range changes.
+type NodeReview struct {
+	Node    string          `json:"node"`
+	Region  string          `json:"region"`
+	Rack    string          `json:"rack"`
+	Roles   []string        `json:"roles"`
+	Change  NodeChangeKind  `json:"change"`
+	Rebuild bool            `json:"rebuild"`
+	Reasons []RebuildReason `json:"reasons,omitempty"`
+	// BuildFields are the build-defining fields that changed.
+	BuildFields []FieldChange `json:"buildFields,omitempty"`
+	// OtherFields changed without a rebuild (roles, groups, state, ...).
+	OtherFields []FieldChange `json:"otherFields,omitempty"`
+	BaseBuild   string        `json:"baseBuild,omitempty"`
+	HeadBuild   string        `json:"headBuild,omitempty"`
+}
+
+// PolicyHit is a site policy the change runs into.
+type PolicyHit struct {
+	Policy string `json:"policy"`
+	Scope  string `json:"scope"`
+	Detail string `json:"detail"`
+	// Blocking hits stop an apply until overridden (mass delete) or make
+	// a rollout impossible (maxUnavailable 0).
+	Blocking bool `json:"blocking"`
+}
+
+// HasChanges reports whether the range changes anything.
+func (r *Review) HasChanges() bool {
+	return len(r.Nodes) > 0 || slices.ContainsFunc(r.DNS, func(z ZoneDiff) bool { return len(z.Changes) > 0 })
+}
+
+// Rebuilds counts the nodes the range rebuilds.
+func (r *Review) Rebuilds() int {
+	n := 0
+	for _, x := range r.Nodes {
+		if x.Rebuild {
+			n++
+		}
+	}
+	return n
+}
+
+// ReviewRange compares the desired state of two commits of a site.
+func ReviewRange(base, head *schema.Site, baseRev, headRev string) (*Review, error) {
+	r := &Review{FormatVersion: PlanFormatVersion, Site: head.Config.Name, Base: baseRev, Head: headRev}
+	r.Nodes = reviewNodes(base, head)
+	var err error
+	r.DNS, err = reviewDNS(base, head)
+	if err != nil {
+		return nil, err
+	}
+	r.Policies = append(reviewRollout(head, r.Nodes), reviewMassDelete(base, head, r.DNS)...)
+	return r, nil
+}
+
+func reviewNodes(base, head *schema.Site) []NodeReview {
+	var out []NodeReview
+	for _, h := range head.Nodes {
+		b := base.Node(h.Name)
+		nr := NodeReview{Node: h.Name, Region: h.Region, Rack: h.Rack, Roles: h.Roles}
+		hb := BuildSpecOf(head, h)
+		switch {
+		case b == nil || !b.Exists() && h.Exists():
+			if !h.Exists() {
+				continue
+			}
+			nr.Change, nr.Rebuild, nr.Reasons, nr.HeadBuild = NodeAdded, true, []RebuildReason{ReasonNew}, hb.ID()
+		case b.Exists() && !h.Exists():
+			nr.Change, nr.BaseBuild = NodeDecommissioned, BuildSpecOf(base, b).ID()
+			nr.OtherFields = otherFields(b, h)
+		default:
+			if !h.Exists() {
+				continue // decommissioned in both
+			}
+			bb := BuildSpecOf(base, b)
+			nr.Reasons, nr.BuildFields = DiffBuilds(bb, hb)
+			nr.OtherFields = otherFields(b, h)
+			if len(nr.BuildFields)+len(nr.OtherFields) == 0 {
+				continue
+			}
+			nr.Change, nr.Rebuild = NodeChanged, len(nr.BuildFields) > 0
+			nr.BaseBuild, nr.HeadBuild = bb.ID(), hb.ID()
+		}
+		out = append(out, nr)
+	}
+	for _, b := range base.Nodes {
+		if head.Node(b.Name) == nil && b.Exists() {
+			out = append(out, NodeReview{Node: b.Name, Region: b.Region, Rack: b.Rack, Roles: b.Roles, Change: NodeRemoved, BaseBuild: BuildSpecOf(base, b).ID()})
+		}
+	}
+	slices.SortFunc(out, func(a, b NodeReview) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// otherFields lists node fields that change without a rebuild.
+func otherFields(b, h *schema.Node) []FieldChange {
+	var out []FieldChange
+	cmpField := func(path, old, new string) {
+		if old != new {
+			out = append(out, FieldChange{Path: path, Old: old, New: new})
+		}
+	}
+	cmpField("state", string(b.State), string(h.State))
+	cmpField("region", b.Region, h.Region)
+	cmpField("rack", b.Rack, h.Rack)
+	cmpField("hardwareProfile", b.HardwareProfile, h.HardwareProfile)
+	cmpField("roles", strings.Join(b.Roles, ","), strings.Join(h.Roles, ","))
+	cmpField("groups", strings.Join(b.Groups, ","), strings.Join(h.Groups, ","))
+	cmpField("aliases", strings.Join(b.Aliases, ","), strings.Join(h.Aliases, ","))
+	cmpField("bmc.address", b.BMC.Address, h.BMC.Address)
+	cmpField("bmc.username", b.BMC.Username, h.BMC.Username)
+	cmpField("bmc.password", string(b.BMC.Password), string(h.BMC.Password)) // a reference, never a secret
+	return out
+}
+
+// reviewDNS diffs the desired records of two commits zone by zone, as if
+// the base's records were live and all anneal's.
+func reviewDNS(base, head *schema.Site) ([]ZoneDiff, error) {
+	bd, err := CompileDNS(base)
+	if err != nil {
+		return nil, fmt.Errorf("base: %w", err)
+	}
+	hd, err := CompileDNS(head)
+	if err != nil {
+		return nil, fmt.Errorf("head: %w", err)
+	}
+	zones := map[string]bool{}
+	for _, z := range bd.Zones {
+		zones[z.Zone] = true
+	}
+	for _, z := range hd.Zones {
+		zones[z.Zone] = true
+	}
+	all := func(RRsetKey) bool { return true }
+	var out []ZoneDiff
+	for _, name := range slices.Sorted(maps.Keys(zones)) {
+		want := hd.Zone(name)
+		if want == nil {
+			want = &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
+		}
+		live := &ZoneContent{Zone: name}
+		if b := bd.Zone(name); b != nil {
+			live.RRsets = b.RRsets
+		}
+		zd := DiffZone("", want, live, all)
+		if len(zd.Changes) > 0 {
+			out = append(out, zd)
+		}
+	}
+	return out, nil
+}
+
+// reviewRollout reports how the rebuilds meet maxUnavailable per rack and
+// per role: how many waves a rack needs, and roles that can never roll.
+func reviewRollout(head *schema.Site, nodes []NodeReview) []PolicyHit {
+	pol := head.Config.Policies
+	perRack := map[string]int{}
+	perRole := map[string]int{}
+	rackSize := map[string]int{}
+	roleSize := map[string]int{}
+	for _, n := range head.Nodes {
+		if !n.Exists() {
+			continue
+		}
+		rackSize[n.Rack]++
+		for _, r := range n.Roles {
+			roleSize[r]++
+		}
+	}
+	rebuilds := 0
+	for _, n := range nodes {
+		if !n.Rebuild {
+			continue
+		}
+		rebuilds++
+		perRack[n.Rack]++
+		for _, r := range n.Roles {
+			perRole[r]++
+		}
+	}
+	var out []PolicyHit
+	if rebuilds == 0 {
+		return nil
+	}
+	if pol.Canaries > 0 {
+		out = append(out, PolicyHit{Policy: "canaries", Scope: "site",
+			Detail: fmt.Sprintf("%d of %d rebuilds go first as canaries; a failed canary halts the rollout", min(pol.Canaries, rebuilds), rebuilds)})
+	}
+	for _, rack := range slices.Sorted(maps.Keys(perRack)) {
+		n := perRack[rack]
+		limit := n
+		if pol.MaxUnavailable.PerRack != (schema.IntOrPercent{}) {
+			limit = pol.MaxUnavailable.PerRack.Of(rackSize[rack])
+		}
+		out = append(out, waves("maxUnavailable.perRack", "rack "+rack, n, limit))
+	}
+	for _, role := range slices.Sorted(maps.Keys(perRole)) {
+		p, ok := pol.MaxUnavailable.PerRole[role]
+		if !ok {
+			continue
+		}
+		out = append(out, waves("maxUnavailable.perRole", "role "+role, perRole[role], p.Of(roleSize[role])))
+	}
+	return out
+}
+
+func waves(policy, scope string, n, limit int) PolicyHit {
+	if limit <= 0 {
+		return PolicyHit{Policy: policy, Scope: scope, Blocking: true,
+			Detail: fmt.Sprintf("%d rebuild(s) but at most 0 may be down at once: the rollout cannot proceed", n)}
+	}
+	w := (n + limit - 1) / limit
+	return PolicyHit{Policy: policy, Scope: scope,
+		Detail: fmt.Sprintf("%d rebuild(s), at most %d down at once: %d wave(s)", n, limit, w)}
+}
+
+// reviewMassDelete finds targets whose deletes would exceed the site's
+// threshold, as apply would refuse them.
+func reviewMassDelete(base, head *schema.Site, zones []ZoneDiff) []PolicyHit {
+	hd, err := CompileDNS(head)
+	if err != nil {
+		return nil
+	}
+	bd, err := CompileDNS(base)
+	if err != nil {
+		return nil
+	}
+	byZone := map[string]ZoneDiff{}
+	for _, z := range zones {
+		byZone[z.Zone] = z
+	}
+	var out []PolicyHit
+	for _, tz := range hd.Targets {
+		deletes, owned := 0, 0
+		for _, zone := range tz.Zones {
+			if b := bd.Zone(zone); b != nil {
+				owned += len(b.RRsets)
+			}
+			z := byZone[zone]
+			_, _, d := z.Counts()
+			deletes += d
+		}
+		if deletes == 0 || owned == 0 {
+			continue
+		}
+		pct := (deletes*100 + owned - 1) / owned
+		if pct > hd.MassDeletePercent {
+			out = append(out, PolicyHit{Policy: "dnsMassDeletePercent", Scope: "dns target " + tz.Target, Blocking: true,
+				Detail: fmt.Sprintf("deletes %d of %d RRsets (%d%% > %d%%): apply will need --allow-mass-delete", deletes, owned, pct, hd.MassDeletePercent)})
+		}
+	}
+	slices.SortFunc(out, func(a, b PolicyHit) int { return cmp.Compare(a.Scope, b.Scope) })
+	return out
+}
