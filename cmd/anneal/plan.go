@@ -54,7 +54,7 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, failure(err)
 	}
-	return &session{site: site, desired: desired, targets: targets, state: st, source: f.site.dir}, nil
+	return &session{site: site, desired: desired, targets: targets, state: st, source: f.site.where()}, nil
 }
 
 func (s *session) close() { s.state.Close() }
@@ -76,14 +76,24 @@ func newPlanCmd() *cobra.Command {
 target and zone, what an apply would add, change and delete, and what it leaves
 alone (conflicts with records anneal did not create).
 
+With --base REV (review mode, for pull requests), plan compares the desired
+state of two revisions instead: which nodes would be rebuilt and why (field by
+field), which DNS records change, and which policies the change runs into. It
+reads no live state and needs no secrets, so it is safe on untrusted changes.
+
 Exit codes: 0 no changes, 2 changes present, 1 error (a target could not be
 read, or the site is invalid), 64 usage error. CI can gate on drift.`,
 		Args: noArgs,
 	}
 	f := addPlanFlags(c)
 	out := addOutputFlag(c, "text", "json", "markdown")
+	base := c.Flags().String("base", "", "review mode: compare the desired state of this revision with --head; reads no live state and needs no credentials")
+	head := c.Flags().String("head", "", "review mode: the revision to review (default: the working tree, or the branch tip of a remote --repo)")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
+		if *base != "" || *head != "" {
+			return runReview(c, f, out.value, *base, *head)
+		}
 		s, err := f.open(ctx)
 		if err != nil {
 			return err
@@ -131,4 +141,67 @@ func plural(n int, word string) string {
 		return fmt.Sprintf("%d %s", n, word)
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// runReview is plan's review mode: base and head revisions of the site,
+// compared without the live fleet.
+func runReview(c *cobra.Command, f *planFlags, format, baseRev, headRev string) error {
+	ctx := c.Context()
+	if baseRev == "" {
+		return fmt.Errorf("%s: --head needs --base", c.CommandPath())
+	}
+	repo, path := f.site.repo, f.site.path
+	if repo == "" {
+		top, rel, err := gitTop(f.site.dir)
+		if err != nil {
+			return failure(err)
+		}
+		repo, path = top, rel
+	}
+	baseFlags := *f.site
+	base, err := loadReviewed(ctx, &baseFlags, repo, baseRev, path)
+	if err != nil {
+		return err
+	}
+	headFlags := *f.site
+	var head *schema.Site
+	switch {
+	case headRev != "":
+		head, err = loadReviewed(ctx, &headFlags, repo, headRev, path)
+	case f.site.repo != "":
+		head, err = loadReviewed(ctx, &headFlags, repo, "", path)
+	default:
+		headFlags.repo = ""
+		head, err = headFlags.loadValid(ctx)
+		headFlags.label = f.site.dir + " (working tree)"
+	}
+	if err != nil {
+		return err
+	}
+	r, err := reconcile.ReviewRange(base, head, baseFlags.where(), headFlags.where())
+	if err != nil {
+		return failure(err)
+	}
+	w := c.OutOrStdout()
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return failure(err)
+		}
+	case "markdown":
+		renderReviewMarkdown(w, r, f.full)
+	default:
+		renderReviewText(w, r, f.full, colorFor(w))
+	}
+	if r.HasChanges() {
+		return &silentError{code: exitChanges}
+	}
+	return nil
+}
+
+func loadReviewed(ctx context.Context, f *siteFlags, repo, rev, path string) (*schema.Site, error) {
+	f.repo, f.rev, f.path = repo, rev, path
+	return f.loadValid(ctx)
 }

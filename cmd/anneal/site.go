@@ -3,32 +3,109 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/anneal-dev/anneal/reconcile/source"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
 
-// siteFlags select where a site is read from.
+// siteFlags select where a site is read from: a directory (--site), or a
+// commit of a git repository (--repo, --rev, --path).
 type siteFlags struct {
-	dir string
+	dir    string
+	repo   string
+	rev    string
+	path   string
+	branch string
+	cache  string
+
+	label string // where the last load read from, for messages
 }
 
 func addSiteFlags(c *cobra.Command) *siteFlags {
 	f := &siteFlags{}
 	c.Flags().StringVar(&f.dir, "site", ".", "directory holding the site's YAML files")
+	c.Flags().StringVar(&f.repo, "repo", "", "read the site from a git repository (URL or local path) instead of --site")
+	c.Flags().StringVar(&f.rev, "rev", "", "with --repo: the commit, tag or branch (default: the branch tip)")
+	c.Flags().StringVar(&f.path, "path", "", "with --repo: the site's folder inside the repository")
+	c.Flags().StringVar(&f.branch, "branch", "", "with --repo: the branch to follow (default: the remote's default, else main)")
+	c.Flags().StringVar(&f.cache, "cache", "", "with a remote --repo: clone cache (default $XDG_CACHE_HOME/anneal/repos)")
 	return f
 }
 
 // load reads and checks the site. Diagnostics come back for an invalid site
 // (err is then a *schema.InvalidError); err alone means it could not be read.
 func (f *siteFlags) load(ctx context.Context) (*schema.Site, schema.Diagnostics, error) {
-	site, diags, err := schema.LoadDir(ctx, f.dir, schema.LoadOptions{})
-	return site, diags, err
+	if f.repo == "" {
+		f.label = f.dir
+		return schema.LoadDir(ctx, f.dir, schema.LoadOptions{})
+	}
+	return f.loadRev(ctx, f.repo, f.rev, f.path)
+}
+
+// loadRev reads the site at one revision of a repository.
+func (f *siteFlags) loadRev(ctx context.Context, repoURL, rev, path string) (*schema.Site, schema.Diagnostics, error) {
+	repo, err := f.openRepo(ctx, repoURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer repo.Close()
+	hash, err := repo.Resolve(rev)
+	if err != nil {
+		return nil, nil, err
+	}
+	fsys, err := repo.FS(hash, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.label = fmt.Sprintf("%s@%s", repoURL, hash.String()[:12])
+	if path != "" {
+		f.label += ":" + path
+	}
+	return schema.Load(ctx, fsys, schema.LoadOptions{})
+}
+
+func (f *siteFlags) openRepo(ctx context.Context, url string) (*source.Repo, error) {
+	cache := f.cache
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			if home, err := os.UserHomeDir(); err == nil {
+				base = filepath.Join(home, ".cache")
+			}
+		}
+		cache = filepath.Join(base, "anneal", "repos")
+	}
+	repo, err := source.Open(ctx, source.Options{URL: url, Branch: f.branch, CacheDir: cache})
+	if err != nil {
+		return nil, err
+	}
+	if err := repo.Fetch(ctx); err != nil {
+		return nil, err
+	}
+	return repo, nil
+}
+
+// where names what the last load read: a directory or repo@commit:path.
+func (f *siteFlags) where() string {
+	if f.label != "" {
+		return f.label
+	}
+	return f.dir
 }
 
 // display turns a site-relative file into a path the user can open.
 func (f *siteFlags) display(file string) string {
+	if f.repo != "" {
+		if file == "" {
+			return f.label
+		}
+		return f.label + ":" + strings.TrimPrefix(filepath.ToSlash(filepath.Join(f.path, file)), "/")
+	}
 	if file == "" {
 		return f.dir
 	}
@@ -55,4 +132,27 @@ func (f *siteFlags) relocate(inv *schema.InvalidError) string {
 		ds[i] = d
 	}
 	return (&schema.InvalidError{Diagnostics: ds}).Error() + " (run anneal validate for all of them)"
+}
+
+// gitTop finds the work tree containing dir and dir's path inside it.
+func gitTop(dir string) (top, rel string, err error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", "", err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, ".git")); err == nil {
+			rel, err := filepath.Rel(d, abs)
+			if err != nil {
+				return "", "", err
+			}
+			if rel == "." {
+				rel = ""
+			}
+			return d, filepath.ToSlash(rel), nil
+		}
+		if filepath.Dir(d) == d {
+			return "", "", fmt.Errorf("%s is not inside a git work tree: give --repo", dir)
+		}
+	}
 }

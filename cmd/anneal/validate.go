@@ -87,10 +87,10 @@ func writeText(w io.Writer, site *siteFlags, rep validateReport) {
 		fmt.Fprintln(w, d.String())
 	}
 	if !rep.Valid {
-		fmt.Fprintf(w, "%s: invalid: %d error(s), %d warning(s); nothing can be applied from it\n", site.dir, rep.Errors, rep.Warnings)
+		fmt.Fprintf(w, "%s: invalid: %d error(s), %d warning(s); nothing can be applied from it\n", site.where(), rep.Errors, rep.Warnings)
 		return
 	}
-	fmt.Fprintf(w, "%s: site %q is valid (%s)\n", site.dir, rep.Site, rep.Summary.oneLine())
+	fmt.Fprintf(w, "%s: site %q is valid (%s)\n", site.where(), rep.Site, rep.Summary.oneLine())
 }
 
 // writeGitHub prints workflow commands, so findings show on the PR diff.
