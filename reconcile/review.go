@@ -82,12 +82,16 @@ func (r *Review) Rebuilds() int {
 func ReviewRange(base, head *schema.Site, baseRev, headRev string) (*Review, error) {
 	r := &Review{FormatVersion: PlanFormatVersion, Site: head.Config.Name, Base: baseRev, Head: headRev}
 	r.Nodes = reviewNodes(base, head)
-	var err error
-	r.DNS, err = reviewDNS(base, head)
+	bd, err := CompileDNS(base)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("base: %w", err)
 	}
-	r.Policies = append(reviewRollout(head, r.Nodes), reviewMassDelete(base, head, r.DNS)...)
+	hd, err := CompileDNS(head)
+	if err != nil {
+		return nil, fmt.Errorf("head: %w", err)
+	}
+	r.DNS = reviewDNS(bd, hd)
+	r.Policies = append(reviewRollout(head, r.Nodes), reviewMassDelete(bd, hd, r.DNS)...)
 	return r, nil
 }
 
@@ -153,15 +157,7 @@ func otherFields(b, h *schema.Node) []FieldChange {
 
 // reviewDNS diffs the desired records of two commits zone by zone, as if
 // the base's records were live and all anneal's.
-func reviewDNS(base, head *schema.Site) ([]ZoneDiff, error) {
-	bd, err := CompileDNS(base)
-	if err != nil {
-		return nil, fmt.Errorf("base: %w", err)
-	}
-	hd, err := CompileDNS(head)
-	if err != nil {
-		return nil, fmt.Errorf("head: %w", err)
-	}
+func reviewDNS(bd, hd *DesiredDNS) []ZoneDiff {
 	zones := map[string]bool{}
 	for _, z := range bd.Zones {
 		zones[z.Zone] = true
@@ -185,7 +181,7 @@ func reviewDNS(base, head *schema.Site) ([]ZoneDiff, error) {
 			out = append(out, zd)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // reviewRollout reports how the rebuilds meet maxUnavailable per rack and
@@ -254,15 +250,7 @@ func waves(policy, scope string, n, limit int) PolicyHit {
 
 // reviewMassDelete finds targets whose deletes would exceed the site's
 // threshold, as apply would refuse them.
-func reviewMassDelete(base, head *schema.Site, zones []ZoneDiff) []PolicyHit {
-	hd, err := CompileDNS(head)
-	if err != nil {
-		return nil
-	}
-	bd, err := CompileDNS(base)
-	if err != nil {
-		return nil
-	}
+func reviewMassDelete(bd, hd *DesiredDNS, zones []ZoneDiff) []PolicyHit {
 	byZone := map[string]ZoneDiff{}
 	for _, z := range zones {
 		byZone[z.Zone] = z
