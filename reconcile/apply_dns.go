@@ -27,6 +27,40 @@ type ApplyOptions struct {
 	AllowMassDelete bool
 	// Revision is recorded in the journal.
 	Revision string
+	// Saved applies a reviewed plan exactly: a zone that changed under it
+	// fails instead of being re-planned.
+	Saved bool
+}
+
+// StaleError refuses a saved plan whose live state moved since it was made.
+type StaleError struct{ Zones []string }
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("refusing to apply a saved plan: the live state changed since it was made (%s); run plan again", strings.Join(e.Zones, "; "))
+}
+
+// CheckFresh verifies that every zone of a saved plan still has the SOA
+// serial the plan saw.
+func CheckFresh(ctx context.Context, plan *DNSPlan, targets map[string]DNSTarget) error {
+	var stale []string
+	for _, z := range plan.Zones {
+		t := targets[z.Target]
+		if t == nil {
+			stale = append(stale, fmt.Sprintf("target %s is not configured", z.Target))
+			continue
+		}
+		serial, err := t.Serial(ctx, z.Zone)
+		if err != nil {
+			return err
+		}
+		if serial != z.Serial {
+			stale = append(stale, fmt.Sprintf("%s zone %s serial %d → %d", z.Target, z.Zone, z.Serial, serial))
+		}
+	}
+	if len(stale) > 0 {
+		return &StaleError{Zones: stale}
+	}
+	return nil
 }
 
 // ZoneResult is what an apply did to one zone on one target.
@@ -109,7 +143,7 @@ func (a *DNSApplier) Apply(ctx context.Context, plan *DNSPlan, desired *DesiredD
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rs := a.applyTarget(ctx, t, zones, desired)
+			rs := a.applyTarget(ctx, t, zones, desired, opts.Saved)
 			mu.Lock()
 			res.Zones = append(res.Zones, rs...)
 			mu.Unlock()
@@ -163,7 +197,7 @@ func orphaning(c RRsetChange, kept map[string]bool) bool {
 	return false
 }
 
-func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneDiff, desired *DesiredDNS) []ZoneResult {
+func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneDiff, desired *DesiredDNS, saved bool) []ZoneResult {
 	results := map[string]*ZoneResult{}
 	for _, z := range zones {
 		results[z.Zone] = &ZoneResult{Target: z.Target, Zone: z.Zone, Conflict: len(z.Conflicts)}
@@ -202,7 +236,7 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), results[z.Zone])
+				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), results[z.Zone], !saved)
 			}()
 		}
 		wg.Wait()
@@ -225,7 +259,7 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 
 // applyZone sends one zone's changes, records ownership of what landed,
 // re-plans once if the zone changed under the plan, and reads it back.
-func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult) {
+func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult, replan bool) {
 	fail := func(err error) {
 		r.Error = err.Error()
 		r.Class = ClassOf(err).String()
@@ -246,7 +280,7 @@ func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, ch
 		if err == nil {
 			break
 		}
-		if ClassOf(err) != ClassConflict || attempt > 0 {
+		if ClassOf(err) != ClassConflict || attempt > 0 || !replan {
 			fail(err)
 			return
 		}

@@ -10,8 +10,11 @@ type Plan struct {
 	Site          string `json:"site"`
 	// Source says where the desired state came from (a directory, later a
 	// commit).
-	Source string   `json:"source"`
-	DNS    *DNSPlan `json:"dns,omitempty"`
+	Source string `json:"source"`
+	// SiteDigest is the content digest of the site the plan was computed
+	// from: a saved plan is applied only to that same content.
+	SiteDigest string   `json:"siteDigest"`
+	DNS        *DNSPlan `json:"dns,omitempty"`
 }
 
 // Counts totals a plan's changes and conflicts.

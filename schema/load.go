@@ -3,6 +3,8 @@ package schema
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +82,7 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 		d := Diagnostics{{Severity: SeverityError, Code: "empty-site", Message: "no *.yaml or *.yml files found: a site needs at least a Site document"}}
 		return nil, d, &InvalidError{Diagnostics: d}
 	}
-	docs, rejected, diags, err := parseFiles(ctx, fsys, files, opts.Workers)
+	docs, rejected, diags, digest, err := parseFiles(ctx, fsys, files, opts.Workers)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -96,6 +98,7 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 	if diags.HasErrors() {
 		return nil, diags, &InvalidError{Diagnostics: diags}
 	}
+	site.Digest = digest
 	return site, diags, nil
 }
 
@@ -131,6 +134,7 @@ type fileResult struct {
 	docs     []parsed
 	rejected []rejected
 	diags    Diagnostics
+	sum      [sha256.Size]byte // of the file's bytes
 	err      error
 }
 
@@ -139,7 +143,7 @@ type fileResult struct {
 // unknown: its own errors say what is wrong.
 type rejected struct{ kind, name string }
 
-func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([]parsed, []rejected, Diagnostics, error) {
+func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([]parsed, []rejected, Diagnostics, string, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -174,23 +178,27 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([
 	close(next)
 	wg.Wait()
 	if setupErr != nil {
-		return nil, nil, nil, setupErr
+		return nil, nil, nil, "", setupErr
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, nil, fmt.Errorf("load site: %w", err)
+		return nil, nil, nil, "", fmt.Errorf("load site: %w", err)
 	}
+	digest := sha256.New()
 	var docs []parsed
 	var rej []rejected
 	var diags Diagnostics
 	for _, r := range results {
 		if r.err != nil {
-			return nil, nil, nil, r.err
+			return nil, nil, nil, "", r.err
 		}
 		docs = append(docs, r.docs...)
 		rej = append(rej, r.rejected...)
 		diags = append(diags, r.diags...)
 	}
-	return docs, rej, diags, nil
+	for i, r := range results {
+		fmt.Fprintf(digest, "%s\x00%x\n", files[i], r.sum)
+	}
+	return docs, rej, diags, hex.EncodeToString(digest.Sum(nil)), nil
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -219,6 +227,7 @@ func parseFile(fsys fs.FS, name string, v *validator) fileResult {
 		res.err = fmt.Errorf("read %s: %w", name, err)
 		return res
 	}
+	res.sum = sha256.Sum256(data)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var root yaml.Node

@@ -46,6 +46,10 @@ func (m *Meta) meta() *Meta { return m }
 // Site is the whole declared site: every document of one commit, checked and
 // resolved. It is immutable once loaded and safe to share between goroutines.
 type Site struct {
+	// Digest identifies the site's content: a hash over every site file's
+	// path and bytes. The same files give the same digest, from a
+	// directory or from any commit that holds them.
+	Digest           string             `json:"digest"`
 	Config           *SiteConfig        `json:"site"`
 	Networks         []*Network         `json:"networks"`
 	HardwareProfiles []*HardwareProfile `json:"hardwareProfiles"`

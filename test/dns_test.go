@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -296,4 +297,48 @@ func TestDNSExport(t *testing.T) {
 			t.Errorf("named-checkzone %s: %s", z.Zone, b)
 		}
 	}
+}
+
+// TestSavedPlan: `plan -o json > plan.json` then `apply plan.json` applies
+// exactly that plan, and refuses when the site or the live zones moved.
+func TestSavedPlan(t *testing.T) {
+	l := newDNSLab(t)
+	save := func(name string) string {
+		t.Helper()
+		r := l.run(t, "plan", "-o", "json")
+		if r.code != 2 {
+			t.Fatalf("plan: want exit 2:\n%s", r)
+		}
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(r.stdout), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first := save("first.json")
+	mustExit(t, l.run(t, "apply", first), 0, "Apply:")
+	l.assertConverged(t)
+	mustExit(t, l.run(t, "apply", first), 1, "live state changed since it was made")
+
+	// The live zone moves after the plan: refused, nothing written.
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string {
+		return strings.Replace(s, "aliases: [backup]", "aliases: [backup, vault]", 1)
+	})
+	stale := save("stale.json")
+	l.bind.Nsupdate(t, "zone west.example.net\nupdate add printer.west.example.net 300 A 192.0.2.9\nsend\n")
+	mustExit(t, l.run(t, "apply", stale), 1, "bind zone west.example.net serial")
+	if slices.ContainsFunc(l.live(t, "bind", "west.example.net"), func(s string) bool { return strings.HasPrefix(s, "vault.") }) {
+		t.Fatal("a refused saved plan wrote to bind")
+	}
+
+	// The site moves after the plan: refused.
+	fresh := save("fresh.json")
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string {
+		return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, vault, safe]", 1)
+	})
+	mustExit(t, l.run(t, "apply", fresh), 1, "refusing to apply plan", "run plan again")
+
+	// A fresh plan of the current site applies.
+	mustExit(t, l.run(t, "apply", save("last.json")), 0)
+	l.assertConverged(t, "bind west.example.net printer.west.example.net A 300 192.0.2.9")
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/spf13/cobra"
@@ -10,7 +13,7 @@ import (
 
 func newApplyCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "apply",
+		Use:   "apply [PLAN.json]",
 		Short: "Converge the live fleet to the site",
 		Long: `Apply plans, prints the plan, then writes it: per DNS target, PTR deletes
 first, then forward zones, then PTR creates, every update carrying
@@ -18,13 +21,17 @@ prerequisites for what the plan saw. Records anneal did not create are never
 changed. A target that fails does not stop the others. Applying twice in a
 row sends nothing the second time.
 
+With a saved plan (anneal plan -o json > plan.json), apply writes exactly
+that plan, and refuses if the site's content or any zone's live state
+(its SOA serial) has changed since the plan was made.
+
 Exit codes: 0 converged, 1 error (nothing or only part applied; the next
 apply completes it), 64 usage error.`,
-		Args: noArgs,
+		Args: cobra.MaximumNArgs(1),
 	}
 	f := addPlanFlags(c)
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
-	c.RunE = func(c *cobra.Command, _ []string) error {
+	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		s, err := f.open(ctx)
 		if err != nil {
@@ -32,7 +39,13 @@ apply completes it), 64 usage error.`,
 		}
 		defer s.close()
 		log := logger(c)
-		plan, err := s.plan(ctx, log)
+		var plan *reconcile.Plan
+		saved := len(args) == 1
+		if saved {
+			plan, err = s.savedPlan(ctx, args[0])
+		} else {
+			plan, err = s.plan(ctx, log)
+		}
 		if err != nil {
 			return err
 		}
@@ -48,7 +61,7 @@ apply completes it), 64 usage error.`,
 		fmt.Fprintln(w)
 		applier := reconcile.DNSApplier{Targets: s.targets, State: s.state, Log: log,
 			Progress: func(r reconcile.ZoneResult) { renderZoneResult(c.ErrOrStderr(), r) }}
-		res, err := applier.Apply(ctx, plan.DNS, s.desired, reconcile.ApplyOptions{AllowMassDelete: *allowMass, Revision: s.source})
+		res, err := applier.Apply(ctx, plan.DNS, s.desired, reconcile.ApplyOptions{AllowMassDelete: *allowMass, Revision: s.source, Saved: saved})
 		var mass *reconcile.MassDeleteError
 		if errors.As(err, &mass) {
 			return failure(err)
@@ -65,4 +78,32 @@ apply completes it), 64 usage error.`,
 		return nil
 	}
 	return c
+}
+
+// savedPlan reads a plan written by `anneal plan -o json` and checks that
+// it still describes this site and the live zones.
+func (s *session) savedPlan(ctx context.Context, path string) (*reconcile.Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, failure(fmt.Errorf("read plan: %w", err))
+	}
+	var plan reconcile.Plan
+	if err := json.Unmarshal(data, &plan); err != nil {
+		return nil, failure(fmt.Errorf("plan %s is not a plan written by anneal plan -o json: %w", path, err))
+	}
+	switch {
+	case plan.FormatVersion != reconcile.PlanFormatVersion:
+		return nil, failure(fmt.Errorf("plan %s has format version %d; this anneal applies version %d", path, plan.FormatVersion, reconcile.PlanFormatVersion))
+	case plan.DNS == nil:
+		return nil, failure(fmt.Errorf("plan %s holds no DNS plan", path))
+	case plan.Site != s.site.Config.Name || plan.SiteDigest != s.site.Digest:
+		return nil, failure(fmt.Errorf("refusing to apply plan %s: it was made from site %q content %.12s (%s), the site is now %q content %.12s (%s); run plan again",
+			path, plan.Site, plan.SiteDigest, plan.Source, s.site.Config.Name, s.site.Digest, s.source))
+	case len(plan.DNS.Failures) > 0:
+		return nil, failure(fmt.Errorf("refusing to apply plan %s: it could not read %d target(s) or zone(s)", path, len(plan.DNS.Failures)))
+	}
+	if err := reconcile.CheckFresh(ctx, plan.DNS, s.targets); err != nil {
+		return nil, failure(err)
+	}
+	return &plan, nil
 }

@@ -65,7 +65,7 @@ func (s *session) plan(ctx context.Context, log *slog.Logger) (*reconcile.Plan, 
 	if err != nil {
 		return nil, failure(err)
 	}
-	return &reconcile.Plan{FormatVersion: reconcile.PlanFormatVersion, Site: s.site.Config.Name, Source: s.source, DNS: dnsPlan}, nil
+	return &reconcile.Plan{FormatVersion: reconcile.PlanFormatVersion, Site: s.site.Config.Name, Source: s.source, SiteDigest: s.site.Digest, DNS: dnsPlan}, nil
 }
 
 func newPlanCmd() *cobra.Command {
