@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -23,6 +24,8 @@ type nodeView struct {
 	BMC             string           `json:"bmc"`
 	PrimaryFQDN     string           `json:"primaryFqdn,omitempty"`
 	Addresses       []schema.Address `json:"addresses"`
+	// BuildID is the desired build: a hash of the node's build spec.
+	BuildID string `json:"buildId"`
 }
 
 func newNodesCmd() *cobra.Command {
@@ -38,18 +41,7 @@ func newNodesCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		views := make([]nodeView, 0, len(s.Nodes))
-		for _, n := range s.Nodes {
-			roles := n.Roles
-			if roles == nil {
-				roles = []string{}
-			}
-			views = append(views, nodeView{
-				Name: n.Name, Region: n.Region, Rack: n.Rack, State: string(n.State),
-				HardwareProfile: n.HardwareProfile, Image: n.Image, PatchSet: n.PatchSet,
-				Roles: roles, BMC: n.BMC.Address, PrimaryFQDN: n.PrimaryFQDN, Addresses: n.Addresses,
-			})
-		}
+		views := nodeViews(s)
 		w := c.OutOrStdout()
 		if out.value == "json" {
 			enc := json.NewEncoder(w)
@@ -102,4 +94,22 @@ func newSchemaCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// nodeViews lists a site's nodes as `anneal nodes -o json` and the API show them.
+func nodeViews(s *schema.Site) []nodeView {
+	views := make([]nodeView, 0, len(s.Nodes))
+	for _, n := range s.Nodes {
+		roles := n.Roles
+		if roles == nil {
+			roles = []string{}
+		}
+		views = append(views, nodeView{
+			Name: n.Name, Region: n.Region, Rack: n.Rack, State: string(n.State),
+			HardwareProfile: n.HardwareProfile, Image: n.Image, PatchSet: n.PatchSet,
+			Roles: roles, BMC: n.BMC.Address, PrimaryFQDN: n.PrimaryFQDN, Addresses: n.Addresses,
+			BuildID: reconcile.BuildSpecOf(s, n).ID(),
+		})
+	}
+	return views
 }

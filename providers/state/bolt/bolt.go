@@ -29,6 +29,8 @@ var (
 	bucketZones   = []byte("dns-zones")
 	bucketJournal = []byte("journal")
 	bucketSync    = []byte("dns-sync")
+	bucketStatus  = []byte("status")
+	keyStatus     = []byte("reconciler")
 	keyInFlight   = []byte("in-flight")
 )
 
@@ -52,7 +54,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync} {
+		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -181,6 +183,35 @@ func (s *Store) SetSyncMark(ctx context.Context, target, zone string, m *reconci
 	})
 }
 
+// LoadStatus returns the reconciler's saved status, or nil.
+func (s *Store) LoadStatus(ctx context.Context) (*reconcile.Status, error) {
+	var st *reconcile.Status
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketStatus).Get(keyStatus)
+		if v == nil {
+			return nil
+		}
+		st = &reconcile.Status{}
+		return json.Unmarshal(v, st)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read status: %w", err)
+	}
+	return st, ctx.Err()
+}
+
+// SaveStatus stores the reconciler's status.
+func (s *Store) SaveStatus(ctx context.Context, st *reconcile.Status) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	v, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketStatus).Put(keyStatus, v) })
+}
+
 // InFlight returns the unfinished apply, or nil.
 func (s *Store) InFlight(ctx context.Context) (*reconcile.ApplyRecord, error) {
 	var rec *reconcile.ApplyRecord
@@ -258,4 +289,7 @@ func (s *Store) updateJournal(ctx context.Context, f func(*reconcile.ApplyRecord
 	})
 }
 
-var _ reconcile.DNSState = (*Store)(nil)
+var (
+	_ reconcile.DNSState    = (*Store)(nil)
+	_ reconcile.StatusStore = (*Store)(nil)
+)

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/anneal-dev/anneal/providers/secret"
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/source"
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the reconciler: follow the site repo and converge the fleet",
+		Long: `Serve follows a site repository (polled at --interval, or triggered through
+the API) or a directory, validates every new revision, and converges the
+fleet to it (--mode converge) or only computes and publishes drift
+(--mode report). A revision that does not validate is never applied: the
+reconciler stays on the last good one and reports the error. A force-push
+that rewrites applied history is refused unless --allow-rewrite.
+
+HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
+/api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
+/api/v1/resume (bearer token from --token, a secret reference; without one
+the mutating endpoints are disabled).`,
+		Args: noArgs,
+	}
+	site := addSiteFlags(c)
+	state := addStateFlags(c)
+	listen := c.Flags().String("listen", "127.0.0.1:8080", "HTTP API address")
+	interval := c.Flags().Duration("interval", 30*time.Second, "poll interval")
+	mode := &outputFlag{value: string(reconcile.ModeConverge), allowed: []string{string(reconcile.ModeConverge), string(reconcile.ModeReport)}}
+	c.Flags().Var(mode, "mode", "converge (apply) or report (publish drift only)")
+	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the bearer token for mutating endpoints")
+	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
+	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		ctx := c.Context()
+		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		var token string
+		if *tokenRef != "" {
+			t, err := secret.Resolver{}.Resolve(schema.SecretRef(*tokenRef))
+			if err != nil {
+				return failure(err)
+			}
+			token = t
+		}
+		src, name, err := serveSource(ctx, site)
+		if err != nil {
+			return failure(err)
+		}
+		st, err := state.open(&schema.Site{Config: &schema.SiteConfig{Meta: schema.Meta{Name: name}}})
+		if err != nil {
+			return failure(err)
+		}
+		defer st.Close()
+		m := newMetrics()
+		r := &reconcile.Reconciler{Source: src, Targets: dnsTargets, State: st, Mode: reconcile.Mode(mode.value),
+			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.observe}
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return failure(fmt.Errorf("listen: %w", err))
+		}
+		srv := &http.Server{Handler: apiHandler(r, m, token), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		}()
+		log.Info("anneal serve", "listen", ln.Addr().String(), "source", name, "mode", mode.value, "interval", *interval)
+		runErr := r.Run(ctx)
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+		log.Info("anneal serve stopped")
+		if runErr != nil {
+			return failure(runErr)
+		}
+		return nil
+	}
+	return c
+}
+
+// serveSource opens the reconciler's source: a repository's branch, or a
+// directory. It also names the state file.
+func serveSource(ctx context.Context, f *siteFlags) (reconcile.Source, string, error) {
+	if f.repo == "" {
+		return source.Dir{Path: f.dir}, "dir-" + shortHash(f.dir), nil
+	}
+	repo, err := f.openRepo(ctx, f.repo)
+	if err != nil {
+		return nil, "", err
+	}
+	return &source.Branch{Repo: repo, Path: f.path}, "repo-" + shortHash(f.repo+"#"+f.path), nil
+}
+
+func shortHash(s string) string {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return fmt.Sprintf("%08x", h)
+}
+
+// metrics are the daemon's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	reg       *prometheus.Registry
+	duration  prometheus.Histogram
+	runs      prometheus.Counter
+	failures  *prometheus.CounterVec
+	drift     *prometheus.GaugeVec
+	revision  *prometheus.GaugeVec
+	suspended prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "anneal_reconcile_duration_seconds",
+			Help: "Duration of one reconcile.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
+		runs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "anneal_reconciles_total", Help: "Reconciles run."}),
+		failures:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anneal_reconcile_failures_total", Help: "Failed reconciles by class."}, []string{"class"}),
+		drift:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_drift", Help: "What the last plan would change, by kind."}, []string{"kind"}),
+		revision:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_applied_revision_info", Help: "The applied and last good revisions (value 1)."}, []string{"revision", "last_good"}),
+		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "anneal_suspended", Help: "1 while reconciling is suspended."}),
+	}
+	m.reg.MustRegister(m.duration, m.runs, m.failures, m.drift, m.revision, m.suspended)
+	return m
+}
+
+func (m *metrics) observe(st reconcile.Status, d time.Duration) {
+	m.duration.Observe(d.Seconds())
+	m.runs.Inc()
+	if st.LastErrorClass != "" {
+		m.failures.WithLabelValues(st.LastErrorClass).Inc()
+	}
+	m.drift.WithLabelValues("create").Set(float64(st.Drift.Creates))
+	m.drift.WithLabelValues("update").Set(float64(st.Drift.Updates))
+	m.drift.WithLabelValues("delete").Set(float64(st.Drift.Deletes))
+	m.drift.WithLabelValues("conflict").Set(float64(st.Drift.Conflicts))
+	m.revision.Reset()
+	m.revision.WithLabelValues(st.AppliedRevision, st.LastGoodRevision).Set(1)
+	m.setSuspended(st.Suspended)
+}
+
+func (m *metrics) setSuspended(v bool) {
+	if v {
+		m.suspended.Set(1)
+	} else {
+		m.suspended.Set(0)
+	}
+}
+
+func apiHandler(r *reconcile.Reconciler, m *metrics, token string) http.Handler {
+	mux := http.NewServeMux()
+	writeJSON := func(w http.ResponseWriter, code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(v)
+	}
+	authorized := func(w http.ResponseWriter, req *http.Request) bool {
+		got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a valid bearer token is required (serve --token)"})
+			return false
+		}
+		return true
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if st := r.Status(); st.Reconciles == 0 {
+			http.Error(w, "not ready: no reconcile has finished yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, r.Status()) })
+	mux.HandleFunc("GET /api/v1/drift", func(w http.ResponseWriter, _ *http.Request) {
+		p := r.LastPlan()
+		if p == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no plan computed yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
+	})
+	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		s := r.Site()
+		if s == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no valid revision loaded yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, nodeViews(s))
+	})
+	mux.HandleFunc("POST /api/v1/reconcile", func(w http.ResponseWriter, req *http.Request) {
+		if authorized(w, req) {
+			r.Trigger()
+			writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile triggered"})
+		}
+	})
+	for path, v := range map[string]bool{"POST /api/v1/suspend": true, "POST /api/v1/resume": false} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, req *http.Request) {
+			if !authorized(w, req) {
+				return
+			}
+			if err := r.SetSuspended(req.Context(), v); err != nil {
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				return
+			}
+			m.setSuspended(v)
+			if !v {
+				r.Trigger()
+			}
+			writeJSON(w, http.StatusOK, r.Status())
+		})
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	return mux
+}

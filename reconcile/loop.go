@@ -1,0 +1,343 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// Source yields revisions of the site: a git branch, or a directory.
+type Source interface {
+	// Latest fetches and returns the newest revision's id and summary.
+	Latest(ctx context.Context) (Revision, error)
+	// FS returns the site's files at a revision.
+	FS(ctx context.Context, rev string) (fs.FS, error)
+	// Descends reports whether next has prev in its history (always true
+	// for sources without history).
+	Descends(prev, next string) (bool, error)
+}
+
+// Revision identifies one version of the site.
+type Revision struct {
+	ID      string `json:"id"`
+	Summary string `json:"summary,omitempty"`
+}
+
+// Mode is what the reconciler does with drift.
+type Mode string
+
+// Modes.
+const (
+	ModeConverge Mode = "converge" // apply
+	ModeReport   Mode = "report"   // only compute and publish drift
+)
+
+// Status is what the reconciler publishes and keeps across restarts.
+type Status struct {
+	Mode                  Mode      `json:"mode"`
+	Suspended             bool      `json:"suspended"`
+	AppliedRevision       string    `json:"appliedRevision"`
+	LastGoodRevision      string    `json:"lastGoodRevision"`
+	LastAttemptedRevision string    `json:"lastAttemptedRevision"`
+	LastError             string    `json:"lastError"`
+	LastErrorClass        string    `json:"lastErrorClass,omitempty"`
+	LastReconcile         time.Time `json:"lastReconcile"`
+	LastDurationSeconds   float64   `json:"lastDurationSeconds"`
+	Reconciles            int       `json:"reconciles"`
+	Failures              int       `json:"failures"`
+	Drift                 Drift     `json:"drift"`
+}
+
+// Drift counts what the last plan found.
+type Drift struct {
+	Creates   int `json:"creates"`
+	Updates   int `json:"updates"`
+	Deletes   int `json:"deletes"`
+	Conflicts int `json:"conflicts"`
+	Failures  int `json:"failures"`
+}
+
+// StatusStore keeps the reconciler's status across restarts.
+type StatusStore interface {
+	LoadStatus(ctx context.Context) (*Status, error)
+	SaveStatus(ctx context.Context, s *Status) error
+}
+
+// Error classes of a reconcile, for status and metrics.
+const (
+	FailInvalid = "invalid-commit" // the commit does not validate: stay on the last good one
+	FailRewrite = "history-rewrite"
+	FailSource  = "source" // transient: fetch failed
+	FailTargets = "targets"
+	FailApply   = "apply"
+)
+
+// Reconciler is the daemon's heart: a source loop and a reconcile loop.
+type Reconciler struct {
+	Source Source
+	// Targets builds the DNS providers of a site (cmd wires the concrete ones).
+	Targets func(*schema.Site) (map[string]DNSTarget, error)
+	State   interface {
+		DNSState
+		StatusStore
+	}
+	Mode            Mode
+	Interval        time.Duration
+	AllowRewrite    bool
+	AllowMassDelete bool
+	Log             *slog.Logger
+	// Observe, when set, is told about every finished reconcile (metrics).
+	Observe func(Status, time.Duration)
+
+	mu       sync.Mutex
+	status   Status
+	plan     *Plan
+	goodSite *schema.Site // the last revision that validated
+	// badRev and badErr remember the newest revision if it did not validate.
+	badRev  string
+	badErr  error
+	trigger chan struct{}
+	once    sync.Once
+}
+
+func (r *Reconciler) init() {
+	r.once.Do(func() { r.trigger = make(chan struct{}, 1) })
+}
+
+// Trigger asks for a reconcile now (webhook, API, file watcher).
+func (r *Reconciler) Trigger() {
+	r.init()
+	select {
+	case r.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// SetSuspended suspends or resumes reconciling.
+func (r *Reconciler) SetSuspended(ctx context.Context, v bool) error {
+	r.mu.Lock()
+	r.status.Suspended = v
+	st := r.status
+	r.mu.Unlock()
+	return r.State.SaveStatus(ctx, &st)
+}
+
+// Status returns the current status.
+func (r *Reconciler) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// LastPlan returns the last computed plan (the drift), or nil.
+func (r *Reconciler) LastPlan() *Plan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.plan
+}
+
+// Site returns the site being converged (the last good), or nil.
+func (r *Reconciler) Site() *schema.Site {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.goodSite
+}
+
+// Run reconciles at every interval and trigger until ctx ends. An
+// in-flight reconcile finishes (or is journaled) before Run returns.
+func (r *Reconciler) Run(ctx context.Context) error {
+	r.init()
+	st, err := r.State.LoadStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("load status: %w", err)
+	}
+	r.mu.Lock()
+	if st != nil {
+		r.status = *st
+	}
+	r.status.Mode = r.Mode
+	r.mu.Unlock()
+	tick := time.NewTicker(r.Interval)
+	defer tick.Stop()
+	for {
+		// A shutdown lets the reconcile in flight finish: its writes are
+		// journaled as they commit either way.
+		r.ReconcileOnce(context.WithoutCancel(ctx))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-r.trigger:
+		}
+	}
+}
+
+// ReconcileOnce runs the steps once: guards, fetch, history check,
+// validate, plan, apply, then one status write.
+func (r *Reconciler) ReconcileOnce(ctx context.Context) {
+	start := time.Now()
+	r.mu.Lock()
+	st := r.status
+	r.mu.Unlock()
+	if st.Suspended {
+		return
+	}
+	class, err := r.steps(ctx, &st)
+	st.LastReconcile = start.UTC()
+	st.LastDurationSeconds = time.Since(start).Seconds()
+	st.Reconciles++
+	st.LastError, st.LastErrorClass = "", ""
+	if err != nil {
+		st.Failures++
+		st.LastError, st.LastErrorClass = err.Error(), class
+		r.log().Warn("reconcile failed", "class", class, "err", err)
+	}
+	r.mu.Lock()
+	st.Suspended = r.status.Suspended // a suspend during the run wins
+	r.status = st
+	r.mu.Unlock()
+	if serr := r.State.SaveStatus(context.WithoutCancel(ctx), &st); serr != nil {
+		r.log().Error("save status", "err", serr)
+	}
+	if r.Observe != nil {
+		r.Observe(st, time.Since(start))
+	}
+}
+
+func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
+	rev, err := r.Source.Latest(ctx)
+	if err != nil {
+		return FailSource, fmt.Errorf("fetch: %w", err)
+	}
+	st.LastAttemptedRevision = rev.ID
+	if st.AppliedRevision != "" && rev.ID != st.AppliedRevision && !r.AllowRewrite {
+		ok, err := r.Source.Descends(st.AppliedRevision, rev.ID)
+		if err != nil {
+			return FailSource, fmt.Errorf("history check: %w", err)
+		}
+		if !ok {
+			return FailRewrite, fmt.Errorf("refusing revision %s: it does not descend from the applied revision %s (a force-push rewrote applied history; run with --allow-rewrite to accept it)", rev.ID, st.AppliedRevision)
+		}
+	}
+	if rev.ID != st.LastGoodRevision && rev.ID != r.badRev || r.goodSite == nil && rev.ID == st.LastGoodRevision {
+		site, err := r.load(ctx, rev.ID)
+		var inv *schema.InvalidError
+		switch {
+		case errors.As(err, &inv):
+			r.badRev, r.badErr = rev.ID, err
+		case err != nil:
+			return FailSource, err
+		default:
+			r.badRev, r.badErr = "", nil
+			r.mu.Lock()
+			r.goodSite = site
+			r.mu.Unlock()
+			st.LastGoodRevision = rev.ID
+		}
+	}
+	if r.badRev == rev.ID {
+		// Stay on the last good commit: keep converging it.
+		if err := r.loadGood(ctx, st); err != nil {
+			return FailInvalid, fmt.Errorf("revision %s does not validate (%v), and the last good revision could not be loaded: %w", rev.ID, r.badErr, err)
+		}
+		if class, err := r.converge(ctx, st, r.goodSite, st.LastGoodRevision); err != nil {
+			return class, fmt.Errorf("revision %s does not validate: %v; converging the last good revision %s also failed: %w", rev.ID, r.badErr, st.LastGoodRevision, err)
+		}
+		return FailInvalid, fmt.Errorf("revision %s does not validate; staying on %s: %w", rev.ID, st.LastGoodRevision, r.badErr)
+	}
+	return r.converge(ctx, st, r.goodSite, rev.ID)
+}
+
+func (r *Reconciler) load(ctx context.Context, rev string) (*schema.Site, error) {
+	fsys, err := r.Source.FS(ctx, rev)
+	if err != nil {
+		return nil, err
+	}
+	site, _, err := schema.Load(ctx, fsys, schema.LoadOptions{})
+	return site, err
+}
+
+func (r *Reconciler) loadGood(ctx context.Context, st *Status) error {
+	if r.goodSite != nil {
+		return nil
+	}
+	if st.LastGoodRevision == "" {
+		return errors.New("there is none yet")
+	}
+	site, err := r.load(ctx, st.LastGoodRevision)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.goodSite = site
+	r.mu.Unlock()
+	return nil
+}
+
+// converge plans a site and, in converge mode, applies it.
+func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site, rev string) (string, error) {
+	desired, err := CompileDNS(site)
+	if err != nil {
+		return FailInvalid, err
+	}
+	targets, err := r.Targets(site)
+	if err != nil {
+		return FailTargets, err
+	}
+	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log}
+	dns, err := planner.Plan(ctx, desired)
+	if err != nil {
+		return FailApply, err
+	}
+	plan := &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: rev, SiteDigest: site.Digest, DNS: dns}
+	c, u, d, conf := plan.Counts()
+	st.Drift = Drift{Creates: c, Updates: u, Deletes: d, Conflicts: conf, Failures: len(dns.Failures)}
+	r.mu.Lock()
+	r.plan = plan
+	r.mu.Unlock()
+	if r.Mode == ModeReport {
+		if plan.HasFailures() {
+			return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read", len(dns.Failures))
+		}
+		return "", nil
+	}
+	if dns.HasChanges() {
+		applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
+		res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
+		if err != nil {
+			return FailApply, err
+		}
+		if res.Failed() {
+			return FailApply, fmt.Errorf("apply of %s: %s", rev, firstFailure(res))
+		}
+	}
+	if plan.HasFailures() {
+		return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read: %s", len(dns.Failures), dns.Failures[0].Error)
+	}
+	if rev == st.LastGoodRevision {
+		st.AppliedRevision = rev
+	}
+	return "", nil
+}
+
+func firstFailure(res *DNSResult) string {
+	for _, z := range res.Zones {
+		if z.Error != "" {
+			return fmt.Sprintf("%s zone %s: %s", z.Target, z.Zone, z.Error)
+		}
+	}
+	return ""
+}
+
+func (r *Reconciler) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}

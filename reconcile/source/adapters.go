@@ -1,0 +1,97 @@
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// Branch follows one branch of a repository and reads the site from the
+// commit's tree at Path: the reconciler's source for a git site repo.
+type Branch struct {
+	Repo *Repo
+	Path string
+}
+
+var _ reconcile.Source = (*Branch)(nil)
+
+// Latest fetches and returns the branch tip.
+func (b *Branch) Latest(ctx context.Context) (reconcile.Revision, error) {
+	if err := b.Repo.Fetch(ctx); err != nil {
+		return reconcile.Revision{}, err
+	}
+	h, err := b.Repo.Resolve("")
+	if err != nil {
+		return reconcile.Revision{}, err
+	}
+	info, err := b.Repo.Commit(h)
+	if err != nil {
+		return reconcile.Revision{}, err
+	}
+	return reconcile.Revision{ID: h.String(), Summary: info.Subject}, nil
+}
+
+// FS returns the site's tree at a commit.
+func (b *Branch) FS(_ context.Context, rev string) (fs.FS, error) {
+	return b.Repo.FS(plumbing.NewHash(rev), b.Path)
+}
+
+// Descends reports whether prev is in next's history.
+func (b *Branch) Descends(prev, next string) (bool, error) {
+	return b.Repo.IsAncestor(plumbing.NewHash(prev), plumbing.NewHash(next))
+}
+
+// Dir reads the site from a directory as it is; its revision is the digest
+// of its YAML files. It has no history: every revision descends.
+type Dir struct {
+	Path string
+}
+
+var _ reconcile.Source = Dir{}
+
+// Latest returns the digest of the directory's site files.
+func (d Dir) Latest(ctx context.Context) (reconcile.Revision, error) {
+	h := sha256.New()
+	fsys := os.DirFS(d.Path)
+	err := fs.WalkDir(fsys, ".", func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			if p != "." && strings.HasPrefix(e.Name(), ".") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if ext := path.Ext(p); ext != ".yaml" && ext != ".yml" {
+			return nil
+		}
+		f, err := fsys.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fmt.Fprintf(h, "%s\x00", p)
+		_, err = io.Copy(h, f)
+		return err
+	})
+	if err != nil {
+		return reconcile.Revision{}, fmt.Errorf("read site directory %s: %w", d.Path, err)
+	}
+	return reconcile.Revision{ID: "dir:" + hex.EncodeToString(h.Sum(nil))[:16], Summary: d.Path}, ctx.Err()
+}
+
+// FS returns the directory (only its current content exists).
+func (d Dir) FS(context.Context, string) (fs.FS, error) { return os.DirFS(d.Path), nil }
+
+// Descends is always true: a directory has no history to rewrite.
+func (Dir) Descends(string, string) (bool, error) { return true, nil }

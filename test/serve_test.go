@@ -1,0 +1,181 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type serveStatus struct {
+	AppliedRevision       string `json:"appliedRevision"`
+	LastGoodRevision      string `json:"lastGoodRevision"`
+	LastAttemptedRevision string `json:"lastAttemptedRevision"`
+	LastError             string `json:"lastError"`
+	LastErrorClass        string `json:"lastErrorClass"`
+	Suspended             bool   `json:"suspended"`
+	Reconciles            int    `json:"reconciles"`
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func status(t *testing.T, api string) serveStatus {
+	t.Helper()
+	code, body := httpGet(t, api+"/api/v1/status")
+	var st serveStatus
+	if code == http.StatusOK {
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatalf("status: %v\n%s", err, body)
+		}
+	}
+	return st
+}
+
+// waitStatus polls the daemon's status until ok accepts it.
+func waitStatus(t *testing.T, api, what string, ok func(serveStatus) bool) serveStatus {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var st serveStatus
+	for time.Now().Before(deadline) {
+		st = status(t, api)
+		if ok(st) {
+			return st
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; last status %+v", what, st)
+	return st
+}
+
+// TestServeFollowsGit: the daemon converges a real git repository's
+// commits on real DNS servers: a commit, the next, a revert back, an
+// invalid commit that is never applied, and the fix.
+func TestServeFollowsGit(t *testing.T) {
+	l := newDNSLab(t)
+	git(t, l.site, "init", "-q", "-b", "main")
+	commit := func(msg string) string {
+		git(t, l.site, "add", "-A")
+		git(t, l.site, "commit", "-q", "-m", msg)
+		return git(t, l.site, "rev-parse", "HEAD")
+	}
+	a := commit("A: the site")
+
+	addr := freeAddr(t)
+	api := "http://" + addr
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, annealBin, "serve", "--repo", l.site, "--state", l.state,
+		"--interval", "200ms", "--listen", addr, "--token", "env:ANNEAL_API_TOKEN")
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "ANNEAL_API_TOKEN=t0ken"}, l.env...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	}()
+
+	waitStatus(t, api, "commit A applied", func(s serveStatus) bool { return s.AppliedRevision == a })
+	l.assertConverged(t)
+
+	// B: rename a node and move another's address.
+	edit(t, l.site, "nodes/east-e1.yaml", func(s string) string { return strings.Replace(s, "name: e1n05\n", "name: e1n09\n", 1) })
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "hostIndex: 24", "hostIndex: 30", 1) })
+	b := commit("B: rename e1n05, move w1n04")
+	waitStatus(t, api, "commit B applied", func(s serveStatus) bool { return s.AppliedRevision == b })
+	l.assertConverged(t)
+
+	// Revert B: back to exactly A's records.
+	git(t, l.site, "revert", "--no-edit", "HEAD")
+	rv := git(t, l.site, "rev-parse", "HEAD")
+	waitStatus(t, api, "revert applied", func(s serveStatus) bool { return s.AppliedRevision == rv })
+	l.assertConverged(t)
+
+	// C does not validate: never applied, the error is published.
+	before := l.live(t, "bind", "west.example.net")
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "hostIndex: 24", "hostIndex: 23", 1) })
+	c := commit("C: a duplicate address")
+	st := waitStatus(t, api, "commit C refused", func(s serveStatus) bool { return s.LastAttemptedRevision == c && s.LastError != "" })
+	if st.AppliedRevision != rv || st.LastGoodRevision != rv || st.LastErrorClass != "invalid-commit" || !strings.Contains(st.LastError, "duplicate-address") {
+		t.Fatalf("invalid commit: status %+v", st)
+	}
+	if after := l.live(t, "bind", "west.example.net"); !slices.Equal(before, after) {
+		t.Fatalf("an invalid commit changed the zone:\n%s", lineDiff(before, after))
+	}
+	if code, body := httpGet(t, api+"/metrics"); code != 200 || !strings.Contains(body, `anneal_reconcile_failures_total{class="invalid-commit"}`) {
+		t.Fatalf("metrics: %d\n%s", code, body)
+	}
+
+	// D fixes it and converges.
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "hostIndex: 23\nbmc", "hostIndex: 24\nbmc", 1) })
+	d := commit("D: fix")
+	waitStatus(t, api, "commit D applied", func(s serveStatus) bool { return s.AppliedRevision == d && s.LastError == "" })
+	l.assertConverged(t)
+
+	// The API: nodes with build ids, metrics with the applied revision,
+	// and mutating endpoints that need the token.
+	if code, body := httpGet(t, api+"/api/v1/nodes"); code != 200 || !strings.Contains(body, `"buildId"`) {
+		t.Fatalf("nodes: %d %s", code, body)
+	}
+	if _, body := httpGet(t, api+"/metrics"); !strings.Contains(body, fmt.Sprintf(`anneal_applied_revision_info{last_good="%s",revision="%s"} 1`, d, d)) {
+		t.Fatalf("metrics lack the applied revision:\n%s", body)
+	}
+	resp, err := http.Post(api+"/api/v1/reconcile", "", nil)
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("reconcile without a token: %v %v", err, resp)
+	}
+	req, _ := http.NewRequest(http.MethodPost, api+"/api/v1/suspend", nil)
+	req.Header.Set("Authorization", "Bearer t0ken")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("suspend: %v %v", err, resp)
+	}
+	if !status(t, api).Suspended {
+		t.Fatal("not suspended")
+	}
+
+	// SIGTERM: a clean exit.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop on SIGTERM")
+	}
+}
