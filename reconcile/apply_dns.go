@@ -153,7 +153,15 @@ func (a *DNSApplier) Apply(ctx context.Context, plan *DNSPlan, desired *DesiredD
 	slices.SortFunc(res.Zones, func(x, y ZoneResult) int {
 		return cmp.Or(cmp.Compare(x.Target, y.Target), cmp.Compare(x.Zone, y.Zone))
 	})
-	if a.State != nil && !res.Failed() && ctx.Err() == nil {
+	if a.State != nil && !res.Failed() && len(plan.Failures) == 0 && ctx.Err() == nil {
+		// Every zone the plan covered now holds the desired state, including
+		// zones an interrupted earlier apply left pending that needed
+		// nothing more this time.
+		for _, z := range plan.Zones {
+			if err := a.State.ZoneDone(ctx, z.Target, z.Zone); err != nil {
+				return res, fmt.Errorf("journal: %w", err)
+			}
+		}
 		if err := a.State.EndApply(ctx); err != nil {
 			return res, fmt.Errorf("journal: %w", err)
 		}

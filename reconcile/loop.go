@@ -307,7 +307,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		}
 		return "", nil
 	}
-	if dns.HasChanges() {
+	if dns.HasChanges() || dns.Interrupted != nil {
 		applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
 		res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
 		if err != nil {

@@ -52,7 +52,7 @@ apply completes it), 64 usage error.`,
 		w := c.OutOrStdout()
 		color := colorFor(w)
 		renderText(w, plan, f.full, color)
-		if !plan.DNS.HasChanges() {
+		if !plan.DNS.HasChanges() && plan.DNS.Interrupted == nil {
 			if plan.HasFailures() {
 				return &silentError{code: exitError}
 			}
