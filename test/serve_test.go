@@ -2,6 +2,9 @@ package test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -138,8 +141,10 @@ func TestServeFollowsGit(t *testing.T) {
 
 	// D fixes it and converges.
 	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "hostIndex: 23\nbmc", "hostIndex: 24\nbmc", 1) })
+	committed := time.Now()
 	d := commit("D: fix")
 	waitStatus(t, api, "commit D applied", func(s serveStatus) bool { return s.AppliedRevision == d && s.LastError == "" })
+	t.Logf("a one-line commit was applied %.2f s after it was made (poll interval 0.2 s)", time.Since(committed).Seconds())
 	l.assertConverged(t)
 
 	// The API: nodes with build ids, metrics with the applied revision,
@@ -177,5 +182,57 @@ func TestServeFollowsGit(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop on SIGTERM")
+	}
+}
+
+// TestServeWatchesDirectory: with a directory source and an hour-long
+// interval, an edit is applied because the watcher triggers, and a signed
+// webhook triggers a reconcile; a badly signed one is refused.
+func TestServeWatchesDirectory(t *testing.T) {
+	l := newDNSLab(t)
+	addr := freeAddr(t)
+	api := "http://" + addr
+	cmd := exec.Command(annealBin, "serve", "--site", l.site, "--state", l.state, "--interval", "1h", "--listen", addr, "--token", "env:ANNEAL_API_TOKEN")
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "ANNEAL_API_TOKEN=t0ken"}, l.env...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	}()
+	first := waitStatus(t, api, "first apply", func(s serveStatus) bool { return s.AppliedRevision != "" && s.LastError == "" })
+	l.assertConverged(t)
+
+	edited := time.Now()
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup]", "aliases: [backup, vault]", 1) })
+	waitStatus(t, api, "the edit applied", func(s serveStatus) bool { return s.AppliedRevision != first.AppliedRevision })
+	t.Logf("a one-line edit was applied %.2f s after it was saved (debounce 0.5 s)", time.Since(edited).Seconds())
+	l.assertConverged(t)
+
+	post := func(sig string) int {
+		req, _ := http.NewRequest(http.MethodPost, api+"/api/v1/webhook", strings.NewReader(`{"ref":"refs/heads/main"}`))
+		req.Header.Set("X-Hub-Signature-256", sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	mac := hmac.New(sha256.New, []byte("t0ken"))
+	mac.Write([]byte(`{"ref":"refs/heads/main"}`))
+	before := status(t, api).Reconciles
+	if code := post("sha256=" + hex.EncodeToString(mac.Sum(nil))); code != http.StatusAccepted {
+		t.Fatalf("signed webhook: %d", code)
+	}
+	waitStatus(t, api, "a webhook-triggered reconcile", func(s serveStatus) bool { return s.Reconciles > before })
+	if code := post("sha256=" + strings.Repeat("0", 64)); code != http.StatusForbidden {
+		t.Fatalf("badly signed webhook: %d", code)
 	}
 }

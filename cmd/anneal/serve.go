@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,7 +39,9 @@ that rewrites applied history is refused unless --allow-rewrite.
 HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
 /api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
 /api/v1/resume (bearer token from --token, a secret reference; without one
-the mutating endpoints are disabled).`,
+the mutating endpoints are disabled) and /api/v1/webhook (the bearer token,
+or a body signed with it: X-Hub-Signature-256). A --site directory is
+watched: a burst of edits triggers a reconcile once it settles.`,
 		Args: noArgs,
 	}
 	site := addSiteFlags(c)
@@ -80,6 +86,14 @@ the mutating endpoints are disabled).`,
 				log.Error("http server", "err", err)
 			}
 		}()
+		if site.repo == "" {
+			// A local directory: reconcile as soon as a burst of edits settles.
+			go func() {
+				if err := source.WatchDir(ctx, site.dir, 500*time.Millisecond, r.Trigger); err != nil {
+					log.Warn("directory watch stopped; polling only", "err", err)
+				}
+			}()
+		}
 		log.Info("anneal serve", "listen", ln.Addr().String(), "source", name, "mode", mode.value, "interval", *interval)
 		runErr := r.Run(ctx)
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -205,6 +219,28 @@ func apiHandler(r *reconcile.Reconciler, m *metrics, token string) http.Handler 
 			return
 		}
 		writeJSON(w, http.StatusOK, nodeViews(s))
+	})
+	// A push webhook: signed with the token as the HMAC key (GitHub's
+	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike).
+	mux.HandleFunc("POST /api/v1/webhook", func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "read body"})
+			return
+		}
+		if sig, ok := strings.CutPrefix(req.Header.Get("X-Hub-Signature-256"), "sha256="); ok && token != "" {
+			mac := hmac.New(sha256.New, []byte(token))
+			mac.Write(body)
+			want := hex.EncodeToString(mac.Sum(nil))
+			if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "webhook signature does not match"})
+				return
+			}
+		} else if !authorized(w, req) {
+			return
+		}
+		r.Trigger()
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile triggered"})
 	})
 	mux.HandleFunc("POST /api/v1/reconcile", func(w http.ResponseWriter, req *http.Request) {
 		if authorized(w, req) {
