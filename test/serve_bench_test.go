@@ -1,0 +1,144 @@
+package test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/anneal-dev/anneal/test/servers"
+)
+
+// BenchmarkServeScale runs the real daemon (built without the race
+// detector) on a generated site (ANNEAL_BENCH_NODES, default 10,000) as a
+// git repository, against a real BIND and a real PowerDNS, and reports:
+// the first convergence, the time from a one-line commit to its apply
+// (poll interval 1 s), and the daemon's peak RSS.
+//
+//	go test ./test -run '^$' -bench ServeScale -benchtime 1x -timeout 30m
+func BenchmarkServeScale(b *testing.B) {
+	nodes := 10000
+	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
+		nodes, _ = strconv.Atoi(v)
+	}
+	bin := filepath.Join(b.TempDir(), "anneal")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/anneal").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := b.TempDir()
+	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
+		b.Fatal(err)
+	}
+	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	desired, err := reconcile.CompileDNS(site)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bindZones, pdnsZones []string
+	for _, tz := range desired.Targets {
+		if tz.Target == "bind" {
+			bindZones = tz.Zones
+		} else {
+			pdnsZones = tz.Zones
+		}
+	}
+	for range b.N {
+		bs := servers.StartBIND(b, servers.BINDOptions{Zones: bindZones})
+		ps := servers.StartPowerDNS(b, servers.PowerDNSOptions{})
+		for _, z := range pdnsZones {
+			ps.CreateZone(b, z)
+		}
+		dns, _ := os.ReadFile(filepath.Join(dir, "dns.yaml"))
+		s := strings.NewReplacer("127.0.0.1:5301", bs.Addr, "http://127.0.0.1:8081", ps.APIURL, "127.0.0.1:5302", ps.DNSAddr).Replace(string(dns))
+		if err := os.WriteFile(filepath.Join(dir, "dns.yaml"), []byte(s), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		gitB(b, dir, "init", "-q", "-b", "main")
+		gitB(b, dir, "add", "-A")
+		gitB(b, dir, "commit", "-q", "-m", "site")
+
+		addr := freeAddr(b)
+		api := "http://" + addr
+		cmd := exec.Command(bin, "serve", "--repo", dir, "--state", filepath.Join(b.TempDir(), "state.db"), "--interval", "1s", "--listen", addr)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "ANNEAL_TSIG_SECRET=" + bs.Secret, "ANNEAL_PDNS_API_KEY=" + ps.APIKey}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		head := gitB(b, dir, "rev-parse", "HEAD")
+		waitApplied(b, api, head, 10*time.Minute)
+		b.ReportMetric(time.Since(start).Seconds(), "first_converge_s")
+
+		// A one-line commit: one node's alias.
+		edit := filepath.Join(dir, "nodes", "r01-k01.yaml")
+		data, _ := os.ReadFile(edit)
+		changed := strings.Replace(string(data), "roles: [ingress]", "roles: [ingress]\naliases: [bench-alias]", 1)
+		if changed == string(data) {
+			b.Fatal("no ingress node to edit")
+		}
+		if err := os.WriteFile(edit, []byte(changed), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		gitB(b, dir, "commit", "-q", "-am", "one line")
+		committed := time.Now()
+		waitApplied(b, api, gitB(b, dir, "rev-parse", "HEAD"), 2*time.Minute)
+		b.ReportMetric(time.Since(committed).Seconds(), "commit_to_applied_s")
+
+		rss := peakRSS(b, cmd.Process.Pid)
+		b.ReportMetric(float64(rss)/1024, "daemon_peak_rss_MiB")
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+}
+
+func gitB(b *testing.B, dir string, args ...string) string {
+	b.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "user.name=bench", "-c", "user.email=bench@example.net", "-c", "commit.gpgsign=false"}, args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func waitApplied(b *testing.B, api, rev string, limit time.Duration) {
+	b.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		code, body := httpGet(b, api+"/api/v1/status")
+		if code == 200 && strings.Contains(body, `"appliedRevision": "`+rev+`"`) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, body := httpGet(b, api+"/api/v1/status")
+	b.Fatalf("revision %s not applied within %s; status:\n%s", rev, limit, body)
+}
+
+// peakRSS reads the process's high-water RSS in KiB.
+func peakRSS(b *testing.B, pid int) int {
+	b.Helper()
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
