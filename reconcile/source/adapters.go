@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -20,6 +21,9 @@ import (
 type Branch struct {
 	Repo *Repo
 	Path string
+	// Trust, when set, is the keys whose commits may be applied: Latest
+	// still returns the tip, and Verify checks its signature.
+	Trust *Trust
 }
 
 var _ reconcile.Source = (*Branch)(nil)
@@ -48,6 +52,27 @@ func (b *Branch) FS(_ context.Context, rev string) (fs.FS, error) {
 // Descends reports whether prev is in next's history.
 func (b *Branch) Descends(prev, next string) (bool, error) {
 	return b.Repo.IsAncestor(plumbing.NewHash(prev), plumbing.NewHash(next))
+}
+
+// Verify checks that the commit rev (a hash Latest returned) is signed by a
+// key in b.Trust, returning an *UnsignedError or *UntrustedError when it is
+// not. With no Trust every commit is accepted.
+func (b *Branch) Verify(ctx context.Context, rev string) error {
+	if b.Trust == nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if rev == "" {
+		return errors.New("verify commit signature: no revision given")
+	}
+	h, err := b.Repo.Resolve(rev)
+	if err != nil {
+		return fmt.Errorf("verify commit signature: %w", err)
+	}
+	_, err = b.Trust.Verify(b.Repo, h)
+	return err
 }
 
 // Dir reads the site from a directory as it is; its revision is the digest
