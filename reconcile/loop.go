@@ -76,7 +76,14 @@ const (
 	FailSource  = "source" // transient: fetch failed
 	FailTargets = "targets"
 	FailApply   = "apply"
+	// FailSignature: not signed by a trusted key; never applied.
+	FailSignature = "signature"
 )
+
+// Verifier is implemented by sources that check who signed a revision.
+type Verifier interface {
+	Verify(ctx context.Context, rev string) error
+}
 
 // Reconciler is the daemon's heart: a source loop and a reconcile loop.
 type Reconciler struct {
@@ -225,10 +232,18 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 			return FailRewrite, fmt.Errorf("refusing revision %s: it does not descend from the applied revision %s (a force-push rewrote applied history; run with --allow-rewrite to accept it)", rev.ID, st.AppliedRevision)
 		}
 	}
+	badClass := FailInvalid
 	if rev.ID != st.LastGoodRevision && rev.ID != r.badRev || r.goodSite == nil && rev.ID == st.LastGoodRevision {
-		site, err := r.load(ctx, rev.ID)
+		var site *schema.Site
+		err := r.verify(ctx, rev.ID)
+		if err == nil {
+			site, err = r.load(ctx, rev.ID)
+		}
 		var inv *schema.InvalidError
+		var sig *SignatureError
 		switch {
+		case errors.As(err, &sig):
+			r.badRev, r.badErr = rev.ID, err
 		case errors.As(err, &inv):
 			r.badRev, r.badErr = rev.ID, err
 		case err != nil:
@@ -242,16 +257,38 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 		}
 	}
 	if r.badRev == rev.ID {
+		what := "does not validate"
+		if errors.As(r.badErr, new(*SignatureError)) {
+			badClass, what = FailSignature, "is not signed by a trusted key"
+		}
 		// Stay on the last good commit: keep converging it.
 		if err := r.loadGood(ctx, st); err != nil {
-			return FailInvalid, fmt.Errorf("revision %s does not validate (%v), and the last good revision could not be loaded: %w", rev.ID, r.badErr, err)
+			return badClass, fmt.Errorf("revision %s %s (%v), and the last good revision could not be loaded: %w", rev.ID, what, r.badErr, err)
 		}
 		if class, err := r.converge(ctx, st, r.goodSite, st.LastGoodRevision); err != nil {
-			return class, fmt.Errorf("revision %s does not validate: %v; converging the last good revision %s also failed: %w", rev.ID, r.badErr, st.LastGoodRevision, err)
+			return class, fmt.Errorf("revision %s %s: %v; converging the last good revision %s also failed: %w", rev.ID, what, r.badErr, st.LastGoodRevision, err)
 		}
-		return FailInvalid, fmt.Errorf("revision %s does not validate; staying on %s: %w", rev.ID, st.LastGoodRevision, r.badErr)
+		return badClass, fmt.Errorf("revision %s %s; staying on %s: %w", rev.ID, what, st.LastGoodRevision, r.badErr)
 	}
 	return r.converge(ctx, st, r.goodSite, rev.ID)
+}
+
+// SignatureError refuses a revision the source's verifier rejected.
+type SignatureError struct{ Err error }
+
+func (e *SignatureError) Error() string { return e.Err.Error() }
+func (e *SignatureError) Unwrap() error { return e.Err }
+
+// verify checks a revision's signature when the source can.
+func (r *Reconciler) verify(ctx context.Context, rev string) error {
+	v, ok := r.Source.(Verifier)
+	if !ok {
+		return nil
+	}
+	if err := v.Verify(ctx, rev); err != nil {
+		return &SignatureError{Err: err}
+	}
+	return nil
 }
 
 func (r *Reconciler) load(ctx context.Context, rev string) (*schema.Site, error) {

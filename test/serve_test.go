@@ -10,7 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -235,4 +237,69 @@ func TestServeWatchesDirectory(t *testing.T) {
 	if code := post("sha256=" + strings.Repeat("0", 64)); code != http.StatusForbidden {
 		t.Fatalf("badly signed webhook: %d", code)
 	}
+}
+
+// TestServeVerifiesSignatures: with --verify-signatures, a commit signed by
+// a trusted SSH key is applied, an unsigned one never is (the daemon stays
+// on the last good commit and says why), and the next signed one is.
+func TestServeVerifiesSignatures(t *testing.T) {
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		missingTool(t, "ssh-keygen (apt package openssh-client)")
+	}
+	l := newDNSLab(t)
+	keys := t.TempDir()
+	key := filepath.Join(keys, "signer")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops@example.net", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := filepath.Join(keys, "allowed_signers")
+	if err := os.WriteFile(allowed, []byte(`ops@example.net namespaces="git" `+string(pub)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(t, l.site, "init", "-q", "-b", "main")
+	signed := func(msg string) string {
+		git(t, l.site, "add", "-A")
+		git(t, l.site, "-c", "gpg.format=ssh", "-c", "user.signingkey="+key+".pub", "commit", "-q", "-S", "-m", msg)
+		return git(t, l.site, "rev-parse", "HEAD")
+	}
+	a := signed("A: signed")
+
+	addr := freeAddr(t)
+	api := "http://" + addr
+	cmd := exec.Command(annealBin, "serve", "--repo", l.site, "--state", l.state, "--interval", "200ms", "--listen", addr, "--verify-signatures", allowed)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, l.env...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	}()
+	waitStatus(t, api, "signed commit A applied", func(s serveStatus) bool { return s.AppliedRevision == a })
+
+	before := l.live(t, "bind", "west.example.net")
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup]", "aliases: [backup, vault]", 1) })
+	git(t, l.site, "commit", "-q", "-am", "B: unsigned")
+	b := git(t, l.site, "rev-parse", "HEAD")
+	st := waitStatus(t, api, "unsigned commit B refused", func(s serveStatus) bool { return s.LastAttemptedRevision == b && s.LastError != "" })
+	if st.AppliedRevision != a || st.LastErrorClass != "signature" || !strings.Contains(st.LastError, "not signed") {
+		t.Fatalf("unsigned commit: %+v", st)
+	}
+	if after := l.live(t, "bind", "west.example.net"); !slices.Equal(before, after) {
+		t.Fatalf("an unsigned commit reached the zone:\n%s", lineDiff(before, after))
+	}
+
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, vault, safe]", 1) })
+	c := signed("C: signed again")
+	waitStatus(t, api, "signed commit C applied", func(s serveStatus) bool { return s.AppliedRevision == c && s.LastError == "" })
+	l.assertConverged(t)
 }

@@ -52,6 +52,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 	c.Flags().Var(mode, "mode", "converge (apply) or report (publish drift only)")
 	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the bearer token for mutating endpoints")
 	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
+	trustFile := c.Flags().String("verify-signatures", "", "apply only commits signed by a key in this file: an armored OpenPGP keyring or an SSH allowed-signers file")
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
@@ -67,6 +68,15 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		src, name, err := serveSource(ctx, site)
 		if err != nil {
 			return failure(err)
+		}
+		if *trustFile != "" {
+			branch, ok := src.(*source.Branch)
+			if !ok {
+				return fmt.Errorf("%s: --verify-signatures needs --repo (a directory has no commits to verify)", c.CommandPath())
+			}
+			if branch.Trust, err = source.LoadTrust(*trustFile); err != nil {
+				return failure(err)
+			}
 		}
 		st, err := state.open(&schema.Site{Config: &schema.SiteConfig{Meta: schema.Meta{Name: name}}})
 		if err != nil {
