@@ -298,7 +298,9 @@ func TestServeVerifiesSignatures(t *testing.T) {
 		t.Fatalf("an unsigned commit reached the zone:\n%s", lineDiff(before, after))
 	}
 
-	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, vault, safe]", 1) })
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string {
+		return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, vault, safe]", 1)
+	})
 	c := signed("C: signed again")
 	waitStatus(t, api, "signed commit C applied", func(s serveStatus) bool { return s.AppliedRevision == c && s.LastError == "" })
 	l.assertConverged(t)
