@@ -97,7 +97,9 @@ type DNSApplier struct {
 	Attempts int
 	Backoff  time.Duration
 	Log      *slog.Logger
-	// Progress, when set, is told about each zone as it finishes.
+	// Progress, when set, is told about a zone each time a batch of its
+	// changes finishes (a reverse zone may report twice), from the
+	// goroutine that applied it: it must be safe for concurrent use.
 	Progress func(ZoneResult)
 }
 
@@ -244,7 +246,11 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), results[z.Zone], !saved)
+				r := results[z.Zone]
+				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), r, !saved)
+				if a.Progress != nil {
+					a.Progress(*r)
+				}
 			}()
 		}
 		wg.Wait()
@@ -256,9 +262,6 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 			if err := a.State.ZoneDone(ctx, z.Target, z.Zone); err != nil {
 				r.Error = fmt.Sprintf("journal: %v", err)
 			}
-		}
-		if a.Progress != nil && len(z.Changes)+len(z.Adopt) > 0 {
-			a.Progress(*r)
 		}
 		out = append(out, *r)
 	}

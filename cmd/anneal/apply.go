@@ -59,9 +59,10 @@ apply completes it), 64 usage error.`,
 			return nil
 		}
 		fmt.Fprintln(w)
-		applier := reconcile.DNSApplier{Targets: s.targets, State: s.state, Log: log,
-			Progress: func(r reconcile.ZoneResult) { renderZoneResult(c.ErrOrStderr(), r) }}
+		prog := newProgress(c.ErrOrStderr(), plan.DNS)
+		applier := reconcile.DNSApplier{Targets: s.targets, State: s.state, Log: log, Progress: prog.update}
 		res, err := applier.Apply(ctx, plan.DNS, s.desired, reconcile.ApplyOptions{AllowMassDelete: *allowMass, Revision: s.source, Saved: saved})
+		prog.finish()
 		var mass *reconcile.MassDeleteError
 		if errors.As(err, &mass) {
 			return failure(err)

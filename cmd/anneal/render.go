@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
 )
@@ -152,12 +154,58 @@ func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {
 	}
 }
 
-func renderZoneResult(w io.Writer, r reconcile.ZoneResult) {
-	status := "ok"
-	if r.Error != "" {
-		status = "FAILED: " + r.Error
+// progress shows an apply as it goes: one line rewritten in place on a
+// terminal, a plain line per finished batch otherwise (logs, CI).
+type progress struct {
+	mu     sync.Mutex
+	w      io.Writer
+	tty    bool
+	total  int
+	zones  int
+	done   map[string]int
+	failed int
+	start  time.Time
+}
+
+func newProgress(w io.Writer, plan *reconcile.DNSPlan) *progress {
+	p := &progress{w: w, tty: colorFor(w) != palette{}, done: map[string]int{}, start: time.Now()}
+	for _, z := range plan.Zones {
+		if n := len(z.Changes) + len(z.Adopt); n > 0 {
+			p.total += n
+			p.zones++
+		}
 	}
-	fmt.Fprintf(w, "applied dns %s zone %s: +%d ~%d -%d =%d: %s\n", r.Target, r.Zone, r.Created, r.Updated, r.Deleted, r.Adopted, status)
+	return p
+}
+
+func (p *progress) update(r reconcile.ZoneResult) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done[r.Target+"/"+r.Zone] = r.Created + r.Updated + r.Deleted + r.Adopted
+	if r.Error != "" {
+		p.failed++
+	}
+	sum := 0
+	for _, n := range p.done {
+		sum += n
+	}
+	if !p.tty {
+		status := "ok"
+		if r.Error != "" {
+			status = "FAILED: " + r.Error
+		}
+		fmt.Fprintf(p.w, "applied dns %s zone %s: +%d ~%d -%d =%d: %s\n", r.Target, r.Zone, r.Created, r.Updated, r.Deleted, r.Adopted, status)
+		return
+	}
+	fmt.Fprintf(p.w, "\r\x1b[Kapplying: %d/%d RRsets, %d/%d zones touched, %d failed, %s", sum, p.total, len(p.done), p.zones, p.failed, time.Since(p.start).Round(100*time.Millisecond))
+}
+
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && len(p.done) > 0 {
+		fmt.Fprintln(p.w)
+	}
 }
 
 func renderResult(w io.Writer, res *reconcile.DNSResult) {
