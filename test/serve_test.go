@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -63,6 +62,30 @@ func status(t *testing.T, api string) serveStatus {
 	return st
 }
 
+// startServe runs `anneal serve` with args on a free address until the test
+// ends (SIGTERM), printing its log if the test fails; it returns the API URL.
+func startServe(t *testing.T, env []string, args ...string) (api string, cmd *exec.Cmd) {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd = exec.Command(annealBin, append([]string{"serve", "--listen", addr}, args...)...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
+	logs := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	})
+	return "http://" + addr, cmd
+}
+
 // waitStatus polls the daemon's status until ok accepts it.
 func waitStatus(t *testing.T, api, what string, ok func(serveStatus) bool) serveStatus {
 	t.Helper()
@@ -92,23 +115,8 @@ func TestServeFollowsGit(t *testing.T) {
 	}
 	a := commit("A: the site")
 
-	addr := freeAddr(t)
-	api := "http://" + addr
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, annealBin, "serve", "--repo", l.site, "--state", l.state,
-		"--interval", "200ms", "--listen", addr, "--token", "env:ANNEAL_API_TOKEN")
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "ANNEAL_API_TOKEN=t0ken"}, l.env...)
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
-	}()
+	api, cmd := startServe(t, append([]string{"ANNEAL_API_TOKEN=t0ken"}, l.env...),
+		"--repo", l.site, "--state", l.state, "--interval", "200ms", "--token", "env:ANNEAL_API_TOKEN")
 
 	waitStatus(t, api, "commit A applied", func(s serveStatus) bool { return s.AppliedRevision == a })
 	l.assertConverged(t)
@@ -192,22 +200,8 @@ func TestServeFollowsGit(t *testing.T) {
 // webhook triggers a reconcile; a badly signed one is refused.
 func TestServeWatchesDirectory(t *testing.T) {
 	l := newDNSLab(t)
-	addr := freeAddr(t)
-	api := "http://" + addr
-	cmd := exec.Command(annealBin, "serve", "--site", l.site, "--state", l.state, "--interval", "1h", "--listen", addr, "--token", "env:ANNEAL_API_TOKEN")
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "ANNEAL_API_TOKEN=t0ken"}, l.env...)
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
-	}()
+	api, _ := startServe(t, append([]string{"ANNEAL_API_TOKEN=t0ken"}, l.env...),
+		"--site", l.site, "--state", l.state, "--interval", "1h", "--token", "env:ANNEAL_API_TOKEN")
 	first := waitStatus(t, api, "first apply", func(s serveStatus) bool { return s.AppliedRevision != "" && s.LastError == "" })
 	l.assertConverged(t)
 
@@ -268,22 +262,7 @@ func TestServeVerifiesSignatures(t *testing.T) {
 	}
 	a := signed("A: signed")
 
-	addr := freeAddr(t)
-	api := "http://" + addr
-	cmd := exec.Command(annealBin, "serve", "--repo", l.site, "--state", l.state, "--interval", "200ms", "--listen", addr, "--verify-signatures", allowed)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, l.env...)
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
-	}()
+	api, _ := startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms", "--verify-signatures", allowed)
 	waitStatus(t, api, "signed commit A applied", func(s serveStatus) bool { return s.AppliedRevision == a })
 
 	before := l.live(t, "bind", "west.example.net")

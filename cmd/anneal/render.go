@@ -44,6 +44,36 @@ func changeLine(c reconcile.RRsetChange) (sign, line string) {
 	}
 }
 
+// writeChangeLines prints a zone's changes as +/~/- lines, coloured on a
+// terminal, at most changesPerZone unless full.
+func writeChangeLines(w io.Writer, changes []reconcile.RRsetChange, full bool, pal palette) {
+	for i, ch := range changes {
+		if i == changesPerZone && !full {
+			fmt.Fprintf(w, "    … and %d more (--full or -o json shows all)\n", len(changes)-i)
+			return
+		}
+		sign, line := changeLine(ch)
+		col := map[string]string{"+": pal.add, "~": pal.change, "-": pal.del}[sign]
+		fmt.Fprintf(w, "  %s%s %s%s\n", col, sign, line, pal.reset)
+	}
+}
+
+// writeChangeDiff prints a zone's changes as the lines of a ```diff block
+// (GitHub colours + and -, and ! as a change).
+func writeChangeDiff(w io.Writer, changes []reconcile.RRsetChange, full bool) {
+	for i, ch := range changes {
+		if i == changesPerZone && !full {
+			fmt.Fprintf(w, "# … and %d more\n", len(changes)-i)
+			return
+		}
+		sign, line := changeLine(ch)
+		if sign == "~" {
+			sign = "!"
+		}
+		fmt.Fprintf(w, "%s %s\n", sign, line)
+	}
+}
+
 func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 	d := p.DNS
 	if d.Interrupted != nil {
@@ -56,15 +86,7 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 		}
 		c, u, del := z.Counts()
 		fmt.Fprintf(w, "dns %s zone %s: %d to add, %d to change, %d to delete\n", z.Target, z.Zone, c, u, del)
-		for i, ch := range z.Changes {
-			if i == changesPerZone && !full {
-				fmt.Fprintf(w, "    … and %d more (--full or -o json shows all)\n", len(z.Changes)-i)
-				break
-			}
-			sign, line := changeLine(ch)
-			col := map[string]string{"+": pal.add, "~": pal.change, "-": pal.del}[sign]
-			fmt.Fprintf(w, "  %s%s %s%s\n", col, sign, line, pal.reset)
-		}
+		writeChangeLines(w, z.Changes, full, pal)
 		for _, k := range z.Adopt {
 			fmt.Fprintf(w, "  = %s (already as declared; anneal takes ownership)\n", k)
 		}
@@ -122,17 +144,7 @@ func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {
 			continue
 		}
 		fmt.Fprintf(w, "\n<details><summary>%s <code>%s</code></summary>\n\n```diff\n", z.Target, z.Zone)
-		for i, ch := range z.Changes {
-			if i == changesPerZone && !full {
-				fmt.Fprintf(w, "# … and %d more\n", len(z.Changes)-i)
-				break
-			}
-			sign, line := changeLine(ch)
-			if sign == "~" {
-				sign = "!"
-			}
-			fmt.Fprintf(w, "%s %s\n", sign, line)
-		}
+		writeChangeDiff(w, z.Changes, full)
 		for _, cf := range z.Conflicts {
 			fmt.Fprintf(w, "# conflict, left alone: %s: %s\n", cf.Key, cf.Reason)
 		}

@@ -57,15 +57,7 @@ func renderReviewText(w io.Writer, r *reconcile.Review, full bool, pal palette) 
 	for _, z := range r.DNS {
 		c, u, d := z.Counts()
 		fmt.Fprintf(w, "dns zone %s: %d to add, %d to change, %d to delete\n", z.Zone, c, u, d)
-		for i, ch := range z.Changes {
-			if i == changesPerZone && !full {
-				fmt.Fprintf(w, "    … and %d more (--full or -o json shows all)\n", len(z.Changes)-i)
-				break
-			}
-			sign, line := changeLine(ch)
-			col := map[string]string{"+": pal.add, "~": pal.change, "-": pal.del}[sign]
-			fmt.Fprintf(w, "  %s%s %s%s\n", col, sign, line, pal.reset)
-		}
+		writeChangeLines(w, z.Changes, full, pal)
 	}
 	if len(r.Policies) > 0 {
 		fmt.Fprintln(w)
@@ -123,17 +115,7 @@ func renderReviewMarkdown(w io.Writer, r *reconcile.Review, full bool) {
 	for _, z := range r.DNS {
 		c, u, d := z.Counts()
 		fmt.Fprintf(w, "<details><summary>DNS <code>%s</code>: +%d ~%d -%d</summary>\n\n```diff\n", z.Zone, c, u, d)
-		for i, ch := range z.Changes {
-			if i == changesPerZone && !full {
-				fmt.Fprintf(w, "# … and %d more\n", len(z.Changes)-i)
-				break
-			}
-			sign, line := changeLine(ch)
-			if sign == "~" {
-				sign = "!"
-			}
-			fmt.Fprintf(w, "%s %s\n", sign, line)
-		}
+		writeChangeDiff(w, z.Changes, full)
 		fmt.Fprintln(w, "```\n\n</details>")
 	}
 	var notes []string
