@@ -50,8 +50,11 @@ type Status struct {
 	LastReconcile         time.Time `json:"lastReconcile"`
 	LastDurationSeconds   float64   `json:"lastDurationSeconds"`
 	Reconciles            int       `json:"reconciles"`
-	Failures              int       `json:"failures"`
-	Drift                 Drift     `json:"drift"`
+	// Steps are the last reconcile's step durations in seconds (fetch,
+	// load, plan, apply).
+	Steps    map[string]float64 `json:"steps,omitempty"`
+	Failures int                `json:"failures"`
+	Drift    Drift              `json:"drift"`
 }
 
 // Drift counts what the last plan found.
@@ -195,6 +198,7 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) {
 	if st.Suspended {
 		return
 	}
+	st.Steps = map[string]float64{}
 	class, err := r.steps(ctx, &st)
 	st.LastReconcile = start.UTC()
 	st.LastDurationSeconds = time.Since(start).Seconds()
@@ -218,10 +222,12 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) {
 }
 
 func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
+	t0 := time.Now()
 	rev, err := r.Source.Latest(ctx)
 	if err != nil {
 		return FailSource, fmt.Errorf("fetch: %w", err)
 	}
+	st.Steps["fetch"] = time.Since(t0).Seconds()
 	st.LastAttemptedRevision = rev.ID
 	if st.AppliedRevision != "" && rev.ID != st.AppliedRevision && !r.AllowRewrite {
 		ok, err := r.Source.Descends(st.AppliedRevision, rev.ID)
@@ -235,10 +241,12 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 	badClass := FailInvalid
 	if rev.ID != st.LastGoodRevision && rev.ID != r.badRev || r.goodSite == nil && rev.ID == st.LastGoodRevision {
 		var site *schema.Site
+		t0 := time.Now()
 		err := r.verify(ctx, rev.ID)
 		if err == nil {
 			site, err = r.load(ctx, rev.ID)
 		}
+		st.Steps["load"] = time.Since(t0).Seconds()
 		var inv *schema.InvalidError
 		var sig *SignatureError
 		switch {
@@ -327,8 +335,10 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if err != nil {
 		return FailTargets, err
 	}
+	t0 := time.Now()
 	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log}
 	dns, err := planner.Plan(ctx, desired)
+	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
 		return FailApply, err
 	}
@@ -345,8 +355,10 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		return "", nil
 	}
 	if dns.HasChanges() || dns.Interrupted != nil {
+		t0 := time.Now()
 		applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
 		res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
+		st.Steps["apply"] = time.Since(t0).Seconds()
 		if err != nil {
 			return FailApply, err
 		}

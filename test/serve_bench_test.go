@@ -93,6 +93,10 @@ func BenchmarkServeScale(b *testing.B) {
 		committed := time.Now()
 		waitApplied(b, api, gitB(b, dir, "rev-parse", "HEAD"), 2*time.Minute)
 		b.ReportMetric(time.Since(committed).Seconds(), "commit_to_applied_s")
+		_, body := httpGet(b, api+"/api/v1/status")
+		if i := strings.Index(body, `"steps"`); i >= 0 {
+			b.Logf("last reconcile: %s", strings.Join(strings.Fields(body[i:min(len(body), i+200)]), " "))
+		}
 
 		rss := peakRSS(b, cmd.Process.Pid)
 		b.ReportMetric(float64(rss)/1024, "daemon_peak_rss_MiB")
