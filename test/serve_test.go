@@ -284,3 +284,50 @@ func TestServeVerifiesSignatures(t *testing.T) {
 	waitStatus(t, api, "signed commit C applied", func(s serveStatus) bool { return s.AppliedRevision == c && s.LastError == "" })
 	l.assertConverged(t)
 }
+
+// TestServeRefusesRewrite: a force-push that rewrites applied history is
+// refused (the daemon stays on what it applied) unless --allow-rewrite;
+// --mode report publishes the drift and writes nothing.
+func TestServeRefusesRewrite(t *testing.T) {
+	l := newDNSLab(t)
+	git(t, l.site, "init", "-q", "-b", "main")
+	git(t, l.site, "add", "-A")
+	git(t, l.site, "commit", "-q", "-m", "A")
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup]", "aliases: [backup, vault]", 1) })
+	git(t, l.site, "commit", "-q", "-am", "B")
+	b := git(t, l.site, "rev-parse", "HEAD")
+
+	// Report mode first: drift is published, nothing is written.
+	api, cmd := startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms", "--mode", "report")
+	waitStatus(t, api, "a report", func(s serveStatus) bool { return s.Reconciles > 0 })
+	if code, body := httpGet(t, api+"/api/v1/drift"); code != 200 || !strings.Contains(body, `"op": "create"`) {
+		t.Fatalf("drift: %d\n%.400s", code, body)
+	}
+	if lines := l.live(t, "bind", "west.example.net"); len(lines) != 0 {
+		t.Fatalf("report mode wrote to bind: %v", lines[:1])
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+
+	api, cmd = startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms")
+	waitStatus(t, api, "B applied", func(s serveStatus) bool { return s.AppliedRevision == b })
+
+	// Rewrite history: B is replaced by B' that does not descend from it.
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, safe]", 1) })
+	git(t, l.site, "commit", "-q", "--amend", "-am", "B rewritten")
+	rewritten := git(t, l.site, "rev-parse", "HEAD")
+	st := waitStatus(t, api, "the rewrite refused", func(s serveStatus) bool { return s.LastAttemptedRevision == rewritten && s.LastError != "" })
+	if st.AppliedRevision != b || st.LastErrorClass != "history-rewrite" {
+		t.Fatalf("rewrite: %+v", st)
+	}
+	if slices.ContainsFunc(l.live(t, "bind", "west.example.net"), func(s string) bool { return strings.HasPrefix(s, "safe.") }) {
+		t.Fatal("the rewritten commit reached the zone")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+
+	// Explicitly allowed: it converges.
+	api, _ = startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms", "--allow-rewrite")
+	waitStatus(t, api, "the rewrite applied", func(s serveStatus) bool { return s.AppliedRevision == rewritten && s.LastError == "" })
+	l.assertConverged(t)
+}
