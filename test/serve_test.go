@@ -313,7 +313,9 @@ func TestServeRefusesRewrite(t *testing.T) {
 	waitStatus(t, api, "B applied", func(s serveStatus) bool { return s.AppliedRevision == b })
 
 	// Rewrite history: B is replaced by B' that does not descend from it.
-	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, safe]", 1) })
+	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string {
+		return strings.Replace(s, "aliases: [backup, vault]", "aliases: [backup, safe]", 1)
+	})
 	git(t, l.site, "commit", "-q", "--amend", "-am", "B rewritten")
 	rewritten := git(t, l.site, "rev-parse", "HEAD")
 	st := waitStatus(t, api, "the rewrite refused", func(s serveStatus) bool { return s.LastAttemptedRevision == rewritten && s.LastError != "" })
