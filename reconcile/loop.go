@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,6 +84,16 @@ const (
 	FailSignature = "signature"
 )
 
+// Historian is implemented by sources with history: the revisions before
+// one, newest first.
+type Historian interface {
+	History(ctx context.Context, rev string, n int) ([]string, error)
+}
+
+// DefaultHistoryDepth is how many past revisions rebuild DNS ownership
+// when anneal's inventory is empty.
+const DefaultHistoryDepth = 20
+
 // Verifier is implemented by sources that check who signed a revision.
 type Verifier interface {
 	Verify(ctx context.Context, rev string) error
@@ -104,11 +115,16 @@ type Reconciler struct {
 	Log             *slog.Logger
 	// Observe, when set, is told about every finished reconcile (metrics).
 	Observe func(Status, time.Duration)
+	// HistoryDepth bounds the past revisions read to rebuild ownership
+	// when the inventory is empty (default DefaultHistoryDepth).
+	HistoryDepth int
 
 	mu       sync.Mutex
 	status   Status
 	plan     *Plan
 	goodSite *schema.Site // the last revision that validated
+	declared map[string]map[RRsetKey]bool
+	rebuilt  bool // ownership from history was looked at once
 	// badRev and badErr remember the newest revision if it did not validate.
 	badRev  string
 	badErr  error
@@ -281,6 +297,60 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 	return r.converge(ctx, st, r.goodSite, rev.ID)
 }
 
+// rebuildOwnership, once per process and only when anneal's inventory is
+// empty for every zone, unions the RRsets the site declared in its recent
+// history: ownership derived from the site survives the loss of the state.
+func (r *Reconciler) rebuildOwnership(ctx context.Context, desired *DesiredDNS, rev string) {
+	if r.rebuilt {
+		return
+	}
+	r.rebuilt = true
+	h, ok := r.Source.(Historian)
+	if !ok {
+		return
+	}
+	for _, tz := range desired.Targets {
+		for _, zone := range tz.Zones {
+			inv, err := r.State.OwnedRRsets(ctx, tz.Target, zone)
+			if err != nil || len(inv) > 0 {
+				return
+			}
+		}
+	}
+	revs, err := h.History(ctx, rev, cmp.Or(r.HistoryDepth, DefaultHistoryDepth))
+	if err != nil {
+		r.log().Warn("ownership from history: cannot list history", "err", err)
+		return
+	}
+	declared := map[string]map[RRsetKey]bool{}
+	add := func(d *DesiredDNS) {
+		for _, z := range d.Zones {
+			if declared[z.Zone] == nil {
+				declared[z.Zone] = map[RRsetKey]bool{}
+			}
+			for _, s := range z.RRsets {
+				declared[z.Zone][s.Key()] = true
+			}
+		}
+	}
+	add(desired)
+	read := 0
+	for _, past := range revs {
+		site, err := r.load(ctx, past)
+		if err != nil {
+			continue // an invalid past commit declared nothing anneal applied
+		}
+		d, err := CompileDNS(site)
+		if err != nil {
+			continue
+		}
+		add(d)
+		read++
+	}
+	r.declared = declared
+	r.log().Info("no ownership inventory: rebuilt it from the site's history", "revisions", read+1)
+}
+
 // SignatureError refuses a revision the source's verifier rejected.
 type SignatureError struct{ Err error }
 
@@ -335,8 +405,9 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if err != nil {
 		return FailTargets, err
 	}
+	r.rebuildOwnership(ctx, desired, rev)
 	t0 := time.Now()
-	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log}
+	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared}
 	dns, err := planner.Plan(ctx, desired)
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {

@@ -80,6 +80,11 @@ type DNSPlanner struct {
 	// Concurrency bounds zones observed at once per target (default 4).
 	Concurrency int
 	Log         *slog.Logger
+	// Declared lists, per zone, the RRsets the site declared in its recent
+	// history. Where the inventory of a target's zone is empty (anneal's
+	// state was lost), they count as anneal's, so records of nodes removed
+	// meanwhile are still cleaned up.
+	Declared map[string]map[RRsetKey]bool
 }
 
 // Plan observes every zone of every target and computes the changes. A
@@ -266,6 +271,10 @@ func (p *DNSPlanner) owned(ctx context.Context, target, zone string) (Ownership,
 	inv, err := p.State.OwnedRRsets(ctx, target, zone)
 	if err != nil {
 		return nil, fmt.Errorf("read inventory of %s/%s: %w", target, zone, err)
+	}
+	if len(inv) == 0 && p.Declared[zone] != nil {
+		declared := p.Declared[zone]
+		return func(k RRsetKey) bool { return declared[k] }, nil
 	}
 	return func(k RRsetKey) bool { return inv[k] }, nil
 }

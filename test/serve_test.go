@@ -333,3 +333,33 @@ func TestServeRefusesRewrite(t *testing.T) {
 	waitStatus(t, api, "the rewrite applied", func(s serveStatus) bool { return s.AppliedRevision == rewritten && s.LastError == "" })
 	l.assertConverged(t)
 }
+
+// TestServeOwnershipSurvivesStateLoss: anneal's state is lost while a
+// commit removes a node. Ownership rebuilt from the site's git history
+// still removes that node's records, and a foreign record stays.
+func TestServeOwnershipSurvivesStateLoss(t *testing.T) {
+	l := newDNSLab(t)
+	git(t, l.site, "init", "-q", "-b", "main")
+	git(t, l.site, "add", "-A")
+	git(t, l.site, "commit", "-q", "-m", "A")
+	a := git(t, l.site, "rev-parse", "HEAD")
+	api, cmd := startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms")
+	waitStatus(t, api, "A applied", func(s serveStatus) bool { return s.AppliedRevision == a })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+
+	l.bind.Nsupdate(t, "zone east.example.net\nupdate add printer.east.example.net 300 A 192.0.2.7\nsend\n")
+	edit(t, l.site, "nodes/east-e1.yaml", func(s string) string {
+		docs := strings.Split(s, "---\n")
+		return strings.Join(slices.DeleteFunc(docs, func(d string) bool { return strings.Contains(d, "name: e1n04\n") }), "---\n")
+	})
+	git(t, l.site, "commit", "-q", "-am", "B: remove e1n04")
+	b := git(t, l.site, "rev-parse", "HEAD")
+	if err := os.Remove(l.state); err != nil {
+		t.Fatal(err)
+	}
+
+	api, _ = startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms")
+	waitStatus(t, api, "B applied with a fresh state", func(s serveStatus) bool { return s.AppliedRevision == b && s.LastError == "" })
+	l.assertConverged(t, "bind east.example.net printer.east.example.net A 300 192.0.2.7")
+}

@@ -120,3 +120,16 @@ func (d Dir) FS(context.Context, string) (fs.FS, error) { return os.DirFS(d.Path
 
 // Descends is always true: a directory has no history to rewrite.
 func (Dir) Descends(string, string) (bool, error) { return true, nil }
+
+// History lists up to n revisions before rev, newest first.
+func (b *Branch) History(_ context.Context, rev string, n int) ([]string, error) {
+	hs, err := b.Repo.History(plumbing.NewHash(rev), n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.String()
+	}
+	return out, nil
+}

@@ -635,3 +635,23 @@ func redact(raw string) string {
 	}
 	return u.Redacted()
 }
+
+// History lists up to n commits before h on its first-parent line, newest
+// first (h itself excluded).
+func (r *Repo) History(h plumbing.Hash, n int) ([]plumbing.Hash, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []plumbing.Hash
+	c, err := r.commit(h)
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	for len(out) < n && c.NumParents() > 0 {
+		parent := c.ParentHashes[0]
+		if c, err = r.commit(parent); err != nil {
+			return nil, fmt.Errorf("history of %s: %w", h, err)
+		}
+		out = append(out, parent)
+	}
+	return out, nil
+}
