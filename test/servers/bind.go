@@ -242,23 +242,5 @@ func (b *BIND) NsupdateErr(script string) error {
 // record, the SOA first and last as the server sends them.
 func (b *BIND) AXFR(t testing.TB, zone string) []dns.RR {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetAxfr(dns.Fqdn(zone))
-	tr := &dns.Transfer{DialTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
-	env, err := tr.In(m, b.Addr)
-	if err != nil {
-		t.Fatalf("servers: AXFR %s from %s: %v", zone, b.Addr, err)
-	}
-	var rrs []dns.RR
-	var failed error
-	for e := range env {
-		if e.Error != nil && failed == nil {
-			failed = e.Error
-		}
-		rrs = append(rrs, e.RR...)
-	}
-	if failed != nil {
-		t.Fatalf("servers: AXFR %s from %s: %v", zone, b.Addr, failed)
-	}
-	return rrs
+	return axfr(t, b.Addr, zone, 10*time.Second)
 }

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // daemon is a server process a test runs in the foreground, its output in
@@ -121,4 +124,29 @@ func freePort(udp bool) (int, error) {
 		return port, nil
 	}
 	return 0, errors.New("find a free port: no port free for both UDP and TCP")
+}
+
+// axfr transfers a zone from a server and returns every record, the SOA
+// first and last as the server sends them; a failure fails the test.
+func axfr(t testing.TB, addr, zone string, readTimeout time.Duration) []dns.RR {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetAxfr(dns.Fqdn(zone))
+	tr := &dns.Transfer{DialTimeout: 5 * time.Second, ReadTimeout: readTimeout}
+	env, err := tr.In(m, addr)
+	if err != nil {
+		t.Fatalf("servers: AXFR %s from %s: %v", zone, addr, err)
+	}
+	var rrs []dns.RR
+	var failed error
+	for e := range env {
+		if e.Error != nil && failed == nil {
+			failed = e.Error
+		}
+		rrs = append(rrs, e.RR...)
+	}
+	if failed != nil {
+		t.Fatalf("servers: AXFR %s from %s: %v", zone, addr, failed)
+	}
+	return rrs
 }

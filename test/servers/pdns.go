@@ -319,23 +319,5 @@ func (p *PowerDNS) CreateZone(t testing.TB, zone string) {
 // every record, the SOA first and last as the server sends them.
 func (p *PowerDNS) AXFR(t testing.TB, zone string) []dns.RR {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetAxfr(dns.Fqdn(zone))
-	tr := &dns.Transfer{DialTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
-	env, err := tr.In(m, p.DNSAddr)
-	if err != nil {
-		t.Fatalf("servers: AXFR %s from %s: %v", zone, p.DNSAddr, err)
-	}
-	var rrs []dns.RR
-	var failed error
-	for e := range env {
-		if e.Error != nil && failed == nil {
-			failed = e.Error
-		}
-		rrs = append(rrs, e.RR...)
-	}
-	if failed != nil {
-		t.Fatalf("servers: AXFR %s from %s: %v", zone, p.DNSAddr, failed)
-	}
-	return rrs
+	return axfr(t, p.DNSAddr, zone, 30*time.Second)
 }
