@@ -30,23 +30,8 @@ import (
 // Figures are compared as ratios within the run (anneal vs nsupdate on the
 // same records and the same server build), never asserted as times.
 func BenchmarkDNSScale(b *testing.B) {
-	nodes := 10000
-	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
-		nodes, _ = strconv.Atoi(v)
-	}
 	ctx := context.Background()
-	dir := b.TempDir()
-	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
-		b.Fatal(err)
-	}
-	site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	desired, err := reconcile.CompileDNS(site)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, site, desired := generatedSite(b)
 	records := 0
 	for _, z := range desired.Zones {
 		for _, s := range z.RRsets {
@@ -224,4 +209,27 @@ func nsupdateScript(d *reconcile.DesiredDNS, perMsg int) string {
 		sb.WriteString("send\n")
 	}
 	return sb.String()
+}
+
+// generatedSite writes a generated site of ANNEAL_BENCH_NODES nodes
+// (default 10,000) and compiles its DNS.
+func generatedSite(b *testing.B) (string, *schema.Site, *reconcile.DesiredDNS) {
+	b.Helper()
+	nodes := 10000
+	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
+		nodes, _ = strconv.Atoi(v)
+	}
+	dir := b.TempDir()
+	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
+		b.Fatal(err)
+	}
+	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	desired, err := reconcile.CompileDNS(site)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return dir, site, desired
 }

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/bench/sitegen/gen"
-	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
 
@@ -24,26 +20,11 @@ import (
 //
 //	go test ./test -run '^$' -bench ServeScale -benchtime 1x -timeout 30m
 func BenchmarkServeScale(b *testing.B) {
-	nodes := 10000
-	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
-		nodes, _ = strconv.Atoi(v)
-	}
 	bin := filepath.Join(b.TempDir(), "anneal")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/anneal").CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	dir := b.TempDir()
-	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
-		b.Fatal(err)
-	}
-	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	desired, err := reconcile.CompileDNS(site)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dir, _, desired := generatedSite(b)
 	var bindZones, pdnsZones []string
 	for _, tz := range desired.Targets {
 		if tz.Target == "bind" {
