@@ -200,6 +200,9 @@ func (p *DNSPlanner) planTarget(ctx context.Context, t DNSTarget, tz TargetZones
 // moved) and diffs it. When the serial and the desired content are both
 // those of the zone's sync mark, the diff is empty without reading it.
 func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone) (ZoneDiff, *ZoneContent, error) {
+	if zd, live, ok := p.zoneInSync(ctx, t, dz); ok {
+		return zd, live, nil
+	}
 	live, err := observeZone(ctx, t, p.State, dz.Zone)
 	if err != nil {
 		return ZoneDiff{}, nil, err
@@ -213,6 +216,30 @@ func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone)
 		zd.digest = dz.Digest()
 	}
 	return zd, live, nil
+}
+
+// zoneInSync skips reading a zone whose sync mark holds (same desired
+// digest, same live serial) and that held no foreign records: its live
+// content is then exactly the desired RRsets, which stand in for it in the
+// target's consistency findings.
+func (p *DNSPlanner) zoneInSync(ctx context.Context, t DNSTarget, dz *DesiredZone) (ZoneDiff, *ZoneContent, bool) {
+	if p.State == nil {
+		return ZoneDiff{}, nil, false
+	}
+	mark, err := p.State.SyncMark(ctx, t.Name(), dz.Zone)
+	if err != nil || mark == nil || mark.Serial == 0 || mark.Foreign != 0 {
+		return ZoneDiff{}, nil, false
+	}
+	digest := dz.Digest()
+	if mark.Desired != digest {
+		return ZoneDiff{}, nil, false
+	}
+	serial, err := t.Serial(ctx, dz.Zone)
+	if err != nil || serial != mark.Serial {
+		return ZoneDiff{}, nil, false
+	}
+	zd := ZoneDiff{Target: t.Name(), Zone: dz.Zone, Reverse: dz.Reverse, Serial: serial, Owned: mark.Owned, digest: digest}
+	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets}, true
 }
 
 // inSync returns the diffs and findings a target's sync marks record,
@@ -241,22 +268,26 @@ func (p *DNSPlanner) inSync(ctx context.Context, t DNSTarget, tz TargetZones, de
 	return diffs, head.Findings, true
 }
 
-// markInSync records sync marks for a target whose every zone was read in
-// this plan and matched the desired state, with the target's findings.
+// markInSync records a sync mark for every zone of the target that
+// matched the desired state, and, when they all did, the target's
+// findings under the empty zone name (the whole-target fast path).
 func (p *DNSPlanner) markInSync(ctx context.Context, target string, zones []ZoneDiff, findings []Finding) error {
 	if p.State == nil {
 		return nil
 	}
+	all := true
 	for _, zd := range zones {
 		if zd.digest == "" || zd.Serial == 0 || len(zd.Changes)+len(zd.Conflicts)+len(zd.Adopt) > 0 {
-			return nil
+			all = false
+			continue
 		}
-	}
-	for _, zd := range zones {
 		mark := &SyncMark{Serial: zd.Serial, Desired: zd.digest, Owned: zd.Owned, Foreign: zd.Foreign}
 		if err := p.State.SetSyncMark(ctx, target, zd.Zone, mark); err != nil {
 			return fmt.Errorf("write sync mark of %s/%s: %w", target, zd.Zone, err)
 		}
+	}
+	if !all {
+		return nil
 	}
 	if err := p.State.SetSyncMark(ctx, target, "", &SyncMark{Findings: findings}); err != nil {
 		return fmt.Errorf("write sync mark of %s: %w", target, err)
