@@ -124,7 +124,8 @@ type Reconciler struct {
 	plan     *Plan
 	goodSite *schema.Site // the last revision that validated
 	declared map[string]map[RRsetKey]bool
-	rebuilt  bool // ownership from history was looked at once
+	rebuilt  bool          // ownership from history was looked at once
+	cache    *schema.Cache // parsed files, reused across revisions
 	// badRev and badErr remember the newest revision if it did not validate.
 	badRev  string
 	badErr  error
@@ -374,7 +375,10 @@ func (r *Reconciler) load(ctx context.Context, rev string) (*schema.Site, error)
 	if err != nil {
 		return nil, err
 	}
-	site, _, err := schema.Load(ctx, fsys, schema.LoadOptions{})
+	if r.cache == nil {
+		r.cache = schema.NewCache()
+	}
+	site, _, err := schema.Load(ctx, fsys, schema.LoadOptions{Cache: r.cache})
 	return site, err
 }
 

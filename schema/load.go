@@ -25,6 +25,10 @@ import (
 type LoadOptions struct {
 	// Workers parse and check files in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// Cache, when set, reuses what earlier loads parsed of files whose path
+	// and content are unchanged (the daemon after a one-line commit, the
+	// head of a review after its base).
+	Cache *Cache
 }
 
 // document is one YAML document of the site, kept while loading so that
@@ -34,6 +38,32 @@ type document struct {
 	root *yaml.Node
 	kind string
 	name string
+	// A document reused from the Cache has no tree: it is parsed again from
+	// src (its file) only if a diagnostic needs its positions.
+	src   []byte
+	index int // position of the document in its file
+}
+
+// rootNode returns the document's YAML tree, re-parsing it if needed.
+func (d *document) rootNode() *yaml.Node {
+	if d.root != nil {
+		return d.root
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(d.src))
+	for i := 0; ; i++ {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			d.root = &yaml.Node{}
+			return d.root
+		}
+		if i == d.index {
+			d.root = &n
+			if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+				d.root = deref(n.Content[0])
+			}
+			return d.root
+		}
+	}
 }
 
 func (d *document) object() string {
@@ -82,7 +112,7 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 		d := Diagnostics{{Severity: SeverityError, Code: "empty-site", Message: "no *.yaml or *.yml files found: a site needs at least a Site document"}}
 		return nil, d, &InvalidError{Diagnostics: d}
 	}
-	docs, rejected, diags, digest, err := parseFiles(ctx, fsys, files, opts.Workers)
+	docs, rejected, diags, digest, err := parseFiles(ctx, fsys, files, opts.Workers, opts.Cache)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -143,7 +173,7 @@ type fileResult struct {
 // unknown: its own errors say what is wrong.
 type rejected struct{ kind, name string }
 
-func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([]parsed, []rejected, Diagnostics, string, error) {
+func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, cache *Cache) ([]parsed, []rejected, Diagnostics, string, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -165,7 +195,7 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([
 				return
 			}
 			for i := range next {
-				results[i] = parseFile(fsys, files[i], v)
+				results[i] = parseFile(fsys, files[i], v, cache)
 			}
 		}()
 	}
@@ -198,6 +228,7 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int) ([
 	for i, r := range results {
 		fmt.Fprintf(digest, "%s\x00%x\n", files[i], r.sum)
 	}
+	cache.keepOnly(files, results)
 	return docs, rej, diags, hex.EncodeToString(digest.Sum(nil)), nil
 }
 
@@ -220,7 +251,7 @@ var yamlParserProblems = map[string]bool{
 	"found undefined tag handle":             true,
 }
 
-func parseFile(fsys fs.FS, name string, v *validator) fileResult {
+func parseFile(fsys fs.FS, name string, v *validator, cache *Cache) fileResult {
 	var res fileResult
 	data, err := fs.ReadFile(fsys, name)
 	if err != nil {
@@ -228,8 +259,12 @@ func parseFile(fsys fs.FS, name string, v *validator) fileResult {
 		return res
 	}
 	res.sum = sha256.Sum256(data)
+	if hit, ok := cache.get(name, res.sum, data); ok {
+		return hit
+	}
+	defer func() { cache.put(name, res, data) }()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
+	for index := 0; ; index++ {
 		var root yaml.Node
 		err := dec.Decode(&root)
 		if errors.Is(err, io.EOF) {
@@ -249,6 +284,9 @@ func parseFile(fsys fs.FS, name string, v *validator) fileResult {
 			break
 		}
 		p, diags := parseDocument(name, &root, v)
+		if p != nil {
+			p.doc.index = index
+		}
 		res.diags = append(res.diags, diags...)
 		switch {
 		case p != nil && p.obj != nil:

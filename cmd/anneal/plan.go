@@ -159,11 +159,13 @@ func runReview(c *cobra.Command, f *planFlags, format, baseRev, headRev string) 
 		repo, path = top, rel
 	}
 	baseFlags := *f.site
+	baseFlags.parsed = schema.NewCache() // the head reuses every file the change did not touch
 	base, err := loadReviewed(ctx, &baseFlags, repo, baseRev, path)
 	if err != nil {
 		return err
 	}
 	headFlags := *f.site
+	headFlags.parsed = baseFlags.parsed
 	var head *schema.Site
 	switch {
 	case headRev != "":

@@ -23,7 +23,8 @@ type siteFlags struct {
 	branch string
 	cache  string
 
-	label string // where the last load read from, for messages
+	label  string        // where the last load read from, for messages
+	parsed *schema.Cache // when set, shared by loads (review: base then head)
 }
 
 func addSiteFlags(c *cobra.Command) *siteFlags {
@@ -42,7 +43,7 @@ func addSiteFlags(c *cobra.Command) *siteFlags {
 func (f *siteFlags) load(ctx context.Context) (*schema.Site, schema.Diagnostics, error) {
 	if f.repo == "" {
 		f.label = f.dir
-		return schema.LoadDir(ctx, f.dir, schema.LoadOptions{})
+		return schema.LoadDir(ctx, f.dir, schema.LoadOptions{Cache: f.parsed})
 	}
 	return f.loadRev(ctx, f.repo, f.rev, f.path)
 }
@@ -66,7 +67,7 @@ func (f *siteFlags) loadRev(ctx context.Context, repoURL, rev, path string) (*sc
 	if path != "" {
 		f.label += ":" + path
 	}
-	return schema.Load(ctx, fsys, schema.LoadOptions{})
+	return schema.Load(ctx, fsys, schema.LoadOptions{Cache: f.parsed})
 }
 
 func (f *siteFlags) openRepo(ctx context.Context, url string) (*source.Repo, error) {
