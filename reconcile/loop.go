@@ -52,7 +52,7 @@ type Status struct {
 	LastDurationSeconds   float64   `json:"lastDurationSeconds"`
 	Reconciles            int       `json:"reconciles"`
 	// Steps are the last reconcile's step durations in seconds (fetch,
-	// load, plan, apply).
+	// load, compile, plan, apply).
 	Steps    map[string]float64 `json:"steps,omitempty"`
 	Failures int                `json:"failures"`
 	Drift    Drift              `json:"drift"`
@@ -401,10 +401,12 @@ func (r *Reconciler) loadGood(ctx context.Context, st *Status) error {
 
 // converge plans a site and, in converge mode, applies it.
 func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site, rev string) (string, error) {
+	tc := time.Now()
 	desired, err := CompileDNS(site)
 	if err != nil {
 		return FailInvalid, err
 	}
+	st.Steps["compile"] = time.Since(tc).Seconds()
 	targets, err := r.Targets(site)
 	if err != nil {
 		return FailTargets, err
