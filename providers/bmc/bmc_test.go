@@ -1,0 +1,405 @@
+package bmc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/providers/secret"
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/schema"
+	"github.com/anneal-dev/anneal/test/servers"
+)
+
+// Distinctive, so that a leak in an error text is found.
+const (
+	simPassword   = "sim-Pa55w0rd-7d1c"
+	wrongPassword = "wrong-Pa55w0rd-93fe"
+)
+
+func startSim(t *testing.T, poweredOn bool) *servers.IPMISim {
+	t.Helper()
+	return servers.StartIPMISim(t, servers.IPMISimOptions{Username: "admin", Password: simPassword, PoweredOn: poweredOn})
+}
+
+func simBMC(t *testing.T, s *servers.IPMISim, password string, timeout time.Duration) *BMC {
+	t.Helper()
+	b, err := New(Config{Name: "w1n01", Host: s.Host, Port: s.Port, Username: s.Username, Password: password, Kind: schema.BMCIPMI, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPowerState(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		on   bool
+		want reconcile.PowerState
+	}{
+		{"off", false, reconcile.PowerOff},
+		{"on", true, reconcile.PowerOn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startSim(t, tc.on)
+			b := simBMC(t, s, simPassword, 10*time.Second)
+			const calls = 5
+			start := time.Now()
+			for range calls {
+				got, err := b.PowerState(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != tc.want {
+					t.Fatalf("PowerState = %q, want %q", got, tc.want)
+				}
+			}
+			t.Logf("PowerState against ipmi_sim: %s a call (session included)", time.Since(start)/calls)
+			if sets := s.Sets(t); len(sets) != 0 {
+				t.Fatalf("reading the power state set something: %q", sets)
+			}
+		})
+	}
+}
+
+func TestSetPower(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		on       bool
+		action   reconcile.PowerAction
+		wantSets []string // what ipmi_sim told the chassis, in order
+		wantOn   bool
+	}{
+		{"on from off", false, reconcile.ActionOn, []string{"set power 1"}, true},
+		{"on when on", true, reconcile.ActionOn, nil, true},
+		{"off from on", true, reconcile.ActionOff, []string{"set power 0"}, false},
+		{"cycle from on", true, reconcile.ActionCycle, []string{"set power 0", "set power 1"}, true},
+		{"cycle from off powers on", false, reconcile.ActionCycle, []string{"set power 1"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startSim(t, tc.on)
+			b := simBMC(t, s, simPassword, 10*time.Second)
+			start := time.Now()
+			if err := b.SetPower(t.Context(), tc.action); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("SetPower(%s): %s", tc.action, time.Since(start))
+			// ipmi_sim powers back on about 1 s after a cycle's off.
+			deadline := time.Now().Add(5 * time.Second)
+			for !slices.Equal(s.Sets(t), tc.wantSets) && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if got := s.Sets(t); !slices.Equal(got, tc.wantSets) {
+				t.Fatalf("chassis was told %q, want %q", got, tc.wantSets)
+			}
+			if got := s.Power(t); got != tc.wantOn {
+				t.Fatalf("chassis power %v, want %v", got, tc.wantOn)
+			}
+			want := reconcile.PowerOff
+			if tc.wantOn {
+				want = reconcile.PowerOn
+			}
+			if got, err := b.PowerState(t.Context()); err != nil || got != want {
+				t.Fatalf("PowerState after = %q, %v; want %q", got, err, want)
+			}
+		})
+	}
+}
+
+func TestBootOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		dev  reconcile.BootDevice
+		want string // ipmi_sim's name for it
+	}{
+		{reconcile.BootPXE, "pxe"},
+		{reconcile.BootDisk, "default"},
+	} {
+		t.Run(string(tc.dev), func(t *testing.T) {
+			t.Parallel()
+			s := startSim(t, true)
+			b := simBMC(t, s, simPassword, 10*time.Second)
+			if tc.dev == reconcile.BootDisk {
+				// Start from pxe, so that disk is a change.
+				s.Ipmitool(t, "chassis", "bootdev", "pxe")
+			}
+			start := time.Now()
+			if err := b.BootOnce(t.Context(), tc.dev); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("BootOnce(%s): %s", tc.dev, time.Since(start))
+			if got := s.NextBoot(t); got != tc.want {
+				t.Fatalf("chassis next boot %q, want %q; commands %q", got, tc.want, s.Commands(t))
+			}
+			// One time only: the boot flags say "next boot".
+			if out := s.Ipmitool(t, "chassis", "bootparam", "get", "5"); !strings.Contains(out, "Options apply to only next boot") {
+				t.Fatalf("boot flags are not one-time:\n%s", out)
+			}
+			if !s.Power(t) {
+				t.Fatal("setting the boot device changed the power")
+			}
+		})
+	}
+}
+
+func TestFailures(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, true)
+	unused := freeUDPPort(t)
+	const timeout = 4 * time.Second
+	for _, tc := range []struct {
+		name     string
+		port     int
+		password string
+		class    error
+		within   time.Duration
+	}{
+		{"wrong password", s.Port, wrongPassword, ErrAuth, timeout},
+		{"nothing at the port", unused, simPassword, ErrUnreachable, timeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := New(Config{Name: "w1n01", Host: s.Host, Port: tc.port, Username: s.Username, Password: tc.password, Kind: schema.BMCIPMI, Timeout: timeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := []struct {
+				name string
+				call func(context.Context) error
+			}{
+				{"PowerState", func(ctx context.Context) error { _, err := b.PowerState(ctx); return err }},
+				{"SetPower", func(ctx context.Context) error { return b.SetPower(ctx, reconcile.ActionOff) }},
+				{"BootOnce", func(ctx context.Context) error { return b.BootOnce(ctx, reconcile.BootPXE) }},
+			}
+			for _, c := range calls {
+				start := time.Now()
+				err := c.call(t.Context())
+				took := time.Since(start)
+				t.Logf("%s: %s: %v", c.name, took, err)
+				if err == nil {
+					t.Fatalf("%s succeeded", c.name)
+				}
+				if took > tc.within+500*time.Millisecond {
+					t.Errorf("%s took %s, timeout %s", c.name, took, timeout)
+				}
+				if !errors.Is(err, tc.class) {
+					t.Errorf("%s: %v is not %v", c.name, err, tc.class)
+				}
+				var e *Error
+				if !errors.As(err, &e) {
+					t.Errorf("%s: %T is not an *Error", c.name, err)
+				}
+				msg := err.Error()
+				addr := net.JoinHostPort(s.Host, strconv.Itoa(tc.port))
+				if !strings.Contains(msg, "w1n01") || !strings.Contains(msg, addr) {
+					t.Errorf("%s: error %q does not name the BMC (w1n01, %s)", c.name, msg, addr)
+				}
+				for _, pw := range []string{simPassword, wrongPassword} {
+					if strings.Contains(msg, pw) || strings.Contains(fmt.Sprintf("%#v %+v", err, err), pw) {
+						t.Errorf("%s: error carries a password: %q", c.name, msg)
+					}
+				}
+			}
+			if !s.Power(t) {
+				t.Fatal("the simulator was powered off by a failed call")
+			}
+		})
+	}
+}
+
+func TestCancelled(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, true)
+	b := simBMC(t, s, simPassword, 10*time.Second)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := b.PowerState(ctx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("PowerState with a cancelled context: %v", err)
+	}
+}
+
+func TestFirmwareIPMINotSupported(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, true)
+	b := simBMC(t, s, simPassword, 10*time.Second)
+	fw, err := b.Firmware(t.Context())
+	if !errors.Is(err, ErrNotSupported) || fw != (reconcile.Firmware{}) {
+		t.Fatalf("Firmware over IPMI = %+v, %v; want ErrNotSupported and nothing", fw, err)
+	}
+}
+
+func TestFromNode(t *testing.T) {
+	t.Parallel()
+	s := servers.StartIPMISim(t, servers.IPMISimOptions{Username: "anneal", Password: simPassword})
+	// The example site, w1n01's BMC pointed at the simulator.
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../../examples/site-repo")); err != nil {
+		t.Fatal(err)
+	}
+	nodes := filepath.Join(dir, "nodes", "west-w1.yaml")
+	b, err := os.ReadFile(nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const w1n01 = "name: w1n01\n"
+	i := strings.Index(string(b), w1n01)
+	j := strings.Index(string(b)[i:], "bmc:\n")
+	if i < 0 || j < 0 {
+		t.Fatalf("w1n01's bmc not found in %s", nodes)
+	}
+	at := i + j + len("bmc:\n")
+	edited := string(b[:at]) + fmt.Sprintf("  address: %s\n  port: %d\n", s.Host, s.Port) + string(b[at:])
+	if err := os.WriteFile(nodes, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	site, _, err := schema.LoadDir(t.Context(), dir, schema.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := site.Node("w1n01")
+	if n == nil {
+		t.Fatal("w1n01 not in the example site")
+	}
+	r := secret.Resolver{Env: func(name string) (string, bool) {
+		if name == "ANNEAL_BMC_PASSWORD" {
+			return simPassword, true
+		}
+		return "", false
+	}}
+	bmc, err := FromNode(site, n, r.Resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := bmc.Config(); cfg.Kind != schema.BMCIPMI || cfg.Name != "w1n01" || cfg.Username != "anneal" || cfg.Timeout != 0 {
+		t.Fatalf("config from the node: %#v", cfg)
+	}
+	if err := bmc.SetPower(t.Context(), reconcile.ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	if err := bmc.BootOnce(t.Context(), reconcile.BootPXE); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Power(t) || s.NextBoot(t) != "pxe" {
+		t.Fatalf("simulator: power %v, next boot %q; commands %q", s.Power(t), s.NextBoot(t), s.Commands(t))
+	}
+
+	// The password is resolved: an unset variable fails, naming the
+	// reference.
+	_, err = FromNode(site, n, secret.Resolver{Env: func(string) (string, bool) { return "", false }}.Resolve)
+	if err == nil || !strings.Contains(err.Error(), "w1n01") || !strings.Contains(err.Error(), "ANNEAL_BMC_PASSWORD") {
+		t.Fatalf("FromNode without the secret: %v", err)
+	}
+	// The profile decides the protocol: e1n01 is a Dell, Redfish.
+	if e := site.Node("e1n01"); e != nil {
+		rb, err := FromNode(site, e, r.Resolve)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := rb.Config(); cfg.Kind != schema.BMCRedfish || cfg.Host == "" {
+			t.Fatalf("e1n01's config: %#v", cfg)
+		}
+	}
+}
+
+func TestConfigHidesPassword(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Name: "w1n01", Host: "10.0.0.21", Username: "anneal", Password: simPassword, Kind: schema.BMCIPMI}
+	b := &BMC{cfg: cfg}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := []string{string(js)}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%d", "%x", "%T"} {
+		outs = append(outs, fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, &cfg), fmt.Sprintf(verb, b), fmt.Sprintf(verb, []any{cfg, b}))
+	}
+	outs = append(outs, fmt.Sprintf("%v", struct{ C Config }{cfg}), fmt.Sprintf("%+v", map[string]Config{"a": cfg}))
+	for _, out := range outs {
+		if strings.Contains(out, simPassword) || strings.Contains(out, fmt.Sprintf("%x", simPassword)) {
+			t.Errorf("printed config carries the password: %s", out)
+		}
+	}
+	if s := cfg.String(); !strings.Contains(s, "w1n01") || !strings.Contains(s, "10.0.0.21:623") {
+		t.Errorf("String = %q", s)
+	}
+	if s := fmt.Sprintf("%#v", cfg); !strings.Contains(s, "<redacted>") {
+		t.Errorf("%%#v = %q", s)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	t.Parallel()
+	ok := Config{Name: "n", Host: "10.0.0.1", Username: "u", Password: "p", Kind: schema.BMCIPMI}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"no host", func(c *Config) { c.Host = "" }, "no address"},
+		{"no username", func(c *Config) { c.Username = "" }, "no username"},
+		{"no password", func(c *Config) { c.Password = "" }, "no password"},
+		{"bad kind", func(c *Config) { c.Kind = "amt" }, `"amt"`},
+		{"bad port", func(c *Config) { c.Port = 70000 }, "out of range"},
+		{"ipmi with a scheme", func(c *Config) { c.Host = "https://10.0.0.1" }, "scheme"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := ok
+			tc.edit(&c)
+			_, err := New(c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error with %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "p\"") {
+				t.Fatalf("error carries the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestParsePower(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		raw  string
+		want reconcile.PowerState
+		ok   bool
+	}{
+		{"Chassis Power is on", reconcile.PowerOn, true},
+		{"Chassis Power is off\n", reconcile.PowerOff, true},
+		{"On", reconcile.PowerOn, true},
+		{"Off", reconcile.PowerOff, true},
+		{"PoweringOn", reconcile.PowerUnknown, true},
+		{"PoweringOff", reconcile.PowerUnknown, true},
+		{"Chassis Power is unknown", reconcile.PowerUnknown, false},
+		{"", reconcile.PowerUnknown, false},
+	} {
+		got, ok := parsePower(tc.raw)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parsePower(%q) = %q, %v; want %q, %v", tc.raw, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	return u.LocalAddr().(*net.UDPAddr).Port
+}
