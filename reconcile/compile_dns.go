@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/miekg/dns"
@@ -17,15 +18,25 @@ import (
 // document nor the site's defaults give one.
 const DefaultTTL = 300
 
-// DesiredZone is every RRset one zone should hold.
+// DesiredZone is every RRset one zone should hold. It is immutable once
+// compiled.
 type DesiredZone struct {
 	Zone    string  `json:"zone"`
 	Reverse bool    `json:"reverse"`
 	RRsets  []RRset `json:"rrsets"`
+
+	digest     string
+	digestOnce sync.Once
 }
 
-// Digest fingerprints the zone's desired RRsets (SHA-256, hex).
+// Digest fingerprints the zone's desired RRsets (SHA-256, hex), computed
+// once.
 func (z *DesiredZone) Digest() string {
+	z.digestOnce.Do(func() { z.digest = z.computeDigest() })
+	return z.digest
+}
+
+func (z *DesiredZone) computeDigest() string {
 	h := sha256.New()
 	var buf []byte
 	for _, s := range z.RRsets {
@@ -96,7 +107,7 @@ func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
 		if own > 0 {
 			return uint32(own)
 		}
-		if t, ok := zoneTTL[b.zones.Find(name)]; ok {
+		if t, ok := zoneTTL[b.zone(name)]; ok {
 			return t
 		}
 		return baseTTL
@@ -132,7 +143,7 @@ func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
 	}
 	for _, set := range b.sets {
 		set.Normalize()
-		zone := out.byZone[b.zones.Find(set.Name)]
+		zone := out.byZone[b.zone(set.Name)]
 		zone.RRsets = append(zone.RRsets, *set)
 	}
 	for _, z := range out.Zones {
@@ -166,8 +177,11 @@ type dnsBuilder struct {
 	errs  []string
 }
 
+// zone is the zone a canonical name belongs to, or "".
+func (b *dnsBuilder) zone(name string) string { return b.zones.FindCanonical(name) }
+
 func (b *dnsBuilder) add(name string, t RRType, ttl uint32, data string) {
-	if b.zones.Find(name) == "" {
+	if b.zone(name) == "" {
 		b.errs = append(b.errs, fmt.Sprintf("%s %s is in no declared zone", name, t))
 		return
 	}

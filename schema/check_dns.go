@@ -80,8 +80,11 @@ func ExpandPattern(pattern, node, network, region, rack, domain string) string {
 type Zones map[string]bool
 
 // Find returns the zone of name, or "".
-func (z Zones) Find(name string) string {
-	name = CanonicalName(name)
+func (z Zones) Find(name string) string { return z.FindCanonical(CanonicalName(name)) }
+
+// FindCanonical is Find for a name already canonical (lower case, no
+// trailing dot), as every name the compiler builds is.
+func (z Zones) FindCanonical(name string) string {
 	for {
 		if z[name] {
 			return name

@@ -1,0 +1,27 @@
+package reconcile
+
+import (
+	"context"
+	"testing"
+
+	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// BenchmarkCompileDNS compiles the DNS of a generated 10,000-node site.
+func BenchmarkCompileDNS(b *testing.B) {
+	dir := b.TempDir()
+	if _, err := gen.Generate(dir, gen.Options{Nodes: 10000}); err != nil {
+		b.Fatal(err)
+	}
+	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := CompileDNS(site); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
