@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/anneal-dev/anneal/test/servers"
 
 	"github.com/pin/tftp/v3"
 )
@@ -27,10 +30,7 @@ func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("TFTP CLIENT %q MISSING (CI is set): install it (.ci/run PACKAGES): %v", name, err)
-		}
-		t.Skipf("SKIPPING: TFTP client %q is not installed (apt-get install tftp-hpa busybox): %v", name, err)
+		servers.Unavailable(t, fmt.Sprintf("TFTP client %q is not installed (apt packages tftp-hpa, busybox): %v", name, err))
 	}
 	return p
 }
@@ -304,10 +304,7 @@ func TestServeIPXE(t *testing.T) {
 	const file = "undionly.kpxe"
 	want, err := os.ReadFile(filepath.Join(DefaultRoot, file))
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("IPXE MISSING (CI is set): %v", err)
-		}
-		t.Skipf("SKIPPING: %s/%s is not there (apt-get install ipxe): %v", DefaultRoot, file, err)
+		servers.Unavailable(t, fmt.Sprintf("%s/%s is not there (apt package ipxe): %v", DefaultRoot, file, err))
 	}
 	needTool(t, "tftp")
 	port, _ := start(t, Config{}) // default Root

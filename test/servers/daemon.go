@@ -150,3 +150,14 @@ func axfr(t testing.TB, addr, zone string, readTimeout time.Duration) []dns.RR {
 	}
 	return rrs
 }
+
+// Unavailable stops a test that needs something this machine lacks: it
+// fails under CI (where .ci/run must have installed everything) and is
+// skipped, loudly, elsewhere.
+func Unavailable(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal("CANNOT RUN under CI: " + why)
+	}
+	t.Skip("NOT RUN (set CI to make this fail): " + why)
+}
