@@ -112,20 +112,8 @@ func (n *testNet) serve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Serve did not return after cancel")
-		}
-	})
+	servers.ServeUntilCleanup(t, s.Serve, 10*time.Second)
+
 }
 
 // udhcpc runs busybox udhcpc in the namespace with the client link set to

@@ -85,23 +85,8 @@ func start(t *testing.T, cfg Config) (int, *lockedBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("Serve did not return after its context ended")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
+	servers.ServeUntilCleanup(t, s.Serve, 20*time.Second)
+
 	return s.Addr().(*net.UDPAddr).Port, logs
 }
 

@@ -1,6 +1,7 @@
 package servers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -160,4 +161,25 @@ func Unavailable(t testing.TB, why string) {
 		t.Fatal("CANNOT RUN under CI: " + why)
 	}
 	t.Skip("NOT RUN (set CI to make this fail): " + why)
+}
+
+// ServeUntilCleanup runs serve in the background until the test ends, then
+// cancels its context and fails the test if serve errs or does not return
+// within stop.
+func ServeUntilCleanup(t testing.TB, serve func(context.Context) error, stop time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(stop):
+			t.Errorf("Serve did not return within %s after its context ended", stop)
+		}
+	})
 }
