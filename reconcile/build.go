@@ -47,6 +47,10 @@ type NetworkSpec struct {
 	Bridges    []schema.Bridge    `json:"bridges,omitempty"`
 	VLANs      []schema.VLAN      `json:"vlans,omitempty"`
 	Addresses  []AddressSpec      `json:"addresses"`
+	// Resolvers are the DNS servers of the node's networks, in order of
+	// attachment, without repeats; Search is the site's domain.
+	Resolvers []string `json:"resolvers,omitempty"`
+	Search    []string `json:"search,omitempty"`
 }
 
 // AddressSpec is one configured network on one device.
@@ -56,8 +60,11 @@ type AddressSpec struct {
 	VLAN     int    `json:"vlan"`
 	MTU      int    `json:"mtu,omitempty"`
 	IPv4     string `json:"ipv4,omitempty"` // address/prefix length
-	Gateway4 string `json:"gateway4,omitempty"`
 	IPv6     string `json:"ipv6,omitempty"`
+	// Gateway4 and Gateway6 are set on the one network per family that
+	// carries the node's default route (see defaultRoute); a node has one
+	// default route per family, not one per network.
+	Gateway4 string `json:"gateway4,omitempty"`
 	Gateway6 string `json:"gateway6,omitempty"`
 }
 
@@ -75,6 +82,10 @@ func BuildSpecOf(site *schema.Site, n *schema.Node) BuildSpec {
 		spec.PatchSet = PatchSpec{Name: ps.Name, Kernel: ps.Kernel, Packages: ps.Packages}
 	}
 	spec.Network = NetworkSpec{Interfaces: n.Interfaces, Bonds: n.Bonds, Bridges: n.Bridges, VLANs: n.VLANs}
+	if site.Config != nil && site.Config.Domain != "" {
+		spec.Network.Search = []string{strings.TrimSuffix(site.Config.Domain, ".")}
+	}
+	gw4, gw6 := defaultRoute(site, n)
 	for _, a := range n.Addresses {
 		if a.Interface == "bmc" {
 			continue // the BMC is not configured by the installed system
@@ -85,20 +96,54 @@ func BuildSpecOf(site *schema.Site, n *schema.Node) BuildSpec {
 			as.VLAN, as.MTU = net.VLAN, net.MTU
 			if a.IPv4.IsValid() && net.IPv4 != nil {
 				as.IPv4 = fmt.Sprintf("%s/%d", a.IPv4, net.IPv4.Prefix.Bits())
-				if net.IPv4.GW.IsValid() {
+				if net.Name == gw4 {
 					as.Gateway4 = net.IPv4.GW.String()
 				}
 			}
 			if a.IPv6.IsValid() && net.IPv6 != nil {
 				as.IPv6 = fmt.Sprintf("%s/%d", a.IPv6, net.IPv6.NetPrefix.Bits())
-				if net.IPv6.GW.IsValid() {
+				if net.Name == gw6 {
 					as.Gateway6 = net.IPv6.GW.String()
+				}
+			}
+			for _, r := range net.Resolvers {
+				if !slices.Contains(spec.Network.Resolvers, r) {
+					spec.Network.Resolvers = append(spec.Network.Resolvers, r)
 				}
 			}
 		}
 		spec.Network.Addresses = append(spec.Network.Addresses, as)
 	}
 	return spec
+}
+
+// defaultRoutePreference orders network roles for the default route.
+var defaultRoutePreference = []schema.NetworkRole{schema.RolePublic, schema.RoleInternal, schema.RoleAdmin,
+	schema.RoleManagement, schema.RoleStorage, schema.RoleProvisioning}
+
+// defaultRoute picks, per family, the network that carries the node's
+// default route: among its attached networks with a gateway, the first by
+// role (public, internal, admin, management, storage, provisioning), then
+// by attachment order.
+func defaultRoute(site *schema.Site, n *schema.Node) (v4, v6 string) {
+	best4, best6 := len(defaultRoutePreference), len(defaultRoutePreference)
+	for _, a := range n.Addresses {
+		net := site.Network(a.Network)
+		if a.Interface == "bmc" || net == nil {
+			continue
+		}
+		rank := slices.Index(defaultRoutePreference, net.Role)
+		if rank < 0 {
+			continue
+		}
+		if a.IPv4.IsValid() && net.IPv4 != nil && net.IPv4.GW.IsValid() && rank < best4 {
+			v4, best4 = net.Name, rank
+		}
+		if a.IPv6.IsValid() && net.IPv6 != nil && net.IPv6.GW.IsValid() && rank < best6 {
+			v6, best6 = net.Name, rank
+		}
+	}
+	return v4, v6
 }
 
 func artifact(a schema.Artifact) string { return a.URL + "#sha256=" + a.SHA256 }
@@ -209,6 +254,12 @@ func flattenSpec(s BuildSpec) map[string]string {
 	}
 	for _, v := range s.Network.VLANs {
 		m["network.vlans["+v.Name+"]"] = fmt.Sprintf("VLAN %d on %s", v.ID, v.Link)
+	}
+	if len(s.Network.Resolvers) > 0 {
+		m["network.resolvers"] = strings.Join(s.Network.Resolvers, ",")
+	}
+	if len(s.Network.Search) > 0 {
+		m["network.search"] = strings.Join(s.Network.Search, ",")
 	}
 	for _, a := range s.Network.Addresses {
 		p := "network.addresses[" + a.Network + "]."

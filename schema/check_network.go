@@ -30,6 +30,11 @@ func (c *checker) networks() {
 		if v6 := n.IPv6; v6 != nil {
 			v6.NetPrefix, v6.GW = c.prefix(m, fieldPath{"ipv6"}, "prefix", v6.Prefix, v6.Gateway, false)
 		}
+		for i, r := range n.Resolvers {
+			if a, err := netip.ParseAddr(r); err != nil || a.Zone() != "" {
+				c.errorf(m, fieldPath{"resolvers", i}, "bad-resolver", "resolver %q is not an IP address", r)
+			}
+		}
 		if n.DNS != nil {
 			c.pattern(m, fieldPath{"dns", "pattern"}, n.DNS.Pattern)
 		}

@@ -154,6 +154,7 @@ type Network struct {
 	MTU          int         `yaml:"mtu" json:"mtu,omitempty"`
 	IPv4         *IPv4Net    `yaml:"ipv4" json:"ipv4,omitempty"`
 	IPv6         *IPv6Net    `yaml:"ipv6" json:"ipv6,omitempty"`
+	Resolvers    []string    `yaml:"resolvers" json:"resolvers,omitempty"`
 	DNS          *NetworkDNS `yaml:"dns" json:"dns,omitempty"`
 }
 
