@@ -83,6 +83,22 @@ const DefaultMassDeletePercent = 20
 // CompileDNS derives every DNS record of a site. It is a pure function of
 // the site: the same commit gives the same records in the same order.
 func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
+	return CompileDNSWith(site, Availability{})
+}
+
+// Availability is what the live fleet adds to the site's own view of who
+// serves: nodes being rebuilt are out of their round-robin groups until
+// verified, and decommissioned nodes keep their names until powered off.
+type Availability struct {
+	// OutOfService nodes are left out of every group.
+	OutOfService map[string]bool
+	// Retiring decommissioned nodes keep their own records (not groups).
+	Retiring map[string]bool
+}
+
+// CompileDNSWith is CompileDNS with the live fleet's availability. It is
+// a pure function of the site and av.
+func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	out := &DesiredDNS{byZone: map[string]*DesiredZone{}, MassDeletePercent: site.Config.Policies.DNSMassDeletePercent}
 	if out.MassDeletePercent == 0 {
 		out.MassDeletePercent = DefaultMassDeletePercent
@@ -113,7 +129,7 @@ func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
 		return baseTTL
 	}
 	for _, n := range site.Nodes {
-		if !n.Exists() {
+		if !n.Exists() && !av.Retiring[n.Name] {
 			continue
 		}
 		b.node(site, n, ttlIn)
@@ -121,7 +137,7 @@ func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
 	for _, g := range d.Groups {
 		name := schema.CanonicalName(g.FQDN)
 		for _, n := range site.Nodes {
-			if !n.InService() || !n.InGroup(&g) {
+			if !n.InService() || av.OutOfService[n.Name] || !n.InGroup(&g) {
 				continue
 			}
 			if a, ok := n.Address(g.Network); ok {

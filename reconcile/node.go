@@ -93,6 +93,9 @@ type NodeRecord struct {
 	// BuiltAt when it was installed.
 	BuildID string    `json:"buildId,omitempty"`
 	BuiltAt time.Time `json:"builtAt,omitzero"`
+	// Spec is the build spec of BuildID, for field diffs of the next
+	// rebuild.
+	Spec *BuildSpec `json:"spec,omitempty"`
 	// Target is the build being installed while provisioning.
 	Target string `json:"target,omitempty"`
 	// Nonce is the single-use install token's nonce while provisioning;

@@ -100,6 +100,7 @@ type Policies struct {
 	MaxBuildAge           Duration       `yaml:"maxBuildAge" json:"maxBuildAge,omitempty"`
 	DNSMassDeletePercent  int            `yaml:"dnsMassDeletePercent" json:"dnsMassDeletePercent"`
 	MaxConcurrentInstalls int            `yaml:"maxConcurrentInstalls" json:"maxConcurrentInstalls"`
+	MaxFailures           IntOrPercent   `yaml:"maxFailures" json:"maxFailures"`
 }
 
 // MaxUnavailable caps nodes down at once, per rack and per role.

@@ -30,6 +30,7 @@ var (
 	bucketJournal = []byte("journal")
 	bucketSync    = []byte("dns-sync")
 	bucketStatus  = []byte("status")
+	bucketNodes   = []byte("nodes")
 	keyStatus     = []byte("reconciler")
 	keyInFlight   = []byte("in-flight")
 )
@@ -54,7 +55,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus} {
+		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -293,3 +294,71 @@ var (
 	_ reconcile.DNSState    = (*Store)(nil)
 	_ reconcile.StatusStore = (*Store)(nil)
 )
+
+// NodeRecords returns every stored node record by name.
+func (s *Store) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error) {
+	out := map[string]*reconcile.NodeRecord{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
+			r := &reconcile.NodeRecord{}
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("node %s: %w", k, err)
+			}
+			out[string(k)] = r
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read node records: %w", err)
+	}
+	return out, ctx.Err()
+}
+
+// NodeRecord returns one node's record, or nil.
+func (s *Store) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRecord, error) {
+	var r *reconcile.NodeRecord
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketNodes).Get([]byte(name))
+		if v == nil {
+			return nil
+		}
+		r = &reconcile.NodeRecord{}
+		return json.Unmarshal(v, r)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read node %s: %w", name, err)
+	}
+	return r, ctx.Err()
+}
+
+// UpdateNode is a read-modify-write of one node's record in one
+// transaction. Concurrent updates are batched into shared transactions
+// (bbolt's Batch), so fn may run more than once: it must only change the
+// record it is given.
+func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*reconcile.NodeRecord) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.db.Batch(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketNodes)
+		r := &reconcile.NodeRecord{Name: name}
+		if v := b.Get([]byte(name)); v != nil {
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("decode: %w", err)
+			}
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+		r.Name = name
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(name), v)
+	})
+	if err != nil {
+		return fmt.Errorf("update node %s: %w", name, err)
+	}
+	return nil
+}

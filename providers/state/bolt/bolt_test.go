@@ -2,9 +2,11 @@ package bolt
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,5 +113,53 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	_, err := Open(path, 100*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "locked by another anneal process") {
 		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestNodeRecords(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	// Concurrent read-modify-writes of one record lose nothing.
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if err := s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.Attempts++; return nil }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	// A failing update changes nothing.
+	boom := errors.New("boom")
+	err := s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.State = reconcile.NodeFailed; return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	if err := s.UpdateNode(ctx, "n2", func(r *reconcile.NodeRecord) error {
+		r.State, r.BuildID = reconcile.NodeVerified, "b2"
+		r.Facts = &reconcile.Facts{Hostname: "n2"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	all, err := s.NodeRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all["n1"].Attempts != 50 || all["n1"].State != reconcile.NodeUnknown || all["n1"].Name != "n1" {
+		t.Fatalf("n1 = %+v (of %d records)", all["n1"], len(all))
+	}
+	n2, err := s.NodeRecord(ctx, "n2")
+	if err != nil || n2 == nil || n2.BuildID != "b2" || n2.Facts.Hostname != "n2" {
+		t.Fatalf("n2 = %+v, %v", n2, err)
+	}
+	if r, err := s.NodeRecord(ctx, "absent"); r != nil || err != nil {
+		t.Fatalf("absent = %+v, %v", r, err)
 	}
 }

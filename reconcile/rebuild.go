@@ -1,0 +1,195 @@
+package reconcile
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// More rebuild reasons: the build is older than the site's maxBuildAge,
+// or the live node differs from its build (changed by hand).
+const (
+	ReasonExpired   RebuildReason = "build-expired"
+	ReasonLiveDrift RebuildReason = "live-drift"
+	// ReasonUnknownBuild: anneal has the node's build id but not its spec
+	// (the state was written by an older anneal or lost).
+	ReasonUnknownBuild RebuildReason = "build-changed"
+)
+
+// RebuildPlan is the rebuild layer of a plan: which nodes are rebuilt and
+// why, which are held back, which are decommissioned.
+type RebuildPlan struct {
+	Rebuilds     []NodeRebuild   `json:"rebuilds,omitempty"`
+	Held         []HeldNode      `json:"held,omitempty"`
+	Decommission []string        `json:"decommission,omitempty"`
+	Firmware     []FirmwareDrift `json:"firmware,omitempty"`
+}
+
+// NodeRebuild is one node to rebuild.
+type NodeRebuild struct {
+	Node   string   `json:"node"`
+	Region string   `json:"region"`
+	Rack   string   `json:"rack"`
+	Roles  []string `json:"roles,omitempty"`
+	// From is the live build ("" when never built), To the desired one.
+	From    string          `json:"from,omitempty"`
+	To      string          `json:"to"`
+	Reasons []RebuildReason `json:"reasons"`
+	Changes []FieldChange   `json:"changes,omitempty"`
+	// Drift lists live facts that differ from the build.
+	Drift []string `json:"drift,omitempty"`
+	// Canary nodes go first; a failed canary halts the rollout.
+	Canary bool `json:"canary,omitempty"`
+	// Resume: the node is already installing To (an interrupted apply);
+	// it is waited for, not power-cycled again.
+	Resume bool `json:"resume,omitempty"`
+}
+
+// HeldNode would be rebuilt but is held back, with why.
+type HeldNode struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
+// FirmwareDrift is a BMC's firmware that differs from its hardware
+// profile. It is reported; anneal does not flash firmware.
+type FirmwareDrift struct {
+	Node  string   `json:"node"`
+	Want  Firmware `json:"want"`
+	Found Firmware `json:"found"`
+}
+
+// Count is the number of nodes the plan rebuilds or decommissions.
+func (p *RebuildPlan) Count() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.Rebuilds) + len(p.Decommission)
+}
+
+// PlanRebuilds compares each node's desired build with what anneal knows
+// of the live node and lists the rebuilds, in name order. It is a pure
+// function of the site, the records and now.
+func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Time) *RebuildPlan {
+	p := &RebuildPlan{}
+	nodes := slices.Clone(site.Nodes)
+	slices.SortFunc(nodes, func(a, b *schema.Node) int { return cmp.Compare(a.Name, b.Name) })
+	maxAge := site.Config.Policies.MaxBuildAge.Duration
+	for _, n := range nodes {
+		rec := records[n.Name]
+		if !n.Exists() {
+			if rec != nil && rec.State != NodeRetired {
+				p.Decommission = append(p.Decommission, n.Name)
+			}
+			continue
+		}
+		if rec != nil && rec.Firmware != nil {
+			if prof := site.HardwareProfile(n.HardwareProfile); prof != nil {
+				want := Firmware{BIOS: prof.Firmware.BIOS, BMC: prof.Firmware.BMC}
+				if want.BIOS != "" && want.BIOS != rec.Firmware.BIOS || want.BMC != "" && want.BMC != rec.Firmware.BMC {
+					p.Firmware = append(p.Firmware, FirmwareDrift{Node: n.Name, Want: want, Found: *rec.Firmware})
+				}
+			}
+		}
+		if n.State == schema.StateMaintenance {
+			if needsBuild(site, n, rec, now, maxAge) {
+				p.Held = append(p.Held, HeldNode{Node: n.Name, Reason: "in maintenance: rebuilt when it is active again"})
+			}
+			continue
+		}
+		spec := BuildSpecOf(site, n)
+		id := spec.ID()
+		nr := NodeRebuild{Node: n.Name, Region: n.Region, Rack: n.Rack, Roles: n.Roles, To: id}
+		if rec != nil {
+			nr.From = rec.BuildID
+		}
+		switch {
+		case rec != nil && rec.Target == id && (rec.State == NodeProvisioning || rec.State == NodeInstalled):
+			nr.Resume = true
+			nr.Reasons = []RebuildReason{ReasonNew}
+			if rec.Spec != nil {
+				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
+			}
+		case rec != nil && rec.State == NodeFailed && rec.Target == id:
+			p.Held = append(p.Held, HeldNode{Node: n.Name, Reason: fmt.Sprintf("its rebuild to %s failed (%s): retry it with `anneal nodes retry %s` or POST /api/v1/nodes/%s/retry", id, rec.Reason, n.Name, n.Name)})
+			continue
+		case rec == nil || rec.BuildID == "":
+			nr.Reasons = []RebuildReason{ReasonNew}
+		case rec.BuildID != id:
+			if rec.Spec != nil {
+				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
+			}
+			if len(nr.Reasons) == 0 {
+				nr.Reasons = []RebuildReason{ReasonUnknownBuild}
+			}
+		case maxAge > 0 && !rec.BuiltAt.IsZero() && now.Sub(rec.BuiltAt) > maxAge:
+			nr.Reasons = []RebuildReason{ReasonExpired}
+			nr.Drift = []string{fmt.Sprintf("built %s ago, policy maxBuildAge is %s", now.Sub(rec.BuiltAt).Round(time.Hour), maxAge)}
+		case rec.Facts != nil:
+			drift := VerifyFacts(spec, *rec.Facts)
+			if len(drift) == 0 {
+				continue
+			}
+			nr.Reasons, nr.Drift = []RebuildReason{ReasonLiveDrift}, drift
+		default:
+			continue
+		}
+		p.Rebuilds = append(p.Rebuilds, nr)
+	}
+	pickCanaries(p.Rebuilds, site.Config.Policies.Canaries)
+	return p
+}
+
+// needsBuild reports whether a node's live build differs from its desired
+// one (without the reasons).
+func needsBuild(site *schema.Site, n *schema.Node, rec *NodeRecord, now time.Time, maxAge time.Duration) bool {
+	if rec == nil || rec.BuildID == "" {
+		return true
+	}
+	if rec.BuildID != BuildSpecOf(site, n).ID() {
+		return true
+	}
+	return maxAge > 0 && !rec.BuiltAt.IsZero() && now.Sub(rec.BuiltAt) > maxAge
+}
+
+// pickCanaries marks n canaries among the fresh rebuilds (not resumed
+// ones), spread over racks: the first node of each rack in turn, racks in
+// name order. A rollout that resumes keeps no canary phase for nodes
+// already installing.
+func pickCanaries(rebuilds []NodeRebuild, n int) {
+	if n <= 0 {
+		return
+	}
+	byRack := map[string][]int{}
+	var racks []string
+	for i, r := range rebuilds {
+		if r.Resume {
+			continue
+		}
+		key := r.Region + "/" + r.Rack
+		if _, ok := byRack[key]; !ok {
+			racks = append(racks, key)
+		}
+		byRack[key] = append(byRack[key], i)
+	}
+	slices.Sort(racks)
+	for round := 0; n > 0; round++ {
+		picked := false
+		for _, rack := range racks {
+			if n == 0 {
+				break
+			}
+			if idx := byRack[rack]; round < len(idx) {
+				rebuilds[idx[round]].Canary = true
+				n--
+				picked = true
+			}
+		}
+		if !picked {
+			return
+		}
+	}
+}

@@ -1,0 +1,716 @@
+package reconcile
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// Rollout defaults.
+const (
+	// DefaultInstallTimeout bounds provisioning → installed: netboot, the
+	// installer, the callback.
+	DefaultInstallTimeout = 45 * time.Minute
+	// DefaultMaxConcurrentInstalls is the boot-storm budget when the site
+	// sets none (DRP's sizing guide: 20 concurrent provisions per 4 cores).
+	DefaultMaxConcurrentInstalls = 20
+	// DefaultPollInterval is how often a waiting rebuild re-reads its
+	// record when no report wakes it.
+	DefaultPollInterval = time.Second
+)
+
+// Rollout rebuilds nodes in waves: canaries first, then the rest, with at
+// most maxUnavailable per rack and per role down at once, and at most
+// maxConcurrentInstalls netboots site wide. A failed canary, or more
+// failures than maxFailures, halts it: nodes not started are left
+// untouched on their old build.
+//
+// One node's rebuild: leave DNS groups (records → out of service, DNS
+// synced) → arm netboot (a single-use install token) → BMC: next boot PXE,
+// power cycle → wait for the install callback → verify facts against the
+// build → verified, rejoin groups. Every step is written to the node's
+// record first, so a restarted anneal resumes a rollout without power
+// cycling a node twice.
+type Rollout struct {
+	Site  *schema.Site
+	Nodes NodeStore
+	// BMC returns a node's BMC (credentials resolved by cmd).
+	BMC func(*schema.Node) (BMC, error)
+	// SyncDNS converges DNS to the site with the records' availability, so
+	// that nodes out of service leave their groups and verified ones
+	// rejoin. Nil: DNS is not managed.
+	SyncDNS func(ctx context.Context) error
+	// Wake, when set, wakes waiting rebuilds on a node's report.
+	Wake           *Waker
+	InstallTimeout time.Duration
+	PollInterval   time.Duration
+	Log            *slog.Logger
+	// Progress is told about every step (a terminal display, logs).
+	Progress func(RolloutEvent)
+	Now      func() time.Time
+}
+
+// RolloutEvent is one step of one node's rebuild.
+type RolloutEvent struct {
+	Node   string `json:"node"`
+	Step   string `json:"step"`
+	Detail string `json:"detail,omitempty"`
+	// Done and Total count finished rebuilds (verified or failed).
+	Done  int `json:"done"`
+	Total int `json:"total"`
+}
+
+// Rollout steps, as events name them.
+const (
+	StepLeave     = "leave-groups"
+	StepArm       = "netboot-armed"
+	StepPower     = "power-cycle"
+	StepInstalled = "installed"
+	StepVerified  = "verified"
+	StepFailed    = "failed"
+	StepRetired   = "decommissioned"
+)
+
+// RolloutResult is what a rollout did.
+type RolloutResult struct {
+	Verified       []string          `json:"verified,omitempty"`
+	Failed         map[string]string `json:"failed,omitempty"`
+	Decommissioned []string          `json:"decommissioned,omitempty"`
+	// NotStarted nodes were left on their old build (halted or blocked).
+	NotStarted []string `json:"notStarted,omitempty"`
+	// Halted says why the rollout stopped early ("" when it did not).
+	Halted string `json:"halted,omitempty"`
+}
+
+// Err summarises a result that is not a full success.
+func (r *RolloutResult) Err() error {
+	if r.Halted == "" && len(r.Failed) == 0 && len(r.NotStarted) == 0 {
+		return nil
+	}
+	var parts []string
+	if r.Halted != "" {
+		parts = append(parts, "halted: "+r.Halted)
+	}
+	for _, n := range slices.Sorted(mapKeys(r.Failed)) {
+		parts = append(parts, fmt.Sprintf("%s failed: %s", n, r.Failed[n]))
+	}
+	if len(r.NotStarted) > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) left on their old build", len(r.NotStarted)))
+	}
+	return errors.New(strings.Join(parts, "; "))
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// AvailabilityOf derives who serves from the records when anneal rebuilds
+// nodes: a node is in its groups only once verified on a build, and a
+// decommissioned node keeps its names until it is powered off.
+func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) Availability {
+	av := Availability{OutOfService: map[string]bool{}, Retiring: map[string]bool{}}
+	for _, n := range site.Nodes {
+		rec := records[n.Name]
+		switch {
+		case !n.Exists():
+			if rec != nil && rec.State != NodeRetired {
+				av.Retiring[n.Name] = true
+			}
+		case rec == nil || rec.State != NodeVerified:
+			av.OutOfService[n.Name] = true
+		}
+	}
+	return av
+}
+
+// Run executes the rebuild plan. It returns when every started rebuild has
+// finished, or ctx ends (rebuilds in flight are then left to resume).
+func (ro *Rollout) Run(ctx context.Context, plan *RebuildPlan) (*RolloutResult, error) {
+	res := &RolloutResult{Failed: map[string]string{}}
+	if plan == nil || plan.Count() == 0 {
+		return res, nil
+	}
+	records, err := ro.Nodes.NodeRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := ro.newScheduler(plan, records, res)
+	for _, name := range plan.Decommission {
+		if err := ro.decommission(ctx, name); err != nil {
+			res.Failed[name] = err.Error()
+		} else {
+			res.Decommissioned = append(res.Decommissioned, name)
+		}
+	}
+	// Wave one: rebuilds an interrupted apply left in flight, and the
+	// canaries. The rest only start if no canary failed.
+	var first, rest []NodeRebuild
+	canary := map[string]bool{}
+	for _, r := range plan.Rebuilds {
+		switch {
+		case r.Canary:
+			canary[r.Node] = true
+			first = append(first, r)
+		case r.Resume:
+			first = append(first, r)
+		default:
+			rest = append(rest, r)
+		}
+	}
+	if err := s.run(ctx, first, len(first)); err != nil {
+		return res, err
+	}
+	var failedCanaries []string
+	for _, name := range s.failedNames {
+		if canary[name] {
+			failedCanaries = append(failedCanaries, name)
+		}
+	}
+	if len(failedCanaries) > 0 {
+		res.Halted = fmt.Sprintf("canary %s failed", strings.Join(failedCanaries, ", "))
+		for _, r := range rest {
+			res.NotStarted = append(res.NotStarted, r.Node)
+		}
+		slices.Sort(res.NotStarted)
+		return res, nil
+	}
+	maxFail := s.failures + ro.Site.Config.Policies.MaxFailures.Of(len(rest))
+	if err := s.run(ctx, rest, maxFail); err != nil {
+		return res, err
+	}
+	slices.Sort(res.Verified)
+	slices.Sort(res.NotStarted)
+	return res, nil
+}
+
+// scheduler keeps the rollout's counts of nodes down per rack and role.
+type scheduler struct {
+	ro          *Rollout
+	res         *RolloutResult
+	nodes       map[string]*schema.Node
+	rackLimit   map[string]int
+	roleLimit   map[string]int
+	rackDown    map[string]int
+	roleDown    map[string]int
+	budget      int
+	installing  int
+	failures    int
+	failedNames []string
+	done, total int
+}
+
+func (ro *Rollout) newScheduler(plan *RebuildPlan, records map[string]*NodeRecord, res *RolloutResult) *scheduler {
+	pol := ro.Site.Config.Policies
+	s := &scheduler{ro: ro, res: res, nodes: map[string]*schema.Node{},
+		rackLimit: map[string]int{}, roleLimit: map[string]int{}, rackDown: map[string]int{}, roleDown: map[string]int{},
+		budget: cmp.Or(pol.MaxConcurrentInstalls, DefaultMaxConcurrentInstalls), total: len(plan.Rebuilds)}
+	rackSize, roleSize := map[string]int{}, map[string]int{}
+	for _, n := range ro.Site.Nodes {
+		s.nodes[n.Name] = n
+		if !n.Exists() || n.State == schema.StateMaintenance {
+			continue // not part of the rollout's population
+		}
+		rackSize[rackKey(n)]++
+		for _, r := range n.Roles {
+			roleSize[r]++
+		}
+	}
+	for rack, size := range rackSize {
+		if p := pol.MaxUnavailable.PerRack; p.Value > 0 {
+			s.rackLimit[rack] = p.Of(size)
+		}
+	}
+	for role, p := range pol.MaxUnavailable.PerRole {
+		if p.Value > 0 {
+			s.roleLimit[role] = p.Of(roleSize[role])
+		}
+	}
+	// Nodes already down and not part of this plan (failed earlier) count
+	// against the limits.
+	inPlan := map[string]bool{}
+	for _, r := range plan.Rebuilds {
+		inPlan[r.Node] = true
+	}
+	for name, rec := range records {
+		n := s.nodes[name]
+		if n == nil || inPlan[name] || !n.Exists() || n.State == schema.StateMaintenance {
+			continue
+		}
+		switch rec.State {
+		case NodePending, NodeProvisioning, NodeInstalled, NodeFailed:
+			s.down(n, 1)
+		}
+	}
+	return s
+}
+
+func rackKey(n *schema.Node) string { return n.Region + "/" + n.Rack }
+
+func (s *scheduler) down(n *schema.Node, d int) {
+	s.rackDown[rackKey(n)] += d
+	for _, r := range n.Roles {
+		s.roleDown[r] += d
+	}
+}
+
+// fits reports whether one more node can go down: the boot budget, its
+// rack's and each of its roles' maxUnavailable.
+func (s *scheduler) fits(n *schema.Node) bool {
+	if s.installing >= s.budget {
+		return false
+	}
+	if l, ok := s.rackLimit[rackKey(n)]; ok && s.rackDown[rackKey(n)] >= l {
+		return false
+	}
+	for _, r := range n.Roles {
+		if l, ok := s.roleLimit[r]; ok && s.roleDown[r] >= l {
+			return false
+		}
+	}
+	return true
+}
+
+type rebuildDone struct {
+	node   string
+	reason string // "" = verified
+}
+
+// run rebuilds a wave's nodes under the limits until all finished, or
+// failures exceed maxFail (then no new node starts).
+func (s *scheduler) run(ctx context.Context, wave []NodeRebuild, maxFail int) error {
+	queue := slices.Clone(wave)
+	doneCh := make(chan rebuildDone)
+	inflight := 0
+	var rejoin []string
+	for {
+		halted := s.failures > maxFail
+		if halted && s.res.Halted == "" {
+			s.res.Halted = fmt.Sprintf("%d rebuild(s) failed, more than maxFailures %d", s.failures, maxFail)
+		}
+		var batch []NodeRebuild
+		if !halted && ctx.Err() == nil {
+			var keep []NodeRebuild
+			for _, r := range queue {
+				n := s.nodes[r.Node]
+				if n == nil {
+					continue
+				}
+				// A resumed rebuild is already down: it does not wait.
+				if r.Resume || s.fits(n) {
+					batch = append(batch, r)
+					s.down(n, 1)
+					s.installing++
+				} else {
+					keep = append(keep, r)
+				}
+			}
+			queue = keep
+		}
+		if len(batch) > 0 {
+			if err := s.leave(ctx, batch); err != nil {
+				for _, r := range batch {
+					s.down(s.nodes[r.Node], -1)
+					s.installing--
+				}
+				queue = append(batch, queue...)
+				s.res.Halted = "DNS could not take nodes out of their groups: " + err.Error()
+				halted = true
+				batch = nil
+			}
+		}
+		for _, r := range batch {
+			inflight++
+			go func() {
+				reason := s.ro.rebuild(ctx, r, s.nodes[r.Node])
+				doneCh <- rebuildDone{node: r.Node, reason: reason}
+			}()
+		}
+		if inflight == 0 {
+			if len(queue) > 0 && !halted && ctx.Err() == nil {
+				// Nothing runs and nothing fits: nodes already down block it.
+				s.res.Halted = "maxUnavailable is taken up by nodes that are down (failed): fix or retry them"
+			}
+			for _, r := range queue {
+				s.res.NotStarted = append(s.res.NotStarted, r.Node)
+			}
+			return s.rejoin(ctx, rejoin)
+		}
+		select {
+		case d := <-doneCh:
+			inflight--
+			s.finish(d, &rejoin)
+			// Collect every rebuild that has finished meanwhile, then sync
+			// DNS once for all of them.
+			for more := true; more; {
+				select {
+				case d := <-doneCh:
+					inflight--
+					s.finish(d, &rejoin)
+				default:
+					more = false
+				}
+			}
+			if err := s.rejoin(ctx, rejoin); err != nil {
+				s.ro.log().Warn("rejoin DNS groups", "err", err)
+			} else {
+				rejoin = rejoin[:0]
+			}
+		case <-ctx.Done():
+			// Leave the in-flight rebuilds to finish their current step;
+			// their records resume them on the next run.
+			for inflight > 0 {
+				d := <-doneCh
+				inflight--
+				s.finish(d, &rejoin)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *scheduler) finish(d rebuildDone, rejoin *[]string) {
+	n := s.nodes[d.node]
+	s.installing--
+	s.done++
+	if d.reason == "" {
+		s.down(n, -1)
+		s.res.Verified = append(s.res.Verified, d.node)
+		*rejoin = append(*rejoin, d.node)
+		s.ro.emit(RolloutEvent{Node: d.node, Step: StepVerified, Done: s.done, Total: s.total})
+		return
+	}
+	if d.reason == errInterrupted {
+		return // stays down: it resumes on the next run
+	}
+	// A failed node stays down: it counts against maxUnavailable until it
+	// is retried or fixed.
+	s.failures++
+	s.failedNames = append(s.failedNames, d.node)
+	s.res.Failed[d.node] = d.reason
+	s.ro.emit(RolloutEvent{Node: d.node, Step: StepFailed, Detail: d.reason, Done: s.done, Total: s.total})
+}
+
+// leave takes a batch's nodes out of service (records to pending) and
+// syncs DNS when any of them is in a group.
+func (s *scheduler) leave(ctx context.Context, batch []NodeRebuild) error {
+	grouped := false
+	now := s.ro.now()
+	for _, r := range batch {
+		if r.Resume {
+			continue
+		}
+		err := s.ro.Nodes.UpdateNode(ctx, r.Node, func(rec *NodeRecord) error {
+			rec.State, rec.Since, rec.Reason, rec.Target = NodePending, now, "", r.To
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if inGroups(s.ro.Site, s.nodes[r.Node]) {
+			grouped = true
+		}
+		s.ro.emit(RolloutEvent{Node: r.Node, Step: StepLeave, Done: s.done, Total: s.total})
+	}
+	if grouped && s.ro.SyncDNS != nil {
+		return s.ro.SyncDNS(ctx)
+	}
+	return nil
+}
+
+// rejoin syncs DNS so verified nodes rejoin their groups.
+func (s *scheduler) rejoin(ctx context.Context, nodes []string) error {
+	if s.ro.SyncDNS == nil || ctx.Err() != nil {
+		return nil
+	}
+	for _, name := range nodes {
+		if inGroups(s.ro.Site, s.nodes[name]) {
+			return s.ro.SyncDNS(ctx)
+		}
+	}
+	return nil
+}
+
+func inGroups(site *schema.Site, n *schema.Node) bool {
+	if site.DNS == nil || n == nil {
+		return false
+	}
+	for i := range site.DNS.Groups {
+		if n.InGroup(&site.DNS.Groups[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// errInterrupted marks a rebuild cut short by shutdown: not a failure.
+const errInterrupted = "\x00interrupted"
+
+// rebuild runs one node's rebuild and returns "" when verified, or why it
+// failed.
+func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) string {
+	spec := BuildSpecOf(ro.Site, n)
+	timeout := cmp.Or(ro.InstallTimeout, DefaultInstallTimeout)
+	if !r.Resume {
+		nonce, err := newNonce()
+		if err != nil {
+			return ro.fail(ctx, n.Name, err.Error())
+		}
+		now := ro.now()
+		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
+			rec.State, rec.Since, rec.Target, rec.Reason = NodeProvisioning, now, r.To, ""
+			rec.Nonce, rec.TokenExpires = nonce, now.Add(timeout)
+			rec.Attempts++
+			return nil
+		})
+		if err != nil {
+			return ro.interrupted(ctx, err)
+		}
+		ro.emit(RolloutEvent{Node: n.Name, Step: StepArm, Detail: "build " + r.To})
+		if err := ro.powerCycle(ctx, n); err != nil {
+			if ctx.Err() != nil {
+				return errInterrupted
+			}
+			return ro.fail(ctx, n.Name, err.Error())
+		}
+		ro.emit(RolloutEvent{Node: n.Name, Step: StepPower, Detail: "next boot PXE, power cycled"})
+	}
+	poll := cmp.Or(ro.PollInterval, DefaultPollInterval)
+	for {
+		rec, err := ro.Nodes.NodeRecord(ctx, n.Name)
+		if err != nil {
+			return ro.interrupted(ctx, err)
+		}
+		if rec == nil || rec.Target != r.To {
+			return "its record changed under the rollout (retried or rebuilt by another anneal?)"
+		}
+		switch rec.State {
+		case NodeInstalled:
+			ro.emit(RolloutEvent{Node: n.Name, Step: StepInstalled})
+			return ro.verify(ctx, n.Name, spec, r.To)
+		case NodeFailed:
+			return cmp.Or(rec.Reason, "failed")
+		case NodeProvisioning:
+			if ro.now().After(rec.Since.Add(timeout)) {
+				return ro.fail(ctx, n.Name, fmt.Sprintf("no install callback within %s of the power cycle", timeout))
+			}
+		default:
+			return fmt.Sprintf("unexpected state %q while installing", rec.State)
+		}
+		if err := ro.Wake.wait(ctx, n.Name, poll); err != nil {
+			return errInterrupted
+		}
+	}
+}
+
+func (ro *Rollout) interrupted(ctx context.Context, err error) string {
+	if ctx.Err() != nil {
+		return errInterrupted
+	}
+	return err.Error()
+}
+
+// powerCycle sets the next boot to PXE and cycles power, retrying
+// transient BMC failures twice with backoff.
+func (ro *Rollout) powerCycle(ctx context.Context, n *schema.Node) error {
+	bmc, err := ro.BMC(n)
+	if err != nil {
+		return fmt.Errorf("bmc: %w", err)
+	}
+	var last error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt) * 2 * time.Second):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if last = bmc.BootOnce(ctx, BootPXE); last != nil {
+			continue
+		}
+		if last = bmc.SetPower(ctx, ActionCycle); last == nil {
+			return nil
+		}
+	}
+	return last
+}
+
+// verify checks an installed node's facts against its build.
+func (ro *Rollout) verify(ctx context.Context, node string, spec BuildSpec, build string) string {
+	var reason string
+	now := ro.now()
+	err := ro.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
+		reason = ""
+		var diffs []string
+		if rec.Facts == nil {
+			diffs = []string{"the install callback carried no facts"}
+		} else {
+			diffs = VerifyFacts(spec, *rec.Facts)
+		}
+		rec.Nonce = ""
+		if len(diffs) > 0 {
+			reason = "facts differ from the build: " + strings.Join(diffs, "; ")
+			rec.State, rec.Since, rec.Reason = NodeFailed, now, reason
+			return nil
+		}
+		rec.State, rec.Since, rec.Reason = NodeVerified, now, ""
+		rec.BuildID, rec.BuiltAt, rec.Spec, rec.Target = build, now, &spec, ""
+		return nil
+	})
+	if err != nil {
+		return ro.interrupted(ctx, err)
+	}
+	return reason
+}
+
+// fail records a failed rebuild and disarms the node's netboot.
+func (ro *Rollout) fail(ctx context.Context, node, reason string) string {
+	now := ro.now()
+	err := ro.Nodes.UpdateNode(context.WithoutCancel(ctx), node, func(rec *NodeRecord) error {
+		rec.State, rec.Since, rec.Reason, rec.Nonce = NodeFailed, now, reason, ""
+		return nil
+	})
+	if err != nil {
+		ro.log().Error("record failed rebuild", "node", node, "err", err)
+	}
+	return reason
+}
+
+// decommission: leave groups (names kept) → power off → disarm netboot →
+// retired, then DNS drops its names.
+func (ro *Rollout) decommission(ctx context.Context, name string) error {
+	var n *schema.Node
+	for _, x := range ro.Site.Nodes {
+		if x.Name == name {
+			n = x
+		}
+	}
+	if n == nil {
+		return fmt.Errorf("node %s is not in the site", name)
+	}
+	if ro.SyncDNS != nil {
+		if err := ro.SyncDNS(ctx); err != nil { // retiring: out of groups, names kept
+			return fmt.Errorf("leave groups: %w", err)
+		}
+	}
+	bmc, err := ro.BMC(n)
+	if err != nil {
+		return fmt.Errorf("bmc: %w", err)
+	}
+	if err := bmc.SetPower(ctx, ActionOff); err != nil {
+		return fmt.Errorf("power off: %w", err)
+	}
+	now := ro.now()
+	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *NodeRecord) error {
+		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = NodeRetired, now, "", "", ""
+		return nil
+	}); err != nil {
+		return err
+	}
+	ro.emit(RolloutEvent{Node: name, Step: StepRetired, Detail: "powered off, netboot removed"})
+	if ro.SyncDNS != nil {
+		if err := ro.SyncDNS(ctx); err != nil {
+			return fmt.Errorf("remove DNS records: %w", err)
+		}
+	}
+	return nil
+}
+
+func (ro *Rollout) emit(e RolloutEvent) {
+	if ro.Progress != nil {
+		ro.Progress(e)
+	}
+	ro.log().Info("rollout", "node", e.Node, "step", e.Step, "detail", e.Detail)
+}
+
+func (ro *Rollout) now() time.Time {
+	if ro.Now != nil {
+		return ro.Now()
+	}
+	return time.Now()
+}
+
+func (ro *Rollout) log() *slog.Logger {
+	if ro.Log != nil {
+		return ro.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newNonce() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("install token nonce: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// Waker wakes rebuilds waiting on a node when it reports. The zero value
+// is ready; a nil *Waker only sleeps.
+type Waker struct {
+	mu      sync.Mutex
+	waiting map[string][]chan struct{}
+}
+
+// Notify wakes everything waiting on node.
+func (w *Waker) Notify(node string) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	chans := w.waiting[node]
+	delete(w.waiting, node)
+	w.mu.Unlock()
+	for _, c := range chans {
+		close(c)
+	}
+}
+
+// wait returns after d, on a Notify for node, or with ctx's error.
+func (w *Waker) wait(ctx context.Context, node string, d time.Duration) error {
+	var ch chan struct{}
+	if w != nil {
+		ch = make(chan struct{})
+		w.mu.Lock()
+		if w.waiting == nil {
+			w.waiting = map[string][]chan struct{}{}
+		}
+		w.waiting[node] = append(w.waiting[node], ch)
+		w.mu.Unlock()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var err error
+	select {
+	case <-ch:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if w != nil { // not woken: stop waiting
+		w.mu.Lock()
+		w.waiting[node] = slices.DeleteFunc(w.waiting[node], func(c chan struct{}) bool { return c == ch })
+		if len(w.waiting[node]) == 0 {
+			delete(w.waiting, node)
+		}
+		w.mu.Unlock()
+	}
+	return err
+}

@@ -1,0 +1,409 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// memNodes is an in-memory NodeStore.
+type memNodes struct {
+	mu   sync.Mutex
+	recs map[string]*NodeRecord
+}
+
+func (m *memNodes) NodeRecords(context.Context) (map[string]*NodeRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]*NodeRecord{}
+	for k, v := range m.recs {
+		c := *v
+		out[k] = &c
+	}
+	return out, nil
+}
+
+func (m *memNodes) NodeRecord(_ context.Context, name string) (*NodeRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.recs[name]; r != nil {
+		c := *r
+		return &c, nil
+	}
+	return nil, nil
+}
+
+func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*NodeRecord) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := &NodeRecord{Name: name}
+	if old := m.recs[name]; old != nil {
+		c := *old
+		r = &c
+	}
+	if err := fn(r); err != nil {
+		return err
+	}
+	if m.recs == nil {
+		m.recs = map[string]*NodeRecord{}
+	}
+	m.recs[name] = r
+	return nil
+}
+
+// factsOf is what a node that installed spec exactly reports.
+func factsOf(spec BuildSpec) Facts {
+	f := Facts{Hostname: spec.Hostname, Kernel: spec.PatchSet.Kernel, Resolvers: spec.Network.Resolvers}
+	idx := map[string]int{}
+	add := func(i FactInterface) {
+		idx[i.Name] = len(f.Interfaces)
+		f.Interfaces = append(f.Interfaces, i)
+	}
+	for _, i := range spec.Network.Interfaces {
+		add(FactInterface{Name: i.NIC, Kind: KindEther, MAC: i.MAC})
+	}
+	for _, b := range spec.Network.Bonds {
+		add(FactInterface{Name: b.Name, Kind: KindBond, BondMode: b.Mode})
+	}
+	for _, b := range spec.Network.Bridges {
+		add(FactInterface{Name: b.Name, Kind: KindBridge})
+	}
+	for _, v := range spec.Network.VLANs {
+		add(FactInterface{Name: v.Name, Kind: KindVLAN, VLANID: v.ID, Link: v.Link})
+	}
+	// Every device is in place: pointers into f.Interfaces are stable now.
+	dev := map[string]*FactInterface{}
+	for name, i := range idx {
+		dev[name] = &f.Interfaces[i]
+	}
+	for _, b := range spec.Network.Bonds {
+		for _, m := range b.Members {
+			dev[m].Master = b.Name
+		}
+	}
+	for _, b := range spec.Network.Bridges {
+		for _, m := range b.Members {
+			dev[m].Master = b.Name
+		}
+	}
+	for _, a := range spec.Network.Addresses {
+		d := dev[a.Device]
+		for _, ip := range []string{a.IPv4, a.IPv6} {
+			if ip != "" {
+				d.Addresses = append(d.Addresses, ip)
+			}
+		}
+		d.MTU = a.MTU
+		for _, gw := range []string{a.Gateway4, a.Gateway6} {
+			if gw != "" {
+				f.Routes = append(f.Routes, FactRoute{Gateway: gw, Device: a.Device})
+			}
+		}
+	}
+	return f
+}
+
+// fakeFleet plays the nodes behind the BMCs: a power cycle with a
+// one-time PXE boot "installs" the armed build after a delay and reports
+// it, as the boot server would record it. It tracks how many nodes are
+// down at once per rack.
+type fakeFleet struct {
+	t       *testing.T
+	site    *schema.Site
+	store   *memNodes
+	wake    *Waker
+	delay   time.Duration
+	badNode map[string]bool // reports facts with a VLAN missing
+	silent  map[string]bool // never calls back
+
+	mu       sync.Mutex
+	cycles   map[string]int
+	down     map[string]int // per rack, now
+	maxDown  map[string]int
+	order    []string // nodes in power-cycle order
+	finished map[string]time.Time
+}
+
+type fakeBMC struct {
+	f    *fakeFleet
+	node *schema.Node
+	pxe  bool
+}
+
+func (b *fakeBMC) PowerState(context.Context) (PowerState, error) { return PowerOn, nil }
+func (b *fakeBMC) Firmware(context.Context) (Firmware, error)     { return Firmware{}, nil }
+func (b *fakeBMC) BootOnce(_ context.Context, d BootDevice) error {
+	b.pxe = d == BootPXE
+	return nil
+}
+
+func (b *fakeBMC) SetPower(ctx context.Context, a PowerAction) error {
+	if a != ActionCycle {
+		return nil
+	}
+	if !b.pxe {
+		b.f.t.Errorf("%s power-cycled without a one-time PXE boot", b.node.Name)
+	}
+	b.f.start(b.node)
+	return nil
+}
+
+func (f *fakeFleet) start(n *schema.Node) {
+	f.mu.Lock()
+	f.cycles[n.Name]++
+	f.order = append(f.order, n.Name)
+	f.down[n.Rack]++
+	f.maxDown[n.Rack] = max(f.maxDown[n.Rack], f.down[n.Rack])
+	f.mu.Unlock()
+	if f.silent[n.Name] {
+		return
+	}
+	go func() {
+		time.Sleep(f.delay)
+		spec := BuildSpecOf(f.site, n)
+		facts := factsOf(spec)
+		if f.badNode[n.Name] {
+			facts.Interfaces = slices.DeleteFunc(facts.Interfaces, func(i FactInterface) bool { return i.Kind == KindVLAN })
+		}
+		f.mu.Lock()
+		f.down[n.Rack]--
+		f.finished[n.Name] = time.Now()
+		f.mu.Unlock()
+		err := f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error {
+			if r.State != NodeProvisioning || r.Nonce == "" {
+				return errors.New("not armed")
+			}
+			r.State, r.Nonce, r.Facts, r.FactsAt = NodeInstalled, "", &facts, time.Now()
+			return nil
+		})
+		if err != nil {
+			f.t.Errorf("%s callback: %v", n.Name, err)
+		}
+		f.wake.Notify(n.Name)
+	}()
+}
+
+func newFleet(t *testing.T, site *schema.Site) (*fakeFleet, *Rollout) {
+	f := &fakeFleet{t: t, site: site, store: &memNodes{}, wake: &Waker{}, delay: 20 * time.Millisecond,
+		badNode: map[string]bool{}, silent: map[string]bool{},
+		cycles: map[string]int{}, down: map[string]int{}, maxDown: map[string]int{}, finished: map[string]time.Time{}}
+	ro := &Rollout{Site: site, Nodes: f.store, Wake: f.wake, PollInterval: 10 * time.Millisecond,
+		BMC: func(n *schema.Node) (BMC, error) { return &fakeBMC{f: f, node: n}, nil }}
+	return f, ro
+}
+
+func TestRolloutConvergesUnderLimits(t *testing.T) {
+	ctx := context.Background()
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	var syncs int
+	var mu sync.Mutex
+	ro.SyncDNS = func(context.Context) error { mu.Lock(); syncs++; mu.Unlock(); return nil }
+	plan := PlanRebuilds(site, nil, time.Now())
+	// 14 nodes, one in maintenance: 13 new builds, one canary.
+	if len(plan.Rebuilds) != 13 || len(plan.Held) != 1 || plan.Held[0].Node != "e2n03" {
+		t.Fatalf("plan: %d rebuilds, held %v", len(plan.Rebuilds), plan.Held)
+	}
+	var canaries []string
+	for _, r := range plan.Rebuilds {
+		if r.Canary {
+			canaries = append(canaries, r.Node)
+		}
+		if !slices.Equal(r.Reasons, []RebuildReason{ReasonNew}) {
+			t.Errorf("%s reasons %v", r.Node, r.Reasons)
+		}
+	}
+	if !slices.Equal(canaries, []string{"e1n01"}) {
+		t.Fatalf("canaries = %v", canaries)
+	}
+	res, err := ro.Run(ctx, plan)
+	if err != nil || res.Err() != nil {
+		t.Fatalf("run: %v, %v", err, res.Err())
+	}
+	if len(res.Verified) != 13 {
+		t.Fatalf("verified %v", res.Verified)
+	}
+	// The canary was alone: it finished before anything else started.
+	if f.order[0] != "e1n01" {
+		t.Fatalf("first power cycle: %s", f.order[0])
+	}
+	for rack, n := range f.maxDown {
+		if n > 1 { // perRack: 1
+			t.Errorf("rack %s had %d nodes down at once", rack, n)
+		}
+	}
+	for name, n := range f.cycles {
+		if n != 1 {
+			t.Errorf("%s power-cycled %d times", name, n)
+		}
+	}
+	if syncs == 0 {
+		t.Error("DNS never synced for nodes in groups")
+	}
+	recs, _ := f.store.NodeRecords(ctx)
+	for _, r := range plan.Rebuilds {
+		rec := recs[r.Node]
+		if rec.State != NodeVerified || rec.BuildID != r.To || rec.Nonce != "" || rec.Spec == nil {
+			t.Errorf("%s record %+v", r.Node, rec)
+		}
+	}
+	// Converged: the next plan is empty, and every node is in service.
+	if again := PlanRebuilds(site, recs, time.Now()); len(again.Rebuilds) != 0 {
+		t.Fatalf("second plan: %+v", again.Rebuilds)
+	}
+	av := AvailabilityOf(site, recs)
+	if slices.Collect(maps.Keys(av.OutOfService)) == nil || len(av.OutOfService) != 1 || !av.OutOfService["e2n03"] {
+		t.Fatalf("out of service after rollout: %v", av.OutOfService)
+	}
+}
+
+func TestRolloutHalts(t *testing.T) {
+	ctx := context.Background()
+	site := siteWith(t, nil)
+	t.Run("failed canary leaves every other node untouched", func(t *testing.T) {
+		f, ro := newFleet(t, site)
+		f.badNode["e1n01"] = true
+		res, err := ro.Run(ctx, PlanRebuilds(site, nil, time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Halted, "canary e1n01 failed") || len(res.NotStarted) != 12 || len(f.order) != 1 {
+			t.Fatalf("halted %q, not started %d, cycled %v", res.Halted, len(res.NotStarted), f.order)
+		}
+		if !strings.Contains(res.Failed["e1n01"], "VLAN") {
+			t.Fatalf("failure reason: %q", res.Failed["e1n01"])
+		}
+		recs, _ := f.store.NodeRecords(ctx)
+		if len(recs) != 1 || recs["e1n01"].State != NodeFailed {
+			t.Fatalf("records: %v", slices.Collect(maps.Keys(recs)))
+		}
+		// The failed canary is held in the next plan until retried.
+		next := PlanRebuilds(site, recs, time.Now())
+		if len(next.Held) != 2 || next.Held[0].Node != "e1n01" {
+			t.Fatalf("held: %+v", next.Held)
+		}
+	})
+	t.Run("a failure past the canaries halts new starts", func(t *testing.T) {
+		f, ro := newFleet(t, site)
+		f.badNode["e2n01"] = true
+		res, err := ro.Run(ctx, PlanRebuilds(site, nil, time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Halted, "more than maxFailures 0") || len(res.NotStarted) == 0 {
+			t.Fatalf("halted %q, not started %v", res.Halted, res.NotStarted)
+		}
+		if _, ok := res.Failed["e2n01"]; !ok || len(res.Verified)+len(res.Failed)+len(res.NotStarted) != 13 {
+			t.Fatalf("result %+v", res)
+		}
+	})
+	t.Run("no callback times out", func(t *testing.T) {
+		f, ro := newFleet(t, site)
+		f.silent["e1n01"] = true
+		ro.InstallTimeout = 100 * time.Millisecond
+		res, err := ro.Run(ctx, PlanRebuilds(site, nil, time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Failed["e1n01"], "no install callback within 100ms") {
+			t.Fatalf("failed: %v", res.Failed)
+		}
+		rec, _ := f.store.NodeRecord(ctx, "e1n01")
+		if rec.Nonce != "" {
+			t.Fatal("a timed-out node stays armed")
+		}
+	})
+}
+
+func TestRolloutResumesWithoutSecondPowerCycle(t *testing.T) {
+	ctx := context.Background()
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	plan := PlanRebuilds(site, nil, time.Now())
+	// Simulate a crash: e1n01 was armed and power cycled, then anneal died.
+	var target NodeRebuild
+	for _, r := range plan.Rebuilds {
+		if r.Node == "e1n01" {
+			target = r
+		}
+	}
+	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error {
+		r.State, r.Since, r.Target, r.Nonce, r.TokenExpires = NodeProvisioning, time.Now(), target.To, "n", time.Now().Add(time.Hour)
+		return nil
+	})
+	recs, _ := f.store.NodeRecords(ctx)
+	plan = PlanRebuilds(site, recs, time.Now())
+	if !plan.Rebuilds[0].Resume || plan.Rebuilds[0].Node != "e1n01" || plan.Rebuilds[0].Canary {
+		t.Fatalf("first rebuild %+v", plan.Rebuilds[0])
+	}
+	// The node calls back while anneal is down.
+	var n *schema.Node
+	for _, x := range site.Nodes {
+		if x.Name == "e1n01" {
+			n = x
+		}
+	}
+	facts := factsOf(BuildSpecOf(site, n))
+	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error {
+		r.State, r.Nonce, r.Facts = NodeInstalled, "", &facts
+		return nil
+	})
+	res, err := ro.Run(ctx, plan)
+	if err != nil || res.Err() != nil {
+		t.Fatalf("%v %v", err, res.Err())
+	}
+	if f.cycles["e1n01"] != 0 {
+		t.Fatalf("e1n01 power-cycled %d times after resume", f.cycles["e1n01"])
+	}
+	if len(res.Verified) != 13 {
+		t.Fatalf("verified %v", res.Verified)
+	}
+}
+
+func TestPlanRebuildReasons(t *testing.T) {
+	site := siteWith(t, nil)
+	patched := siteWith(t, map[string]func(string) string{
+		"site.yaml": func(s string) string { return strings.Replace(s, `patchSet: "2026-11"`, `patchSet: "2026-10"`, 1) },
+	})
+	f, ro := newFleet(t, site)
+	if res, err := ro.Run(context.Background(), PlanRebuilds(site, nil, time.Now())); err != nil || res.Err() != nil {
+		t.Fatal(err, res.Err())
+	}
+	recs, _ := f.store.NodeRecords(context.Background())
+	p := PlanRebuilds(patched, recs, time.Now())
+	if len(p.Rebuilds) == 0 {
+		t.Fatal("a patch set change rebuilds nothing")
+	}
+	r := p.Rebuilds[0]
+	if !slices.Contains(r.Reasons, ReasonPatchSetChanged) || r.From == "" || r.From == r.To {
+		t.Fatalf("rebuild %+v", r)
+	}
+	var kernel bool
+	for _, c := range r.Changes {
+		if c.Path == "patchSet.kernel" && c.Old == "5.15.0-126-generic" && c.New == "5.15.0-124-generic" {
+			kernel = true
+		}
+	}
+	if !kernel {
+		t.Fatalf("changes %v", r.Changes)
+	}
+	// Drift by hand: a VLAN added on a verified node.
+	rec := recs["w1n01"]
+	rec.Facts.Interfaces = append(rec.Facts.Interfaces, FactInterface{Name: "bond0.999", Kind: KindVLAN, VLANID: 999, Link: "bond0"})
+	p = PlanRebuilds(site, recs, time.Now())
+	if len(p.Rebuilds) != 1 || p.Rebuilds[0].Reasons[0] != ReasonLiveDrift || !strings.Contains(strings.Join(p.Rebuilds[0].Drift, ";"), "bond0.999") {
+		t.Fatalf("drift plan %+v", p.Rebuilds)
+	}
+	// Patch and scrub: an old build is rebuilt.
+	p = PlanRebuilds(site, recs, time.Now().Add(91*24*time.Hour))
+	if len(p.Rebuilds) != 13 || p.Rebuilds[0].Reasons[0] != ReasonExpired {
+		t.Fatalf("expired plan: %d, %+v", len(p.Rebuilds), p.Rebuilds[0])
+	}
+}
