@@ -55,12 +55,12 @@ type NetworkSpec struct {
 
 // AddressSpec is one configured network on one device.
 type AddressSpec struct {
-	Network  string `json:"network"`
-	Device   string `json:"device"`
-	VLAN     int    `json:"vlan"`
-	MTU      int    `json:"mtu,omitempty"`
-	IPv4     string `json:"ipv4,omitempty"` // address/prefix length
-	IPv6     string `json:"ipv6,omitempty"`
+	Network string `json:"network"`
+	Device  string `json:"device"`
+	VLAN    int    `json:"vlan"`
+	MTU     int    `json:"mtu,omitempty"`
+	IPv4    string `json:"ipv4,omitempty"` // address/prefix length
+	IPv6    string `json:"ipv6,omitempty"`
 	// Gateway4 and Gateway6 are set on the one network per family that
 	// carries the node's default route (see defaultRoute); a node has one
 	// default route per family, not one per network.
