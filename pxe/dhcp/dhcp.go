@@ -1,13 +1,20 @@
-// Package dhcp is anneal's DHCPv4 server for the provisioning network: it
-// hands every known node its reserved address and the network boot file for
-// its firmware (BIOS, x86-64 UEFI, or an iPXE script URL once iPXE runs).
+// Package dhcp is anneal's DHCPv4 server for the provisioning network. It
+// runs in one of two modes:
 //
-// The server never allocates: it answers only MACs the site reserves (see
+//   - ModeFull (the default) hands every known node its reserved address and
+//     the network boot file for its firmware (BIOS, x86-64 UEFI, or an iPXE
+//     script URL once iPXE runs).
+//   - ModeProxy is ProxyDHCP (PXE specification 2.1, as dnsmasq's
+//     "dhcp-range=...,proxy"): another DHCP server on the network hands out
+//     the addresses, and anneal answers only the PXE clients among the known
+//     nodes, with an offer that carries no address (yiaddr 0.0.0.0), only the
+//     boot file, on port 67, and with an ACK carrying the same to a request
+//     on port 4011 (PXE boot server discovery, which iPXE uses after a proxy
+//     offer).
+//
+// Neither mode allocates: the server answers only MACs the site knows (see
 // LeasesFromSite) and stays silent for everyone else. Packets are parsed and
 // built with github.com/insomniacslk/dhcp (dhcpv4 and server4).
-//
-// ProxyDHCP (answering only the PXE part next to another DHCP server) is not
-// implemented.
 package dhcp
 
 import (
@@ -24,10 +31,27 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-// DHCP UDP ports (RFC 2131 section 4.1).
+// DHCP UDP ports (RFC 2131 section 4.1) and the PXE boot server discovery
+// port (PXE specification 2.1).
 const (
 	serverPort = 67
 	clientPort = 68
+	pxePort    = 4011
+)
+
+// Mode is what the server answers: addresses and boot files, or boot files
+// only (ProxyDHCP).
+type Mode string
+
+// Modes.
+const (
+	// ModeFull answers DISCOVER, REQUEST and INFORM with the reservation
+	// and the boot file. It is the zero value's mode.
+	ModeFull Mode = "full"
+	// ModeProxy answers only PXE clients (option 60 "PXEClient...", or
+	// option 77 "iPXE"), with the boot file and no address, next to
+	// another DHCP server that hands out the addresses.
+	ModeProxy Mode = "proxy"
 )
 
 // Defaults for Config.
@@ -64,16 +88,23 @@ type BootFiles struct {
 
 // Config configures a Server.
 type Config struct {
+	// Mode is ModeFull ("" too) or ModeProxy.
+	Mode Mode
 	// Interface is the network interface the server binds to (SO_BINDTODEVICE);
 	// "" listens on every interface.
 	Interface string
 	// Addr is the listening address; default 0.0.0.0:67.
 	Addr *net.UDPAddr
+	// PXEAddr is the PXE boot server discovery address ModeProxy also
+	// listens on; default 0.0.0.0:4011. ModeFull does not use it.
+	PXEAddr *net.UDPAddr
 	// ServerIP is the server's own IPv4 address on the provisioning network:
 	// the server identifier (option 54), siaddr and the TFTP server (option 66).
 	ServerIP net.IP
 	// Lookup returns the reservation of a MAC. It is called for every packet
 	// and must be cheap and safe for concurrent use (a snapshot of the site).
+	// ModeProxy only asks whether the MAC is known: the address comes from
+	// the other DHCP server.
 	Lookup func(mac net.HardwareAddr) (Lease, bool)
 	// BootFiles are the TFTP boot files by firmware.
 	BootFiles BootFiles
@@ -81,7 +112,8 @@ type Config struct {
 	// the boot file of clients that are already iPXE. Nil or "" leaves iPXE
 	// clients with the firmware's boot file.
 	IPXEScriptURL func(mac net.HardwareAddr) string
-	// LeaseTime is the lease duration (option 51); default one hour.
+	// LeaseTime is the lease duration (option 51) of ModeFull; default one
+	// hour.
 	LeaseTime time.Duration
 	// Log receives the server's logs; default slog.Default().
 	Log *slog.Logger
@@ -91,15 +123,17 @@ type Config struct {
 type Server struct {
 	cfg Config
 	log *slog.Logger
-	srv *server4.Server
+	srv *server4.Server // port 67
+	pxe *server4.Server // port 4011, ModeProxy only
 
 	mu      sync.Mutex
 	unknown map[string]struct{} // unknown MACs already logged
 	served  bool
 }
 
-// New checks cfg, fills in defaults and binds the server's socket (so the
-// server receives packets as soon as New returns; Serve answers them).
+// New checks cfg, fills in defaults and binds the server's sockets (so the
+// server receives packets as soon as New returns; Serve answers them):
+// port 67, and port 4011 too in ModeProxy.
 func New(cfg Config) (*Server, error) {
 	s, err := newServer(cfg)
 	if err != nil {
@@ -108,6 +142,13 @@ func New(cfg Config) (*Server, error) {
 	s.srv, err = server4.NewServer(s.cfg.Interface, s.cfg.Addr, s.handle)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", s.cfg.Addr, s.cfg.Interface, err)
+	}
+	if s.cfg.Mode == ModeProxy {
+		s.pxe, err = server4.NewServer(s.cfg.Interface, s.cfg.PXEAddr, s.handlePXE)
+		if err != nil {
+			_ = s.srv.Close()
+			return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", s.cfg.PXEAddr, s.cfg.Interface, err)
+		}
 	}
 	return s, nil
 }
@@ -122,8 +163,18 @@ func newServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dhcp: Config.ServerIP %q is not an IPv4 address", cfg.ServerIP)
 	}
 	cfg.ServerIP = ip4
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModeFull
+	case ModeFull, ModeProxy:
+	default:
+		return nil, fmt.Errorf("dhcp: Config.Mode %q is neither %q nor %q", cfg.Mode, ModeFull, ModeProxy)
+	}
 	if cfg.Addr == nil {
 		cfg.Addr = &net.UDPAddr{IP: net.IPv4zero, Port: serverPort}
+	}
+	if cfg.PXEAddr == nil && cfg.Mode == ModeProxy {
+		cfg.PXEAddr = &net.UDPAddr{IP: net.IPv4zero, Port: pxePort}
 	}
 	if cfg.BootFiles.BIOS == "" {
 		cfg.BootFiles.BIOS = DefaultBIOSBootFile
@@ -140,7 +191,7 @@ func newServer(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, log: cfg.Log, unknown: map[string]struct{}{}}, nil
 }
 
-// Serve answers DHCP requests until ctx ends, then closes the socket and
+// Serve answers DHCP requests until ctx ends, then closes the sockets and
 // returns nil. A Server serves once.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
@@ -151,33 +202,67 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.served = true
 	s.mu.Unlock()
 
-	s.log.Info("dhcp: serving", "interface", s.cfg.Interface, "addr", s.cfg.Addr.String(), "server_ip", s.cfg.ServerIP.String())
-	done := make(chan error, 1)
-	go func() { done <- s.srv.Serve() }()
+	log := s.log.With("mode", string(s.cfg.Mode), "interface", s.cfg.Interface, "addr", s.cfg.Addr.String(), "server_ip", s.cfg.ServerIP.String())
+	if s.pxe != nil {
+		log = log.With("pxe_addr", s.cfg.PXEAddr.String())
+	}
+	log.Info("dhcp: serving")
+	srvs := s.servers()
+	done := make(chan error, len(srvs))
+	for _, srv := range srvs {
+		go func() { done <- srv.Serve() }()
+	}
+	var err error
+	running := len(srvs)
 	select {
 	case <-ctx.Done():
-		_ = s.srv.Close()
-		<-done
-		return nil
-	case err := <-done:
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("dhcp: serve: %w", err)
+	case err = <-done:
+		running--
 	}
+	_ = s.Close()
+	for ; running > 0; running-- {
+		<-done
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("dhcp: serve: %w", err)
 }
 
-// Close releases the socket of a server that is not serving.
-func (s *Server) Close() error { return s.srv.Close() }
+// Close releases the sockets of a server that is not serving.
+func (s *Server) Close() error {
+	var errs []error
+	for _, srv := range s.servers() {
+		errs = append(errs, srv.Close())
+	}
+	return errors.Join(errs...)
+}
 
-// handle is the server4 handler: it answers one request on the server's
-// own connection.
+// servers are the server's listeners: port 67, and 4011 in ModeProxy.
+func (s *Server) servers() []*server4.Server {
+	if s.pxe == nil {
+		return []*server4.Server{s.srv}
+	}
+	return []*server4.Server{s.srv, s.pxe}
+}
+
+// handle is the port 67 server4 handler: it answers one request on the
+// server's own connection.
 func (s *Server) handle(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
-	resp := s.respond(req)
+	var resp *dhcpv4.DHCPv4
+	if s.cfg.Mode == ModeProxy {
+		resp = s.respondProxy(req)
+	} else {
+		resp = s.respond(req)
+	}
 	if resp == nil {
 		return
 	}
-	to := replyAddr(req, resp, peer)
+	s.send(conn, req, resp, replyAddr(req, resp, peer))
+}
+
+// send writes resp to to and logs it.
+func (s *Server) send(conn net.PacketConn, req, resp *dhcpv4.DHCPv4, to net.Addr) {
 	if _, err := conn.WriteTo(resp.ToBytes(), to); err != nil {
 		s.log.Warn("dhcp: send reply", "mac", req.ClientHWAddr.String(), "type", resp.MessageType().String(), "to", to.String(), "err", err)
 		return
@@ -205,7 +290,7 @@ func replyAddr(req, resp *dhcpv4.DHCPv4, peer net.Addr) net.Addr {
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: clientPort}
 }
 
-// respond builds the answer to one request, or nil for no answer.
+// respond builds the ModeFull answer to one request, or nil for no answer.
 func (s *Server) respond(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	if req.OpCode != dhcpv4.OpcodeBootRequest {
 		return nil

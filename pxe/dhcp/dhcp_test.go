@@ -102,18 +102,21 @@ func newTestNet(t *testing.T) *testNet {
 	return n
 }
 
-// serve starts the server on the server end of the pair until the test ends.
-func (n *testNet) serve(t *testing.T) {
+// serve starts the server on the server end of the pair until the test
+// ends, with testConfig changed by mods.
+func (n *testNet) serve(t *testing.T, mods ...func(*Config)) {
 	t.Helper()
 	cfg, logs := testConfig(t)
 	cfg.Interface = n.server
+	for _, m := range mods {
+		m(&cfg)
+	}
 	n.srvLogs = logs
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	servers.ServeUntilCleanup(t, s.Serve, 10*time.Second)
-
 }
 
 // udhcpc runs busybox udhcpc in the namespace with the client link set to
