@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,7 @@ type Status struct {
 	Steps    map[string]float64 `json:"steps,omitempty"`
 	Failures int                `json:"failures"`
 	Drift    Drift              `json:"drift"`
+	Rollout  *RolloutStatus     `json:"rollout,omitempty"`
 }
 
 // Drift counts what the last plan found.
@@ -65,6 +67,21 @@ type Drift struct {
 	Deletes   int `json:"deletes"`
 	Conflicts int `json:"conflicts"`
 	Failures  int `json:"failures"`
+	// Rebuilds counts nodes to rebuild or decommission; Held those held
+	// back (failed, maintenance).
+	Rebuilds int `json:"rebuilds"`
+	Held     int `json:"held"`
+}
+
+// RolloutStatus is the last rollout: of which revision, how far it got,
+// and whether it halted (a halted rollout is not resumed for the same
+// revision until failed nodes are retried or a new revision comes).
+type RolloutStatus struct {
+	Revision string `json:"revision"`
+	RolloutResult
+	Running bool `json:"running"`
+	Done    int  `json:"done"`
+	Total   int  `json:"total"`
 }
 
 // StatusStore keeps the reconciler's status across restarts.
@@ -99,6 +116,21 @@ type Verifier interface {
 	Verify(ctx context.Context, rev string) error
 }
 
+// RebuildConfig is what the reconciler needs to rebuild nodes.
+type RebuildConfig struct {
+	Nodes NodeStore
+	// BMC returns a node's BMC (cmd resolves credentials).
+	BMC func(site *schema.Site, n *schema.Node) (BMC, error)
+	// Publish hands the netboot servers (HTTP, DHCP) the site to serve:
+	// the netboot profile step, before any rebuild.
+	Publish func(ctx context.Context, site *schema.Site) error
+	// Wake is notified by Report; the rollout waits on it.
+	Wake           *Waker
+	InstallTimeout time.Duration
+	PollInterval   time.Duration
+	Progress       func(RolloutEvent)
+}
+
 // Reconciler is the daemon's heart: a source loop and a reconcile loop.
 type Reconciler struct {
 	Source Source
@@ -118,6 +150,10 @@ type Reconciler struct {
 	// HistoryDepth bounds the past revisions read to rebuild ownership
 	// when the inventory is empty (default DefaultHistoryDepth).
 	HistoryDepth int
+	// Rebuild, when set, makes the reconciler converge nodes too: netboot
+	// profiles and immutable rebuilds. Without it anneal manages DNS only
+	// and reports no rebuilds.
+	Rebuild *RebuildConfig
 
 	mu       sync.Mutex
 	status   Status
@@ -399,10 +435,21 @@ func (r *Reconciler) loadGood(ctx context.Context, st *Status) error {
 	return nil
 }
 
-// converge plans a site and, in converge mode, applies it.
+// converge plans a site and, in converge mode, applies it, layer by
+// layer: addresses and DNS, then the netboot profiles, then the rebuilds
+// (each verified before its node rejoins its groups).
 func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site, rev string) (string, error) {
+	var records map[string]*NodeRecord
+	var av Availability
+	if rb := r.Rebuild; rb != nil {
+		recs, err := rb.Nodes.NodeRecords(ctx)
+		if err != nil {
+			return FailApply, err
+		}
+		records, av = recs, AvailabilityOf(site, recs)
+	}
 	tc := time.Now()
-	desired, err := CompileDNS(site)
+	desired, err := CompileDNSWith(site, av)
 	if err != nil {
 		return FailInvalid, err
 	}
@@ -420,8 +467,15 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		return FailApply, err
 	}
 	plan := &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: rev, SiteDigest: site.Digest, DNS: dns}
+	if r.Rebuild != nil {
+		plan.Rebuilds = PlanRebuilds(site, records, time.Now())
+	}
+	plan.Actions = PlanActions(plan)
 	c, u, d, conf := plan.Counts()
 	st.Drift = Drift{Creates: c, Updates: u, Deletes: d, Conflicts: conf, Failures: len(dns.Failures)}
+	if plan.Rebuilds != nil {
+		st.Drift.Rebuilds, st.Drift.Held = plan.Rebuilds.Count(), len(plan.Rebuilds.Held)
+	}
 	r.mu.Lock()
 	r.plan = plan
 	r.mu.Unlock()
@@ -446,10 +500,172 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if plan.HasFailures() {
 		return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read: %s", len(dns.Failures), dns.Failures[0].Error)
 	}
+	if r.Rebuild != nil {
+		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds); err != nil {
+			return class, err
+		}
+	}
 	if rev == st.LastGoodRevision {
 		st.AppliedRevision = rev
 	}
 	return "", nil
+}
+
+// rollout publishes the netboot profiles and runs the rebuilds.
+func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]DNSTarget, rp *RebuildPlan) (string, error) {
+	rb := r.Rebuild
+	if rb.Publish != nil {
+		if err := rb.Publish(ctx, site); err != nil {
+			return FailApply, fmt.Errorf("netboot profiles: %w", err)
+		}
+	}
+	if rp.Count() > 0 {
+		if ro := st.Rollout; ro != nil && ro.Revision == rev && ro.Halted != "" {
+			return FailApply, fmt.Errorf("the rollout of %s halted (%s); retry the failed nodes (anneal nodes retry NAME, or POST /api/v1/nodes/NAME/retry) or push a fix", rev, ro.Halted)
+		}
+		t0 := time.Now()
+		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds)}
+		r.setRollout(live)
+		ro := &Rollout{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, PollInterval: rb.PollInterval, Log: r.Log,
+			BMC:     func(n *schema.Node) (BMC, error) { return rb.BMC(site, n) },
+			SyncDNS: func(ctx context.Context) error { return r.syncDNS(ctx, site, targets, rev) },
+			Progress: func(e RolloutEvent) {
+				if e.Total > 0 {
+					r.mu.Lock()
+					if r.status.Rollout != nil {
+						r.status.Rollout.Done = e.Done
+					}
+					r.mu.Unlock()
+				}
+				if rb.Progress != nil {
+					rb.Progress(e)
+				}
+			}}
+		res, err := ro.Run(ctx, rp)
+		st.Steps["rollout"] = time.Since(t0).Seconds()
+		if res != nil {
+			st.Rollout = &RolloutStatus{Revision: rev, RolloutResult: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds)}
+		}
+		if err != nil {
+			return FailApply, fmt.Errorf("rollout of %s: %w", rev, err)
+		}
+		if err := res.Err(); err != nil {
+			return FailApply, fmt.Errorf("rollout of %s: %w", rev, err)
+		}
+	}
+	var failed []string
+	for _, h := range rp.Held {
+		if h.Failed {
+			failed = append(failed, h.Node)
+		}
+	}
+	if len(failed) > 0 {
+		return FailApply, fmt.Errorf("%d node(s) failed their rebuild and are held: %s; retry them with anneal nodes retry NAME", len(failed), strings.Join(failed, ", "))
+	}
+	return "", nil
+}
+
+func (r *Reconciler) setRollout(ro *RolloutStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.Rollout = ro
+}
+
+// syncDNS converges DNS to the site with the node records' availability:
+// the rollout calls it so that nodes leave their groups before they go
+// down and rejoin once verified.
+func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map[string]DNSTarget, rev string) error {
+	recs, err := r.Rebuild.Nodes.NodeRecords(ctx)
+	if err != nil {
+		return err
+	}
+	desired, err := CompileDNSWith(site, AvailabilityOf(site, recs))
+	if err != nil {
+		return err
+	}
+	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared}
+	dns, err := planner.Plan(ctx, desired)
+	if err != nil {
+		return err
+	}
+	if len(dns.Failures) > 0 {
+		return fmt.Errorf("DNS target %s: %s", dns.Failures[0].Target, dns.Failures[0].Error)
+	}
+	if !dns.HasChanges() {
+		return nil
+	}
+	applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
+	res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
+	if err != nil {
+		return err
+	}
+	if res.Failed() {
+		return errors.New(firstFailure(res))
+	}
+	return nil
+}
+
+// Report takes a node's report (already stored by the netboot server):
+// it wakes a rollout waiting on the node, and adopts a node anneal never
+// built whose agent reports the desired build with matching facts.
+func (r *Reconciler) Report(ctx context.Context, rep Report) {
+	rb := r.Rebuild
+	if rb == nil {
+		return
+	}
+	rb.Wake.Notify(rep.Node)
+	site := r.Site()
+	if site == nil || rep.Kind != ReportAgent {
+		return
+	}
+	n := site.Node(rep.Node)
+	if n == nil || !n.Exists() {
+		return
+	}
+	spec := BuildSpecOf(site, n)
+	if rep.BuildID != spec.ID() || len(VerifyFacts(spec, rep.Facts)) > 0 {
+		return
+	}
+	now := time.Now()
+	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *NodeRecord) error {
+		if rec.State == NodeUnknown {
+			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = NodeVerified, now, spec.ID(), &spec, now
+			r.log().Info("adopted a node that runs its desired build", "node", rep.Node, "build", rec.BuildID)
+		}
+		return nil
+	})
+	if err != nil {
+		r.log().Warn("adopt node", "node", rep.Node, "err", err)
+	}
+}
+
+// Retry clears a failed node so the next reconcile rebuilds it, and lifts
+// a halted rollout's hold.
+func (r *Reconciler) Retry(ctx context.Context, node string) error {
+	rb := r.Rebuild
+	if rb == nil {
+		return errors.New("rebuilds are not enabled")
+	}
+	var was NodeState
+	err := rb.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
+		was = rec.State
+		if rec.State != NodeFailed {
+			return fmt.Errorf("node %s is %s, not failed", node, cmp.Or(string(rec.State), "unknown to anneal"))
+		}
+		rec.State, rec.Since, rec.Reason, rec.Target, rec.Nonce = NodePending, time.Now(), "", "", ""
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.status.Rollout != nil {
+		r.status.Rollout.Halted = ""
+	}
+	r.mu.Unlock()
+	r.log().Info("retry", "node", node, "was", was)
+	r.Trigger()
+	return nil
 }
 
 func firstFailure(res *DNSResult) string {

@@ -15,6 +15,13 @@ type Plan struct {
 	// from: a saved plan is applied only to that same content.
 	SiteDigest string   `json:"siteDigest"`
 	DNS        *DNSPlan `json:"dns,omitempty"`
+	// Rebuilds is the rebuild layer; nil when anneal does not know the
+	// live nodes (no node records to compare with).
+	Rebuilds *RebuildPlan `json:"rebuilds,omitempty"`
+	// Actions is the plan as a DAG: every action with the actions it
+	// waits for (addresses → DNS → netboot → rebuild → verify; a
+	// decommission runs the other way).
+	Actions []Action `json:"actions,omitempty"`
 }
 
 // Counts totals a plan's changes and conflicts.
@@ -35,7 +42,7 @@ func (p *Plan) Counts() (creates, updates, deletes, conflicts int) {
 // HasChanges reports whether the live fleet differs from the commit: there
 // is something to write, or something in the way of writing it.
 func (p *Plan) HasChanges() bool {
-	return p.DNS != nil && (p.DNS.HasChanges() || p.DNS.HasConflicts())
+	return p.DNS != nil && (p.DNS.HasChanges() || p.DNS.HasConflicts()) || p.Rebuilds.Count() > 0
 }
 
 // HasFailures reports whether part of the fleet could not be observed.

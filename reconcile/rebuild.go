@@ -17,6 +17,8 @@ const (
 	// ReasonUnknownBuild: anneal has the node's build id but not its spec
 	// (the state was written by an older anneal or lost).
 	ReasonUnknownBuild RebuildReason = "build-changed"
+	// ReasonRecover: the node failed a rebuild to another build.
+	ReasonRecover RebuildReason = "failed-rebuild"
 )
 
 // RebuildPlan is the rebuild layer of a plan: which nodes are rebuilt and
@@ -52,6 +54,8 @@ type NodeRebuild struct {
 type HeldNode struct {
 	Node   string `json:"node"`
 	Reason string `json:"reason"`
+	// Failed: held because its rebuild failed (needs a retry).
+	Failed bool `json:"failed,omitempty"`
 }
 
 // FirmwareDrift is a BMC's firmware that differs from its hardware
@@ -114,8 +118,14 @@ func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Ti
 				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
 			}
 		case rec != nil && rec.State == NodeFailed && rec.Target == id:
-			p.Held = append(p.Held, HeldNode{Node: n.Name, Reason: fmt.Sprintf("its rebuild to %s failed (%s): retry it with `anneal nodes retry %s` or POST /api/v1/nodes/%s/retry", id, rec.Reason, n.Name, n.Name)})
+			p.Held = append(p.Held, HeldNode{Node: n.Name, Failed: true,
+				Reason: fmt.Sprintf("its rebuild to %s failed (%s): retry it with `anneal nodes retry %s` or POST /api/v1/nodes/%s/retry", id, rec.Reason, n.Name, n.Name)})
 			continue
+		case rec != nil && rec.State == NodeFailed:
+			// It failed a rebuild to another build (since reverted): what
+			// is on its disk is unknown.
+			nr.Reasons = []RebuildReason{ReasonRecover}
+			nr.Drift = []string{fmt.Sprintf("its rebuild to %s failed (%s)", rec.Target, rec.Reason)}
 		case rec == nil || rec.BuildID == "":
 			nr.Reasons = []RebuildReason{ReasonNew}
 		case rec.BuildID != id:
