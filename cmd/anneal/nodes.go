@@ -1,11 +1,17 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
@@ -26,6 +32,21 @@ type nodeView struct {
 	Addresses       []schema.Address `json:"addresses"`
 	// BuildID is the desired build: a hash of the node's build spec.
 	BuildID string `json:"buildId"`
+	// Live is what anneal knows of the running node (from the daemon's
+	// records: its builds and the facts it reported); nil when unknown.
+	Live *liveView `json:"live,omitempty"`
+}
+
+// liveView is a node's live state.
+type liveView struct {
+	State    string    `json:"state"`
+	BuildID  string    `json:"buildId,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+	Reason   string    `json:"reason,omitempty"`
+	Target   string    `json:"target,omitempty"`
+	BuiltAt  time.Time `json:"builtAt,omitzero"`
+	FactsAt  time.Time `json:"factsAt,omitzero"`
+	UpToDate bool      `json:"upToDate"`
 }
 
 func newNodesCmd() *cobra.Command {
@@ -36,12 +57,27 @@ func newNodesCmd() *cobra.Command {
 	}
 	site := addSiteFlags(c)
 	out := addOutputFlag(c, "text", "json")
+	server := c.Flags().String("server", "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
+	c.AddCommand(newNodesRetryCmd())
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		s, err := site.loadValid(c.Context())
 		if err != nil {
 			return err
 		}
-		views := nodeViews(s)
+		views := nodeViews(s, nil)
+		if *server != "" {
+			var live []nodeView
+			if err := apiCall(c.Context(), http.MethodGet, *server, "/api/v1/nodes", "", &live); err != nil {
+				return failure(err)
+			}
+			byName := map[string]*liveView{}
+			for _, v := range live {
+				byName[v.Name] = v.Live
+			}
+			for i := range views {
+				views[i].Live = byName[views[i].Name]
+			}
+		}
 		w := c.OutOrStdout()
 		if out.value == "json" {
 			enc := json.NewEncoder(w)
@@ -52,10 +88,24 @@ func newNodesCmd() *cobra.Command {
 			return nil
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tIMAGE\tPATCHES\tROLES\tBMC\tPROVISIONING\tINTERNAL")
-		for _, v := range views {
-			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Region, v.Rack, v.State, v.Image, v.PatchSet,
-				strings.Join(v.Roles, ","), v.BMC, addrOn(v.Addresses, s, schema.RoleProvisioning), addrOn(v.Addresses, s, schema.RoleInternal))
+		if *server != "" {
+			fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tBUILD\tLIVE\tLIVE BUILD\tSINCE\tREASON")
+			for _, v := range views {
+				live, lb, since, reason := "unknown", "-", "-", ""
+				if l := v.Live; l != nil {
+					live, lb, reason = l.State, cmpOr(l.BuildID, "-"), l.Reason
+					if !l.Since.IsZero() {
+						since = l.Since.Local().Format("15:04:05")
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Region, v.Rack, v.State, v.BuildID, live, lb, since, reason)
+			}
+		} else {
+			fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tIMAGE\tPATCHES\tROLES\tBMC\tPROVISIONING\tINTERNAL\tBUILD")
+			for _, v := range views {
+				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Region, v.Rack, v.State, v.Image, v.PatchSet,
+					strings.Join(v.Roles, ","), v.BMC, addrOn(v.Addresses, s, schema.RoleProvisioning), addrOn(v.Addresses, s, schema.RoleInternal), v.BuildID)
+			}
 		}
 		if err := tw.Flush(); err != nil {
 			return failure(err)
@@ -97,7 +147,7 @@ func newSchemaCmd() *cobra.Command {
 }
 
 // nodeViews lists a site's nodes as `anneal nodes -o json` and the API show them.
-func nodeViews(s *schema.Site) []nodeView {
+func nodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []nodeView {
 	views := make([]nodeView, 0, len(s.Nodes))
 	for _, n := range s.Nodes {
 		roles := n.Roles
@@ -110,6 +160,76 @@ func nodeViews(s *schema.Site) []nodeView {
 			Roles: roles, BMC: n.BMC.Address, PrimaryFQDN: n.PrimaryFQDN, Addresses: n.Addresses,
 			BuildID: reconcile.BuildSpecOf(s, n).ID(),
 		})
+		if rec := records[n.Name]; rec != nil {
+			v := &views[len(views)-1]
+			v.Live = &liveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
+				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == reconcile.NodeVerified && rec.BuildID == v.BuildID}
+		}
 	}
 	return views
+}
+
+func cmpOr(a, b string) string { return cmp.Or(a, b) }
+
+func newNodesRetryCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "retry NODE...",
+		Short: "Retry nodes whose rebuild failed (through a running anneal serve)",
+		Args:  cobra.MinimumNArgs(1),
+	}
+	server := c.Flags().String("server", "http://127.0.0.1:8080", "the anneal serve API")
+	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		token, err := resolveToken(*tokenRef)
+		if err != nil {
+			return failure(err)
+		}
+		for _, n := range args {
+			if err := apiCall(c.Context(), http.MethodPost, *server, "/api/v1/nodes/"+n+"/retry", token, nil); err != nil {
+				return failure(err)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: retry requested\n", n)
+		}
+		return nil
+	}
+	return c
+}
+
+func resolveToken(ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	return secret.Resolver{}.Resolve(schema.SecretRef(ref))
+}
+
+// apiCall calls a running anneal serve and decodes its JSON answer into
+// out (when not nil).
+func apiCall(ctx context.Context, method, server, path, token string, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(server, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w", method, path, err)
+		}
+	}
+	return nil
 }

@@ -222,13 +222,31 @@ func apiHandler(r *reconcile.Reconciler, m *metrics, token string) http.Handler 
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
-	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, req *http.Request) {
 		s := r.Site()
 		if s == nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no valid revision loaded yet"})
 			return
 		}
-		writeJSON(w, http.StatusOK, nodeViews(s))
+		var recs map[string]*reconcile.NodeRecord
+		if r.Rebuild != nil {
+			var err error
+			if recs, err = r.Rebuild.Nodes.NodeRecords(req.Context()); err != nil {
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, nodeViews(s, recs))
+	})
+	mux.HandleFunc("POST /api/v1/nodes/{node}/retry", func(w http.ResponseWriter, req *http.Request) {
+		if !authorized(w, req) {
+			return
+		}
+		if err := r.Retry(req.Context(), req.PathValue("node")); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "retry requested; reconcile triggered"})
 	})
 	// A push webhook: signed with the token as the HMAC key (GitHub's
 	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike).
