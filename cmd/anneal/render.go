@@ -1,235 +1,86 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"strings"
-	"sync"
-	"time"
+	"slices"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/pxe/boot"
+	"github.com/spf13/cobra"
 )
 
-// palette colours plan lines on a terminal; the zero value prints plain.
-type palette struct{ add, change, del, warn, reset string }
+// placeholderToken stands in for the single-use install token, which only
+// the running netboot server mints (it needs the key and an armed node).
+const placeholderToken = "INSTALL-TOKEN"
 
-func colorFor(w io.Writer) palette {
-	f, ok := w.(*os.File)
-	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
-		return palette{}
+func newRenderCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "render --node NAME",
+		Short: "Print what a node's rebuild would be served: iPXE script, install config, network config",
+		Long: `Render prints, for one node, exactly what the netboot server hands it during a
+rebuild: the iPXE script (kernel, initrd, command line), the install
+configuration for its image's installer (autoinstall/cloud-init, kickstart or
+preseed) and its network configuration (netplan v2), all derived from the
+site alone. The install token is shown as ` + placeholderToken + `: the running
+server mints a single-use one per rebuild.`,
+		Args: noArgs,
 	}
-	st, err := f.Stat()
-	if err != nil || st.Mode()&os.ModeCharDevice == 0 {
-		return palette{}
+	site := addSiteFlags(c)
+	node := c.Flags().String("node", "", "the node to render (required)")
+	baseURL := c.Flags().String("netboot-url", "http://netboot.invalid:8080", "the netboot server's base URL as nodes reach it")
+	file := c.Flags().String("file", "", "print only this file (script, network-config, user-data, ks.cfg, ...)")
+	out := addOutputFlag(c, "text", "json")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if *node == "" {
+			return fmt.Errorf("%s: --node is required", c.CommandPath())
+		}
+		s, err := site.loadValid(c.Context())
+		if err != nil {
+			return err
+		}
+		n := s.Node(*node)
+		if n == nil {
+			return fmt.Errorf("%s: node %q is not in the site", c.CommandPath(), *node)
+		}
+		r, err := boot.Render(s, n, *baseURL, placeholderToken)
+		if err != nil {
+			return failure(err)
+		}
+		w := c.OutOrStdout()
+		if *file != "" {
+			switch body, ok := r.Files[*file]; {
+			case *file == "script":
+				fmt.Fprint(w, r.Script)
+			case ok:
+				fmt.Fprint(w, body)
+			default:
+				return fmt.Errorf("%s: %s has no file %q (it has: script, %v)", c.CommandPath(), *node, *file, slices.Sorted(mapKeys(r.Files)))
+			}
+			return nil
+		}
+		if out.value == "json" {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(r); err != nil {
+				return failure(err)
+			}
+			return nil
+		}
+		fmt.Fprintf(w, "# node %s, build %s, installer %s\n\n==> iPXE script (GET /ipxe/MAC)\n%s\n", r.Node, r.BuildID, r.Installer, r.Script)
+		for _, name := range slices.Sorted(mapKeys(r.Files)) {
+			fmt.Fprintf(w, "==> %s (GET /install/%s/%s/%s)\n%s\n", name, r.Node, placeholderToken, name, r.Files[name])
+		}
+		return nil
 	}
-	return palette{add: "\x1b[32m", change: "\x1b[33m", del: "\x1b[31m", warn: "\x1b[35m", reset: "\x1b[0m"}
+	return c
 }
 
-const changesPerZone = 100
-
-func rdata(s *reconcile.RRset) string {
-	return fmt.Sprintf("%d %s", s.TTL, strings.Join(s.Data, ", "))
-}
-
-// changeLine renders one change as "+ name TYPE ttl data" (or old → new).
-func changeLine(c reconcile.RRsetChange) (sign, line string) {
-	switch c.Op {
-	case reconcile.OpCreate:
-		return "+", fmt.Sprintf("%s %s %s", c.New.Name, c.New.Type, rdata(c.New))
-	case reconcile.OpDelete:
-		return "-", fmt.Sprintf("%s %s %s", c.Old.Name, c.Old.Type, rdata(c.Old))
-	default:
-		return "~", fmt.Sprintf("%s %s %s → %s", c.New.Name, c.New.Type, rdata(c.Old), rdata(c.New))
-	}
-}
-
-// writeChangeLines prints a zone's changes as +/~/- lines, coloured on a
-// terminal, at most changesPerZone unless full.
-func writeChangeLines(w io.Writer, changes []reconcile.RRsetChange, full bool, pal palette) {
-	for i, ch := range changes {
-		if i == changesPerZone && !full {
-			fmt.Fprintf(w, "    … and %d more (--full or -o json shows all)\n", len(changes)-i)
-			return
-		}
-		sign, line := changeLine(ch)
-		col := map[string]string{"+": pal.add, "~": pal.change, "-": pal.del}[sign]
-		fmt.Fprintf(w, "  %s%s %s%s\n", col, sign, line, pal.reset)
-	}
-}
-
-// writeChangeDiff prints a zone's changes as the lines of a ```diff block
-// (GitHub colours + and -, and ! as a change).
-func writeChangeDiff(w io.Writer, changes []reconcile.RRsetChange, full bool) {
-	for i, ch := range changes {
-		if i == changesPerZone && !full {
-			fmt.Fprintf(w, "# … and %d more\n", len(changes)-i)
-			return
-		}
-		sign, line := changeLine(ch)
-		if sign == "~" {
-			sign = "!"
-		}
-		fmt.Fprintf(w, "%s %s\n", sign, line)
-	}
-}
-
-func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
-	d := p.DNS
-	if d.Interrupted != nil {
-		fmt.Fprintf(w, "%san apply started %s did not finish (%d zone(s) pending); this plan completes it%s\n\n",
-			pal.warn, d.Interrupted.Started.Format("2006-01-02 15:04:05Z"), len(d.Interrupted.Pending), pal.reset)
-	}
-	for _, z := range d.Zones {
-		if len(z.Changes)+len(z.Conflicts)+len(z.Adopt) == 0 {
-			continue
-		}
-		c, u, del := z.Counts()
-		fmt.Fprintf(w, "dns %s zone %s: %d to add, %d to change, %d to delete\n", z.Target, z.Zone, c, u, del)
-		writeChangeLines(w, z.Changes, full, pal)
-		for _, k := range z.Adopt {
-			fmt.Fprintf(w, "  = %s (already as declared; anneal takes ownership)\n", k)
-		}
-		for _, cf := range z.Conflicts {
-			fmt.Fprintf(w, "  %s! %s: conflict, left alone: %s%s\n", pal.warn, cf.Key, cf.Reason, pal.reset)
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
 		}
 	}
-	for _, f := range d.Failures {
-		where := f.Target
-		if f.Zone != "" {
-			where += " zone " + f.Zone
-		}
-		fmt.Fprintf(w, "%serror: dns %s: %s%s\n", pal.del, where, f.Error, pal.reset)
-	}
-	for _, f := range d.Findings {
-		fmt.Fprintf(w, "%swarning: dns %s: %s: %s%s\n", pal.warn, f.Target, f.Kind, f.Detail, pal.reset)
-	}
-	for _, m := range d.MassDelete {
-		if m.Exceeded {
-			fmt.Fprintf(w, "%swarning: dns %s: %d of %d owned RRsets deleted (%d%%) exceeds dnsMassDeletePercent %d%%: apply needs --allow-mass-delete%s\n",
-				pal.warn, m.Target, m.Deletes, m.Owned, m.Percent, m.Limit, pal.reset)
-		}
-	}
-	creates, updates, deletes, conflicts := p.Counts()
-	if !p.HasChanges() && !p.HasFailures() {
-		fmt.Fprintf(w, "No changes: the live DNS matches site %q on %s.\n", p.Site, plural(len(d.MassDelete), "target"))
-		return
-	}
-	fmt.Fprintf(w, "Plan: %d to add, %d to change, %d to delete, %s, %s.\n", creates, updates, deletes, plural(conflicts, "conflict"), plural(len(d.Failures), "failure"))
-}
-
-func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {
-	creates, updates, deletes, conflicts := p.Counts()
-	d := p.DNS
-	switch {
-	case p.HasFailures():
-		fmt.Fprintf(w, "### anneal plan for `%s`: failed to read %s\n\n", p.Site, plural(len(d.Failures), "target"))
-	case !p.HasChanges():
-		fmt.Fprintf(w, "### anneal plan for `%s`: no changes\n\nThe live DNS matches the site.\n", p.Site)
-		return
-	default:
-		fmt.Fprintf(w, "### anneal plan for `%s`: %d to add, %d to change, %d to delete, %s\n\n", p.Site, creates, updates, deletes, plural(conflicts, "conflict"))
-	}
-	fmt.Fprintln(w, "| target | zone | add | change | delete | conflicts |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
-	for _, z := range d.Zones {
-		c, u, del := z.Counts()
-		if c+u+del+len(z.Conflicts) == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "| %s | `%s` | %d | %d | %d | %d |\n", z.Target, z.Zone, c, u, del, len(z.Conflicts))
-	}
-	for _, z := range d.Zones {
-		if len(z.Changes)+len(z.Conflicts) == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "\n<details><summary>%s <code>%s</code></summary>\n\n```diff\n", z.Target, z.Zone)
-		writeChangeDiff(w, z.Changes, full)
-		for _, cf := range z.Conflicts {
-			fmt.Fprintf(w, "# conflict, left alone: %s: %s\n", cf.Key, cf.Reason)
-		}
-		fmt.Fprintln(w, "```\n\n</details>")
-	}
-	if len(d.Failures)+len(d.Findings) > 0 {
-		fmt.Fprintln(w)
-	}
-	for _, f := range d.Failures {
-		fmt.Fprintf(w, "- **error** %s %s: %s\n", f.Target, f.Zone, f.Error)
-	}
-	for _, f := range d.Findings {
-		fmt.Fprintf(w, "- warning %s: %s: %s\n", f.Target, f.Kind, f.Detail)
-	}
-	for _, m := range d.MassDelete {
-		if m.Exceeded {
-			fmt.Fprintf(w, "- **mass delete**: %s would delete %d of %d owned RRsets (%d%% > %d%%)\n", m.Target, m.Deletes, m.Owned, m.Percent, m.Limit)
-		}
-	}
-}
-
-// progress shows an apply as it goes: one line rewritten in place on a
-// terminal, a plain line per finished batch otherwise (logs, CI).
-type progress struct {
-	mu     sync.Mutex
-	w      io.Writer
-	tty    bool
-	total  int
-	zones  int
-	done   map[string]int
-	failed int
-	start  time.Time
-}
-
-func newProgress(w io.Writer, plan *reconcile.DNSPlan) *progress {
-	p := &progress{w: w, tty: colorFor(w) != palette{}, done: map[string]int{}, start: time.Now()}
-	for _, z := range plan.Zones {
-		if n := len(z.Changes) + len(z.Adopt); n > 0 {
-			p.total += n
-			p.zones++
-		}
-	}
-	return p
-}
-
-func (p *progress) update(r reconcile.ZoneResult) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done[r.Target+"/"+r.Zone] = r.Created + r.Updated + r.Deleted + r.Adopted
-	if r.Error != "" {
-		p.failed++
-	}
-	sum := 0
-	for _, n := range p.done {
-		sum += n
-	}
-	if !p.tty {
-		status := "ok"
-		if r.Error != "" {
-			status = "FAILED: " + r.Error
-		}
-		fmt.Fprintf(p.w, "applied dns %s zone %s: +%d ~%d -%d =%d: %s\n", r.Target, r.Zone, r.Created, r.Updated, r.Deleted, r.Adopted, status)
-		return
-	}
-	fmt.Fprintf(p.w, "\r\x1b[Kapplying: %d/%d RRsets, %d/%d zones touched, %d failed, %s", sum, p.total, len(p.done), p.zones, p.failed, time.Since(p.start).Round(100*time.Millisecond))
-}
-
-func (p *progress) finish() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty && len(p.done) > 0 {
-		fmt.Fprintln(p.w)
-	}
-}
-
-func renderResult(w io.Writer, res *reconcile.DNSResult) {
-	var c, u, d, failed int
-	for _, z := range res.Zones {
-		c += z.Created
-		u += z.Updated
-		d += z.Deleted
-		if z.Error != "" {
-			failed++
-			fmt.Fprintf(w, "error: dns %s zone %s: %s\n", z.Target, z.Zone, z.Error)
-		}
-	}
-	fmt.Fprintf(w, "Apply: %d added, %d changed, %d deleted; %s failed.\n", c, u, d, plural(failed, "zone"))
 }
