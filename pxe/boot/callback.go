@@ -1,0 +1,159 @@
+package boot
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/anneal-dev/anneal/reconcile"
+)
+
+// maxReportBody bounds a report's body.
+const maxReportBody = 1 << 20
+
+// installedRequest is the body of POST /api/v1/nodes/{node}/installed.
+type installedRequest struct {
+	Token   string          `json:"token"`
+	BuildID string          `json:"buildId"`
+	Facts   reconcile.Facts `json:"facts"`
+}
+
+// factsRequest is the body of POST /api/v1/nodes/{node}/facts.
+type factsRequest struct {
+	BuildID string          `json:"buildId"`
+	Facts   reconcile.Facts `json:"facts"`
+}
+
+var buildIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+// Refusals decided inside UpdateNode; the record is left as it was.
+var (
+	errTokenUsed       = refuse(http.StatusForbidden, "install token was used or superseded", nil)
+	errTokenOtherBuild = refuse(http.StatusForbidden, "install token is for another build", nil)
+)
+
+// handleInstalled answers the install callback: it verifies the single-use
+// install token, consumes its nonce and records the node installed (or
+// failed, when it installed another build than the one armed), in one
+// NodeStore update.
+func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
+	name, now := r.PathValue("node"), s.now()
+	var req installedRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, "install callback", name, err)
+		return
+	}
+	c, err := s.checkToken(name, req.Token, now)
+	if err != nil {
+		s.fail(w, r, "install callback", name, err)
+		return
+	}
+	if !buildIDChars.MatchString(req.BuildID) {
+		s.fail(w, r, "install callback", name, refuse(http.StatusBadRequest, "buildId missing or not a build id", nil))
+		return
+	}
+	if _, _, err := s.siteNode(name); err != nil {
+		s.fail(w, r, "install callback", name, err)
+		return
+	}
+	var mismatch string
+	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+		mismatch = "" // fn may run more than once
+		switch {
+		case rec.Nonce == "" || subtle.ConstantTimeCompare([]byte(rec.Nonce), []byte(c.Nonce)) != 1:
+			return errTokenUsed
+		case rec.Target != c.Build:
+			return errTokenOtherBuild
+		}
+		facts := req.Facts
+		rec.Nonce = "" // single use
+		rec.Since, rec.Facts, rec.FactsAt = now, &facts, now
+		if req.BuildID != rec.Target {
+			mismatch = fmt.Sprintf("installed build %s, expected %s", req.BuildID, rec.Target)
+			rec.State, rec.Reason = reconcile.NodeFailed, mismatch
+			return nil
+		}
+		rec.State, rec.Reason = reconcile.NodeInstalled, ""
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errTokenUsed) && !errors.Is(err, errTokenOtherBuild) {
+			err = fmt.Errorf("update node record: %w", err)
+		}
+		s.fail(w, r, "install callback", name, err)
+		return
+	}
+	s.report(reconcile.Report{Node: name, Kind: reconcile.ReportInstalled, BuildID: req.BuildID, Facts: req.Facts, Time: now})
+	if mismatch != "" {
+		s.fail(w, r, "install callback", name, refuse(http.StatusConflict, mismatch, nil))
+		return
+	}
+	s.log().Info("boot: node installed", "node", name, "build", req.BuildID, "remote", remoteHost(r))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleFacts stores an agent's periodic facts.
+func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
+	name, now := r.PathValue("node"), s.now()
+	if !checkAgentToken(s.Key, name, bearer(r)) {
+		s.fail(w, r, "agent facts", name, refuse(http.StatusForbidden, "invalid agent token", nil))
+		return
+	}
+	if _, _, err := s.siteNode(name); err != nil {
+		s.fail(w, r, "agent facts", name, err)
+		return
+	}
+	var req factsRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, "agent facts", name, err)
+		return
+	}
+	if req.BuildID != "" && !buildIDChars.MatchString(req.BuildID) {
+		s.fail(w, r, "agent facts", name, refuse(http.StatusBadRequest, "buildId is not a build id", nil))
+		return
+	}
+	err := s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+		facts := req.Facts
+		rec.Facts, rec.FactsAt = &facts, now
+		return nil
+	})
+	if err != nil {
+		s.fail(w, r, "agent facts", name, fmt.Errorf("update node record: %w", err))
+		return
+	}
+	s.report(reconcile.Report{Node: name, Kind: reconcile.ReportAgent, BuildID: req.BuildID, Facts: req.Facts, Time: now})
+	s.log().Debug("boot: agent facts", "node", name, "build", req.BuildID, "remote", remoteHost(r))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) report(rep reconcile.Report) {
+	if s.OnReport != nil {
+		s.OnReport(rep)
+	}
+}
+
+// bearer is the token of an "Authorization: Bearer TOKEN" header, or "".
+func bearer(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// decodeBody reads a JSON body of at most maxReportBody bytes.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxReportBody))
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return refuse(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxReportBody), nil)
+		}
+		return refuse(http.StatusBadRequest, "body is not the expected JSON", err)
+	}
+	return nil
+}

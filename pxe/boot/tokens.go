@@ -1,0 +1,126 @@
+package boot
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Token errors, tested with errors.Is. Their messages never contain the
+// token.
+var (
+	ErrMalformedToken = errors.New("malformed token")
+	ErrBadSignature   = errors.New("bad token signature")
+	ErrTokenExpired   = errors.New("token expired")
+	ErrNoKey          = errors.New("no token key configured")
+)
+
+// maxTokenLen bounds the work done on a presented token.
+const maxTokenLen = 1024
+
+// InstallClaims is what an install token vouches for: one install of one
+// build on one node, valid until Expires and only while the node's record
+// still holds Nonce.
+type InstallClaims struct {
+	Node    string    `json:"node"`
+	Build   string    `json:"build"`
+	Nonce   string    `json:"nonce"`
+	Expires time.Time `json:"expires"`
+}
+
+// tokenPayload is the signed part of an install token; keys are short
+// because the token travels on the kernel command line.
+type tokenPayload struct {
+	Node    string `json:"n"`
+	Build   string `json:"b"`
+	Nonce   string `json:"o"`
+	Expires int64  `json:"e"` // unix seconds
+}
+
+var b64 = base64.RawURLEncoding
+
+// MintInstallToken returns base64url(payload) "." base64url(HMAC-SHA256(key,
+// payload)), the payload carrying node, build id, nonce and expiry (unix
+// seconds). It panics on an empty key: a token signed with no key would be
+// forgeable by anyone.
+func MintInstallToken(key []byte, node, build, nonce string, expires time.Time) string {
+	if len(key) == 0 {
+		panic("boot: MintInstallToken with an empty key")
+	}
+	payload, err := json.Marshal(tokenPayload{Node: node, Build: build, Nonce: nonce, Expires: expires.Unix()})
+	if err != nil {
+		panic("boot: token payload does not marshal: " + err.Error()) // strings and an int always marshal
+	}
+	return b64.EncodeToString(payload) + "." + b64.EncodeToString(sign(key, payload))
+}
+
+// CheckInstallToken verifies an install token's signature (in constant
+// time) and expiry and returns its claims. Errors wrap ErrMalformedToken,
+// ErrBadSignature, ErrTokenExpired or ErrNoKey. It does not check the claims
+// against a node record: the caller compares node, nonce and build.
+func CheckInstallToken(key []byte, token string, now time.Time) (InstallClaims, error) {
+	if len(key) == 0 {
+		return InstallClaims{}, fmt.Errorf("install token: %w", ErrNoKey)
+	}
+	if len(token) > maxTokenLen {
+		return InstallClaims{}, fmt.Errorf("install token: %w: longer than %d bytes", ErrMalformedToken, maxTokenLen)
+	}
+	enc, encSig, ok := strings.Cut(token, ".")
+	if !ok || enc == "" || encSig == "" || strings.Contains(encSig, ".") {
+		return InstallClaims{}, fmt.Errorf("install token: %w: want payload.signature", ErrMalformedToken)
+	}
+	payload, err := b64.DecodeString(enc)
+	if err != nil {
+		return InstallClaims{}, fmt.Errorf("install token: %w: payload is not base64url", ErrMalformedToken)
+	}
+	sig, err := b64.DecodeString(encSig)
+	if err != nil {
+		return InstallClaims{}, fmt.Errorf("install token: %w: signature is not base64url", ErrMalformedToken)
+	}
+	if !hmac.Equal(sig, sign(key, payload)) {
+		return InstallClaims{}, fmt.Errorf("install token: %w", ErrBadSignature)
+	}
+	var p tokenPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return InstallClaims{}, fmt.Errorf("install token: %w: payload is not JSON", ErrMalformedToken)
+	}
+	if p.Node == "" || p.Build == "" || p.Nonce == "" {
+		return InstallClaims{}, fmt.Errorf("install token: %w: node, build or nonce missing", ErrMalformedToken)
+	}
+	c := InstallClaims{Node: p.Node, Build: p.Build, Nonce: p.Nonce, Expires: time.Unix(p.Expires, 0).UTC()}
+	if !now.Before(c.Expires) {
+		return InstallClaims{}, fmt.Errorf("install token for %s: %w at %s", c.Node, ErrTokenExpired, c.Expires.Format(time.RFC3339))
+	}
+	return c, nil
+}
+
+// AgentToken is the bearer token of node's `anneal agent`: hex
+// HMAC-SHA256(key, "agent\x00"+node). It does not expire; changing the key
+// revokes every agent token.
+func AgentToken(key []byte, node string) string {
+	if len(key) == 0 {
+		panic("boot: AgentToken with an empty key")
+	}
+	return hex.EncodeToString(sign(key, []byte("agent\x00"+node)))
+}
+
+// checkAgentToken compares a presented agent token in constant time.
+func checkAgentToken(key []byte, node, got string) bool {
+	if len(key) == 0 || got == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(AgentToken(key, node)), []byte(got)) == 1
+}
+
+func sign(key, msg []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
+	return m.Sum(nil)
+}
