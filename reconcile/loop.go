@@ -82,6 +82,8 @@ type RolloutStatus struct {
 	Running bool `json:"running"`
 	Done    int  `json:"done"`
 	Total   int  `json:"total"`
+	// Canaries are the rollout's canary nodes.
+	Canaries []string `json:"canaries,omitempty"`
 }
 
 // StatusStore keeps the reconciler's status across restarts.
@@ -524,7 +526,13 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 			return FailApply, fmt.Errorf("the rollout of %s halted (%s); retry the failed nodes (anneal nodes retry NAME, or POST /api/v1/nodes/NAME/retry) or push a fix", rev, ro.Halted)
 		}
 		t0 := time.Now()
-		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds)}
+		var canaries []string
+		for _, n := range rp.Rebuilds {
+			if n.Canary {
+				canaries = append(canaries, n.Node)
+			}
+		}
+		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds), Canaries: canaries}
 		r.setRollout(live)
 		ro := &Rollout{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, PollInterval: rb.PollInterval, Log: r.Log,
 			BMC:     func(n *schema.Node) (BMC, error) { return rb.BMC(site, n) },
@@ -544,7 +552,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		res, err := ro.Run(ctx, rp)
 		st.Steps["rollout"] = time.Since(t0).Seconds()
 		if res != nil {
-			st.Rollout = &RolloutStatus{Revision: rev, RolloutResult: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds)}
+			st.Rollout = &RolloutStatus{Revision: rev, RolloutResult: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
 		}
 		if err != nil {
 			return FailApply, fmt.Errorf("rollout of %s: %w", rev, err)

@@ -110,12 +110,58 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 				pal.warn, m.Target, m.Deletes, m.Owned, m.Percent, m.Limit, pal.reset)
 		}
 	}
+	renderRebuilds(w, p.Rebuilds, pal)
 	creates, updates, deletes, conflicts := p.Counts()
 	if !p.HasChanges() && !p.HasFailures() {
-		fmt.Fprintf(w, "No changes: the live DNS matches site %q on %s.\n", p.Site, plural(len(d.MassDelete), "target"))
+		fleet := ""
+		if p.Rebuilds != nil {
+			fleet = " and every node runs its build"
+		}
+		fmt.Fprintf(w, "No changes: the live DNS matches site %q on %s%s.\n", p.Site, plural(len(d.MassDelete), "target"), fleet)
 		return
 	}
-	fmt.Fprintf(w, "Plan: %d to add, %d to change, %d to delete, %s, %s.\n", creates, updates, deletes, plural(conflicts, "conflict"), plural(len(d.Failures), "failure"))
+	fmt.Fprintf(w, "Plan: %d to add, %d to change, %d to delete, %s, %s", creates, updates, deletes, plural(conflicts, "conflict"), plural(len(d.Failures), "failure"))
+	if rp := p.Rebuilds; rp != nil {
+		fmt.Fprintf(w, "; %s to rebuild, %d to decommission, %d held", plural(len(rp.Rebuilds), "node"), len(rp.Decommission), len(rp.Held))
+	}
+	fmt.Fprintln(w, ".")
+}
+
+// renderRebuilds prints the rebuild layer: each node, why, and the field
+// diff of its build.
+func renderRebuilds(w io.Writer, rp *reconcile.RebuildPlan, pal palette) {
+	if rp == nil {
+		return
+	}
+	for _, r := range rp.Rebuilds {
+		tag := ""
+		switch {
+		case r.Canary:
+			tag = " (canary)"
+		case r.Resume:
+			tag = " (installing: resumed)"
+		}
+		from := r.From
+		if from == "" {
+			from = "never built"
+		}
+		fmt.Fprintf(w, "%s~ rebuild %s%s%s [%s/%s]: %s → %s: %s\n", pal.change, r.Node, tag, pal.reset, r.Region, r.Rack, from, r.To, reasonsText(r.Reasons))
+		for _, c := range r.Changes {
+			fmt.Fprintf(w, "    %s\n", c)
+		}
+		for _, d := range r.Drift {
+			fmt.Fprintf(w, "    live: %s\n", d)
+		}
+	}
+	for _, n := range rp.Decommission {
+		fmt.Fprintf(w, "%s- decommission %s%s: leave groups, power off, remove netboot and DNS names\n", pal.del, n, pal.reset)
+	}
+	for _, h := range rp.Held {
+		fmt.Fprintf(w, "%s! held %s%s: %s\n", pal.warn, h.Node, pal.reset, h.Reason)
+	}
+	for _, f := range rp.Firmware {
+		fmt.Fprintf(w, "%swarning: firmware on %s: BIOS %q BMC %q, profile wants BIOS %q BMC %q%s\n", pal.warn, f.Node, f.Found.BIOS, f.Found.BMC, f.Want.BIOS, f.Want.BMC, pal.reset)
+	}
 }
 
 func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {

@@ -54,6 +54,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
 	trustFile := c.Flags().String("verify-signatures", "", "apply only commits signed by a key in this file: an armored OpenPGP keyring or an SSH allowed-signers file")
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
+	netboot := addNetbootFlags(c)
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -78,14 +79,23 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 				return failure(err)
 			}
 		}
-		st, err := state.open(&schema.Site{Config: &schema.SiteConfig{Meta: schema.Meta{Name: name}}})
+		named := &schema.Site{Config: &schema.SiteConfig{Meta: schema.Meta{Name: name}}}
+		st, err := state.open(named)
 		if err != nil {
 			return failure(err)
 		}
 		defer st.Close()
+		statePath, _ := state.file(named)
 		m := newMetrics()
 		r := &reconcile.Reconciler{Source: src, Targets: dnsTargets, State: st, Mode: reconcile.Mode(mode.value),
 			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.observe}
+		stopNetboot, err := netboot.start(ctx, r, st, statePath, log)
+		if err != nil {
+			return failure(err)
+		}
+		if stopNetboot != nil {
+			defer stopNetboot(context.WithoutCancel(ctx))
+		}
 		ln, err := net.Listen("tcp", *listen)
 		if err != nil {
 			return failure(fmt.Errorf("listen: %w", err))

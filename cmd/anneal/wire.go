@@ -56,17 +56,25 @@ func addStateFlags(c *cobra.Command) *stateFlags {
 }
 
 func (f *stateFlags) open(site *schema.Site) (*bolt.Store, error) {
-	path := f.path
-	if path == "" {
-		base := os.Getenv("XDG_STATE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return nil, fmt.Errorf("no --state and no home directory: %w", err)
-			}
-			base = filepath.Join(home, ".local", "state")
-		}
-		path = filepath.Join(base, "anneal", site.Config.Name+".db")
+	path, err := f.file(site)
+	if err != nil {
+		return nil, err
 	}
 	return bolt.Open(path, 5*time.Second)
+}
+
+// file is the state file's path.
+func (f *stateFlags) file(site *schema.Site) (string, error) {
+	if f.path != "" {
+		return f.path, nil
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no --state and no home directory: %w", err)
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "anneal", site.Config.Name+".db"), nil
 }

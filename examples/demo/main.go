@@ -115,10 +115,7 @@ func run(ctx context.Context, bin, site string, keep bool) error {
 	if err := d.anneal(ctx, "status", "--server", d.api, "--wait", revA, "--timeout", "60s"); err != nil {
 		return err
 	}
-	step("the drift report: nothing left to do")
-	if err := d.anneal(ctx, "status", "--server", d.api); err != nil {
-		return err
-	}
+	step("the fleet: every active node verified on its desired build (e2n03 is in maintenance)")
 	if err := d.anneal(ctx, "nodes", "--site", d.repo, "--server", d.api); err != nil {
 		return err
 	}
@@ -144,9 +141,6 @@ func run(ctx context.Context, bin, site string, keep bool) error {
 		return err
 	}
 	if err := d.anneal(ctx, "status", "--server", d.api, "--wait", revC, "--timeout", "60s"); err != nil {
-		return err
-	}
-	if err := d.anneal(ctx, "status", "--server", d.api); err != nil {
 		return err
 	}
 	step(fmt.Sprintf("done in %s; stopping serve and the lab", time.Since(start).Round(100*time.Millisecond)))
@@ -231,16 +225,28 @@ func (d *demo) revert(rev string) (string, error) {
 	return d.commit(fmt.Sprintf("Revert %q\n\nThis reverts commit %s.", strings.SplitN(c.Message, "\n", 2)[0], rev))
 }
 
-var hardwareLine = regexp.MustCompile(`(?m)^hardwareProfile: .*$`)
+var (
+	hardwareLine = regexp.MustCompile(`(?m)^hardwareProfile: .*$`)
+	patchSetLine = regexp.MustCompile(`(?m)^patchSet: .*$`)
+)
 
-// bumpRack sets the patch set of every node in a rack file.
+// bumpRack sets the patch set of every node in a rack file: it replaces a
+// node's patchSet line, or adds one after its hardwareProfile.
 func bumpRack(file, patchSet string) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	out := hardwareLine.ReplaceAllStringFunc(string(data), func(l string) string { return l + "\npatchSet: \"" + patchSet + "\"" })
-	return os.WriteFile(file, []byte(out), 0o644)
+	line := "patchSet: \"" + patchSet + "\""
+	docs := strings.Split(string(data), "\n---\n")
+	for i, doc := range docs {
+		if patchSetLine.MatchString(doc) {
+			docs[i] = patchSetLine.ReplaceAllString(doc, line)
+		} else {
+			docs[i] = hardwareLine.ReplaceAllStringFunc(doc, func(l string) string { return l + "\n" + line })
+		}
+	}
+	return os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o644)
 }
 
 func freeAddr() string {

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/anneal-dev/anneal/providers/lab"
+	"github.com/anneal-dev/anneal/providers/lab/labdns"
+	"github.com/anneal-dev/anneal/providers/secret"
+	"github.com/spf13/cobra"
+)
+
+func newLabCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a simulated fleet for a site on loopback: virtual Redfish BMCs and nodes, DNS servers",
+		Long: `Lab stands up, on loopback, what anneal meets in a data center for the site:
+a virtual BMC per node speaking Redfish (one HTTPS listener, routed by each
+node's BMC address), virtual nodes that netboot against anneal's netboot
+server when power-cycled with a one-time PXE boot (script, install config,
+install callback, then agent reports), and an authoritative DNS server for
+each DNS target of the site (RFC 2136 with the site's TSIG key, or the
+PowerDNS API subset anneal uses) on the target's own address.
+
+The site is used unchanged; secrets resolve from the same references as for
+anneal serve. Run anneal serve --netboot-listen ADDR --lab DIR against it:
+serve reaches every BMC address through the lab. State (DNS zones, node
+disks) lives in --dir and survives a restart.
+
+Faults (--faults FILE, or PUT /lab/v1/faults on the control API): BMC
+timeouts, installs that fail, slow boots, firmware drift; a DNS server goes
+away with PUT /lab/v1/dns/TARGET {"down": true}.`,
+		Args: noArgs,
+	}
+	site := addSiteFlags(c)
+	dir := c.Flags().String("dir", "", "lab state directory (required); lab.json there tells anneal serve --lab where the lab listens")
+	bootURL := c.Flags().String("boot-url", "http://127.0.0.1:8082", "anneal serve's netboot URL (its --netboot-listen)")
+	bmcListen := c.Flags().String("bmc-listen", "127.0.0.1:0", "the virtual BMCs' HTTPS address")
+	control := c.Flags().String("control", "127.0.0.1:0", "the lab's control API address")
+	faultsFile := c.Flags().String("faults", "", "faults at start (YAML or JSON)")
+	bootDelay := c.Flags().Duration("boot-delay", time.Second, "how long a virtual node takes to boot")
+	agentInterval := c.Flags().Duration("agent-interval", 10*time.Second, "how often installed nodes report facts (0: never)")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		ctx := c.Context()
+		if *dir == "" {
+			return fmt.Errorf("%s: --dir is required", c.CommandPath())
+		}
+		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		s, err := site.loadValid(ctx)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(*dir, 0o755); err != nil {
+			return failure(err)
+		}
+		var faults lab.Faults
+		if *faultsFile != "" {
+			if faults, err = lab.LoadFaults(*faultsFile); err != nil {
+				return failure(err)
+			}
+		}
+		if faults.BootDelay == 0 {
+			faults.BootDelay = lab.Duration(*bootDelay)
+		}
+		resolve := secret.Resolver{}.Resolve
+		// The DNS servers first: anneal's first reconcile writes to them.
+		dnsServers := map[string]*labdns.Server{}
+		if s.DNS != nil {
+			for _, t := range s.DNS.Targets {
+				srv, err := labdns.FromSite(s, t, resolve, filepath.Join(*dir, "dns", t.Name), log.With("dns", t.Name))
+				if err != nil {
+					return failure(fmt.Errorf("dns target %s: %w", t.Name, err))
+				}
+				if err := srv.Start(ctx); err != nil {
+					return failure(fmt.Errorf("dns target %s: %w", t.Name, err))
+				}
+				defer srv.Close()
+				dnsServers[t.Name] = srv
+				log.Info("lab dns", "target", t.Name, "dns", srv.DNSAddr(), "api", srv.APIURL(), "zones", len(srv.Zones()))
+			}
+		}
+		fleet, err := lab.New(lab.Config{Site: s, Resolve: resolve, Listen: *bmcListen, BootURL: *bootURL,
+			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet")})
+		if err != nil {
+			return failure(err)
+		}
+		ln, err := net.Listen("tcp", *control)
+		if err != nil {
+			return failure(fmt.Errorf("control listen: %w", err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/lab/v1/", fleet.ControlHandler())
+		mux.HandleFunc("GET /lab/v1/dns/{target}", func(w http.ResponseWriter, r *http.Request) {
+			srv := dnsServers[r.PathValue("target")]
+			if srv == nil {
+				http.Error(w, "no such DNS target", http.StatusNotFound)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(map[string]bool{"down": srv.Down()})
+		})
+		mux.HandleFunc("PUT /lab/v1/dns/{target}", func(w http.ResponseWriter, r *http.Request) {
+			srv := dnsServers[r.PathValue("target")]
+			var body struct {
+				Down bool `json:"down"`
+			}
+			if srv == nil {
+				http.Error(w, "no such DNS target", http.StatusNotFound)
+				return
+			}
+			if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+				http.Error(w, "want {\"down\": true|false}", http.StatusBadRequest)
+				return
+			}
+			if err := srv.SetDown(body.Down); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			log.Info("lab: dns target", "target", r.PathValue("target"), "down", body.Down)
+			_ = json.NewEncoder(w).Encode(map[string]bool{"down": body.Down})
+		})
+		ctl := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := ctl.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("lab control", "err", err)
+			}
+		}()
+		defer ctl.Close()
+		endpoints := labEndpoints{Redfish: fleet.Addr(), Control: "http://" + ln.Addr().String(), PID: os.Getpid()}
+		data, _ := json.MarshalIndent(endpoints, "", "  ")
+		tmp := filepath.Join(*dir, "lab.json.tmp")
+		if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+			return failure(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(*dir, "lab.json")); err != nil {
+			return failure(err)
+		}
+		defer os.Remove(filepath.Join(*dir, "lab.json"))
+		log.Info("anneal lab", "site", s.Config.Name, "nodes", len(fleet.Nodes()), "bmc", fleet.Addr(), "control", endpoints.Control, "boot", *bootURL)
+		err = fleet.Serve(ctx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return failure(err)
+		}
+		log.Info("anneal lab stopped")
+		return nil
+	}
+	return c
+}

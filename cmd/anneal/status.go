@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/spf13/cobra"
+)
+
+func newStatusCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running anneal serve's status and drift; optionally wait for a revision to converge",
+		Long: `Status asks a running anneal serve for its status (applied and last good
+revisions, last error, the rollout in progress) and its last plan (the drift),
+and prints them. With --wait REV it follows the daemon until REV is applied,
+printing every node's state change as the rollout goes (canary, waves), and
+fails when the reconcile reports an error for REV or --timeout passes.`,
+		Args: noArgs,
+	}
+	server := c.Flags().String("server", "http://127.0.0.1:8080", "the anneal serve API")
+	wait := c.Flags().String("wait", "", "wait until this revision (a full commit hash) is applied")
+	timeout := c.Flags().Duration("timeout", 5*time.Minute, "give up waiting after this long")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		ctx := c.Context()
+		w := c.OutOrStdout()
+		if *wait != "" {
+			if err := waitApplied(c, *server, *wait, *timeout); err != nil {
+				return err
+			}
+		}
+		var st reconcile.Status
+		if err := apiCall(ctx, http.MethodGet, *server, "/api/v1/status", "", &st); err != nil {
+			return failure(err)
+		}
+		fmt.Fprintf(w, "applied revision:   %s\nlast good revision: %s\n", cmpOr(st.AppliedRevision, "(none)"), cmpOr(st.LastGoodRevision, "(none)"))
+		if st.LastError != "" {
+			fmt.Fprintf(w, "last error (%s): %s\n", st.LastErrorClass, st.LastError)
+		}
+		if ro := st.Rollout; ro != nil {
+			fmt.Fprintf(w, "last rollout (%s): %d verified, %d failed, %d not started", short(ro.Revision), len(ro.Verified), len(ro.Failed), len(ro.NotStarted))
+			if ro.Halted != "" {
+				fmt.Fprintf(w, "; halted: %s", ro.Halted)
+			}
+			fmt.Fprintln(w)
+		}
+		var plan reconcile.Plan
+		if err := apiCall(ctx, http.MethodGet, *server, "/api/v1/drift", "", &plan); err != nil {
+			return failure(err)
+		}
+		fmt.Fprintln(w, "\ndrift (the daemon's last plan):")
+		if plan.DNS != nil {
+			renderText(w, &plan, false, colorFor(w))
+		}
+		return nil
+	}
+	return c
+}
+
+func short(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}
+
+// waitApplied follows the daemon until rev is applied, printing node
+// state changes.
+func waitApplied(c *cobra.Command, server, rev string, timeout time.Duration) error {
+	ctx := c.Context()
+	w := c.OutOrStdout()
+	deadline := time.Now().Add(timeout)
+	seen := map[string]string{}
+	start := time.Now()
+	seeded := false
+	for {
+		var st reconcile.Status
+		err := apiCall(ctx, http.MethodGet, server, "/api/v1/status", "", &st)
+		if err == nil {
+			var canaries []string
+			if st.Rollout != nil && st.Rollout.Running {
+				canaries = st.Rollout.Canaries
+			}
+			// The first look only learns where nodes are; changes print.
+			printNodeChanges(c, w, server, seen, start, canaries, !seeded)
+			seeded = true
+			if st.AppliedRevision == rev && !(st.Rollout != nil && st.Rollout.Running) {
+				fmt.Fprintf(w, "%6.1fs  revision %s applied\n", time.Since(start).Seconds(), short(rev))
+				return nil
+			}
+			if st.LastAttemptedRevision == rev && st.LastError != "" && st.Reconciles > 0 && !strings.Contains(st.LastError, "not signed") {
+				if st.LastErrorClass == reconcile.FailInvalid || st.LastErrorClass == reconcile.FailApply {
+					printNodeChanges(c, w, server, seen, start, nil, false)
+					return failure(fmt.Errorf("revision %s: %s", short(rev), st.LastError))
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return failure(fmt.Errorf("revision %s not applied within %s (last: %v)", short(rev), timeout, err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// printNodeChanges prints each node whose live state changed since the
+// last call.
+func printNodeChanges(c *cobra.Command, w io.Writer, server string, seen map[string]string, start time.Time, canaries []string, quiet bool) {
+	var nodes []nodeView
+	if err := apiCall(c.Context(), http.MethodGet, server, "/api/v1/nodes", "", &nodes); err != nil {
+		return
+	}
+	slices.SortFunc(nodes, func(a, b nodeView) int { return strings.Compare(a.Name, b.Name) })
+	for _, n := range nodes {
+		if n.Live == nil {
+			continue
+		}
+		now := n.Live.State
+		if n.Live.State == string(reconcile.NodeVerified) {
+			now += " on build " + n.Live.BuildID
+		} else if n.Live.Target != "" {
+			now += " → build " + n.Live.Target
+		}
+		if n.Live.Reason != "" {
+			now += ": " + n.Live.Reason
+		}
+		if seen[n.Name] != now {
+			seen[n.Name] = now
+			if quiet {
+				continue
+			}
+			tag := ""
+			if slices.Contains(canaries, n.Name) {
+				tag = " (canary)"
+			}
+			fmt.Fprintf(w, "%6.1fs  %-6s %s%s\n", time.Since(start).Seconds(), n.Name, now, tag)
+		}
+	}
+}
