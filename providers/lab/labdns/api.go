@@ -173,7 +173,9 @@ func (s *Server) apiServer() apiServer {
 }
 
 func (s *Server) getConfig(w http.ResponseWriter, _ *http.Request) {
-	set := func(name, value string) configSetting { return configSetting{Name: name, Type: "ConfigSetting", Value: value} }
+	set := func(name, value string) configSetting {
+		return configSetting{Name: name, Type: "ConfigSetting", Value: value}
+	}
 	writeJSON(w, http.StatusOK, []configSetting{
 		set("allow-axfr-ips", "0.0.0.0/0,::/0"),
 		set("api", "yes"),

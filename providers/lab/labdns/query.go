@@ -75,10 +75,21 @@ func (s *Server) tsigError(w dns.ResponseWriter, req *dns.Msg, t *dns.TSIG, code
 	ts := m.IsTsig()
 	ts.Error = code
 	if code == dns.RcodeBadTime {
+		// Signed, with the server's time for the client to see.
 		ts.OtherLen = 6
 		ts.OtherData = fmt.Sprintf("%012x", now)
+		if err := w.WriteMsg(m); err != nil {
+			s.log.Debug("lab dns write", "err", err)
+		}
+		return
 	}
-	if err := w.WriteMsg(m); err != nil {
+	// Unsigned: packed here, since miekg/dns's signing would zero the
+	// time, which clients read as unsynchronized clocks.
+	buf, err := m.Pack()
+	if err == nil {
+		_, err = w.Write(buf)
+	}
+	if err != nil {
 		s.log.Debug("lab dns write", "err", err)
 	}
 }

@@ -421,7 +421,6 @@ func TestBadTSIG(t *testing.T) {
 			// The TSIG error the server answered with.
 			cfg := l.cfg.TSIG
 			k := &labdns.TSIGKey{Name: cfg.Name, Algorithm: "hmac-sha256", Secret: cfg.Secret}
-			tc.edit(&rfc2136.Config{})
 			switch tc.name {
 			case "wrong secret":
 				k.Secret = wrongSecret
