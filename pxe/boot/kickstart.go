@@ -2,13 +2,17 @@ package boot
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
 // Kickstart for anaconda (pykickstart; "network" reference:
 // pykickstart.readthedocs.io/en/latest/kickstart-docs.html#network).
-// Device names are the site's: the iPXE script passes dracut an
-// ifname=NAME:MAC argument per interface, so each name is bound to its MAC.
+// Device names are the site's, bound to MACs twice: the iPXE script passes
+// dracut an ifname=NAME:MAC argument per interface (the installer's names),
+// and --bindto=mac ties each ethernet's, bond's and bridge's connection in
+// the installed system to its (or its members') MAC. VLANs cannot take
+// --bindto; their parent carries it.
 
 // renderKickstart renders ks.cfg.
 func renderKickstart(in *install) (map[string]string, error) {
@@ -49,7 +53,7 @@ func renderKickstart(in *install) (map[string]string, error) {
 }
 
 // kickstartNetwork is one "network" line per configured device: addressed
-// ethernets, VLAN parents, bonds (--bondslaves, --bondopts), VLANs
+// ethernets and VLAN parents, bonds (--bondslaves, --bondopts), VLANs
 // (--device=LINK --vlanid --interfacename), bridges (--bridgeslaves,
 // --bridgeopts), then the host name. Bond and bridge members have no line
 // of their own: their master names them.
@@ -62,10 +66,10 @@ func kickstartNetwork(t *topology, hostname string) ([]string, error) {
 		opts := []string{"network"}
 		switch d.kind {
 		case devEther:
-			opts = append(opts, "--device="+d.name)
+			opts = append(opts, "--device="+d.name, "--bindto=mac")
 		case devBond:
 			opts = append(opts, "--device="+d.name, "--bondslaves="+strings.Join(d.members, ","),
-				fmt.Sprintf("--bondopts=mode=%s,miimon=%d", d.mode, bondMIIMonitor))
+				fmt.Sprintf("--bondopts=mode=%s,miimon=%d", d.mode, bondMIIMonitor), "--bindto=mac")
 		case devVLAN:
 			opts = append(opts, "--device="+d.link, fmt.Sprintf("--vlanid=%d", d.vlanID), "--interfacename="+d.name)
 		case devBridge:
@@ -74,6 +78,9 @@ func kickstartNetwork(t *topology, hostname string) ([]string, error) {
 				stp = "yes"
 			}
 			opts = append(opts, "--device="+d.name, "--bridgeslaves="+strings.Join(d.members, ","), "--bridgeopts=stp="+stp)
+			if !slices.ContainsFunc(d.members, func(m string) bool { return t.byName[m].kind != devEther }) {
+				opts = append(opts, "--bindto=mac")
+			}
 		}
 		addr, err := kickstartAddresses(t, d)
 		if err != nil {

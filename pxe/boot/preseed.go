@@ -35,11 +35,13 @@ func renderPreseed(in *install) (map[string]string, error) {
 	} else {
 		d("netcfg/no_default_route boolean true")
 	}
-	ns := make([]string, len(in.net.resolvers))
-	for i, r := range in.net.resolvers {
-		ns[i] = r.String()
+	if len(in.net.resolvers) > 0 {
+		ns := make([]string, len(in.net.resolvers))
+		for i, r := range in.net.resolvers {
+			ns[i] = r.String()
+		}
+		d("netcfg/get_nameservers string %s", strings.Join(ns, " "))
 	}
-	d("netcfg/get_nameservers string %s", strings.Join(ns, " "))
 	d("netcfg/confirm_static boolean true")
 	d("netcfg/get_hostname string %s", in.spec.Hostname)
 	d("netcfg/hostname string %s", in.spec.Hostname)
@@ -102,15 +104,16 @@ func ifupdownPackages(t *topology) []string {
 
 // renderInterfaces writes the build's network in interfaces(5) format
 // (ifupdown, with ifenslave's bond-*, vlan's vlan-raw-device and
-// bridge-utils' bridge_* options). Bond members have no stanza of their
-// own: bond-slaves brings them in.
+// bridge-utils' bridge_* options). Ethernet members of a bond or bridge have
+// no stanza of their own (bridge-utils-interfaces(5)); a VLAN or bond that
+// is a bridge port keeps its stanza, which creates it.
 func renderInterfaces(t *topology) string {
 	var b strings.Builder
 	b.WriteString("# anneal: the build's network (ifupdown)\n")
 	b.WriteString("auto lo\niface lo inet loopback\n")
 	for _, d := range t.devices {
-		if d.unused() || (d.kind == devEther && d.master != "" && t.byName[d.master].kind == devBond) {
-			continue
+		if d.unused() || (d.kind == devEther && d.master != "") {
+			continue // bond-slaves and bridge_ports bring their ethernets in
 		}
 		opts := []string{}
 		switch d.kind {

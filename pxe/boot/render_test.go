@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +58,7 @@ func TestRenderEveryInstaller(t *testing.T) {
 		{schema.InstallerPreseed, []string{"auto=true", "priority=critical", "url=" + testBase + "/install/NODE/" + testToken + "/preseed.cfg", "interface=eno1"},
 			[]string{FilePreseed, FileInterfaces},
 			map[string][]string{
-				FilePreseed: {"d-i netcfg/choose_interface select eno1\n", "d-i netcfg/disable_autoconfig boolean true\n",
+				FilePreseed: {"d-i netcfg/choose_interface select eno1\n", "d-i netcfg/disable_autoconfig boolean true\n", "d-i netcfg/get_netmask string 255.255.255.0\n", "d-i netcfg/get_gateway string 10.10.1.1\n",
 					"d-i pkgsel/include string ifenslave vlan", "openssl=OPENSSL", "d-i preseed/late_command string ",
 					"/target/etc/network/interfaces", "in-target /usr/local/bin/anneal agent --once --install-token '" + testToken + "'"},
 				FileInterfaces: {"auto bond0\n", "bond-slaves ", "vlan-raw-device bond0\n"},
@@ -209,38 +212,62 @@ func TestNetplan(t *testing.T) {
 	}
 }
 
-func TestKickstartNetworkBonded(t *testing.T) {
-	site := loadSite(t)
-	node := site.Node("e2n05") // rocky-9: kickstart, active-backup bond, two VLANs
-	site.Network("internal").Resolvers = []string{"10.10.2.53"}
-	r, err := Render(site, node, testBase, testToken)
-	if err != nil {
-		t.Fatal(err)
+func TestKickstartNetwork(t *testing.T) {
+	tests := []struct {
+		node    string
+		kernel  []string // MAC-bound names on the kernel line
+		network []string
+	}{
+		{
+			node:   "e2n05", // rocky-9: kickstart, active-backup bond, two VLANs
+			kernel: []string{"ifname=eno1:3c:ec:ef:14:01:05", "ifname=enp65s0f0:3c:ec:ef:14:02:05", "ifname=enp65s0f1:3c:ec:ef:14:03:05"},
+			network: []string{
+				"network --device=eno1 --bindto=mac --bootproto=static --ip=10.10.1.20 --netmask=255.255.255.0 --ipv6=fd00:a:0:110::14/64 --mtu=1500 --onboot=yes --activate",
+				"network --device=bond0 --bondslaves=enp65s0f0,enp65s0f1 --bondopts=mode=active-backup,miimon=100 --bindto=mac --noipv4 --noipv6 --mtu=9000 --onboot=yes --activate",
+				"network --device=bond0 --vlanid=120 --interfacename=bond0.120 --bootproto=static --ip=10.10.2.20 --netmask=255.255.255.0 --gateway=10.10.2.1 --ipv6=fd00:a:0:120::14/64 --ipv6gateway=fd00:a:0:120::1 --nameserver=10.10.2.53 --mtu=9000 --onboot=yes --activate",
+				"network --device=bond0 --vlanid=140 --interfacename=bond0.140 --bootproto=static --ip=10.10.4.20 --netmask=255.255.255.0 --ipv6=fd00:a:0:140::14/64 --mtu=9000 --onboot=yes --activate",
+				"network --hostname=e2n05",
+			},
+		},
+		{
+			node:   "e2n01", // 802.3ad bond, three VLANs, the public one bridged
+			kernel: []string{"ifname=eno1:b0:7b:25:10:01:01", "ifname=ens1f0:b0:7b:25:10:02:01"},
+			network: []string{
+				"network --device=eno1 --bindto=mac --bootproto=static --ip=10.10.1.16 --netmask=255.255.255.0 --ipv6=fd00:a:0:110::10/64 --mtu=1500 --onboot=yes --activate",
+				"network --device=bond0 --bondslaves=ens1f0,ens1f1 --bondopts=mode=802.3ad,miimon=100 --bindto=mac --noipv4 --noipv6 --mtu=9000 --onboot=yes --activate",
+				"network --device=bond0 --vlanid=120 --interfacename=bond0.120 --bootproto=static --ip=10.10.2.16 --netmask=255.255.255.0 --ipv6=fd00:a:0:120::10/64 --mtu=9000 --onboot=yes --activate",
+				"network --device=bond0 --vlanid=140 --interfacename=bond0.140 --bootproto=static --ip=10.10.4.16 --netmask=255.255.255.0 --ipv6=fd00:a:0:140::10/64 --mtu=9000 --onboot=yes --activate",
+				"network --device=bond0 --vlanid=130 --interfacename=bond0.130 --noipv4 --noipv6 --onboot=yes --activate",
+				"network --device=br-public --bridgeslaves=bond0.130 --bridgeopts=stp=no --bootproto=static --ip=203.0.113.16 --netmask=255.255.255.0 --gateway=203.0.113.1 --ipv6=2001:db8:130::10/64 --ipv6gateway=2001:db8:130::1 --nameserver=10.10.2.53 --onboot=yes --activate",
+				"network --hostname=e2n01",
+			},
+		},
 	}
-	if r.Installer != schema.InstallerKickstart {
-		t.Fatalf("e2n05 installs with %s, want kickstart", r.Installer)
-	}
-	var got []string
-	for _, l := range strings.Split(r.Files[FileKickstart], "\n") {
-		if strings.HasPrefix(l, "network ") {
-			got = append(got, l)
-		}
-	}
-	want := []string{
-		"network --device=eno1 --bootproto=static --ip=10.10.1.20 --netmask=255.255.255.0 --ipv6=fd00:a:0:110::14/64 --mtu=1500 --onboot=yes --activate",
-		"network --device=bond0 --bondslaves=enp65s0f0,enp65s0f1 --bondopts=mode=active-backup,miimon=100 --noipv4 --noipv6 --mtu=9000 --onboot=yes --activate",
-		"network --device=bond0 --vlanid=120 --interfacename=bond0.120 --bootproto=static --ip=10.10.2.20 --netmask=255.255.255.0 --gateway=10.10.2.1 --ipv6=fd00:a:0:120::14/64 --ipv6gateway=fd00:a:0:120::1 --nameserver=10.10.2.53 --mtu=9000 --onboot=yes --activate",
-		"network --device=bond0 --vlanid=140 --interfacename=bond0.140 --bootproto=static --ip=10.10.4.20 --netmask=255.255.255.0 --ipv6=fd00:a:0:140::14/64 --mtu=9000 --onboot=yes --activate",
-		"network --hostname=e2n05",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("network lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	kernel := kernelLine(t, r.Script)
-	for _, arg := range []string{"ifname=eno1:3c:ec:ef:14:01:05", "ifname=enp65s0f0:3c:ec:ef:14:02:05", "ifname=enp65s0f1:3c:ec:ef:14:03:05"} {
-		if !strings.Contains(kernel, " "+arg) {
-			t.Errorf("kernel line lacks %s (names bound to MACs)", arg)
-		}
+	for _, tc := range tests {
+		t.Run(tc.node, func(t *testing.T) {
+			site := loadSite(t)
+			withInstaller(site, schema.InstallerKickstart)
+			site.Network("internal").Resolvers = []string{"10.10.2.53"}
+			r, err := Render(site, site.Node(tc.node), testBase, testToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range strings.Split(r.Files[FileKickstart], "\n") {
+				if strings.HasPrefix(l, "network ") {
+					got = append(got, l)
+				}
+			}
+			if !slices.Equal(got, tc.network) {
+				t.Errorf("network lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.network, "\n"))
+			}
+			kernel := kernelLine(t, r.Script)
+			for _, arg := range tc.kernel {
+				if !strings.Contains(kernel, " "+arg) {
+					t.Errorf("kernel line lacks %s (names bound to MACs)", arg)
+				}
+			}
+		})
 	}
 }
 
@@ -316,5 +343,93 @@ func TestIPXEText(t *testing.T) {
 		if got := ipxeText(tc.in); got != tc.want {
 			t.Errorf("ipxeText(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestNetplanGenerate feeds every node's network-config to the real
+// netplan, which writes systemd-networkd units into a scratch root.
+func TestNetplanGenerate(t *testing.T) {
+	netplan, err := exec.LookPath("netplan")
+	if err != nil {
+		t.Skip("NOT RUN: netplan is not installed (apt-get install netplan.io)")
+	}
+	site := loadSite(t)
+	for _, node := range site.Nodes {
+		t.Run(node.Name, func(t *testing.T) {
+			r, err := Render(site, node, testBase, testToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := t.TempDir()
+			conf := filepath.Join(root, "etc", "netplan")
+			if err := os.MkdirAll(conf, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(conf, "50-anneal.yaml"), []byte(r.Network), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.CommandContext(t.Context(), netplan, "generate", "--root-dir", root).CombinedOutput()
+			if err != nil {
+				t.Fatalf("netplan generate: %v\n%s\n%s", err, out, r.Network)
+			}
+			units := filepath.Join(root, "run", "systemd", "network")
+			for _, i := range node.Interfaces {
+				want := "PermanentMACAddress=" + strings.ToLower(i.MAC)
+				if data, err := os.ReadFile(filepath.Join(units, "10-netplan-"+i.NIC+".link")); err != nil || !strings.Contains(string(data), want) {
+					t.Errorf("%s.link lacks %s (err %v)", i.NIC, want, err)
+				}
+			}
+			for _, b := range node.Bonds {
+				want := "Mode=" + b.Mode
+				if data, err := os.ReadFile(filepath.Join(units, "10-netplan-"+b.Name+".netdev")); err != nil || !strings.Contains(string(data), want) {
+					t.Errorf("%s.netdev lacks %s (err %v)", b.Name, want, err)
+				}
+			}
+			for _, v := range node.VLANs {
+				want := fmt.Sprintf("Id=%d", v.ID)
+				if data, err := os.ReadFile(filepath.Join(units, "10-netplan-"+v.Name+".netdev")); err != nil || !strings.Contains(string(data), want) {
+					t.Errorf("%s.netdev lacks %s (err %v)", v.Name, want, err)
+				}
+			}
+		})
+	}
+}
+
+// TestIfupdownParses reads every node's interfaces file with the real
+// ifupdown (ifquery), as the installed Debian system will.
+func TestIfupdownParses(t *testing.T) {
+	ifquery, err := exec.LookPath("ifquery")
+	if err != nil {
+		t.Skip("NOT RUN: ifquery is not installed (apt-get install ifupdown)")
+	}
+	site := loadSite(t)
+	withInstaller(site, schema.InstallerPreseed)
+	for _, node := range site.Nodes {
+		t.Run(node.Name, func(t *testing.T) {
+			r, err := Render(site, node, testBase, testToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "interfaces")
+			if err := os.WriteFile(path, []byte(r.Files[FileInterfaces]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.CommandContext(t.Context(), ifquery, "-i", path, "--list", "--all").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ifquery: %v\n%s", err, out)
+			}
+			listed := strings.Fields(string(out))
+			for _, a := range reconcile.BuildSpecOf(site, node).Network.Addresses {
+				if !slices.Contains(listed, a.Device) {
+					t.Errorf("%s (network %s) is not brought up; ifquery lists %v", a.Device, a.Network, listed)
+				}
+			}
+			for _, b := range node.Bonds {
+				out, err := exec.CommandContext(t.Context(), ifquery, "-i", path, b.Name).CombinedOutput()
+				if want := "bond-mode: " + b.Mode; err != nil || !strings.Contains(string(out), want) {
+					t.Errorf("ifquery %s: %v, lacks %q:\n%s", b.Name, err, want, out)
+				}
+			}
+		})
 	}
 }

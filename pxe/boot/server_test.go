@@ -183,15 +183,13 @@ func TestDiscovered(t *testing.T) {
 }
 
 func TestDiscoveryIsBounded(t *testing.T) {
-	var d discovery
-	for i := range MaxDiscovered + 10 {
-		d.seen(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff), "10.0.0.1", t0.Add(time.Duration(i)*time.Second))
-	}
 	s := &Server{}
-	s.disc.byMAC, s.disc.order = d.byMAC, d.order
+	for i := range MaxDiscovered + 10 {
+		s.disc.seen(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff), "10.0.0.1", t0.Add(time.Duration(i)*time.Second))
+	}
 	got := s.Discovered()
-	if len(got) != MaxDiscovered || len(d.byMAC) != MaxDiscovered {
-		t.Fatalf("%d entries (%d indexed), want %d", len(got), len(d.byMAC), MaxDiscovered)
+	if len(got) != MaxDiscovered || len(s.disc.byMAC) != MaxDiscovered {
+		t.Fatalf("%d entries (%d indexed), want %d", len(got), len(s.disc.byMAC), MaxDiscovered)
 	}
 	if got[len(got)-1].MAC != "02:00:00:00:00:0a" || got[0].MAC != fmt.Sprintf("02:00:00:00:%02x:%02x", (MaxDiscovered+9)>>8, (MaxDiscovered+9)&0xff) {
 		t.Errorf("oldest kept %s, newest %s: the ten oldest should be dropped", got[len(got)-1].MAC, got[0].MAC)
