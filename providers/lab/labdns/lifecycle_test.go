@@ -347,7 +347,7 @@ func TestExampleSite(t *testing.T) {
 	startAll := func() map[string]reconcile.DNSTarget {
 		targets := map[string]reconcile.DNSTarget{}
 		for name, tg := range local {
-			s, err := labdns.FromSite(site, tg, resolve, stateDir, log)
+			s, err := labdns.FromSite(site, tg, resolve, filepath.Join(stateDir, name), log)
 			if err != nil {
 				t.Fatal(err)
 			}
