@@ -96,6 +96,10 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	exe, _ := os.Executable()
 	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
 		AgentBinary: exe, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
+	if err := srv.Check(); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("netboot: %w", err)
+	}
 	resolve := secret.Resolver{}.Resolve
 	r.Rebuild = &reconcile.RebuildConfig{
 		Nodes: nodes, Wake: wake, InstallTimeout: f.installTimeout,
