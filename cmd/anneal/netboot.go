@@ -18,6 +18,8 @@ import (
 	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/pxe/boot"
+	"github.com/anneal-dev/anneal/pxe/dhcp"
+	"github.com/anneal-dev/anneal/pxe/tftp"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
@@ -28,6 +30,9 @@ import (
 type netbootFlags struct {
 	listen, url, keyRef, lab string
 	installTimeout          time.Duration
+	// DHCP and TFTP on the provisioning network (off unless listened on).
+	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
+	tftpListen, tftpRoot                          string
 }
 
 func addNetbootFlags(c *cobra.Command) *netbootFlags {
@@ -37,6 +42,12 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.keyRef, "netboot-key", "", "secret reference of the HMAC key for install and agent tokens (default: a random key kept beside the state file)")
 	c.Flags().DurationVar(&f.installTimeout, "install-timeout", reconcile.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
 	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
+	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
+	c.Flags().StringVar(&f.dhcpIface, "dhcp-interface", "", "bind the DHCP server to this interface")
+	c.Flags().StringVar(&f.dhcpMode, "dhcp-mode", string(dhcp.ModeFull), "full (addresses and boot options) or proxy (boot options only, beside another DHCP server)")
+	c.Flags().StringVar(&f.dhcpServerIP, "dhcp-server-ip", "", "this server's IPv4 address on the provisioning network (server identifier, next-server, TFTP server)")
+	c.Flags().StringVar(&f.tftpListen, "tftp-listen", "", "serve the iPXE binaries by TFTP on this address (:69)")
+	c.Flags().StringVar(&f.tftpRoot, "tftp-root", tftp.DefaultRoot, "the directory of the iPXE binaries (undionly.kpxe, ipxe.efi)")
 	return f
 }
 
@@ -66,8 +77,8 @@ func readLabEndpoints(dir string) (*labEndpoints, error) {
 // a stop function, or nil when netboot is not enabled.
 func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes reconcile.NodeStore, statePath string, log *slog.Logger) (func(context.Context), error) {
 	if f.listen == "" {
-		if f.lab != "" {
-			return nil, errors.New("--lab needs --netboot-listen: the lab's nodes netboot from anneal")
+		if f.lab != "" || f.dhcpListen != "" || f.tftpListen != "" {
+			return nil, errors.New("--lab, --dhcp-listen and --tftp-listen need --netboot-listen: nodes netboot from anneal's HTTP server")
 		}
 		return nil, nil
 	}
@@ -92,6 +103,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		base = "http://" + ln.Addr().String()
 	}
 	var current atomic.Pointer[schema.Site]
+	var leases atomic.Pointer[map[string]dhcp.Lease]
 	wake := &reconcile.Waker{}
 	exe, _ := os.Executable()
 	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
@@ -103,7 +115,12 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	resolve := secret.Resolver{}.Resolve
 	r.Rebuild = &reconcile.RebuildConfig{
 		Nodes: nodes, Wake: wake, InstallTimeout: f.installTimeout,
-		Publish: func(_ context.Context, s *schema.Site) error { current.Store(s); return nil },
+		Publish: func(_ context.Context, s *schema.Site) error {
+			l := dhcp.LeasesFromSite(s)
+			leases.Store(&l)
+			current.Store(s)
+			return nil
+		},
 		BMC: func(s *schema.Site, n *schema.Node) (reconcile.BMC, error) {
 			b, err := bmc.FromNode(s, n, resolve)
 			if err != nil || httpClient == nil {
@@ -121,7 +138,66 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		}
 	}()
 	log.Info("netboot", "listen", ln.Addr().String(), "url", base, "lab", f.lab)
-	return func(ctx context.Context) { _ = hs.Shutdown(ctx) }, nil
+	stops := []func(){func() { _ = hs.Shutdown(context.WithoutCancel(ctx)) }}
+	stop := func(context.Context) {
+		for _, s := range stops {
+			s()
+		}
+	}
+	if f.dhcpListen != "" {
+		lookup := func(mac net.HardwareAddr) (dhcp.Lease, bool) {
+			l := leases.Load()
+			if l == nil {
+				return dhcp.Lease{}, false // nothing published yet
+			}
+			return dhcp.LookupFrom(*l)(mac)
+		}
+		srv, err := f.dhcpServer(lookup, base, log)
+		if err != nil {
+			stop(ctx)
+			return nil, err
+		}
+		go func() {
+			if err := srv.Serve(ctx); err != nil && ctx.Err() == nil {
+				log.Error("dhcp server", "err", err)
+			}
+		}()
+		stops = append(stops, func() { _ = srv.Close() })
+	}
+	if f.tftpListen != "" {
+		srv, err := tftp.New(tftp.Config{Listen: f.tftpListen, Root: f.tftpRoot, Log: log.With("component", "tftp")})
+		if err != nil {
+			stop(ctx)
+			return nil, fmt.Errorf("tftp: %w", err)
+		}
+		go func() {
+			if err := srv.Serve(ctx); err != nil && ctx.Err() == nil {
+				log.Error("tftp server", "err", err)
+			}
+		}()
+		stops = append(stops, func() { _ = srv.Close() })
+	}
+	return stop, nil
+}
+
+// dhcpServer builds the provisioning network's DHCP server: iPXE clients
+// get their per-MAC script URL on the netboot server.
+func (f *netbootFlags) dhcpServer(lookup func(net.HardwareAddr) (dhcp.Lease, bool), base string, log *slog.Logger) (*dhcp.Server, error) {
+	addr, err := net.ResolveUDPAddr("udp4", f.dhcpListen)
+	if err != nil {
+		return nil, fmt.Errorf("--dhcp-listen: %w", err)
+	}
+	ip := net.ParseIP(f.dhcpServerIP).To4()
+	if ip == nil {
+		return nil, fmt.Errorf("--dhcp-listen needs --dhcp-server-ip, this server's IPv4 address on the provisioning network (got %q)", f.dhcpServerIP)
+	}
+	srv, err := dhcp.New(dhcp.Config{Mode: dhcp.Mode(f.dhcpMode), Interface: f.dhcpIface, Addr: addr, ServerIP: ip, Lookup: lookup,
+		IPXEScriptURL: func(mac net.HardwareAddr) string { return base + "/ipxe/" + mac.String() },
+		Log:           log.With("component", "dhcp")})
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: %w", err)
+	}
+	return srv, nil
 }
 
 // key resolves the token key, or keeps a random one beside the state.
