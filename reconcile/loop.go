@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anneal-dev/anneal/schema"
@@ -131,7 +132,18 @@ type RebuildConfig struct {
 	InstallTimeout time.Duration
 	PollInterval   time.Duration
 	Progress       func(RolloutEvent)
+	// FirmwareEvery is how often each node's firmware is read from its
+	// BMC, in the background, for drift against its hardware profile
+	// (default DefaultFirmwareEvery; negative: never).
+	FirmwareEvery time.Duration
 }
+
+// Firmware observation defaults.
+const (
+	DefaultFirmwareEvery = time.Hour
+	// firmwareParallel bounds concurrent BMC inventory reads.
+	firmwareParallel = 16
+)
 
 // Reconciler is the daemon's heart: a source loop and a reconcile loop.
 type Reconciler struct {
@@ -156,6 +168,8 @@ type Reconciler struct {
 	// profiles and immutable rebuilds. Without it anneal manages DNS only
 	// and reports no rebuilds.
 	Rebuild *RebuildConfig
+
+	firmwareBusy atomic.Bool // a background firmware read is running
 
 	mu       sync.Mutex
 	status   Status
@@ -188,8 +202,8 @@ func (r *Reconciler) Trigger() {
 func (r *Reconciler) SetSuspended(ctx context.Context, v bool) error {
 	r.mu.Lock()
 	r.status.Suspended = v
-	st := r.status
 	r.mu.Unlock()
+	st := r.Status()
 	return r.State.SaveStatus(ctx, &st)
 }
 
@@ -197,7 +211,12 @@ func (r *Reconciler) SetSuspended(ctx context.Context, v bool) error {
 func (r *Reconciler) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.status
+	st := r.status
+	if st.Rollout != nil { // the live rollout changes under the lock
+		ro := *st.Rollout
+		st.Rollout = &ro
+	}
+	return st
 }
 
 // LastPlan returns the last computed plan (the drift), or nil.
@@ -471,6 +490,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	plan := &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: rev, SiteDigest: site.Digest, DNS: dns}
 	if r.Rebuild != nil {
 		plan.Rebuilds = PlanRebuilds(site, records, time.Now())
+		r.observeFirmware(ctx, site, records)
 	}
 	plan.Actions = PlanActions(plan)
 	c, u, d, conf := plan.Counts()
@@ -511,6 +531,60 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		st.AppliedRevision = rev
 	}
 	return "", nil
+}
+
+// observeFirmware reads, in the background and with bounded parallelism,
+// the firmware of every node whose last reading is older than
+// FirmwareEvery, into its record; the next plan reports drift. A BMC that
+// does not answer or has no inventory (IPMI) is logged and retried at the
+// next interval.
+func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, records map[string]*NodeRecord) {
+	rb := r.Rebuild
+	every := cmp.Or(rb.FirmwareEvery, DefaultFirmwareEvery)
+	if every < 0 || !r.firmwareBusy.CompareAndSwap(false, true) {
+		return
+	}
+	now := time.Now()
+	var due []*schema.Node
+	for _, n := range site.Nodes {
+		if rec := records[n.Name]; n.Exists() && (rec == nil || now.Sub(rec.FirmwareAt) >= every) {
+			due = append(due, n)
+		}
+	}
+	if len(due) == 0 {
+		r.firmwareBusy.Store(false)
+		return
+	}
+	go func() {
+		defer r.firmwareBusy.Store(false)
+		sem := make(chan struct{}, firmwareParallel)
+		var wg sync.WaitGroup
+		for _, n := range due {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				bmc, err := rb.BMC(site, n)
+				var fw Firmware
+				if err == nil {
+					fw, err = bmc.Firmware(ctx)
+				}
+				at := time.Now()
+				uerr := rb.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
+					rec.FirmwareAt = at // a failed read waits for the next interval too
+					if err == nil {
+						rec.Firmware = &fw
+					}
+					return nil
+				})
+				if err != nil {
+					r.log().Debug("firmware not read", "node", n.Name, "err", err)
+				} else if uerr != nil {
+					r.log().Warn("record firmware", "node", n.Name, "err", uerr)
+				}
+			})
+		}
+		wg.Wait()
+	}()
 }
 
 // rollout publishes the netboot profiles and runs the rebuilds.

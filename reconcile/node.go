@@ -106,8 +106,9 @@ type NodeRecord struct {
 	// Facts are the last reported facts and FactsAt when they came.
 	Facts   *Facts    `json:"facts,omitempty"`
 	FactsAt time.Time `json:"factsAt,omitzero"`
-	// Firmware is what the BMC last reported.
-	Firmware *Firmware `json:"firmware,omitempty"`
+	// Firmware is what the BMC last reported, at FirmwareAt.
+	Firmware   *Firmware `json:"firmware,omitempty"`
+	FirmwareAt time.Time `json:"firmwareAt,omitzero"`
 }
 
 // Armed reports whether the node's next netboot installs its target.

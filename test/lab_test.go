@@ -133,6 +133,8 @@ func TestLabRollout(t *testing.T) {
 	boot := freeAddr(t)
 	labDir := t.TempDir()
 	control := startLab(t, site, labDir, "http://"+boot)
+	// e1n03's BMC reports an old BIOS: firmware drift, reported only.
+	send(t, http.MethodPut, control+"/lab/v1/faults", "", `{"firmware": {"e1n03": {"bios": "1.2.0", "bmc": "6.10.30.00"}}}`)
 	api, _ := startServe(t, labEnv, "--repo", site, "--interval", "1s", "--state", filepath.Join(t.TempDir(), "state.db"),
 		"--netboot-listen", boot, "--lab", labDir, "--install-timeout", "20s", "--token", "env:ANNEAL_API_TOKEN")
 
@@ -173,7 +175,7 @@ func TestLabRollout(t *testing.T) {
 	atA := nodes()
 	for name, n := range atA {
 		if !active[name] {
-			if n.Live != nil {
+			if n.Live != nil && n.Live.State != "" {
 				t.Errorf("%s (maintenance) was touched: %+v", name, n.Live)
 			}
 			continue
@@ -187,6 +189,12 @@ func TestLabRollout(t *testing.T) {
 			t.Errorf("%s booted %d times, want %d", name, b, want)
 		}
 	}
+	var drift reconcile.Plan
+	waitFor(t, "e1n03's firmware drift in the plan", func() bool {
+		getJSON(t, api+"/api/v1/drift", &drift)
+		return drift.Rebuilds != nil && len(drift.Rebuilds.Firmware) == 1 && drift.Rebuilds.Firmware[0].Node == "e1n03" &&
+			drift.Rebuilds.Firmware[0].Found.BIOS == "1.2.0"
+	})
 	desired, err := reconcile.CompileDNS(loaded)
 	if err != nil {
 		t.Fatal(err)
@@ -268,6 +276,17 @@ func TestLabRollout(t *testing.T) {
 	if got := queryA(t, bindAddr, "api.example.net."); !slices.Equal(got, want) {
 		t.Errorf("api.example.net A after the revert = %v, want %v", got, want)
 	}
+}
+
+// waitFor polls ok for up to 30 s.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }
 
 var patchSetLine = regexp.MustCompile(`(?m)^patchSet: .*$`)
