@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,8 +32,16 @@ func newAgentCmd() *cobra.Command {
 		Long: `Agent reads this machine's facts (os-release, kernel, interfaces with MACs,
 bonds, VLANs, bridges, addresses, default routes, resolvers) and posts them to
 the anneal server named in --config, so that drift made by hand after an
-install is seen. With --install-token it posts the install callback once
-(what the installer runs at the end of a rebuild).`,
+install is seen.
+
+With --install-token-file it posts the install callback once instead: what
+anneal-installed.service runs on the first boot of a rebuilt node, with the
+single-use token the install wrote to /etc/anneal/install-token (mode 0600).
+--install-token takes the token itself, which then shows in ps; prefer the
+file. When the server refuses the callback for good (token used, expired or
+superseded, node not armed, another build installed) the agent exits 3, so
+that the unit stops retrying (RestartPreventExitStatus=3); other failures
+exit 1.`,
 		Args: noArgs,
 	}
 	config := c.Flags().String("config", "/etc/anneal/agent.json", "the agent's config, written by the install")
@@ -40,10 +49,22 @@ install is seen. With --install-token it posts the install callback once
 	root := c.Flags().String("root", "/", "the filesystem root to read facts from")
 	interval := c.Flags().Duration("interval", 5*time.Minute, "report interval")
 	once := c.Flags().Bool("once", false, "report once and exit")
-	installToken := c.Flags().String("install-token", "", "post the install callback with this single-use token, then exit")
+	installToken := c.Flags().String("install-token", "", "post the install callback with this single-use token, then exit (visible in ps: prefer --install-token-file)")
+	installTokenFile := c.Flags().String("install-token-file", "", "post the install callback with the single-use token read from this file, then exit")
+	c.MarkFlagsMutuallyExclusive("install-token", "install-token-file")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), nil))
+		if *interval <= 0 {
+			return fmt.Errorf("--interval must be positive, got %s", *interval)
+		}
+		token := *installToken
+		if *installTokenFile != "" {
+			var err error
+			if token, err = readInstallToken(*installTokenFile, log); err != nil {
+				return failure(err)
+			}
+		}
 		data, err := os.ReadFile(filepath.Clean(*config))
 		if err != nil {
 			return failure(fmt.Errorf("agent config: %w", err))
@@ -64,15 +85,20 @@ install is seen. With --install-token it posts the install callback once
 			if b, err := os.ReadFile(filepath.Clean(*buildFile)); err == nil {
 				build = strings.TrimSpace(string(b))
 			}
-			if *installToken != "" {
+			if token != "" {
 				return agentPost(ctx, cfg.URL+"/api/v1/nodes/"+cfg.Node+"/installed", "",
-					map[string]any{"token": *installToken, "buildId": build, "facts": f})
+					map[string]any{"token": token, "buildId": build, "facts": f})
 			}
 			return agentPost(ctx, cfg.URL+"/api/v1/nodes/"+cfg.Node+"/facts", cfg.Token,
 				map[string]any{"buildId": build, "facts": f})
 		}
-		if *installToken != "" || *once {
-			if err := report(); err != nil {
+		if token != "" || *once {
+			err := report()
+			var se *statusError
+			if token != "" && errors.As(err, &se) && se.permanent() {
+				return &codedError{code: exitAgentRefused, err: err}
+			}
+			if err != nil {
 				return failure(err)
 			}
 			return nil
@@ -93,6 +119,50 @@ install is seen. With --install-token it posts the install callback once
 	return c
 }
 
+// exitAgentRefused is the exit status of a refused install callback;
+// anneal-installed.service (pxe/boot) names it in RestartPreventExitStatus.
+const exitAgentRefused = 3
+
+// readInstallToken reads the install token from path. The token is never
+// logged nor put in an error.
+func readInstallToken(path string, log *slog.Logger) (string, error) {
+	path = filepath.Clean(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("install token: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("install token file is readable by others than its owner", "path", path, "mode", st.Mode().Perm().String())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("install token: read %s: %w", path, err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("install token: %s is empty", path)
+	}
+	return token, nil
+}
+
+// statusError is a server's answer other than 2xx.
+type statusError struct {
+	url    string
+	status string
+	code   int
+	msg    string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("post %s: %s: %s", e.url, e.status, e.msg)
+}
+
+// permanent reports whether asking again cannot help: a 4xx other than
+// 408 (timeout) and 429 (too many requests).
+func (e *statusError) permanent() bool {
+	return e.code/100 == 4 && e.code != http.StatusRequestTimeout && e.code != http.StatusTooManyRequests
+}
 
 func agentPost(ctx context.Context, url, bearer string, body any) error {
 	data, err := json.Marshal(body)
@@ -116,7 +186,7 @@ func agentPost(ctx context.Context, url, bearer string, body any) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("post %s: %s: %s", url, resp.Status, strings.TrimSpace(string(msg)))
+		return &statusError{url: url, status: resp.Status, code: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
 	}
 	return nil
 }

@@ -21,8 +21,8 @@ type autoinstall struct {
 	Network  *netplanNetwork `yaml:"network"`
 	Kernel   *aiKernel       `yaml:"kernel,omitempty"`
 	Packages []quoted        `yaml:"packages,omitempty"`
-	// LateCommands run in the installer after the install, with the
-	// installed system mounted at /target.
+	// LateCommands run in the installer (sh -c) after the install, with
+	// the installed system mounted at /target.
 	LateCommands []string `yaml:"late-commands"`
 }
 
@@ -65,8 +65,9 @@ func renderAutoinstall(in *install) (map[string]string, error) {
 		Identity: aiIdentity{Hostname: in.spec.Hostname, Username: "anneal", Password: "!"},
 		SSH:      aiSSH{InstallServer: true},
 		Network:  in.netplan,
-		LateCommands: in.callback("/target", "curl -fsS --retry 5 -o",
-			"curtin in-target --"),
+		// The callback runs on the installed system's first boot
+		// (firstboot.go), not here in the installer.
+		LateCommands: in.firstBoot(autoinstallShell),
 	}
 	if disk := in.installDisk(); disk != "" {
 		ai.Storage = &aiStorage{Layout: aiLayout{Name: "lvm", Match: map[string]string{"path": "/dev/" + disk}}}

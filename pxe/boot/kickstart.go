@@ -43,9 +43,10 @@ func renderKickstart(in *install) (map[string]string, error) {
 	}
 	b.WriteString("%end\n\n")
 
-	// %post runs chrooted in the installed system, with the network up.
+	// %post runs chrooted in the installed system, with the installer's
+	// network up; the callback waits for the first boot (firstboot.go).
 	b.WriteString("%post --erroronfail\nset -e\n")
-	for _, c := range in.callback("", "curl -fsS --retry 5 -o", "") {
+	for _, c := range in.firstBoot(kickstartShell) {
 		b.WriteString(c + "\n")
 	}
 	b.WriteString("%end\n")

@@ -81,7 +81,9 @@ func renderPreseed(in *install) (map[string]string, error) {
 	d("finish-install/reboot_in_progress note")
 
 	late := []string{"wget -q -O /target/etc/network/interfaces " + shq(in.configURL()+FileInterfaces)}
-	late = append(late, in.callback("/target", "wget -q -O", "in-target")...)
+	// The callback runs on the installed system's first boot
+	// (firstboot.go); in-target only enables its units.
+	late = append(late, in.firstBoot(preseedShell)...)
 	d("preseed/late_command string %s", strings.Join(late, " && "))
 
 	return map[string]string{FilePreseed: b.String(), FileInterfaces: renderInterfaces(in.net)}, nil

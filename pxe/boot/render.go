@@ -210,23 +210,6 @@ func (in *install) installDisk() string {
 	return ""
 }
 
-// callback lists the shell commands every installer runs last, with root
-// the installed system's mount point ("/target", or "" inside a chroot):
-// the build id, agent.json, the anneal binary, then the install callback
-// (run inside the installed system by the installer's chroot wrapper,
-// inTarget).
-func (in *install) callback(root, fetch, inTarget string) []string {
-	return []string{
-		"mkdir -p " + root + "/etc/anneal " + root + "/usr/local/bin",
-		"echo " + in.id + " > " + root + "/etc/anneal/build-id",
-		fetch + " " + root + "/etc/anneal/agent.json " + shq(in.configURL()+FileAgent),
-		"chmod 600 " + root + "/etc/anneal/agent.json",
-		fetch + " " + root + "/usr/local/bin/anneal " + shq(in.agentURL()),
-		"chmod 755 " + root + "/usr/local/bin/anneal",
-		strings.TrimSpace(inTarget + " /usr/local/bin/anneal agent --once --install-token " + shq(in.token)),
-	}
-}
-
 var (
 	// nameChars: interface, host, domain and disk names and bond modes.
 	nameChars    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

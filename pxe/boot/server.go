@@ -9,8 +9,10 @@
 // A node installs only when the rebuild engine armed it: its record in the
 // NodeStore is provisioning, holds a nonce that has not expired, and
 // targets the build the site wants now. The script then carries an install
-// token (tokens.go) that the installer presents for its files and, once,
-// for the callback. Everything else boots from the local disk.
+// token (tokens.go) that the installer presents for its files; the install
+// writes it to a root-only file in the installed system, whose first boot
+// presents it once for the callback (firstboot.go). Everything else boots
+// from the local disk.
 //
 // Rendering (Render) needs no server, so `anneal render` shows exactly what
 // a node would get.
