@@ -8,9 +8,11 @@ package bmc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -63,6 +65,12 @@ type Config struct {
 	Kind schema.BMCKind
 	// Timeout bounds each call, session included (0: DefaultTimeout).
 	Timeout time.Duration
+	// HTTPClient, for Redfish only, is the client bmclib speaks Redfish
+	// with (nil: bmclib's own, which does not verify the BMC's
+	// certificate). Its Transport must be an *http.Transport (bmclib clones
+	// it) or nil (http.DefaultTransport's settings). The lab sets one that
+	// dials its own listener whatever the BMC's address.
+	HTTPClient *http.Client `json:"-"`
 }
 
 // String describes the config without its password.
@@ -76,8 +84,12 @@ func (c Config) GoString() string {
 	if c.Password != "" {
 		pw = "<redacted>"
 	}
-	return fmt.Sprintf("bmc.Config{Name:%q, Host:%q, Port:%d, Username:%q, Password:%s, Kind:%q, Timeout:%s}",
-		c.Name, c.Host, c.Port, c.Username, pw, c.Kind, c.Timeout)
+	hc := "nil"
+	if c.HTTPClient != nil {
+		hc = "<set>"
+	}
+	return fmt.Sprintf("bmc.Config{Name:%q, Host:%q, Port:%d, Username:%q, Password:%s, Kind:%q, Timeout:%s, HTTPClient:%s}",
+		c.Name, c.Host, c.Port, c.Username, pw, c.Kind, c.Timeout, hc)
 }
 
 // Format prints String for every verb (GoString for %#v), so that no verb
@@ -160,6 +172,14 @@ func New(cfg Config) (*BMC, error) {
 	case schema.BMCRedfish:
 	default:
 		return nil, fmt.Errorf("%s (%s): BMC kind %q: want %q or %q", who, cfg.addr(), cfg.Kind, schema.BMCRedfish, schema.BMCIPMI)
+	}
+	if hc := cfg.HTTPClient; hc != nil {
+		if cfg.Kind != schema.BMCRedfish {
+			return nil, fmt.Errorf("%s (%s): an HTTP client is for Redfish only, not %s", who, cfg.addr(), cfg.Kind)
+		}
+		if _, ok := hc.Transport.(*http.Transport); hc.Transport != nil && !ok {
+			return nil, fmt.Errorf("%s (%s): the HTTP client's transport is a %T: bmclib needs an *http.Transport", who, cfg.addr(), hc.Transport)
+		}
 	}
 	return &BMC{cfg: cfg}, nil
 }
@@ -335,7 +355,11 @@ func (b *BMC) client() *bmclib.Client {
 		if i := strings.Index(b.cfg.Host, "://"); i >= 0 {
 			host = b.cfg.Host[:i+3] + host
 		}
-		c := bmclib.NewClient(host, b.cfg.Username, b.cfg.Password, bmclib.WithRedfishPort(port))
+		opts := []bmclib.Option{bmclib.WithRedfishPort(port)}
+		if hc := b.httpClient(); hc != nil {
+			opts = append(opts, bmclib.WithHTTPClient(hc))
+		}
+		c := bmclib.NewClient(host, b.cfg.Username, b.cfg.Password, opts...)
 		c.Registry.Drivers = c.Registry.For(redfish.ProviderName)
 		return c
 	}
@@ -343,6 +367,20 @@ func (b *BMC) client() *bmclib.Client {
 		bmclib.WithIpmitoolPort(port), bmclib.WithIpmitoolCipherSuite(ipmiCipherSuite))
 	c.Registry.Drivers = c.Registry.For(ipmitool.ProviderName)
 	return c
+}
+
+// httpClient is a copy of the configured HTTP client for one bmclib client
+// (bmclib's Open sets the client's Timeout, so a shared one would race),
+// with a nil transport made explicit (bmclib asserts an *http.Transport).
+func (b *BMC) httpClient() *http.Client {
+	if b.cfg.HTTPClient == nil {
+		return nil
+	}
+	hc := *b.cfg.HTTPClient
+	if hc.Transport == nil {
+		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	return &hc
 }
 
 // closeTimeout bounds closing a session (a Redfish logout) after the call.
@@ -439,19 +477,41 @@ func noSession(text string) bool {
 
 // answers reports whether something answers at the BMC's address without
 // credentials: for IPMI an RMCP Get Channel Authentication Capabilities
-// request (which every BMC answers before any session), for Redfish a TCP
-// connection.
+// request (which every BMC answers before any session), for Redfish a GET
+// of the service root (which the Redfish specification serves without
+// authentication), through the configured HTTP client: a BMC that accepts
+// connections but no longer answers HTTP does not answer.
 func (b *BMC) answers(ctx context.Context) bool {
 	if b.cfg.Kind == schema.BMCRedfish {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", b.cfg.addr())
-		if err != nil {
-			return false
-		}
-		conn.Close()
-		return true
+		return b.redfishAnswers(ctx)
 	}
 	return rmcpAnswers(ctx, b.cfg.addr())
+}
+
+func (b *BMC) redfishAnswers(ctx context.Context) bool {
+	scheme := "https"
+	if strings.HasPrefix(strings.ToLower(b.cfg.Host), "http://") {
+		scheme = "http"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+b.cfg.addr()+"/redfish/v1/", nil)
+	if err != nil {
+		return false
+	}
+	hc := b.httpClient()
+	if hc == nil {
+		// As bmclib's default client: BMC certificates are self-signed.
+		hc = &http.Client{Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+			DisableKeepAlives: true,
+		}}
+	}
+	hc.Timeout = 0 // ctx bounds the probe
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
 }
 
 // getChannelAuthCap is an IPMI 1.5 session-less Get Channel Authentication

@@ -2,15 +2,20 @@ package bmc
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,9 +250,23 @@ func TestFirmwareIPMINotSupported(t *testing.T) {
 func TestFromNode(t *testing.T) {
 	t.Parallel()
 	s := servers.StartIPMISim(t, servers.IPMISimOptions{Username: "anneal", Password: simPassword})
-	// The example site, w1n01's BMC pointed at the simulator.
+	// The example site, w1n01's BMC pointed at the simulator, its
+	// Supermicro profile speaking IPMI (the example's speaks Redfish, which
+	// the lab simulates).
 	dir := t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS("../../examples/site-repo")); err != nil {
+		t.Fatal(err)
+	}
+	profile := filepath.Join(dir, "hardware", "supermicro-sys-620u.yaml")
+	pb, err := os.ReadFile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipmi := strings.Replace(string(pb), "\nbmc: redfish\n", "\nbmc: ipmi\n", 1)
+	if !strings.Contains(ipmi, "\nbmc: ipmi\n") {
+		t.Fatalf("no bmc kind in %s", profile)
+	}
+	if err := os.WriteFile(profile, []byte(ipmi), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	nodes := filepath.Join(dir, "nodes", "west-w1.yaml")
@@ -317,7 +336,8 @@ func TestFromNode(t *testing.T) {
 
 func TestConfigHidesPassword(t *testing.T) {
 	t.Parallel()
-	cfg := Config{Name: "w1n01", Host: "10.0.0.21", Username: "anneal", Password: simPassword, Kind: schema.BMCIPMI}
+	cfg := Config{Name: "w1n01", Host: "10.0.0.21", Username: "anneal", Password: simPassword, Kind: schema.BMCIPMI,
+		HTTPClient: &http.Client{}}
 	b := &BMC{cfg: cfg}
 	js, err := json.Marshal(cfg)
 	if err != nil {
@@ -336,7 +356,7 @@ func TestConfigHidesPassword(t *testing.T) {
 	if s := cfg.String(); !strings.Contains(s, "w1n01") || !strings.Contains(s, "10.0.0.21:623") {
 		t.Errorf("String = %q", s)
 	}
-	if s := fmt.Sprintf("%#v", cfg); !strings.Contains(s, "<redacted>") {
+	if s := fmt.Sprintf("%#v", cfg); !strings.Contains(s, "<redacted>") || !strings.Contains(s, "HTTPClient:<set>") {
 		t.Errorf("%%#v = %q", s)
 	}
 }
@@ -403,3 +423,159 @@ func freeUDPPort(t *testing.T) int {
 	defer u.Close()
 	return u.LocalAddr().(*net.UDPAddr).Port
 }
+
+// redfishStub is a TLS server that records the Host and path of each
+// request; it serves a service root and refuses every session, or, when
+// hang is set, answers nothing until the client gives up.
+type redfishStub struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []string
+	hang bool
+}
+
+func startRedfishStub(t *testing.T, hang bool) *redfishStub {
+	t.Helper()
+	s := &redfishStub{hang: hang}
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.seen = append(s.seen, r.Host+" "+r.Method+" "+r.URL.Path)
+		s.mu.Unlock()
+		if s.hang {
+			<-r.Context().Done()
+			return
+		}
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/redfish/v1/":
+			fmt.Fprint(w, `{"RedfishVersion":"1.15.0","Systems":{"@odata.id":"/redfish/v1/Systems"},`+
+				`"Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}`)
+		case r.Method == http.MethodPost && r.URL.Path == "/redfish/v1/SessionService/Sessions":
+			http.Error(w, `{"error":{"code":"Base.1.8.InsufficientPrivilege","message":"no"}}`, http.StatusUnauthorized)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *redfishStub) requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.seen)
+}
+
+// redirecting is a client that dials addr whatever the URL says, as the
+// lab's is.
+func redirecting(addr string) *http.Client {
+	var d net.Dialer
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}}
+}
+
+// TestRedfishHTTPClient: with Config.HTTPClient, bmclib speaks Redfish
+// through it: the BMC's address (192.0.2.10, which nothing answers) stays
+// in the Host header while the connection goes where the client dials.
+func TestRedfishHTTPClient(t *testing.T) {
+	t.Parallel()
+	stub := startRedfishStub(t, false)
+	client := redirecting(stub.Listener.Addr().String())
+	cfg := Config{Name: "e1n01", Host: "192.0.2.10", Username: "anneal", Password: simPassword, Kind: schema.BMCRedfish,
+		Timeout: 5 * time.Second, HTTPClient: client}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two BMCs share the client, concurrently (bmclib sets the timeout of
+	// the client it is given: each call gets its own copy).
+	other := cfg
+	other.Name, other.Host = "e1n02", "192.0.2.11"
+	b2, err := New(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	start := time.Now()
+	for i, bm := range []*BMC{b, b2} {
+		wg.Go(func() { _, errs[i] = bm.PowerState(t.Context()) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if !errors.Is(err, ErrAuth) {
+			t.Fatalf("PowerState against a BMC that refuses the session: %v, want ErrAuth", err)
+		}
+		if strings.Contains(err.Error(), simPassword) {
+			t.Fatalf("error carries the password: %v", err)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("refusal took %s", took)
+	}
+	seen := stub.requests()
+	for _, want := range []string{"192.0.2.10:443 GET /redfish/v1/", "192.0.2.10:443 POST /redfish/v1/SessionService/Sessions",
+		"192.0.2.11:443 POST /redfish/v1/SessionService/Sessions"} {
+		if !slices.Contains(seen, want) {
+			t.Errorf("the stub did not see %q; it saw %q", want, seen)
+		}
+	}
+	if client.Timeout != 0 {
+		t.Errorf("the configured client was changed: timeout %s", client.Timeout)
+	}
+}
+
+// TestRedfishHung: a Redfish BMC that accepts connections but never
+// answers is unreachable, within the timeout (the probe is an HTTP request
+// through the same client, not a TCP connect, which would succeed).
+func TestRedfishHung(t *testing.T) {
+	t.Parallel()
+	stub := startRedfishStub(t, true)
+	const timeout = 2 * time.Second
+	b, err := New(Config{Name: "e1n01", Host: "192.0.2.10", Username: "anneal", Password: simPassword, Kind: schema.BMCRedfish,
+		Timeout: timeout, HTTPClient: redirecting(stub.Listener.Addr().String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = b.PowerState(t.Context())
+	took := time.Since(start)
+	if !errors.Is(err, ErrUnreachable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("PowerState of a hung BMC: %v, want ErrUnreachable", err)
+	}
+	if took > timeout+500*time.Millisecond {
+		t.Errorf("took %s, timeout %s", took, timeout)
+	}
+	if n := len(stub.requests()); n < 2 {
+		t.Errorf("the probe did not go through the client: %d requests", n)
+	}
+}
+
+func TestNewRejectsHTTPClient(t *testing.T) {
+	t.Parallel()
+	ok := Config{Name: "n", Host: "10.0.0.1", Username: "u", Password: "p", Kind: schema.BMCRedfish}
+	bad := ok
+	bad.HTTPClient = &http.Client{Transport: roundTripper(func(*http.Request) (*http.Response, error) { return nil, errors.New("no") })}
+	if _, err := New(bad); err == nil || !strings.Contains(err.Error(), "*http.Transport") {
+		t.Fatalf("a client with another transport: %v", err)
+	}
+	ipmi := ok
+	ipmi.Kind, ipmi.HTTPClient = schema.BMCIPMI, &http.Client{}
+	if _, err := exec.LookPath("ipmitool"); err == nil {
+		if _, err := New(ipmi); err == nil || !strings.Contains(err.Error(), "Redfish only") {
+			t.Fatalf("an HTTP client for IPMI: %v", err)
+		}
+	}
+	nilTransport := ok
+	nilTransport.HTTPClient = &http.Client{}
+	if _, err := New(nilTransport); err != nil {
+		t.Fatalf("a client with the default transport: %v", err)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

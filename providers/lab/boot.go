@@ -1,0 +1,450 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/anneal-dev/anneal/reconcile"
+)
+
+// maxBody bounds what a node reads of any answer.
+const maxBody = 4 << 20
+
+// outcome is how a netboot ended.
+type outcome int
+
+const (
+	bootFromDisk outcome = iota // the script exits, or the netboot or install failed
+	installed                   // a new build is on the disk
+	hung                        // the install-fail fault: the installer never finishes
+)
+
+// boot runs one boot of the node: firmware (the boot delay), the network
+// when pxe, then the disk. It ends with ctx (power off, another boot, the
+// lab stopping).
+func (n *Node) boot(ctx context.Context, gen uint64, pxe bool) {
+	if d := n.f.bootDelay(n.name); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	if pxe {
+		if n.netboot(ctx, gen) == hung {
+			<-ctx.Done()
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	n.runDisk(ctx, gen)
+}
+
+// netboot does what iPXE and then the installer do.
+func (n *Node) netboot(ctx context.Context, gen uint64) outcome {
+	if !n.setPhase(gen, PhaseNetboot) {
+		return bootFromDisk
+	}
+	script, err := n.fetchScript(ctx)
+	if err != nil {
+		n.fail(gen, fmt.Errorf("netboot: %w", err))
+		return bootFromDisk
+	}
+	if script.exit {
+		n.f.log.Debug("lab: iPXE script exits: booting from disk", "node", n.name)
+		return bootFromDisk
+	}
+	p, err := installParamsOf(script.args)
+	if err != nil {
+		n.fail(gen, fmt.Errorf("netboot: kernel command line: %w", err))
+		return bootFromDisk
+	}
+	if p.node != n.name {
+		n.f.log.Warn("lab: the boot server gave this node another node's install", "node", n.name, "anneal.node", p.node)
+	}
+	if !n.setPhase(gen, PhaseInstalling) {
+		return bootFromDisk
+	}
+	return n.install(ctx, gen, p)
+}
+
+// installParams are the anneal.* kernel arguments.
+type installParams struct {
+	node, build, url, token string
+}
+
+func installParamsOf(args []string) (installParams, error) {
+	var p installParams
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "anneal.node":
+			p.node = v
+		case "anneal.build":
+			p.build = v
+		case "anneal.url":
+			p.url = strings.TrimSuffix(v, "/")
+		case "anneal.token":
+			p.token = v
+		}
+	}
+	var missing []string
+	for _, kv := range [][2]string{{"anneal.node", p.node}, {"anneal.build", p.build}, {"anneal.url", p.url}, {"anneal.token", p.token}} {
+		if kv[1] == "" {
+			missing = append(missing, kv[0])
+		}
+	}
+	if len(missing) > 0 {
+		return p, fmt.Errorf("no %s", strings.Join(missing, ", "))
+	}
+	if u, err := url.Parse(p.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return p, fmt.Errorf("anneal.url %q is not an http(s) URL", p.url)
+	}
+	return p, nil
+}
+
+// buildFile is build.json: the build spec and its id.
+type buildFile struct {
+	reconcile.BuildSpec
+	ID string `json:"id"`
+}
+
+// install fetches the install files, derives the facts the installed
+// system will have, posts the install callback and, on a 2xx, writes the
+// disk.
+func (n *Node) install(ctx context.Context, gen uint64, p installParams) outcome {
+	base := p.url + "/install/" + url.PathEscape(p.node) + "/" + url.PathEscape(p.token)
+	shown := p.url + "/install/" + url.PathEscape(p.node) + "/{token}" // errors never carry the token
+	var build buildFile
+	var netcfg []byte
+	err := n.getJSON(ctx, base+"/build.json", shown+"/build.json", &build)
+	if err == nil {
+		netcfg, err = n.get(ctx, base+"/network-config", shown+"/network-config")
+	}
+	var agent AgentConfig
+	if err == nil {
+		err = n.getJSON(ctx, base+"/agent.json", shown+"/agent.json", &agent)
+	}
+	if err == nil && (agent.URL == "" || agent.Node == "" || agent.Token == "") {
+		err = errors.New("agent.json: url, node and token are all required")
+	}
+	if err != nil {
+		n.fail(gen, fmt.Errorf("install: %w", err))
+		return bootFromDisk
+	}
+	if build.ID != "" && build.ID != p.build {
+		n.f.log.Warn("lab: build.json's id is not the kernel line's anneal.build", "node", n.name, "id", build.ID, "anneal.build", p.build)
+	}
+	facts, err := n.factsOf(build.BuildSpec, netcfg)
+	if err != nil {
+		n.fail(gen, fmt.Errorf("install: %w", err))
+		return bootFromDisk
+	}
+	switch n.f.installFault(n.name) {
+	case InstallNoCallback:
+		n.f.log.Info("lab: fault: the install hangs before its callback", "node", n.name)
+		n.setPhase(gen, PhaseHung)
+		return hung
+	case InstallWrongInterface:
+		n.f.log.Info("lab: fault: the install reports a wrong interface", "node", n.name)
+		wrongInterface(&facts)
+	}
+	body := struct {
+		Token   string          `json:"token"`
+		BuildID string          `json:"buildId"`
+		Facts   reconcile.Facts `json:"facts"`
+	}{p.token, p.build, facts}
+	cb := p.url + "/api/v1/nodes/" + url.PathEscape(p.node) + "/installed"
+	if err := n.post(ctx, cb, "", body); err != nil {
+		n.fail(gen, fmt.Errorf("install callback: %w", err))
+		return bootFromDisk
+	}
+	// The disk was written before the callback: keep it even if the node
+	// was powered off meanwhile.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.disk = Disk{BuildID: p.build, InstalledAt: time.Now().UTC(), Facts: &facts, Agent: &agent}
+	n.installs++
+	n.notifyLocked()
+	n.markDirty()
+	n.f.log.Info("lab: installed", "node", n.name, "build", p.build)
+	return installed
+}
+
+// wrongInterface is the install fault's damage: the last VLAN gets another
+// id, or else the first interface another MAC, or else a stray interface
+// appears.
+func wrongInterface(f *reconcile.Facts) {
+	for i := len(f.Interfaces) - 1; i >= 0; i-- {
+		if f.Interfaces[i].Kind == reconcile.KindVLAN {
+			f.Interfaces[i].VLANID++
+			return
+		}
+	}
+	if len(f.Interfaces) > 0 {
+		f.Interfaces[0].MAC = "02:00:5e:00:53:01"
+		return
+	}
+	f.Interfaces = append(f.Interfaces, reconcile.FactInterface{Name: "eth9", Kind: reconcile.KindEther, MTU: 1500})
+}
+
+// runDisk boots the installed system, if any, and runs its agent until
+// ctx ends.
+func (n *Node) runDisk(ctx context.Context, gen uint64) {
+	n.mu.Lock()
+	if n.gen != gen {
+		n.mu.Unlock()
+		return
+	}
+	if n.disk.BuildID == "" {
+		n.setPhaseLocked(PhaseNoOS)
+		n.mu.Unlock()
+		return
+	}
+	n.setPhaseLocked(PhaseRunning)
+	var agent AgentConfig
+	if n.disk.Agent != nil {
+		agent = *n.disk.Agent
+	}
+	n.mu.Unlock()
+	interval := n.f.cfg.AgentInterval
+	if interval <= 0 || agent.URL == "" {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n.report(ctx, gen, agent)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// report posts one agent report: the disk's build and its (possibly hand
+// edited) facts.
+func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) {
+	n.mu.Lock()
+	if n.gen != gen || n.disk.Facts == nil {
+		n.mu.Unlock()
+		return
+	}
+	body := struct {
+		BuildID string          `json:"buildId"`
+		Facts   reconcile.Facts `json:"facts"`
+	}{n.disk.BuildID, cloneFacts(*n.disk.Facts)}
+	n.mu.Unlock()
+	u := strings.TrimSuffix(agent.URL, "/") + "/api/v1/nodes/" + url.PathEscape(agent.Node) + "/facts"
+	if err := n.post(ctx, u, agent.Token, body); err != nil {
+		if ctx.Err() == nil {
+			n.f.log.Warn("lab: agent report", "node", n.name, "err", err)
+		}
+		return
+	}
+	n.mu.Lock()
+	n.reports++
+	n.notifyLocked()
+	n.mu.Unlock()
+}
+
+// --- iPXE ---
+
+// maxChains bounds chain loading.
+const maxChains = 4
+
+// fetchScript fetches the node's iPXE script by MAC and follows chain
+// commands.
+func (n *Node) fetchScript(ctx context.Context) (ipxeScript, error) {
+	u := n.f.cfg.BootURL + "/ipxe/" + n.mac
+	for range maxChains + 1 {
+		body, err := n.get(ctx, u, u)
+		if err != nil {
+			return ipxeScript{}, err
+		}
+		s, err := parseIPXE(body)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", u, err)
+		}
+		if s.chain == "" {
+			return s, nil
+		}
+		next, err := n.expand(s.chain)
+		if err != nil {
+			return s, fmt.Errorf("%s: chain: %w", u, err)
+		}
+		base, err := url.Parse(u)
+		if err != nil {
+			return s, err
+		}
+		ref, err := url.Parse(next)
+		if err != nil {
+			return s, fmt.Errorf("%s: chain %q: %w", u, next, err)
+		}
+		u = base.ResolveReference(ref).String()
+	}
+	return ipxeScript{}, fmt.Errorf("more than %d chained scripts", maxChains)
+}
+
+// expand replaces the iPXE settings a virtual NIC knows.
+func (n *Node) expand(s string) (string, error) {
+	r := strings.NewReplacer("${net0/mac}", n.mac, "${mac}", n.mac,
+		"${net0/mac:hexhyp}", strings.ReplaceAll(n.mac, ":", "-"), "${mac:hexhyp}", strings.ReplaceAll(n.mac, ":", "-"))
+	s = r.Replace(s)
+	if i := strings.Index(s, "${"); i >= 0 {
+		return "", fmt.Errorf("setting %s is not known to the lab", s[i:])
+	}
+	return s, nil
+}
+
+// ipxeScript is what the lab reads of an iPXE script: the first kernel,
+// chain or exit command.
+type ipxeScript struct {
+	exit  bool
+	args  []string // the kernel's command line
+	chain string
+}
+
+// parseIPXE reads an iPXE script as iPXE would decide what to boot: it
+// must start with #!ipxe; the first kernel (its command line), chain (a
+// URL) or exit/sanboot (boot from disk) decides.
+func parseIPXE(body []byte) (ipxeScript, error) {
+	lines := strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n")
+	i := 0
+	for i < len(lines) && strings.TrimSpace(lines[i]) == "" {
+		i++
+	}
+	if i == len(lines) || !strings.HasPrefix(strings.TrimSpace(lines[i]), "#!ipxe") {
+		return ipxeScript{}, errors.New("not an iPXE script (no #!ipxe line)")
+	}
+	for _, line := range lines[i+1:] {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") || strings.HasPrefix(fields[0], ":") {
+			continue
+		}
+		switch fields[0] {
+		case "kernel", "chain", "chainload", "imgexec":
+			rest := skipOptions(fields[1:])
+			if len(rest) == 0 {
+				return ipxeScript{}, fmt.Errorf("%s without an image", fields[0])
+			}
+			if fields[0] == "kernel" {
+				return ipxeScript{args: rest[1:]}, nil
+			}
+			return ipxeScript{chain: rest[0]}, nil
+		case "exit", "sanboot":
+			return ipxeScript{exit: true}, nil
+		}
+	}
+	return ipxeScript{}, errors.New("the script neither loads a kernel nor exits")
+}
+
+// skipOptions drops an image command's options (--name x, --autofree).
+func skipOptions(f []string) []string {
+	for len(f) > 0 && strings.HasPrefix(f[0], "-") {
+		opt := f[0]
+		f = f[1:]
+		switch opt {
+		case "--name", "-n", "--timeout", "-t":
+			if len(f) > 0 {
+				f = f[1:]
+			}
+		}
+	}
+	return f
+}
+
+// --- HTTP ---
+
+// get fetches u; shown names it in errors.
+func (n *Node) get(ctx context.Context, u, shown string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", shown, err)
+	}
+	req.Header.Set("User-Agent", "anneal-lab-node/"+n.name)
+	resp, err := n.f.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", shown, scrub(err, u, shown))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", shown, scrub(err, u, shown))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", shown, resp.Status)
+	}
+	return body, nil
+}
+
+func (n *Node) getJSON(ctx context.Context, u, shown string, v any) error {
+	body, err := n.get(ctx, u, shown)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s: %w", shown, err)
+	}
+	return nil
+}
+
+// post posts v as JSON, with a bearer token unless "", and wants a 2xx.
+func (n *Node) post(ctx context.Context, u, bearer string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", u, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "anneal-lab-node/"+n.name)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := n.f.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// scrub replaces a URL carrying a token by its shown form in an error's
+// text; the error still unwraps to the original.
+func scrub(err error, u, shown string) error {
+	if u == shown || !strings.Contains(err.Error(), u) {
+		return err
+	}
+	return &scrubbed{msg: strings.ReplaceAll(err.Error(), u, shown), err: err}
+}
+
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
