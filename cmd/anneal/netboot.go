@@ -29,7 +29,7 @@ import (
 // and rebuilds through the BMCs.
 type netbootFlags struct {
 	listen, url, keyRef, lab string
-	installTimeout          time.Duration
+	installTimeout           time.Duration
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
 	tftpListen, tftpRoot                          string
