@@ -130,6 +130,7 @@ type RebuildConfig struct {
 	// Wake is notified by Report; the rollout waits on it.
 	Wake           *Waker
 	InstallTimeout time.Duration
+	NetbootTimeout time.Duration
 	PollInterval   time.Duration
 	Progress       func(RolloutEvent)
 	// FirmwareEvery is how often each node's firmware is read from its
@@ -608,7 +609,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		}
 		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds), Canaries: canaries}
 		r.setRollout(live)
-		ro := &Rollout{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, PollInterval: rb.PollInterval, Log: r.Log,
+		ro := &Rollout{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, NetbootTimeout: rb.NetbootTimeout, PollInterval: rb.PollInterval, Log: r.Log,
 			BMC:     func(n *schema.Node) (BMC, error) { return rb.BMC(site, n) },
 			SyncDNS: func(ctx context.Context) error { return r.syncDNS(ctx, site, targets, rev) },
 			Progress: func(e RolloutEvent) {

@@ -103,6 +103,14 @@ type NodeRecord struct {
 	Nonce        string    `json:"nonce,omitempty"`
 	TokenExpires time.Time `json:"tokenExpires,omitzero"`
 	Attempts     int       `json:"attempts,omitempty"`
+	// Netbooted is when the netboot server served the armed install
+	// script, and InstallFetched when the installer fetched its files
+	// (after that the node is served "boot from disk", so a machine that
+	// netboots first does not install twice). Both are cleared at arming.
+	Netbooted      time.Time `json:"netbooted,omitzero"`
+	InstallFetched time.Time `json:"installFetched,omitzero"`
+	// PowerCycles counts power cycles of the current arming.
+	PowerCycles int `json:"powerCycles,omitempty"`
 	// Facts are the last reported facts and FactsAt when they came.
 	Facts   *Facts    `json:"facts,omitempty"`
 	FactsAt time.Time `json:"factsAt,omitzero"`

@@ -24,6 +24,11 @@ const (
 	// DefaultMaxConcurrentInstalls is the boot-storm budget when the site
 	// sets none (DRP's sizing guide: 20 concurrent provisions per 4 cores).
 	DefaultMaxConcurrentInstalls = 20
+	// DefaultNetbootTimeout bounds power cycle → iPXE script fetched
+	// (POST and firmware of a big server take minutes).
+	DefaultNetbootTimeout = 10 * time.Minute
+	// MaxPowerCycles bounds the power cycles of one arming.
+	MaxPowerCycles = 3
 	// DefaultPollInterval is how often a waiting rebuild re-reads its
 	// record when no report wakes it.
 	DefaultPollInterval = time.Second
@@ -53,6 +58,9 @@ type Rollout struct {
 	// Wake, when set, wakes waiting rebuilds on a node's report.
 	Wake           *Waker
 	InstallTimeout time.Duration
+	// NetbootTimeout bounds power cycle → iPXE script fetched; a node
+	// that misses it is cycled again (default DefaultNetbootTimeout).
+	NetbootTimeout time.Duration
 	PollInterval   time.Duration
 	Log            *slog.Logger
 	// Progress is told about every step (a terminal display, logs).
@@ -475,6 +483,7 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
 			rec.State, rec.Since, rec.Target, rec.Reason = NodeProvisioning, now, r.To, ""
 			rec.Nonce, rec.TokenExpires = nonce, now.Add(timeout)
+			rec.Netbooted, rec.InstallFetched, rec.PowerCycles = time.Time{}, time.Time{}, 1
 			rec.Attempts++
 			return nil
 		})
@@ -509,6 +518,9 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 			if ro.now().After(rec.Since.Add(timeout)) {
 				return ro.fail(ctx, n.Name, fmt.Sprintf("no install callback within %s of the power cycle", timeout))
 			}
+			if reason := ro.netbootMissed(ctx, n, rec); reason != "" {
+				return reason
+			}
 		default:
 			return fmt.Sprintf("unexpected state %q while installing", rec.State)
 		}
@@ -516,6 +528,38 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 			return errInterrupted
 		}
 	}
+}
+
+// netbootMissed power-cycles a node again when it has not fetched its
+// iPXE script within NetbootTimeout of its last power cycle (it booted
+// while the netboot server was down, or PXE failed), at most
+// MaxPowerCycles times; then the rebuild fails. Nothing was installed, so
+// a second cycle repeats nothing that completed. It returns a failure
+// reason, or "".
+func (ro *Rollout) netbootMissed(ctx context.Context, n *schema.Node, rec *NodeRecord) string {
+	nt := cmp.Or(ro.NetbootTimeout, DefaultNetbootTimeout)
+	last := rec.Since
+	if !rec.Netbooted.IsZero() || ro.now().Before(last.Add(nt)) {
+		return ""
+	}
+	if rec.PowerCycles >= MaxPowerCycles {
+		return ro.fail(ctx, n.Name, fmt.Sprintf("it never fetched its iPXE script after %d power cycles %s apart (check its boot order, DHCP and the netboot server)", rec.PowerCycles, nt))
+	}
+	now := ro.now()
+	if err := ro.Nodes.UpdateNode(ctx, n.Name, func(r *NodeRecord) error {
+		r.Since, r.PowerCycles = now, r.PowerCycles+1
+		return nil
+	}); err != nil {
+		return ro.interrupted(ctx, err)
+	}
+	if err := ro.powerCycle(ctx, n); err != nil {
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+		return ro.fail(ctx, n.Name, err.Error())
+	}
+	ro.emit(RolloutEvent{Node: n.Name, Step: StepPower, Detail: fmt.Sprintf("no netboot within %s: next boot PXE, power cycled again", nt)})
+	return ""
 }
 
 func (ro *Rollout) interrupted(ctx context.Context, err error) string {

@@ -28,8 +28,8 @@ import (
 // netbootFlags turn on the node layer of serve: the netboot HTTP server
 // and rebuilds through the BMCs.
 type netbootFlags struct {
-	listen, url, keyRef, lab string
-	installTimeout           time.Duration
+	listen, url, keyRef, lab       string
+	installTimeout, netbootTimeout time.Duration
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
 	tftpListen, tftpRoot                          string
@@ -41,6 +41,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.url, "netboot-url", "", "the netboot server's URL as nodes reach it (default http://NETBOOT-LISTEN)")
 	c.Flags().StringVar(&f.keyRef, "netboot-key", "", "secret reference of the HMAC key for install and agent tokens (default: a random key kept beside the state file)")
 	c.Flags().DurationVar(&f.installTimeout, "install-timeout", reconcile.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
+	c.Flags().DurationVar(&f.netbootTimeout, "netboot-timeout", reconcile.DefaultNetbootTimeout, "a node that has not fetched its iPXE script this long after a power cycle is cycled again (at most 3 cycles)")
 	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
 	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
 	c.Flags().StringVar(&f.dhcpIface, "dhcp-interface", "", "bind the DHCP server to this interface")
@@ -114,7 +115,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	}
 	resolve := secret.Resolver{}.Resolve
 	r.Rebuild = &reconcile.RebuildConfig{
-		Nodes: nodes, Wake: wake, InstallTimeout: f.installTimeout,
+		Nodes: nodes, Wake: wake, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout,
 		Publish: func(_ context.Context, s *schema.Site) error {
 			l := dhcp.LeasesFromSite(s)
 			leases.Store(&l)

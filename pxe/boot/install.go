@@ -138,6 +138,16 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 	if strings.HasSuffix(file, ".json") {
 		contentType = "application/json"
 	}
+	if rec.InstallFetched.IsZero() {
+		if err := s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+			if rec.InstallFetched.IsZero() {
+				rec.InstallFetched = now
+			}
+			return nil
+		}); err != nil {
+			return "", "", fmt.Errorf("record install start: %w", err)
+		}
+	}
 	if file == FileAgent {
 		body, err = renderAgent(s.BaseURL, name, AgentToken(s.Key, name))
 		return body, contentType, err

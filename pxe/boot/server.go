@@ -181,6 +181,21 @@ func (s *Server) handleIPXE(w http.ResponseWriter, r *http.Request) {
 		writeScript(w, exitScript(fmt.Sprintf("%s is not armed for an install: %s", node.Name, why), "booting from the local disk"))
 		return
 	}
+	if !rec.InstallFetched.IsZero() {
+		// The installer already ran from this arming: this is the installed
+		// system's reboot on a machine that netboots first.
+		s.log().Info("boot: install already fetched, booting from local disk", "node", node.Name, "mac", mac, "remote", remote)
+		writeScript(w, exitScript(fmt.Sprintf("%s already fetched its install", node.Name), "booting from the local disk"))
+		return
+	}
+	if err := s.Nodes.UpdateNode(r.Context(), node.Name, func(rec *reconcile.NodeRecord) error {
+		rec.Netbooted = now
+		return nil
+	}); err != nil {
+		s.log().Error("boot: record netboot, not booting", "node", node.Name, "err", err)
+		http.Error(w, "node store unavailable", http.StatusInternalServerError)
+		return
+	}
 	token := MintInstallToken(s.Key, node.Name, rec.Target, rec.Nonce, rec.TokenExpires)
 	rd, err := Render(site, node, s.BaseURL, token)
 	if err != nil {

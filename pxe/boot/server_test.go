@@ -577,3 +577,27 @@ func TestMisconfigured(t *testing.T) {
 		})
 	}
 }
+
+// TestNetbootMarks: the script serve marks the record netbooted; once the
+// installer fetched its files, the next netboot (the installed system's
+// reboot on a machine that netboots first) boots from disk.
+func TestNetbootMarks(t *testing.T) {
+	f := newFixture(t)
+	f.arm("e1n01")
+	if code, body := f.get("/ipxe/b0:7b:25:0b:01:01"); code != http.StatusOK || !strings.Contains(body, "kernel") {
+		t.Fatalf("first netboot: %d %s", code, body)
+	}
+	if rec := f.record("e1n01"); rec.Netbooted.IsZero() || !rec.InstallFetched.IsZero() {
+		t.Fatalf("after the script: %+v", rec)
+	}
+	if code, _ := f.get("/install/e1n01/" + f.tokenOf("e1n01") + "/" + FileNetworkConfig); code != http.StatusOK {
+		t.Fatalf("install file: %d", code)
+	}
+	if rec := f.record("e1n01"); rec.InstallFetched.IsZero() {
+		t.Fatal("install fetch not recorded")
+	}
+	code, body := f.get("/ipxe/b0:7b:25:0b:01:01")
+	if code != http.StatusOK || strings.Contains(body, "kernel") || !strings.Contains(body, "already fetched its install") {
+		t.Fatalf("netboot after the install started: %d %s", code, body)
+	}
+}
