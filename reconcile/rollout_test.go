@@ -122,6 +122,7 @@ type fakeFleet struct {
 	delay   time.Duration
 	badNode map[string]bool // reports facts with a VLAN missing
 	silent  map[string]bool // never calls back
+	lost    map[string]int  // power cycles whose netboot is lost (booted the disk)
 
 	mu       sync.Mutex
 	cycles   map[string]int
@@ -165,6 +166,17 @@ func (f *fakeFleet) start(n *schema.Node) {
 	if f.silent[n.Name] {
 		return
 	}
+	f.mu.Lock()
+	lost := f.lost[n.Name] > 0
+	if lost {
+		f.lost[n.Name]--
+		f.down[n.Rack]--
+	}
+	f.mu.Unlock()
+	if lost {
+		return
+	}
+	_ = f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error { r.Netbooted = time.Now(); return nil })
 	go func() {
 		time.Sleep(f.delay)
 		spec := BuildSpecOf(f.site, n)
@@ -192,7 +204,7 @@ func (f *fakeFleet) start(n *schema.Node) {
 
 func newFleet(t *testing.T, site *schema.Site) (*fakeFleet, *Rollout) {
 	f := &fakeFleet{t: t, site: site, store: &memNodes{}, wake: &Waker{}, delay: 20 * time.Millisecond,
-		badNode: map[string]bool{}, silent: map[string]bool{},
+		badNode: map[string]bool{}, silent: map[string]bool{}, lost: map[string]int{},
 		cycles: map[string]int{}, down: map[string]int{}, maxDown: map[string]int{}, finished: map[string]time.Time{}}
 	ro := &Rollout{Site: site, Nodes: f.store, Wake: f.wake, PollInterval: 10 * time.Millisecond,
 		BMC: func(n *schema.Node) (BMC, error) { return &fakeBMC{f: f, node: n}, nil }}
@@ -405,5 +417,23 @@ func TestPlanRebuildReasons(t *testing.T) {
 	p = PlanRebuilds(site, recs, time.Now().Add(91*24*time.Hour))
 	if len(p.Rebuilds) != 13 || p.Rebuilds[0].Reasons[0] != ReasonExpired {
 		t.Fatalf("expired plan: %d, %+v", len(p.Rebuilds), p.Rebuilds[0])
+	}
+}
+
+func TestRolloutRecyclesAMissedNetboot(t *testing.T) {
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	ro.NetbootTimeout = 100 * time.Millisecond
+	f.lost["e1n02"] = 1 // its first boot never reached the netboot server
+	f.lost["e1n03"] = 5 // it never netboots
+	res, err := ro.Run(context.Background(), PlanRebuilds(site, nil, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.cycles["e1n02"] != 2 || !slices.Contains(res.Verified, "e1n02") {
+		t.Fatalf("e1n02: %d cycles, verified %v", f.cycles["e1n02"], res.Verified)
+	}
+	if f.cycles["e1n03"] != MaxPowerCycles || !strings.Contains(res.Failed["e1n03"], "never fetched its iPXE script after 3 power cycles") {
+		t.Fatalf("e1n03: %d cycles, failed %q", f.cycles["e1n03"], res.Failed["e1n03"])
 	}
 }

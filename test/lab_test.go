@@ -33,6 +33,7 @@ var labEnv = []string{
 type labNode struct {
 	Name           string `json:"name"`
 	Boots          int    `json:"boots"`
+	Installs       int    `json:"installs"`
 	InstalledBuild string `json:"installedBuild"`
 }
 
@@ -325,4 +326,79 @@ func queryA(t *testing.T, server, name string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestLabKillDuringRollout: kill -9 the daemon while nodes are installing;
+// the restarted daemon resumes the rollout from its records and finishes
+// it without power-cycling any node a second time.
+func TestLabKillDuringRollout(t *testing.T) {
+	bindAddr, pdnsDNS, pdnsAPI := freeAddr(t), freeAddr(t), freeAddr(t)
+	site := copySite(t, "../examples/site-repo", map[string]string{
+		"127.0.0.1:5301":        bindAddr,
+		"127.0.0.1:5302":        pdnsDNS,
+		"http://127.0.0.1:8081": "http://" + pdnsAPI,
+	})
+	git(t, site, "init", "-q", "-b", "main")
+	git(t, site, "add", "-A")
+	git(t, site, "commit", "-q", "-m", "A")
+	revA := git(t, site, "rev-parse", "HEAD")
+	boot := freeAddr(t)
+	labDir := t.TempDir()
+	control := startLab(t, site, labDir, "http://"+boot)
+	send(t, http.MethodPut, control+"/lab/v1/faults", "", `{"bootDelay": "1500ms"}`)
+	state := filepath.Join(t.TempDir(), "state.db")
+	args := []string{"--repo", site, "--interval", "1s", "--state", state, "--netboot-listen", boot, "--lab", labDir,
+		"--install-timeout", "60s", "--netboot-timeout", "4s"}
+	api, cmd := startServe(t, labEnv, args...)
+
+	// Kill it once the canary is done and the next wave is installing.
+	waitFor(t, "the second wave installing", func() bool {
+		var list []apiNode
+		if code, body := httpGet(t, api+"/api/v1/nodes"); code != http.StatusOK || json.Unmarshal([]byte(body), &list) != nil {
+			return false // not up yet
+		}
+		verified, installing := 0, 0
+		for _, n := range list {
+			if n.Live != nil && n.Live.State == "verified" {
+				verified++
+			}
+			if n.Live != nil && n.Live.State == "provisioning" {
+				installing++
+			}
+		}
+		return verified >= 1 && installing >= 2
+	})
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	time.Sleep(2 * time.Second) // the installing nodes finish while no anneal listens
+
+	api, _ = startServe(t, labEnv, args...)
+	waitStatus(t, api, "revision A applied after the restart", func(s serveStatus) bool { return s.AppliedRevision == revA })
+	var list []labNode
+	getJSON(t, control+"/lab/v1/nodes", &list)
+	var nodes []apiNode
+	getJSON(t, api+"/api/v1/nodes", &nodes)
+	recycled := 0
+	for _, n := range list {
+		if n.Name == "e2n03" { // maintenance
+			continue
+		}
+		// Every node installs exactly once. A node that powered on while
+		// no anneal answered its netboot booted its disk and was cycled
+		// again; no other node boots twice.
+		if n.Installs != 1 || n.Boots > 2 {
+			t.Errorf("%s: %d installs, %d boots across the crash; want 1 install", n.Name, n.Installs, n.Boots)
+		}
+		if n.Boots == 2 {
+			recycled++
+		}
+	}
+	t.Logf("%d node(s) missed their netboot while anneal was down and were cycled again", recycled)
+	for _, n := range nodes {
+		if n.Name != "e2n03" && (n.Live == nil || !n.Live.UpToDate) {
+			t.Errorf("%s not verified after the restart: %+v", n.Name, n.Live)
+		}
+	}
 }
