@@ -125,20 +125,25 @@ type buildFile struct {
 }
 
 // install fetches the install files, derives the facts the installed
-// system will have, posts the install callback and, on a 2xx, writes the
-// disk.
+// system will have, writes the disk and posts the install callback; then
+// the node boots its new system, whatever the callback's answer (the
+// installer cannot unwrite the disk: a node whose callback never arrived
+// shows up through its agent's reports).
 func (n *Node) install(ctx context.Context, gen uint64, p installParams) outcome {
 	base := p.url + "/install/" + url.PathEscape(p.node) + "/" + url.PathEscape(p.token)
 	shown := p.url + "/install/" + url.PathEscape(p.node) + "/{token}" // errors never carry the token
 	var build buildFile
 	var netcfg []byte
-	err := n.getJSON(ctx, base+"/build.json", shown+"/build.json", &build)
+	err := n.retry(ctx, "build.json", func() error { return n.getJSON(ctx, base+"/build.json", shown+"/build.json", &build) })
 	if err == nil {
-		netcfg, err = n.get(ctx, base+"/network-config", shown+"/network-config")
+		err = n.retry(ctx, "network-config", func() (err error) {
+			netcfg, err = n.get(ctx, base+"/network-config", shown+"/network-config")
+			return err
+		})
 	}
 	var agent AgentConfig
 	if err == nil {
-		err = n.getJSON(ctx, base+"/agent.json", shown+"/agent.json", &agent)
+		err = n.retry(ctx, "agent.json", func() error { return n.getJSON(ctx, base+"/agent.json", shown+"/agent.json", &agent) })
 	}
 	if err == nil && (agent.URL == "" || agent.Node == "" || agent.Token == "") {
 		err = errors.New("agent.json: url, node and token are all required")
@@ -164,26 +169,72 @@ func (n *Node) install(ctx context.Context, gen uint64, p installParams) outcome
 		n.f.log.Info("lab: fault: the install reports a wrong interface", "node", n.name)
 		wrongInterface(&facts)
 	}
+	if ctx.Err() != nil {
+		return bootFromDisk // powered off before the disk was written
+	}
+	n.mu.Lock()
+	n.disk = Disk{BuildID: p.build, InstalledAt: time.Now().UTC(), Facts: &facts, Agent: &agent}
+	n.installs++
+	n.notifyLocked()
+	n.markDirty()
+	n.mu.Unlock()
+	n.f.log.Info("lab: installed", "node", n.name, "build", p.build)
+
 	body := struct {
 		Token   string          `json:"token"`
 		BuildID string          `json:"buildId"`
 		Facts   reconcile.Facts `json:"facts"`
 	}{p.token, p.build, facts}
 	cb := p.url + "/api/v1/nodes/" + url.PathEscape(p.node) + "/installed"
-	if err := n.post(ctx, cb, "", body); err != nil {
+	if err := n.retry(ctx, "install callback", func() error { return n.post(ctx, cb, "", body) }); err != nil {
 		n.fail(gen, fmt.Errorf("install callback: %w", err))
-		return bootFromDisk
+	} else {
+		n.mu.Lock()
+		n.callbacks++
+		n.notifyLocked()
+		n.mu.Unlock()
 	}
-	// The disk was written before the callback: keep it even if the node
-	// was powered off meanwhile.
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.disk = Disk{BuildID: p.build, InstalledAt: time.Now().UTC(), Facts: &facts, Agent: &agent}
-	n.installs++
-	n.notifyLocked()
-	n.markDirty()
-	n.f.log.Info("lab: installed", "node", n.name, "build", p.build)
 	return installed
+}
+
+// statusError is an HTTP answer other than the one wanted.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+// transient reports whether a request is worth retrying: nothing answered,
+// or the server failed (5xx, 429).
+func transient(err error) bool {
+	if se, ok := errors.AsType[*statusError](err); ok {
+		return se.code >= 500 || se.code == http.StatusTooManyRequests
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// retry runs fn until it succeeds, fails for good (a 4xx, a wrong
+// answer) or Config.RetryFor has passed, as iPXE's retry loop and an
+// installer's curl --retry would.
+func (n *Node) retry(ctx context.Context, what string, fn func() error) error {
+	deadline := time.Now().Add(n.f.cfg.RetryFor)
+	wait := 250 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		n.f.log.Debug("lab: node retrying", "node", n.name, "request", what, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // wrongInterface is the install fault's damage: the last VLAN gets another
@@ -274,7 +325,11 @@ const maxChains = 4
 func (n *Node) fetchScript(ctx context.Context) (ipxeScript, error) {
 	u := n.f.cfg.BootURL + "/ipxe/" + n.mac
 	for range maxChains + 1 {
-		body, err := n.get(ctx, u, u)
+		var body []byte
+		err := n.retry(ctx, "iPXE script", func() (err error) {
+			body, err = n.get(ctx, u, u)
+			return err
+		})
 		if err != nil {
 			return ipxeScript{}, err
 		}
@@ -389,7 +444,7 @@ func (n *Node) get(ctx context.Context, u, shown string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %w", shown, scrub(err, u, shown))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", shown, resp.Status)
+		return nil, &statusError{code: resp.StatusCode, msg: fmt.Sprintf("GET %s: %s", shown, resp.Status)}
 	}
 	return body, nil
 }
@@ -427,7 +482,7 @@ func (n *Node) post(ctx context.Context, u, bearer string, v any) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))}
 	}
 	return nil
 }

@@ -239,13 +239,37 @@ func TestInstallFailures(t *testing.T) {
 	})
 
 	t.Run("callback refused", func(t *testing.T) {
-		boot.setMode("e2n04", "callback-500")
+		// The disk is written before the callback: the node runs its new
+		// build, which its agent will report.
+		boot.setMode("e2n04", "callback-403")
 		pxeCycle(t, f, "e2n04")
-		s := waitNode(t, f.Node("e2n04"), "no OS", func(s NodeStatus) bool { return s.Phase == PhaseNoOS })
-		if s.BuildID != "" || !strings.Contains(s.LastError, "500") {
+		s := waitNode(t, f.Node("e2n04"), "running", func(s NodeStatus) bool { return s.Phase == PhaseRunning })
+		spec := reconcile.BuildSpecOf(site, site.Node("e2n04"))
+		if s.BuildID != spec.ID() || s.Callbacks != 0 || !strings.Contains(s.LastError, "403") {
 			t.Fatalf("refused callback: %+v", s)
 		}
 	})
+}
+
+// TestNetbootRetries: a boot server that answers 503 for a while (anneal
+// restarting) is retried: the script, each install file, the callback.
+func TestNetbootRetries(t *testing.T) {
+	t.Parallel()
+	site := exampleSite(t)
+	boot := newTestBootServer(t, site)
+	f := startFleet(t, Config{Site: site, BootURL: boot.URL, RetryFor: 10 * time.Second})
+	boot.setFailing("e1n04", 2)
+	pxeCycle(t, f, "e1n04")
+	n := f.Node("e1n04")
+	waitNode(t, n, "installing", func(s NodeStatus) bool { return s.Phase == PhaseInstalling })
+	boot.setFailing("e1n04", 2) // the install files and the callback
+	s := waitNode(t, n, "called back", func(s NodeStatus) bool { return s.Callbacks == 1 })
+	if s.Phase != PhaseRunning || s.LastError != "" || s.Boots != 1 {
+		t.Fatalf("after retries: %+v", s)
+	}
+	if scripts, files, cbs, _ := boot.snapshot("e1n04"); scripts != 1 || len(files) != 3 || len(cbs) != 1 {
+		t.Fatalf("boot server saw %d scripts, files %v, %d callbacks", scripts, files, len(cbs))
+	}
 }
 
 // TestBootDelay: a node stays in firmware for its boot delay.

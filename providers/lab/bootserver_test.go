@@ -29,7 +29,11 @@ type testBootServer struct {
 	byMAC map[string]*schema.Node
 
 	mu        sync.Mutex
-	mode      map[string]string // node → "" (install), "exit", "no-network-config", "callback-500"
+	// mode per node: "" (install), "exit", "no-network-config",
+	// "callback-403"; failing[node] > 0 answers that many requests of the
+	// node 503 first.
+	mode      map[string]string
+	failing   map[string]int
 	tokens    map[string]string // node → install token
 	agentTok  map[string]string // node → agent token
 	scripts   map[string]int    // node → scripts fetched
@@ -55,7 +59,7 @@ func newTestBootServer(t testing.TB, site *schema.Site) *testBootServer {
 	t.Helper()
 	b := &testBootServer{
 		t: t, site: site, byMAC: map[string]*schema.Node{},
-		mode: map[string]string{}, tokens: map[string]string{}, agentTok: map[string]string{},
+		mode: map[string]string{}, failing: map[string]int{}, tokens: map[string]string{}, agentTok: map[string]string{},
 		scripts: map[string]int{}, files: map[string][]string{},
 		callbacks: map[string][]callback{}, reports: map[string][]agentReport{},
 		changed: make(chan struct{}),
@@ -85,6 +89,24 @@ func (b *testBootServer) setMode(node, mode string) {
 	b.mode[node] = mode
 }
 
+func (b *testBootServer) setFailing(node string, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failing[node] = n
+}
+
+// unavailable answers 503 while the node's failing count lasts.
+func (b *testBootServer) unavailable(w http.ResponseWriter, node string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failing[node] <= 0 {
+		return false
+	}
+	b.failing[node]--
+	http.Error(w, "restarting", http.StatusServiceUnavailable)
+	return true
+}
+
 func (b *testBootServer) notifyLocked() {
 	close(b.changed)
 	b.changed = make(chan struct{})
@@ -100,6 +122,9 @@ func (b *testBootServer) script(w http.ResponseWriter, r *http.Request) {
 	n := b.byMAC[r.PathValue("mac")]
 	if n == nil {
 		fmt.Fprint(w, "#!ipxe\necho unknown MAC\nexit\n")
+		return
+	}
+	if b.unavailable(w, n.Name) {
 		return
 	}
 	b.mu.Lock()
@@ -120,6 +145,9 @@ func (b *testBootServer) script(w http.ResponseWriter, r *http.Request) {
 
 func (b *testBootServer) file(w http.ResponseWriter, r *http.Request) {
 	name, file := r.PathValue("node"), r.PathValue("file")
+	if b.unavailable(w, name) {
+		return
+	}
 	n := b.site.Node(name)
 	b.mu.Lock()
 	ok := n != nil && b.tokens[name] != "" && b.tokens[name] == r.PathValue("token")
@@ -165,10 +193,13 @@ func (b *testBootServer) installed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("node")
+	if b.unavailable(w, name) {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.mode[name] == "callback-500" {
-		http.Error(w, "store down", http.StatusInternalServerError)
+	if b.mode[name] == "callback-403" {
+		http.Error(w, "token expired", http.StatusForbidden)
 		return
 	}
 	if c.Token == "" || c.Token != b.tokens[name] {

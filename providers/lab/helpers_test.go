@@ -78,6 +78,9 @@ func startFleet(t testing.TB, cfg Config) *Fleet {
 	if cfg.BootURL == "" {
 		cfg.BootURL = "http://127.0.0.1:1" // nothing: PXE boots fail
 	}
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = 100 * time.Millisecond
+	}
 	f, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,7 @@ const (
 	// command passes it unless told otherwise (Config.AgentInterval 0
 	// disables agent reports).
 	DefaultAgentInterval = 30 * time.Second
+	DefaultRetryFor      = time.Minute
 	// nodeHTTPTimeout bounds each request a virtual node makes.
 	nodeHTTPTimeout = 30 * time.Second
 )
@@ -68,6 +69,10 @@ type Config struct {
 	// AgentInterval is how often a running node reports its facts; 0
 	// disables reports (see DefaultAgentInterval).
 	AgentInterval time.Duration
+	// RetryFor is how long a node's iPXE and installer keep retrying a
+	// request that nothing answers or that fails with a 5xx (a restarting
+	// anneal) before they give up (0: DefaultRetryFor).
+	RetryFor time.Duration
 	// Faults are the faults in force at start.
 	Faults Faults
 	// Logger receives one debug line per BMC request and the nodes' boot
@@ -121,6 +126,12 @@ func New(cfg Config) (*Fleet, error) {
 	}
 	if cfg.AgentInterval < 0 {
 		return nil, fmt.Errorf("lab: negative agent interval %s", cfg.AgentInterval)
+	}
+	if cfg.RetryFor < 0 {
+		return nil, fmt.Errorf("lab: negative retry time %s", cfg.RetryFor)
+	}
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = DefaultRetryFor
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen

@@ -78,6 +78,7 @@ type NodeStatus struct {
 	InstalledAt         time.Time `json:"installedAt,omitzero"`
 	Boots               int       `json:"boots"`
 	Installs            int       `json:"installs"`
+	Callbacks           int       `json:"callbacks"` // install callbacks answered 2xx
 	AgentReports        int       `json:"agentReports"`
 	LastError           string    `json:"lastError,omitempty"`
 }
@@ -97,15 +98,16 @@ type Node struct {
 	vendor    string
 	model     string
 
-	mu       sync.Mutex
-	power    reconcile.PowerState
-	override Override
-	disk     Disk
-	phase    Phase
-	boots    int
-	installs int
-	reports  int
-	lastErr  string
+	mu        sync.Mutex
+	power     reconcile.PowerState
+	override  Override
+	disk      Disk
+	phase     Phase
+	boots     int
+	installs  int
+	callbacks int
+	reports   int
+	lastErr   string
 	// gen counts power transitions: a boot goroutine whose generation is
 	// no longer current stops and changes nothing.
 	gen  uint64
@@ -157,7 +159,7 @@ func (n *Node) Status() NodeStatus {
 	s := NodeStatus{
 		Name: n.name, BMC: n.bmcAddr, MAC: n.mac, Power: n.power, Phase: n.phase,
 		BuildID: n.disk.BuildID, InstalledAt: n.disk.InstalledAt,
-		Boots: n.boots, Installs: n.installs, AgentReports: n.reports, LastError: n.lastErr,
+		Boots: n.boots, Installs: n.installs, Callbacks: n.callbacks, AgentReports: n.reports, LastError: n.lastErr,
 	}
 	if n.override.Enabled != overrideDisabled && n.override.Target != targetNone {
 		s.BootOverride, s.BootOverrideEnabled = n.override.Target, n.override.Enabled
