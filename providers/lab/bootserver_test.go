@@ -28,7 +28,7 @@ type testBootServer struct {
 	site  *schema.Site
 	byMAC map[string]*schema.Node
 
-	mu        sync.Mutex
+	mu sync.Mutex
 	// mode per node: "" (install), "exit", "no-network-config",
 	// "callback-403"; failing[node] > 0 answers that many requests of the
 	// node 503 first.

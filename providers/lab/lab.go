@@ -341,7 +341,7 @@ func (f *Fleet) Status() []NodeStatus {
 	return out
 }
 
-// go runs fn as a node goroutine, unless the fleet is shutting down.
+// spawn runs fn as a node goroutine, unless the fleet is shutting down.
 func (f *Fleet) spawn(fn func()) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

@@ -375,9 +375,10 @@ func (n *Node) hang(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
+		return fmt.Errorf("lab node %s: bmc does not answer: %w", n.name, ctx.Err())
 	case <-n.f.ctx.Done():
+		return fmt.Errorf("lab node %s: bmc does not answer: the lab stopped", n.name)
 	}
-	return fmt.Errorf("lab node %s: bmc does not answer: %w", n.name, context.DeadlineExceeded)
 }
 
 // PowerState reports the node's power.
