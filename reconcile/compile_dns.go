@@ -129,10 +129,9 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 		return baseTTL
 	}
 	for _, n := range site.Nodes {
-		if !n.Exists() && !av.Retiring[n.Name] {
-			continue
+		if n.Exists() {
+			b.node(site, n, ttlIn)
 		}
-		b.node(site, n, ttlIn)
 	}
 	for _, g := range d.Groups {
 		name := schema.CanonicalName(g.FQDN)
@@ -157,6 +156,7 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	if len(b.errs) > 0 {
 		return nil, fmt.Errorf("compile DNS: %s", strings.Join(b.errs, "; "))
 	}
+	b.retiring(site, av.Retiring, ttlIn)
 	for _, set := range b.sets {
 		set.Normalize()
 		zone := out.byZone[b.zone(set.Name)]
@@ -256,6 +256,30 @@ func (b *dnsBuilder) node(site *schema.Site, n *schema.Node, ttlIn func(string, 
 	}
 	for _, alias := range n.AliasFQDNs {
 		b.add(alias, TypeCNAME, ttlIn(alias, 0), dns.Fqdn(n.PrimaryFQDN))
+	}
+}
+
+// retiring keeps the names of decommissioned nodes that are not powered
+// off yet. They come last and yield: a name the site now gives to anything
+// else (a new node on the old address or hostname) is not kept.
+func (b *dnsBuilder) retiring(site *schema.Site, retiring map[string]bool, ttlIn func(string, int) uint32) {
+	if len(retiring) == 0 {
+		return
+	}
+	taken := map[string]bool{}
+	for k := range b.sets {
+		taken[k.Name] = true
+	}
+	rb := &dnsBuilder{zones: b.zones, sets: map[RRsetKey]*RRset{}}
+	for _, n := range site.Nodes {
+		if !n.Exists() && retiring[n.Name] {
+			rb.node(site, n, ttlIn)
+		}
+	}
+	for k, set := range rb.sets {
+		if !taken[k.Name] {
+			b.sets[k] = set
+		}
 	}
 }
 

@@ -437,3 +437,79 @@ func TestRolloutRecyclesAMissedNetboot(t *testing.T) {
 		t.Fatalf("e1n03: %d cycles, failed %q", f.cycles["e1n03"], res.Failed["e1n03"])
 	}
 }
+
+// decomBMC records power-offs.
+type decomBMC struct {
+	fakeBMC
+	off *[]string
+	mu  *sync.Mutex
+}
+
+func (b *decomBMC) SetPower(ctx context.Context, a PowerAction) error {
+	if a == ActionOff {
+		b.mu.Lock()
+		*b.off = append(*b.off, b.node.Name)
+		b.mu.Unlock()
+		return nil
+	}
+	return b.fakeBMC.SetPower(ctx, a)
+}
+
+func TestRolloutDecommission(t *testing.T) {
+	ctx := context.Background()
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	if res, err := ro.Run(ctx, PlanRebuilds(site, nil, time.Now())); err != nil || res.Err() != nil {
+		t.Fatal(err, res.Err())
+	}
+	gone := siteWith(t, map[string]func(string) string{
+		"nodes/west-w1.yaml": func(s string) string {
+			return strings.Replace(s, "name: w1n04\n", "name: w1n04\nstate: decommissioned\n", 1)
+		},
+	})
+	recs, _ := f.store.NodeRecords(ctx)
+	plan := PlanRebuilds(gone, recs, time.Now())
+	if !slices.Equal(plan.Decommission, []string{"w1n04"}) || len(plan.Rebuilds) != 0 {
+		t.Fatalf("plan: decommission %v, rebuilds %v", plan.Decommission, plan.Rebuilds)
+	}
+	// DNS while it retires: its names stay until it is off, then go.
+	var off []string
+	var mu sync.Mutex
+	var namesAtSync []bool
+	ro.Site = gone
+	ro.BMC = func(n *schema.Node) (BMC, error) { return &decomBMC{fakeBMC: fakeBMC{f: f, node: n}, off: &off, mu: &mu}, nil }
+	ro.SyncDNS = func(ctx context.Context) error {
+		recs, _ := f.store.NodeRecords(ctx)
+		d, err := CompileDNSWith(gone, AvailabilityOf(gone, recs))
+		if err != nil {
+			return err
+		}
+		has := false
+		for _, z := range d.Zones {
+			for _, s := range z.RRsets {
+				if strings.HasPrefix(s.Name, "w1n04.") {
+					has = true
+				}
+			}
+		}
+		namesAtSync = append(namesAtSync, has)
+		return nil
+	}
+	res, err := ro.Run(ctx, plan)
+	if err != nil || res.Err() != nil {
+		t.Fatal(err, res.Err())
+	}
+	if !slices.Equal(off, []string{"w1n04"}) || !slices.Equal(res.Decommissioned, []string{"w1n04"}) {
+		t.Fatalf("powered off %v, decommissioned %v", off, res.Decommissioned)
+	}
+	if !slices.Equal(namesAtSync, []bool{true, false}) {
+		t.Fatalf("w1n04's names at each DNS sync: %v, want kept while it runs, then removed", namesAtSync)
+	}
+	recs, _ = f.store.NodeRecords(ctx)
+	if recs["w1n04"].State != NodeRetired {
+		t.Fatalf("record %+v", recs["w1n04"])
+	}
+	if again := PlanRebuilds(gone, recs, time.Now()); again.Count() != 0 {
+		t.Fatalf("decommissioned twice: %+v", again)
+	}
+}

@@ -375,6 +375,10 @@ func (dc *dnsChecker) nodeNames(groups map[string]*Group) {
 	pn := dc.d.PrimaryName
 	for _, n := range dc.site.Nodes {
 		if !n.Exists() {
+			// Derived but not claimed: a decommissioned node keeps its
+			// names only until anneal has powered it off, and yields them
+			// to any node the site now gives them to.
+			retiredNames(dc.site, n, pn, domain)
 			continue
 		}
 		m := &n.Meta
@@ -431,6 +435,24 @@ func (dc *dnsChecker) nodeNames(groups map[string]*Group) {
 				n.AliasFQDNs = append(n.AliasFQDNs, name)
 				dc.use(name, "CNAME", who+" alias", o)
 			}
+		}
+	}
+}
+
+// retiredNames derives a decommissioned node's address names and primary
+// name, without checks.
+func retiredNames(site *Site, n *Node, pn *PrimaryName, domain string) {
+	for i := range n.Addresses {
+		a := &n.Addresses[i]
+		if net := site.Network(a.Network); net != nil && net.DNS != nil {
+			a.FQDN = ExpandPattern(net.DNS.Pattern, n.Name, net.Name, n.Region, n.Rack, domain)
+			a.Reverse = net.DNS.PublishReverse()
+		}
+	}
+	if pn != nil {
+		if primary := n.primaryNetwork(site, pn); primary != "" {
+			n.PrimaryNetwork = primary
+			n.PrimaryFQDN = ExpandPattern(pn.Pattern, n.Name, primary, n.Region, n.Rack, domain)
 		}
 	}
 }
