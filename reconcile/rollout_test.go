@@ -477,7 +477,9 @@ func TestRolloutDecommission(t *testing.T) {
 	var mu sync.Mutex
 	var namesAtSync []bool
 	ro.Site = gone
-	ro.BMC = func(n *schema.Node) (BMC, error) { return &decomBMC{fakeBMC: fakeBMC{f: f, node: n}, off: &off, mu: &mu}, nil }
+	ro.BMC = func(n *schema.Node) (BMC, error) {
+		return &decomBMC{fakeBMC: fakeBMC{f: f, node: n}, off: &off, mu: &mu}, nil
+	}
 	ro.SyncDNS = func(ctx context.Context) error {
 		recs, _ := f.store.NodeRecords(ctx)
 		d, err := CompileDNSWith(gone, AvailabilityOf(gone, recs))
