@@ -7,8 +7,10 @@ FUZZTIME    ?= 60s
 
 .PHONY: build test unit lint fmt-check vet staticcheck bench fuzz demo clean
 
+# A static binary (no cgo): the same file runs as the daemon and, served
+# to installed nodes at /agent/anneal, as `anneal agent`.
 build:
-	$(GO) build -o $(BIN) ./cmd/anneal
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/anneal
 
 # The whole suite CI runs: format, vet, staticcheck, then every test with the
 # race detector (the fuzz targets' checked-in seed corpora run as tests).
