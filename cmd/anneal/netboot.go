@@ -166,7 +166,10 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		stops = append(stops, func() { _ = srv.Close() })
 	}
 	if f.tftpListen != "" {
-		srv, err := tftp.New(tftp.Config{Listen: f.tftpListen, Root: f.tftpRoot, Log: log.With("component", "tftp")})
+		// Only the boot files: allow-listed, Debian's ipxe.efi symlink to
+		// /boot is served too.
+		srv, err := tftp.New(tftp.Config{Listen: f.tftpListen, Root: f.tftpRoot, Log: log.With("component", "tftp"),
+			Files: []string{dhcp.DefaultBIOSBootFile, dhcp.DefaultUEFIBootFile, "snponly.efi"}})
 		if err != nil {
 			stop(ctx)
 			return nil, fmt.Errorf("tftp: %w", err)

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,10 @@ type Config struct {
 	// Root is the directory served; default /usr/lib/ipxe.
 	Root string
 	// Files, if not empty, is the allow-list of file names in Root; empty
-	// allows every regular file directly in Root.
+	// allows every regular file directly in Root. An allow-listed name
+	// may be a symlink out of Root (Debian's /usr/lib/ipxe/ipxe.efi points
+	// to /boot/ipxe.efi): it is resolved once, at New, and served from its
+	// target; any other symlink out of Root is refused.
 	Files []string
 	// Timeout is the retransmission timeout of a transfer; zero keeps the
 	// pin/tftp default (5 s).
@@ -55,6 +59,7 @@ type Server struct {
 	log     *slog.Logger
 	root    *os.Root
 	allowed map[string]bool // nil: every regular file in root
+	linked  map[string]string // allow-listed symlinks: name → resolved target
 	conn    *net.UDPConn
 	srv     *tftp.Server
 
@@ -109,7 +114,21 @@ func New(cfg Config) (*Server, error) {
 		root.Close()
 		return nil, fmt.Errorf("tftp: listen on %s: %w", cfg.Listen, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, root: root, allowed: allowed, conn: conn}
+	linked := map[string]string{}
+	for name := range allowed {
+		fi, err := root.Lstat(name)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			continue // absent files are "not found" at request time
+		}
+		target, err := filepath.EvalSymlinks(filepath.Join(cfg.Root, name))
+		if err != nil {
+			root.Close()
+			conn.Close()
+			return nil, fmt.Errorf("tftp: allow-listed %s: %w", name, err)
+		}
+		linked[name] = target
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, root: root, allowed: allowed, linked: linked, conn: conn}
 	s.srv = tftp.NewServer(s.read, s.write)
 	if cfg.Timeout > 0 {
 		s.srv.SetTimeout(cfg.Timeout)
@@ -213,8 +232,15 @@ func (s *Server) open(name string) (*os.File, int64, error) {
 	if s.allowed != nil && !s.allowed[name] {
 		return nil, 0, fmt.Errorf("%w: not in the allow-list", errNotFound)
 	}
-	// os.Root refuses symlinks that leave Root.
-	f, err := s.root.Open(name)
+	// os.Root refuses symlinks that leave Root, except the allow-listed
+	// ones resolved at New.
+	var f *os.File
+	var err error
+	if target, ok := s.linked[name]; ok {
+		f, err = os.Open(target)
+	} else {
+		f, err = s.root.Open(name)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, 0, errNotFound

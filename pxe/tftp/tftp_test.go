@@ -322,3 +322,28 @@ func TestServeStopsWithContext(t *testing.T) {
 		t.Fatal("second Serve succeeded")
 	}
 }
+
+// TestAllowListedSymlink: Debian's /usr/lib/ipxe/ipxe.efi is a symlink to
+// /boot/ipxe.efi. Allow-listed, it is served from its target; the same
+// link not allow-listed stays refused.
+func TestAllowListedSymlink(t *testing.T) {
+	needTool(t, "tftp")
+	root, _ := testRoot(t)
+	outside := filepath.Join(t.TempDir(), "ipxe-x86_64.efi")
+	if err := os.WriteFile(outside, []byte("an EFI binary"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "ipxe.efi")); err != nil {
+		t.Fatal(err)
+	}
+	port, _ := start(t, Config{Root: root, Files: []string{"ipxe.efi", "small.txt"}})
+	out := filepath.Join(t.TempDir(), "ipxe.efi")
+	if o, err := hpaGet(t, port, "ipxe.efi", out); err != nil {
+		t.Fatalf("tftp get ipxe.efi: %v\n%s", err, o)
+	}
+	sameFile(t, out, []byte("an EFI binary"))
+	open, _ := start(t, Config{Root: root})
+	if o, err := hpaGet(t, open, "ipxe.efi", filepath.Join(t.TempDir(), "x")); err == nil {
+		t.Fatalf("a symlink out of Root was served without an allow-list:\n%s", o)
+	}
+}
