@@ -58,7 +58,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	root    *os.Root
-	allowed map[string]bool // nil: every regular file in root
+	allowed map[string]bool   // nil: every regular file in root
 	linked  map[string]string // allow-listed symlinks: name → resolved target
 	conn    *net.UDPConn
 	srv     *tftp.Server
