@@ -113,15 +113,13 @@ func startLab(t *testing.T, site, dir, bootURL string) string {
 	return ""
 }
 
-// TestLabRollout runs the demo's scenario against the lab with assertions
-// at every step: the first converge rebuilds every active node once and
-// fills DNS; a patch set bump of rack e1 rebuilds exactly its nodes, one
-// at a time, canary first; a revert whose canary install fails halts the
-// rollout and leaves every other node on its build; a retry after the
-// fault is cleared converges back.
-func TestLabRollout(t *testing.T) {
+// labSite is the example site in a git repository (commit A), its DNS
+// targets moved to free loopback ports; it returns the repository, the
+// BIND stand-in's address and A's hash.
+func labSite(t *testing.T) (site, bindAddr, revA string) {
+	t.Helper()
 	bindAddr, pdnsDNS, pdnsAPI := freeAddr(t), freeAddr(t), freeAddr(t)
-	site := copySite(t, "../examples/site-repo", map[string]string{
+	site = copySite(t, "../examples/site-repo", map[string]string{
 		"127.0.0.1:5301":        bindAddr,
 		"127.0.0.1:5302":        pdnsDNS,
 		"http://127.0.0.1:8081": "http://" + pdnsAPI,
@@ -129,7 +127,17 @@ func TestLabRollout(t *testing.T) {
 	git(t, site, "init", "-q", "-b", "main")
 	git(t, site, "add", "-A")
 	git(t, site, "commit", "-q", "-m", "A")
-	revA := git(t, site, "rev-parse", "HEAD")
+	return site, bindAddr, git(t, site, "rev-parse", "HEAD")
+}
+
+// TestLabRollout runs the demo's scenario against the lab with assertions
+// at every step: the first converge rebuilds every active node once and
+// fills DNS; a patch set bump of rack e1 rebuilds exactly its nodes, one
+// at a time, canary first; a revert whose canary install fails halts the
+// rollout and leaves every other node on its build; a retry after the
+// fault is cleared converges back.
+func TestLabRollout(t *testing.T) {
+	site, bindAddr, revA := labSite(t)
 
 	boot := freeAddr(t)
 	labDir := t.TempDir()
@@ -332,16 +340,7 @@ func queryA(t *testing.T, server, name string) []string {
 // the restarted daemon resumes the rollout from its records and finishes
 // it without power-cycling any node a second time.
 func TestLabKillDuringRollout(t *testing.T) {
-	bindAddr, pdnsDNS, pdnsAPI := freeAddr(t), freeAddr(t), freeAddr(t)
-	site := copySite(t, "../examples/site-repo", map[string]string{
-		"127.0.0.1:5301":        bindAddr,
-		"127.0.0.1:5302":        pdnsDNS,
-		"http://127.0.0.1:8081": "http://" + pdnsAPI,
-	})
-	git(t, site, "init", "-q", "-b", "main")
-	git(t, site, "add", "-A")
-	git(t, site, "commit", "-q", "-m", "A")
-	revA := git(t, site, "rev-parse", "HEAD")
+	site, _, revA := labSite(t)
 	boot := freeAddr(t)
 	labDir := t.TempDir()
 	control := startLab(t, site, labDir, "http://"+boot)
