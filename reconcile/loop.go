@@ -183,6 +183,9 @@ type Reconciler struct {
 	badRev  string
 	badErr  error
 	trigger chan struct{}
+	// shutdown is Run's ctx.Done(): reconciles run uncancelled (an apply
+	// finishes), but a rollout stops starting nodes on it.
+	shutdown <-chan struct{}
 	once    sync.Once
 }
 
@@ -247,6 +250,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		r.status = *st
 	}
 	r.status.Mode = r.Mode
+	r.shutdown = ctx.Done()
 	r.mu.Unlock()
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
@@ -624,7 +628,12 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 					rb.Progress(e)
 				}
 			}}
-		res, err := ro.Run(ctx, rp)
+		rctx, stop := r.rolloutContext(ctx, rev)
+		res, err := ro.Run(rctx, rp)
+		stop()
+		if err != nil && context.Cause(rctx) != nil && ctx.Err() == nil {
+			err = fmt.Errorf("stopped: %w; in-flight rebuilds resume from their records", context.Cause(rctx))
+		}
 		st.Steps["rollout"] = time.Since(t0).Seconds()
 		if res != nil {
 			st.Rollout = &RolloutStatus{Revision: rev, RolloutResult: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
@@ -646,6 +655,38 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		return FailApply, fmt.Errorf("%d node(s) failed their rebuild and are held: %s; retry them with anneal nodes retry NAME", len(failed), strings.Join(failed, ", "))
 	}
 	return "", nil
+}
+
+// rolloutContext bounds a rollout: it stops (no new node starts; nodes
+// installing keep their records and resume on the next pass) when the
+// daemon shuts down, when reconciling is suspended, or when a newer
+// revision arrives (a revert must not wait for a long rollout to end).
+func (r *Reconciler) rolloutContext(ctx context.Context, rev string) (context.Context, func()) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	every := max(cmp.Or(r.Interval, 30*time.Second), time.Second)
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-r.shutdown:
+				cancel(errors.New("the daemon is shutting down"))
+				return
+			case <-t.C:
+			}
+			if r.Status().Suspended {
+				cancel(errors.New("reconciling was suspended"))
+				return
+			}
+			if latest, err := r.Source.Latest(rctx); err == nil && latest.ID != rev {
+				cancel(fmt.Errorf("superseded by revision %s", latest.ID))
+				return
+			}
+		}
+	}()
+	return rctx, func() { cancel(nil) }
 }
 
 func (r *Reconciler) setRollout(ro *RolloutStatus) {

@@ -19,6 +19,12 @@ const (
 	ReasonUnknownBuild RebuildReason = "build-changed"
 	// ReasonRecover: the node failed a rebuild to another build.
 	ReasonRecover RebuildReason = "failed-rebuild"
+	// ReasonSuperseded: the node was installing a build the site no
+	// longer wants.
+	ReasonSuperseded RebuildReason = "superseded"
+	// ReasonInterrupted: a rollout took the node out of service and
+	// stopped before rebuilding it.
+	ReasonInterrupted RebuildReason = "interrupted"
 )
 
 // RebuildPlan is the rebuild layer of a plan: which nodes are rebuilt and
@@ -115,6 +121,17 @@ func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Ti
 			nr.Resume = true
 			nr.Reasons = []RebuildReason{ReasonNew}
 			if rec.Spec != nil {
+				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
+			}
+		case rec != nil && (rec.State == NodeProvisioning || rec.State == NodeInstalled):
+			// Installing another build: the revision moved on (a revert
+			// during a rollout). It is re-armed for this one.
+			nr.Reasons = []RebuildReason{ReasonSuperseded}
+			nr.Drift = []string{fmt.Sprintf("it was installing build %s", rec.Target)}
+		case rec != nil && rec.State == NodePending:
+			// A rollout took it out of service, then stopped before arming it.
+			nr.Reasons = []RebuildReason{ReasonInterrupted}
+			if rec.Spec != nil && rec.BuildID != id {
 				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
 			}
 		case rec != nil && rec.State == NodeFailed && rec.Target == id:

@@ -515,3 +515,26 @@ func TestRolloutDecommission(t *testing.T) {
 		t.Fatalf("decommissioned twice: %+v", again)
 	}
 }
+
+// TestPlanInterruptedRollouts: a node left pending (out of service, not
+// armed) by a stopped rollout is rebuilt, even on its desired build; one
+// installing a build the site no longer wants is re-armed.
+func TestPlanInterruptedRollouts(t *testing.T) {
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	ctx := context.Background()
+	if res, err := ro.Run(ctx, PlanRebuilds(site, nil, time.Now())); err != nil || res.Err() != nil {
+		t.Fatal(err, res.Err())
+	}
+	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error { r.State, r.Target = NodePending, r.BuildID; return nil })
+	_ = f.store.UpdateNode(ctx, "e1n02", func(r *NodeRecord) error { r.State, r.Target = NodeProvisioning, "0123456789abcdef"; return nil })
+	recs, _ := f.store.NodeRecords(ctx)
+	p := PlanRebuilds(site, recs, time.Now())
+	got := map[string]RebuildReason{}
+	for _, r := range p.Rebuilds {
+		got[r.Node] = r.Reasons[0]
+	}
+	if len(got) != 2 || got["e1n01"] != ReasonInterrupted || got["e1n02"] != ReasonSuperseded {
+		t.Fatalf("rebuilds: %v", got)
+	}
+}
