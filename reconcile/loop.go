@@ -186,7 +186,7 @@ type Reconciler struct {
 	// shutdown is Run's ctx.Done(): reconciles run uncancelled (an apply
 	// finishes), but a rollout stops starting nodes on it.
 	shutdown <-chan struct{}
-	once    sync.Once
+	once     sync.Once
 }
 
 func (r *Reconciler) init() {
