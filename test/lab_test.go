@@ -285,6 +285,27 @@ func TestLabRollout(t *testing.T) {
 	if got := queryA(t, bindAddr, "api.example.net."); !slices.Equal(got, want) {
 		t.Errorf("api.example.net A after the revert = %v, want %v", got, want)
 	}
+
+	// D bumps rack e1 again and is reverted (E) while its rollout runs:
+	// the rollout stops for the newer revision, and E converges.
+	edit(t, site, "nodes/east-e1.yaml", setPatchSet("2026-12"))
+	git(t, site, "commit", "-q", "-am", "D: rack e1 to 2026-12 again")
+	waitFor(t, "D's rollout to start", func() bool {
+		for _, n := range nodes() {
+			if n.Live != nil && n.Live.State == "provisioning" {
+				return true
+			}
+		}
+		return false
+	})
+	git(t, site, "revert", "--no-edit", "HEAD")
+	revE := git(t, site, "rev-parse", "HEAD")
+	applied(revE)
+	for name, n := range nodes() {
+		if active[name] && (n.Live == nil || !n.Live.UpToDate || n.BuildID != atA[name].BuildID) {
+			t.Errorf("%s after reverting D mid-rollout: build %s live %+v, want A's %s", name, n.BuildID, n.Live, atA[name].BuildID)
+		}
+	}
 }
 
 // waitFor polls ok for up to 30 s.
