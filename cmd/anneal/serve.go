@@ -185,6 +185,8 @@ func (m *metrics) observe(st reconcile.Status, d time.Duration) {
 	m.drift.WithLabelValues("update").Set(float64(st.Drift.Updates))
 	m.drift.WithLabelValues("delete").Set(float64(st.Drift.Deletes))
 	m.drift.WithLabelValues("conflict").Set(float64(st.Drift.Conflicts))
+	m.drift.WithLabelValues("rebuild").Set(float64(st.Drift.Rebuilds))
+	m.drift.WithLabelValues("held").Set(float64(st.Drift.Held))
 	m.revision.Reset()
 	m.revision.WithLabelValues(st.AppliedRevision, st.LastGoodRevision).Set(1)
 	m.setSuspended(st.Suspended)
