@@ -152,7 +152,7 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 		body, err = renderAgent(s.BaseURL, name, AgentToken(s.Key, name))
 		return body, contentType, err
 	}
-	rd, err := Render(site, node, s.BaseURL, token)
+	rd, err := s.render(site, node, token)
 	if err != nil {
 		return "", "", err
 	}

@@ -65,6 +65,46 @@ type Server struct {
 	initErr error
 	index   atomic.Pointer[macIndex]
 	disc    discovery
+	renders renderCache
+}
+
+// renderCache keeps each armed node's rendered install for the site it was
+// rendered from: the script and every install file of one netboot read the
+// same rendering (rendering is half the server's CPU in a boot storm). A
+// new site empties it; it holds at most maxRenders entries.
+type renderCache struct {
+	mu   sync.Mutex
+	site *schema.Site
+	m    map[renderKey]*Rendered
+}
+
+type renderKey struct{ node, token string }
+
+const maxRenders = 4096
+
+// render is Render through the cache.
+func (s *Server) render(site *schema.Site, node *schema.Node, token string) (*Rendered, error) {
+	c := &s.renders
+	k := renderKey{node.Name, token}
+	c.mu.Lock()
+	if c.site != site || len(c.m) >= maxRenders {
+		c.site, c.m = site, map[renderKey]*Rendered{}
+	}
+	rd := c.m[k]
+	c.mu.Unlock()
+	if rd != nil {
+		return rd, nil
+	}
+	rd, err := Render(site, node, s.BaseURL, token)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.site == site {
+		c.m[k] = rd
+	}
+	c.mu.Unlock()
+	return rd, nil
 }
 
 // Check reports whether the Server is configured well enough to serve; a
@@ -197,7 +237,7 @@ func (s *Server) handleIPXE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := MintInstallToken(s.Key, node.Name, rec.Target, rec.Nonce, rec.TokenExpires)
-	rd, err := Render(site, node, s.BaseURL, token)
+	rd, err := s.render(site, node, token)
 	if err != nil {
 		s.log().Error("boot: render install, not booting", "node", node.Name, "err", err)
 		http.Error(w, "cannot render the install", http.StatusInternalServerError)

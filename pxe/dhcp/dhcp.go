@@ -139,18 +139,43 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.srv, err = server4.NewServer(s.cfg.Interface, s.cfg.Addr, s.handle)
+	s.srv, err = listen(s.cfg.Interface, s.cfg.Addr, s.handle)
 	if err != nil {
-		return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", s.cfg.Addr, s.cfg.Interface, err)
+		return nil, err
 	}
 	if s.cfg.Mode == ModeProxy {
-		s.pxe, err = server4.NewServer(s.cfg.Interface, s.cfg.PXEAddr, s.handlePXE)
+		s.pxe, err = listen(s.cfg.Interface, s.cfg.PXEAddr, s.handlePXE)
 		if err != nil {
 			_ = s.srv.Close()
-			return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", s.cfg.PXEAddr, s.cfg.Interface, err)
+			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// receiveBuffer is the sockets' receive buffer. The kernel's default
+// (about 208 KiB) holds some 170 DHCP packets: a rack powering on at once
+// overflows it and the dropped DISCOVERs are retried seconds later
+// (bench/netboot: 1,000 machines in 3-7 s with the default, 1.4-1.7 s
+// with 4 MiB). The kernel caps it at net.core.rmem_max.
+const receiveBuffer = 4 << 20
+
+// listen binds a DHCP socket with a large receive buffer.
+func listen(iface string, addr *net.UDPAddr, h server4.Handler) (*server4.Server, error) {
+	conn, err := server4.NewIPv4UDPConn(iface, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", addr, iface, err)
+	}
+	if err := conn.SetReadBuffer(receiveBuffer); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dhcp: receive buffer on %s: %w", addr, err)
+	}
+	srv, err := server4.NewServer(iface, addr, h, server4.WithConn(conn))
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", addr, iface, err)
+	}
+	return srv, nil
 }
 
 // newServer is New without the socket.
