@@ -88,6 +88,7 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.report(reconcile.Report{Node: name, Kind: reconcile.ReportInstalled, BuildID: req.BuildID, Facts: req.Facts, Time: now})
+	s.renders.forget(name)
 	if mismatch != "" {
 		s.fail(w, r, "install callback", name, refuse(http.StatusConflict, mismatch, nil))
 		return

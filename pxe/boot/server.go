@@ -68,10 +68,12 @@ type Server struct {
 	renders renderCache
 }
 
-// renderCache keeps each armed node's rendered install for the site it was
+// renderCache keeps armed nodes' rendered installs for the site they were
 // rendered from: the script and every install file of one netboot read the
 // same rendering (rendering is half the server's CPU in a boot storm). A
-// new site empties it; it holds at most maxRenders entries.
+// new site empties it, a node's install callback drops its entry, and it
+// holds at most maxRenders entries (about 15 KiB each): a netboot reads
+// its files within seconds, so a small cache serves a storm.
 type renderCache struct {
 	mu   sync.Mutex
 	site *schema.Site
@@ -80,7 +82,18 @@ type renderCache struct {
 
 type renderKey struct{ node, token string }
 
-const maxRenders = 4096
+const maxRenders = 256
+
+// forget drops a node's renderings (its install is done).
+func (c *renderCache) forget(node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.m {
+		if k.node == node {
+			delete(c.m, k)
+		}
+	}
+}
 
 // render is Render through the cache.
 func (s *Server) render(site *schema.Site, node *schema.Node, token string) (*Rendered, error) {
