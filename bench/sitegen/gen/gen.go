@@ -53,6 +53,36 @@ type Options struct {
 	RacksPerRegion int
 	// Domain defaults to example.net.
 	Domain string
+	// Policies, when set, replaces the rollout policies the site declares;
+	// nil writes the defaults: canaries 2, maxUnavailable perRack 2 and
+	// perRole compute 10%, storage, ingress and api 1,
+	// maxConcurrentInstalls 50.
+	Policies *Policies
+}
+
+// Policies are the rollout policies of a generated site. A bound is a
+// count ("2") or a percentage ("10%"); "" leaves it out.
+type Policies struct {
+	Canaries int
+	PerRack  string
+	// PerRole bounds the roles named (compute, storage, ingress, api);
+	// a role not named has no bound of its own.
+	PerRole               map[string]string
+	MaxConcurrentInstalls int
+}
+
+// validBound reports whether s is a count or a percentage.
+func validBound(s string) bool {
+	d := strings.TrimSuffix(s, "%")
+	if d == "" || len(d) > 9 {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Result says what was written.
@@ -159,6 +189,19 @@ func (o *Options) defaults() error {
 	}
 	if o.NodesPerRack < 1 || o.RacksPerRegion < 1 {
 		return errors.New("nodes per rack and racks per region must be positive")
+	}
+	if p := o.Policies; p != nil {
+		if p.Canaries < 0 || p.MaxConcurrentInstalls < 0 {
+			return errors.New("canaries and maxConcurrentInstalls must not be negative")
+		}
+		if p.PerRack != "" && !validBound(p.PerRack) {
+			return fmt.Errorf("perRack %q: want a count or a percentage", p.PerRack)
+		}
+		for role, v := range p.PerRole {
+			if !validBound(v) {
+				return fmt.Errorf("perRole %s %q: want a count or a percentage", role, v)
+			}
+		}
 	}
 	perRegion := o.NodesPerRack * o.RacksPerRegion
 	if perRegion+firstHost > 4000 {
@@ -300,7 +343,12 @@ func (l *layout) site(b *bufio.Writer) {
   image: ubuntu-22.04
   patchSet: "2026-11"
   dnsTTL: 300
-policies:
+`)
+	if l.opts.Policies != nil {
+		writePolicies(b, l.opts.Policies)
+		return
+	}
+	b.WriteString(`policies:
   canaries: 2
   maxUnavailable:
     perRack: 2
@@ -313,6 +361,39 @@ policies:
   dnsMassDeletePercent: 20
   maxConcurrentInstalls: 50
 `)
+}
+
+// writePolicies writes Options.Policies (maxBuildAge and
+// dnsMassDeletePercent as the defaults).
+func writePolicies(b *bufio.Writer, p *Policies) {
+	bound := func(v string) string {
+		if strings.HasSuffix(v, "%") {
+			return `"` + v + `"`
+		}
+		return v
+	}
+	fmt.Fprintf(b, "policies:\n  canaries: %d\n", p.Canaries)
+	if p.PerRack != "" || len(p.PerRole) > 0 {
+		b.WriteString("  maxUnavailable:\n")
+		if p.PerRack != "" {
+			fmt.Fprintf(b, "    perRack: %s\n", bound(p.PerRack))
+		}
+		if len(p.PerRole) > 0 {
+			b.WriteString("    perRole:\n")
+			roles := make([]string, 0, len(p.PerRole))
+			for r := range p.PerRole {
+				roles = append(roles, r)
+			}
+			slices.Sort(roles)
+			for _, r := range roles {
+				fmt.Fprintf(b, "      %s: %s\n", r, bound(p.PerRole[r]))
+			}
+		}
+	}
+	b.WriteString("  maxBuildAge: 90d\n  dnsMassDeletePercent: 20\n")
+	if p.MaxConcurrentInstalls > 0 {
+		fmt.Fprintf(b, "  maxConcurrentInstalls: %d\n", p.MaxConcurrentInstalls)
+	}
 }
 
 // private4 is the /20 of a private network of region r: 10.r.(16*block).0/20.
