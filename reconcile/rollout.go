@@ -313,7 +313,7 @@ func (s *scheduler) run(ctx context.Context, wave []NodeRebuild, maxFail int) er
 		}
 		var batch []NodeRebuild
 		if !halted && ctx.Err() == nil {
-			var keep []NodeRebuild
+			keep := queue[:0] // filtered in place: batch holds copies
 			for _, r := range queue {
 				n := s.nodes[r.Node]
 				if n == nil {
@@ -419,20 +419,33 @@ func (s *scheduler) finish(d rebuildDone, rejoin *[]string) {
 func (s *scheduler) leave(ctx context.Context, batch []NodeRebuild) error {
 	grouped := false
 	now := s.ro.now()
-	for _, r := range batch {
-		if r.Resume {
+	// The records are written concurrently: a store that batches
+	// transactions (bbolt) commits them together, instead of one sync per
+	// node while the scheduler waits.
+	// A node in no DNS group has nothing to leave: its arming is its first
+	// write.
+	errs := make([]error, len(batch))
+	var wg sync.WaitGroup
+	for i, r := range batch {
+		if r.Resume || !inGroups(s.ro.Site, s.nodes[r.Node]) {
 			continue
 		}
-		err := s.ro.Nodes.UpdateNode(ctx, r.Node, func(rec *NodeRecord) error {
-			rec.State, rec.Since, rec.Reason, rec.Target = NodePending, now, "", r.To
-			return nil
+		wg.Go(func() {
+			errs[i] = s.ro.Nodes.UpdateNode(ctx, r.Node, func(rec *NodeRecord) error {
+				rec.State, rec.Since, rec.Reason, rec.Target = NodePending, now, "", r.To
+				return nil
+			})
 		})
-		if err != nil {
-			return err
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, r := range batch {
+		if r.Resume || !inGroups(s.ro.Site, s.nodes[r.Node]) {
+			continue
 		}
-		if inGroups(s.ro.Site, s.nodes[r.Node]) {
-			grouped = true
-		}
+		grouped = true
 		s.ro.emit(RolloutEvent{Node: r.Node, Step: StepLeave, Done: s.done, Total: s.total})
 	}
 	if grouped && s.ro.SyncDNS != nil {
@@ -501,33 +514,46 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 	}
 	poll := cmp.Or(ro.PollInterval, DefaultPollInterval)
 	for {
+		// Listen before reading: a report landing between the read and the
+		// wait still wakes it.
+		w := ro.Wake.listen(n.Name)
 		rec, err := ro.Nodes.NodeRecord(ctx, n.Name)
 		if err != nil {
+			w.stop()
 			return ro.interrupted(ctx, err)
 		}
-		if rec == nil || rec.Target != r.To {
-			return "its record changed under the rollout (retried or rebuilt by another anneal?)"
+		if done, reason := ro.step(ctx, n, rec, r, spec, timeout); done {
+			w.stop()
+			return reason
 		}
-		switch rec.State {
-		case NodeInstalled:
-			ro.emit(RolloutEvent{Node: n.Name, Step: StepInstalled})
-			return ro.verify(ctx, n.Name, spec, r.To)
-		case NodeFailed:
-			return cmp.Or(rec.Reason, "failed")
-		case NodeProvisioning:
-			if ro.now().After(rec.Since.Add(timeout)) {
-				return ro.fail(ctx, n.Name, fmt.Sprintf("no install callback within %s of the power cycle", timeout))
-			}
-			if reason := ro.netbootMissed(ctx, n, rec); reason != "" {
-				return reason
-			}
-		default:
-			return fmt.Sprintf("unexpected state %q while installing", rec.State)
-		}
-		if err := ro.Wake.wait(ctx, n.Name, poll); err != nil {
+		if err := w.wait(ctx, poll); err != nil {
 			return errInterrupted
 		}
 	}
+}
+
+// step looks at a waiting rebuild's record: done with "" (verified) or a
+// failure reason, or not done yet.
+func (ro *Rollout) step(ctx context.Context, n *schema.Node, rec *NodeRecord, r NodeRebuild, spec BuildSpec, timeout time.Duration) (bool, string) {
+	if rec == nil || rec.Target != r.To {
+		return true, "its record changed under the rollout (retried or rebuilt by another anneal?)"
+	}
+	switch rec.State {
+	case NodeInstalled:
+		ro.emit(RolloutEvent{Node: n.Name, Step: StepInstalled})
+		return true, ro.verify(ctx, n.Name, spec, r.To)
+	case NodeFailed:
+		return true, cmp.Or(rec.Reason, "failed")
+	case NodeProvisioning:
+		if ro.now().After(rec.Since.Add(timeout)) {
+			return true, ro.fail(ctx, n.Name, fmt.Sprintf("no install callback within %s of the power cycle", timeout))
+		}
+		if reason := ro.netbootMissed(ctx, n, rec); reason != "" {
+			return true, reason
+		}
+		return false, ""
+	}
+	return true, fmt.Sprintf("unexpected state %q while installing", rec.State)
 }
 
 // netbootMissed power-cycles a node again when it has not fetched its
@@ -726,35 +752,55 @@ func (w *Waker) Notify(node string) {
 	}
 }
 
-// wait returns after d, on a Notify for node, or with ctx's error.
-func (w *Waker) wait(ctx context.Context, node string, d time.Duration) error {
-	var ch chan struct{}
-	if w != nil {
-		ch = make(chan struct{})
-		w.mu.Lock()
-		if w.waiting == nil {
-			w.waiting = map[string][]chan struct{}{}
-		}
-		w.waiting[node] = append(w.waiting[node], ch)
-		w.mu.Unlock()
+// waiter is one registration with a Waker.
+type waiter struct {
+	w    *Waker
+	node string
+	ch   chan struct{}
+}
+
+// listen registers for node's next Notify; call wait or stop after.
+func (w *Waker) listen(node string) *waiter {
+	wt := &waiter{w: w, node: node}
+	if w == nil {
+		return wt
 	}
+	wt.ch = make(chan struct{})
+	w.mu.Lock()
+	if w.waiting == nil {
+		w.waiting = map[string][]chan struct{}{}
+	}
+	w.waiting[node] = append(w.waiting[node], wt.ch)
+	w.mu.Unlock()
+	return wt
+}
+
+// wait returns after d, on a Notify since listen, or with ctx's error.
+func (wt *waiter) wait(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	var err error
 	select {
-	case <-ch:
+	case <-wt.ch: // nil without a Waker: never
 		return nil
 	case <-t.C:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	if w != nil { // not woken: stop waiting
-		w.mu.Lock()
-		w.waiting[node] = slices.DeleteFunc(w.waiting[node], func(c chan struct{}) bool { return c == ch })
-		if len(w.waiting[node]) == 0 {
-			delete(w.waiting, node)
-		}
-		w.mu.Unlock()
-	}
+	wt.stop()
 	return err
+}
+
+// stop unregisters a waiter that was not woken.
+func (wt *waiter) stop() {
+	w := wt.w
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waiting[wt.node] = slices.DeleteFunc(w.waiting[wt.node], func(c chan struct{}) bool { return c == wt.ch })
+	if len(w.waiting[wt.node]) == 0 {
+		delete(w.waiting, wt.node)
+	}
 }
