@@ -507,6 +507,13 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	r.plan = plan
 	r.mu.Unlock()
 	if r.Mode == ModeReport {
+		// Nothing is armed in report mode: the netboot server only needs
+		// the site to answer boot-from-disk and to take agent reports.
+		if rb := r.Rebuild; rb != nil && rb.Publish != nil {
+			if err := rb.Publish(ctx, site); err != nil {
+				return FailApply, fmt.Errorf("netboot profiles: %w", err)
+			}
+		}
 		if plan.HasFailures() {
 			return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read", len(dns.Failures))
 		}

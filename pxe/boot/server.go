@@ -268,6 +268,8 @@ func notArmed(node *schema.Node, rec *reconcile.NodeRecord, want string, now tim
 		return "the node is decommissioned"
 	case rec == nil:
 		return "anneal has no record of it"
+	case rec.State == reconcile.NodeUnknown:
+		return "no rebuild of it is in progress"
 	case rec.State != reconcile.NodeProvisioning:
 		return fmt.Sprintf("its state is %q, not provisioning", string(rec.State))
 	case rec.Nonce == "":
