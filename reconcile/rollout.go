@@ -307,8 +307,10 @@ func (s *scheduler) run(ctx context.Context, wave []NodeRebuild, maxFail int) er
 	inflight := 0
 	var rejoin []string
 	for {
-		halted := s.failures > maxFail
-		if halted && s.res.Halted == "" {
+		// A halt sticks: failures past the limit, or DNS that could not
+		// take nodes out of their groups, start nothing more.
+		halted := s.failures > maxFail || s.res.Halted != ""
+		if s.failures > maxFail && s.res.Halted == "" {
 			s.res.Halted = fmt.Sprintf("%d rebuild(s) failed, more than maxFailures %d", s.failures, maxFail)
 		}
 		var batch []NodeRebuild

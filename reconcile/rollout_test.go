@@ -538,3 +538,18 @@ func TestPlanInterruptedRollouts(t *testing.T) {
 		t.Fatalf("rebuilds: %v", got)
 	}
 }
+
+// TestRolloutHaltsWhenDNSCannotLeave: a node that cannot leave its DNS
+// groups is not taken down, and the rollout starts nothing more.
+func TestRolloutHaltsWhenDNSCannotLeave(t *testing.T) {
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	ro.SyncDNS = func(context.Context) error { return errors.New("bind: connection refused") }
+	res, err := ro.Run(context.Background(), PlanRebuilds(site, nil, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Halted, "DNS could not take nodes out of their groups") || len(f.order) != 0 || len(res.NotStarted) != 13 {
+		t.Fatalf("halted %q, cycled %v, not started %d", res.Halted, f.order, len(res.NotStarted))
+	}
+}
