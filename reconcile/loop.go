@@ -171,6 +171,7 @@ type Reconciler struct {
 	Rebuild *RebuildConfig
 
 	firmwareBusy atomic.Bool // a background firmware read is running
+	liftHalt     atomic.Bool // a retry lifts a halted rollout's hold once
 
 	mu       sync.Mutex
 	status   Status
@@ -608,7 +609,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		}
 	}
 	if rp.Count() > 0 {
-		if ro := st.Rollout; ro != nil && ro.Revision == rev && ro.Halted != "" {
+		if ro := st.Rollout; ro != nil && ro.Revision == rev && ro.Halted != "" && !r.liftHalt.Swap(false) {
 			return FailApply, fmt.Errorf("the rollout of %s halted (%s); retry the failed nodes (anneal nodes retry NAME, or POST /api/v1/nodes/NAME/retry) or push a fix", rev, ro.Halted)
 		}
 		t0 := time.Now()
@@ -789,11 +790,7 @@ func (r *Reconciler) Retry(ctx context.Context, node string) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	if r.status.Rollout != nil {
-		r.status.Rollout.Halted = ""
-	}
-	r.mu.Unlock()
+	r.liftHalt.Store(true)
 	r.log().Info("retry", "node", node, "was", was)
 	r.Trigger()
 	return nil
