@@ -434,12 +434,15 @@ func (b *BMC) classify(ctx, callCtx context.Context, op string, err error, probe
 		e.Class, e.ctxErr = ctx.Err(), ctx.Err()
 		return e
 	}
-	timedOut := callCtx.Err() != nil
+	text := strings.ToLower(err.Error())
+	// The call's deadline, or the HTTP client's own timeout that bmclib
+	// sets from it and that can fire a moment earlier.
+	timedOut := callCtx.Err() != nil || strings.Contains(text, "client.timeout exceeded") ||
+		strings.Contains(text, "context deadline exceeded")
 	if timedOut {
 		e.ctxErr = context.DeadlineExceeded
 		e.Detail = fmt.Sprintf("no answer within %s", b.cfg.timeout()-probe)
 	}
-	text := strings.ToLower(err.Error())
 	switch {
 	case strings.Contains(text, "401") || strings.Contains(text, "unauthorized") ||
 		strings.Contains(text, "invalid user name") || strings.Contains(text, "unauthorized name"):
