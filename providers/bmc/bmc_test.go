@@ -102,9 +102,10 @@ func TestSetPower(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("SetPower(%s): %s", tc.action, time.Since(start))
-			// ipmi_sim powers back on about 1 s after a cycle's off.
+			// ipmi_sim powers back on about 1 s after a cycle's off; the
+			// chassis script records the set, then the new power state.
 			deadline := time.Now().Add(5 * time.Second)
-			for !slices.Equal(s.Sets(t), tc.wantSets) && time.Now().Before(deadline) {
+			for (!slices.Equal(s.Sets(t), tc.wantSets) || s.Power(t) != tc.wantOn) && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			if got := s.Sets(t); !slices.Equal(got, tc.wantSets) {
