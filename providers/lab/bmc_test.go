@@ -184,7 +184,9 @@ func TestWrongPassword(t *testing.T) {
 	if !errors.Is(err, bmc.ErrAuth) {
 		t.Fatalf("PowerState with a wrong password: %v, want bmc.ErrAuth", err)
 	}
-	if took > 3*time.Second {
+	// A refusal does not wait for the call's timeout (30 s by default);
+	// the bound is loose for loaded CI machines.
+	if took > 15*time.Second {
 		t.Errorf("refusal took %s", took)
 	}
 	for _, s := range []string{err.Error(), fmt.Sprintf("%+v %#v", err, err), logs.String()} {
@@ -216,7 +218,7 @@ func TestBMCTimeoutFault(t *testing.T) {
 	if !errors.Is(err, bmc.ErrUnreachable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("PowerState of a hung BMC: %v, want bmc.ErrUnreachable and DeadlineExceeded", err)
 	}
-	if took < timeout-time.Second || took > timeout+1500*time.Millisecond {
+	if took < timeout-time.Second || took > timeout+5*time.Second { // loose: loaded CI machines
 		t.Errorf("took %s, timeout %s", took, timeout)
 	}
 	other := labBMC(t, f, site, "e1n05", labPassword, timeout)
