@@ -522,14 +522,10 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	}
 	if dns.HasChanges() || dns.Interrupted != nil {
 		t0 := time.Now()
-		applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
-		res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
+		err := r.applyDNS(ctx, targets, dns, desired, rev)
 		st.Steps["apply"] = time.Since(t0).Seconds()
 		if err != nil {
 			return FailApply, err
-		}
-		if res.Failed() {
-			return FailApply, fmt.Errorf("apply of %s: %s", rev, firstFailure(res))
 		}
 	}
 	if plan.HasFailures() {
@@ -726,13 +722,18 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 	if !dns.HasChanges() {
 		return nil
 	}
+	return r.applyDNS(ctx, targets, dns, desired, rev)
+}
+
+// applyDNS applies a DNS plan; a zone that failed fails it.
+func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]DNSTarget, dns *DNSPlan, desired *DesiredDNS, rev string) error {
 	applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
 	res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
 	if err != nil {
 		return err
 	}
 	if res.Failed() {
-		return errors.New(firstFailure(res))
+		return fmt.Errorf("apply of %s: %s", rev, firstFailure(res))
 	}
 	return nil
 }

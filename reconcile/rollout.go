@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -109,23 +110,13 @@ func (r *RolloutResult) Err() error {
 	if r.Halted != "" {
 		parts = append(parts, "halted: "+r.Halted)
 	}
-	for _, n := range slices.Sorted(mapKeys(r.Failed)) {
+	for _, n := range slices.Sorted(maps.Keys(r.Failed)) {
 		parts = append(parts, fmt.Sprintf("%s failed: %s", n, r.Failed[n]))
 	}
 	if len(r.NotStarted) > 0 {
 		parts = append(parts, fmt.Sprintf("%d node(s) left on their old build", len(r.NotStarted)))
 	}
 	return errors.New(strings.Join(parts, "; "))
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // AvailabilityOf derives who serves from the records when anneal rebuilds

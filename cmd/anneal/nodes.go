@@ -93,7 +93,7 @@ func newNodesCmd() *cobra.Command {
 			for _, v := range views {
 				live, lb, since, reason := "unknown", "-", "-", ""
 				if l := v.Live; l != nil {
-					live, lb, reason = l.State, cmpOr(l.BuildID, "-"), l.Reason
+					live, lb, reason = l.State, cmp.Or(l.BuildID, "-"), l.Reason
 					if !l.Since.IsZero() {
 						since = l.Since.Local().Format("15:04:05")
 					}
@@ -168,8 +168,6 @@ func nodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []nodeV
 	}
 	return views
 }
-
-func cmpOr(a, b string) string { return cmp.Or(a, b) }
 
 func newNodesRetryCmd() *cobra.Command {
 	c := &cobra.Command{

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/anneal-dev/anneal/pxe/boot"
@@ -54,7 +55,7 @@ server mints a single-use one per rebuild.`,
 			case ok:
 				fmt.Fprint(w, body)
 			default:
-				return fmt.Errorf("%s: %s has no file %q (it has: script, %v)", c.CommandPath(), *node, *file, slices.Sorted(mapKeys(r.Files)))
+				return fmt.Errorf("%s: %s has no file %q (it has: script, %v)", c.CommandPath(), *node, *file, slices.Sorted(maps.Keys(r.Files)))
 			}
 			return nil
 		}
@@ -67,20 +68,10 @@ server mints a single-use one per rebuild.`,
 			return nil
 		}
 		fmt.Fprintf(w, "# node %s, build %s, installer %s\n\n==> iPXE script (GET /ipxe/MAC)\n%s\n", r.Node, r.BuildID, r.Installer, r.Script)
-		for _, name := range slices.Sorted(mapKeys(r.Files)) {
+		for _, name := range slices.Sorted(maps.Keys(r.Files)) {
 			fmt.Fprintf(w, "==> %s (GET /install/%s/%s/%s)\n%s\n", name, r.Node, placeholderToken, name, r.Files[name])
 		}
 		return nil
 	}
 	return c
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,7 +39,7 @@ fails when the reconcile reports an error for REV or --timeout passes.`,
 		if err := apiCall(ctx, http.MethodGet, *server, "/api/v1/status", "", &st); err != nil {
 			return failure(err)
 		}
-		fmt.Fprintf(w, "applied revision:   %s\nlast good revision: %s\n", cmpOr(st.AppliedRevision, "(none)"), cmpOr(st.LastGoodRevision, "(none)"))
+		fmt.Fprintf(w, "applied revision:   %s\nlast good revision: %s\n", cmp.Or(st.AppliedRevision, "(none)"), cmp.Or(st.LastGoodRevision, "(none)"))
 		if st.LastError != "" {
 			fmt.Fprintf(w, "last error (%s): %s\n", st.LastErrorClass, st.LastError)
 		}
