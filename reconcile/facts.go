@@ -128,3 +128,58 @@ func kindLabel(kind string) string {
 	}
 	return kind
 }
+
+// FactsOfBuild is what a node that runs spec exactly reports: the
+// reference VerifyFacts compares live facts with, and what simulated
+// fleets (tests, benchmarks) report. OSRelease is left empty: the image
+// names no os-release.
+func FactsOfBuild(spec BuildSpec) Facts {
+	f := Facts{Hostname: spec.Hostname, Kernel: spec.PatchSet.Kernel, Resolvers: spec.Network.Resolvers}
+	idx := map[string]int{}
+	add := func(i FactInterface) {
+		idx[i.Name] = len(f.Interfaces)
+		f.Interfaces = append(f.Interfaces, i)
+	}
+	for _, i := range spec.Network.Interfaces {
+		add(FactInterface{Name: i.NIC, Kind: KindEther, MAC: i.MAC})
+	}
+	for _, b := range spec.Network.Bonds {
+		add(FactInterface{Name: b.Name, Kind: KindBond, BondMode: b.Mode})
+	}
+	for _, b := range spec.Network.Bridges {
+		add(FactInterface{Name: b.Name, Kind: KindBridge})
+	}
+	for _, v := range spec.Network.VLANs {
+		add(FactInterface{Name: v.Name, Kind: KindVLAN, VLANID: v.ID, Link: v.Link})
+	}
+	// Every device is in place: pointers into f.Interfaces are stable now.
+	dev := map[string]*FactInterface{}
+	for name, i := range idx {
+		dev[name] = &f.Interfaces[i]
+	}
+	for _, b := range spec.Network.Bonds {
+		for _, m := range b.Members {
+			dev[m].Master = b.Name
+		}
+	}
+	for _, b := range spec.Network.Bridges {
+		for _, m := range b.Members {
+			dev[m].Master = b.Name
+		}
+	}
+	for _, a := range spec.Network.Addresses {
+		d := dev[a.Device]
+		for _, ip := range []string{a.IPv4, a.IPv6} {
+			if ip != "" {
+				d.Addresses = append(d.Addresses, ip)
+			}
+		}
+		d.MTU = a.MTU
+		for _, gw := range []string{a.Gateway4, a.Gateway6} {
+			if gw != "" {
+				f.Routes = append(f.Routes, FactRoute{Gateway: gw, Device: a.Device})
+			}
+		}
+	}
+	return f
+}

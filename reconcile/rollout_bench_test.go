@@ -69,7 +69,7 @@ func BenchmarkRollout(b *testing.B) {
 	plan := PlanRebuilds(site, nil, time.Now())
 	facts := map[string]Facts{}
 	for _, n := range site.Nodes {
-		facts[n.Name] = factsOf(BuildSpecOf(site, n))
+		facts[n.Name] = FactsOfBuild(BuildSpecOf(site, n))
 	}
 	b.ReportAllocs()
 	for b.Loop() {

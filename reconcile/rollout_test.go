@@ -58,58 +58,6 @@ func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*NodeRecor
 	return nil
 }
 
-// factsOf is what a node that installed spec exactly reports.
-func factsOf(spec BuildSpec) Facts {
-	f := Facts{Hostname: spec.Hostname, Kernel: spec.PatchSet.Kernel, Resolvers: spec.Network.Resolvers}
-	idx := map[string]int{}
-	add := func(i FactInterface) {
-		idx[i.Name] = len(f.Interfaces)
-		f.Interfaces = append(f.Interfaces, i)
-	}
-	for _, i := range spec.Network.Interfaces {
-		add(FactInterface{Name: i.NIC, Kind: KindEther, MAC: i.MAC})
-	}
-	for _, b := range spec.Network.Bonds {
-		add(FactInterface{Name: b.Name, Kind: KindBond, BondMode: b.Mode})
-	}
-	for _, b := range spec.Network.Bridges {
-		add(FactInterface{Name: b.Name, Kind: KindBridge})
-	}
-	for _, v := range spec.Network.VLANs {
-		add(FactInterface{Name: v.Name, Kind: KindVLAN, VLANID: v.ID, Link: v.Link})
-	}
-	// Every device is in place: pointers into f.Interfaces are stable now.
-	dev := map[string]*FactInterface{}
-	for name, i := range idx {
-		dev[name] = &f.Interfaces[i]
-	}
-	for _, b := range spec.Network.Bonds {
-		for _, m := range b.Members {
-			dev[m].Master = b.Name
-		}
-	}
-	for _, b := range spec.Network.Bridges {
-		for _, m := range b.Members {
-			dev[m].Master = b.Name
-		}
-	}
-	for _, a := range spec.Network.Addresses {
-		d := dev[a.Device]
-		for _, ip := range []string{a.IPv4, a.IPv6} {
-			if ip != "" {
-				d.Addresses = append(d.Addresses, ip)
-			}
-		}
-		d.MTU = a.MTU
-		for _, gw := range []string{a.Gateway4, a.Gateway6} {
-			if gw != "" {
-				f.Routes = append(f.Routes, FactRoute{Gateway: gw, Device: a.Device})
-			}
-		}
-	}
-	return f
-}
-
 // fakeFleet plays the nodes behind the BMCs: a power cycle with a
 // one-time PXE boot "installs" the armed build after a delay and reports
 // it, as the boot server would record it. It tracks how many nodes are
@@ -180,7 +128,7 @@ func (f *fakeFleet) start(n *schema.Node) {
 	go func() {
 		time.Sleep(f.delay)
 		spec := BuildSpecOf(f.site, n)
-		facts := factsOf(spec)
+		facts := FactsOfBuild(spec)
 		if f.badNode[n.Name] {
 			facts.Interfaces = slices.DeleteFunc(facts.Interfaces, func(i FactInterface) bool { return i.Kind == KindVLAN })
 		}
@@ -362,7 +310,7 @@ func TestRolloutResumesWithoutSecondPowerCycle(t *testing.T) {
 			n = x
 		}
 	}
-	facts := factsOf(BuildSpecOf(site, n))
+	facts := FactsOfBuild(BuildSpecOf(site, n))
 	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error {
 		r.State, r.Nonce, r.Facts = NodeInstalled, "", &facts
 		return nil
@@ -551,5 +499,17 @@ func TestRolloutHaltsWhenDNSCannotLeave(t *testing.T) {
 	}
 	if !strings.Contains(res.Halted, "DNS could not take nodes out of their groups") || len(f.order) != 0 || len(res.NotStarted) != 13 {
 		t.Fatalf("halted %q, cycled %v, not started %d", res.Halted, f.order, len(res.NotStarted))
+	}
+}
+
+// TestFactsOfBuildVerify: a node reporting exactly its build verifies,
+// for every node of the example site.
+func TestFactsOfBuildVerify(t *testing.T) {
+	site := siteWith(t, nil)
+	for _, n := range site.Nodes {
+		spec := BuildSpecOf(site, n)
+		if diffs := VerifyFacts(spec, FactsOfBuild(spec)); len(diffs) > 0 {
+			t.Errorf("%s: %v", n.Name, diffs)
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -59,54 +58,10 @@ func machinesOf(site *schema.Site) ([]*machine, error) {
 		}
 		i := len(out)
 		m.src = net.IPv4(127, byte(10+i/62500), byte(1+(i/250)%250), byte(1+i%250)).To4()
-		m.facts = factsOf(site, n)
+		m.facts = reconcile.FactsOfBuild(reconcile.BuildSpecOf(site, n))
 		out = append(out, m)
 	}
 	return out, nil
-}
-
-// factsOf is what the installed node would report: its NICs with their
-// MACs and the site's addresses on the devices that carry them.
-func factsOf(site *schema.Site, n *schema.Node) reconcile.Facts {
-	f := reconcile.Facts{Hostname: n.Name, Kernel: "5.15.0-105-generic", Resolvers: []string{"10.0.0.53"}}
-	if img := site.Image(n.Image); img != nil {
-		f.OSRelease = map[string]string{"ID": strings.SplitN(img.Name, "-", 2)[0], "VERSION_ID": img.Version, "PRETTY_NAME": img.Name + " " + img.Version}
-	}
-	dev := map[string]int{}
-	for _, i := range n.Interfaces {
-		dev[i.NIC] = len(f.Interfaces)
-		f.Interfaces = append(f.Interfaces, reconcile.FactInterface{Name: i.NIC, Kind: reconcile.KindEther, MAC: i.MAC, MTU: 1500})
-	}
-	for _, a := range n.Addresses {
-		k, ok := dev[a.Interface]
-		if !ok {
-			kind := reconcile.KindVLAN
-			for _, b := range n.Bonds {
-				if b.Name == a.Interface {
-					kind = reconcile.KindBond
-				}
-			}
-			for _, b := range n.Bridges {
-				if b.Name == a.Interface {
-					kind = reconcile.KindBridge
-				}
-			}
-			k = len(f.Interfaces)
-			dev[a.Interface] = k
-			f.Interfaces = append(f.Interfaces, reconcile.FactInterface{Name: a.Interface, Kind: kind, MTU: 1500})
-		}
-		nw := site.Network(a.Network)
-		if nw == nil {
-			continue
-		}
-		if a.IPv4.IsValid() && nw.IPv4 != nil {
-			f.Interfaces[k].Addresses = append(f.Interfaces[k].Addresses, netip.PrefixFrom(a.IPv4, nw.IPv4.Prefix.Bits()).String())
-		}
-		if a.IPv6.IsValid() && nw.IPv6 != nil {
-			f.Interfaces[k].Addresses = append(f.Interfaces[k].Addresses, netip.PrefixFrom(a.IPv6, nw.IPv6.NetPrefix.Bits()).String())
-		}
-	}
-	return f
 }
 
 // relay is a rack's DHCP relay agent: it forwards its machines' requests

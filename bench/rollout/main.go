@@ -442,7 +442,7 @@ func (f *fleet) installNode(n *schema.Node) {
 	defer f.wg.Done()
 	time.Sleep(f.install)
 	spec := reconcile.BuildSpecOf(f.site, n)
-	facts := factsOf(spec)
+	facts := reconcile.FactsOfBuild(spec)
 	err := f.store.UpdateNode(context.Background(), n.Name, func(r *reconcile.NodeRecord) error {
 		if r.State != reconcile.NodeProvisioning || r.Nonce == "" || r.Target != spec.ID() {
 			return errors.New("not armed")
@@ -458,58 +458,6 @@ func (f *fleet) installNode(n *schema.Node) {
 	}
 	f.callbackAt.Store(n.Name, time.Now())
 	f.wake.Notify(n.Name)
-}
-
-// factsOf is what a node that installed spec exactly reports (a copy of
-// reconcile/rollout_test.go's).
-func factsOf(spec reconcile.BuildSpec) reconcile.Facts {
-	f := reconcile.Facts{Hostname: spec.Hostname, Kernel: spec.PatchSet.Kernel, Resolvers: spec.Network.Resolvers}
-	idx := map[string]int{}
-	add := func(i reconcile.FactInterface) {
-		idx[i.Name] = len(f.Interfaces)
-		f.Interfaces = append(f.Interfaces, i)
-	}
-	for _, i := range spec.Network.Interfaces {
-		add(reconcile.FactInterface{Name: i.NIC, Kind: reconcile.KindEther, MAC: i.MAC})
-	}
-	for _, b := range spec.Network.Bonds {
-		add(reconcile.FactInterface{Name: b.Name, Kind: reconcile.KindBond, BondMode: b.Mode})
-	}
-	for _, b := range spec.Network.Bridges {
-		add(reconcile.FactInterface{Name: b.Name, Kind: reconcile.KindBridge})
-	}
-	for _, v := range spec.Network.VLANs {
-		add(reconcile.FactInterface{Name: v.Name, Kind: reconcile.KindVLAN, VLANID: v.ID, Link: v.Link})
-	}
-	dev := map[string]*reconcile.FactInterface{}
-	for name, i := range idx {
-		dev[name] = &f.Interfaces[i]
-	}
-	for _, b := range spec.Network.Bonds {
-		for _, m := range b.Members {
-			dev[m].Master = b.Name
-		}
-	}
-	for _, b := range spec.Network.Bridges {
-		for _, m := range b.Members {
-			dev[m].Master = b.Name
-		}
-	}
-	for _, a := range spec.Network.Addresses {
-		d := dev[a.Device]
-		for _, ip := range []string{a.IPv4, a.IPv6} {
-			if ip != "" {
-				d.Addresses = append(d.Addresses, ip)
-			}
-		}
-		d.MTU = a.MTU
-		for _, gw := range []string{a.Gateway4, a.Gateway6} {
-			if gw != "" {
-				f.Routes = append(f.Routes, reconcile.FactRoute{Gateway: gw, Device: a.Device})
-			}
-		}
-	}
-	return f
 }
 
 // tracker keeps each node's step times from the rollout's events.
