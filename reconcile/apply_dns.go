@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -394,9 +395,20 @@ func (a *DNSApplier) ownership(ctx context.Context, target, zone string) (Owners
 	return p.owned(ctx, target, zone)
 }
 
-// verify reads the zone back: every change must show. Servers answer
-// NOERROR to updates they silently ignore (data beside a CNAME).
+// lookupVerifyLimit is the most changes the applier reads back one RRset
+// at a time; more are read back with the whole zone.
+const lookupVerifyLimit = 64
+
+// verify reads the changes back: every change must show. Servers answer
+// NOERROR to updates they silently ignore (data beside a CNAME). A few
+// changes are asked for one by one when the target can (RRsetLooker); the
+// zone is read whole when there are many, or when any answer is not the
+// change's (which the whole zone then settles: a wildcard's synthesized
+// answer, an error, a cache, or a change the server did not take).
 func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) error {
+	if l, ok := t.(RRsetLooker); ok && len(changes) <= lookupVerifyLimit && confirmed(ctx, l, zone, changes) {
+		return nil
+	}
 	live, err := t.ReadZone(ctx, zone)
 	if err != nil {
 		return fmt.Errorf("read back: %w", err)
@@ -428,6 +440,31 @@ func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, chang
 			Err: errors.New("the server acknowledged the update but does not hold it (a CNAME beside other data?): " + strings.Join(missed, ", "))}
 	}
 	return nil
+}
+
+// confirmed reports whether the server answers every change's RRset as
+// the change wrote it (absent for a delete); false means "not sure".
+func confirmed(ctx context.Context, l RRsetLooker, zone string, changes []RRsetChange) bool {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var unsure atomic.Bool
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range changes {
+		c := &changes[i]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			got, sure := l.LookupRRset(ctx, zone, c.Key())
+			if !sure || (c.New == nil) != (got == nil) || c.New != nil && !got.Equal(c.New) {
+				unsure.Store(true)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return !unsure.Load()
 }
 
 func (a *DNSApplier) log() *slog.Logger {

@@ -187,6 +187,53 @@ type DNSTarget interface {
 	Apply(ctx context.Context, zone string, changes []RRsetChange) (applied int, err error)
 }
 
+// RRsetLooker is a DNSTarget that can ask the server itself for one RRset
+// with one DNS query. The applier reads a few changes back through it
+// instead of transferring the whole zone; any doubt sends it back to
+// ReadZone.
+type RRsetLooker interface {
+	// LookupRRset returns the RRset the server answers for k (nil: none).
+	// sure is false when the answer cannot be taken as the zone's own
+	// content: an error, a truncated or non-authoritative answer, a
+	// referral, or no DNS address to ask.
+	LookupRRset(ctx context.Context, zone string, k RRsetKey) (set *RRset, sure bool)
+}
+
+// AnswerRRset is k's RRset in r, the answer to a query for k: only records
+// of k's own name and type count (not a CNAME it was answered with, nor
+// the records a CNAME leads to). sure is false unless r is authoritative
+// and final (NOERROR or NXDOMAIN).
+func AnswerRRset(r *dns.Msg, k RRsetKey) (set *RRset, sure bool) {
+	qtype, known := dns.StringToType[string(k.Type)]
+	if r == nil || !known || !r.Authoritative || r.Truncated || r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+		return nil, false
+	}
+	var rrs []dns.RR
+	for _, rr := range r.Answer {
+		h := rr.Header()
+		if h.Rrtype == qtype && canonicalName(h.Name) == k.Name {
+			rrs = append(rrs, rr)
+		}
+	}
+	sets := RRsetsFromRRs(rrs)
+	if len(sets) == 0 {
+		return nil, true
+	}
+	return &sets[0], true
+}
+
+// LookupQuery is the query LookupRRset sends for k: no recursion.
+func LookupQuery(k RRsetKey) (*dns.Msg, bool) {
+	qtype, known := dns.StringToType[string(k.Type)]
+	if !known {
+		return nil, false
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(k.Name), qtype)
+	m.RecursionDesired = false
+	return m, true
+}
+
 // WriteLimiter is implemented by targets that can take only so many zone
 // writes at once (PowerDNS on sqlite: one); the applier honours it.
 type WriteLimiter interface {

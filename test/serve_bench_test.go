@@ -1,6 +1,9 @@
 package test
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +19,9 @@ import (
 // detector) on a generated site (ANNEAL_BENCH_NODES, default 10,000) as a
 // git repository, against a real BIND and a real PowerDNS, and reports:
 // the first convergence, the time from a one-line commit to its apply
-// (poll interval 1 s), and the daemon's peak RSS.
+// (poll interval 1 s), and the daemon's peak RSS. With
+// ANNEAL_BENCH_CPUPROFILE=FILE it also writes the daemon's CPU profile
+// across the commit's pass (4 s) to FILE.
 //
 //	go test ./test -run '^$' -bench ServeScale -benchtime 1x -timeout 30m
 func BenchmarkServeScale(b *testing.B) {
@@ -50,7 +55,14 @@ func BenchmarkServeScale(b *testing.B) {
 
 		addr := freeAddr(b)
 		api := "http://" + addr
-		cmd := exec.Command(bin, "serve", "--repo", dir, "--state", filepath.Join(b.TempDir(), "state.db"), "--interval", "1s", "--listen", addr)
+		args := []string{"serve", "--repo", dir, "--state", filepath.Join(b.TempDir(), "state.db"), "--interval", "1s", "--listen", addr}
+		profile := os.Getenv("ANNEAL_BENCH_CPUPROFILE")
+		pprofAddr := ""
+		if profile != "" {
+			pprofAddr = freeAddr(b)
+			args = append(args, "--pprof-listen", pprofAddr)
+		}
+		cmd := exec.Command(bin, args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "ANNEAL_TSIG_SECRET=" + bs.Secret, "ANNEAL_PDNS_API_KEY=" + ps.APIKey}
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -70,6 +82,18 @@ func BenchmarkServeScale(b *testing.B) {
 		if err := os.WriteFile(edit, []byte(changed), 0o644); err != nil {
 			b.Fatal(err)
 		}
+		var profiled chan struct{}
+		if profile != "" {
+			// The daemon's CPU profile across the commit's pass.
+			profiled = make(chan struct{})
+			go func() {
+				defer close(profiled)
+				if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=4", profile); err != nil {
+					b.Error(err)
+				}
+			}()
+			time.Sleep(200 * time.Millisecond)
+		}
 		gitB(b, dir, "commit", "-q", "-am", "one line")
 		committed := time.Now()
 		waitApplied(b, api, gitB(b, dir, "rev-parse", "HEAD"), 2*time.Minute)
@@ -79,6 +103,9 @@ func BenchmarkServeScale(b *testing.B) {
 			b.Logf("last reconcile: %s", strings.Join(strings.Fields(body[i:min(len(body), i+200)]), " "))
 		}
 
+		if profiled != nil {
+			<-profiled
+		}
 		rss := peakRSS(b, cmd.Process.Pid)
 		b.ReportMetric(float64(rss)/1024, "daemon_peak_rss_MiB")
 		_ = cmd.Process.Kill()
@@ -126,4 +153,17 @@ func peakRSS(b *testing.B, pid int) int {
 	}
 	b.Fatal("no VmHWM")
 	return 0
+}
+
+func fetchProfile(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s: %v", resp.Status, err)
+	}
+	return os.WriteFile(file, data, 0o644)
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
 	trustFile := c.Flags().String("verify-signatures", "", "apply only commits signed by a key in this file: an armored OpenPGP keyring or an SSH allowed-signers file")
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
+	pprofListen := c.Flags().String("pprof-listen", "", "serve Go's /debug/pprof profiles on this address (off by default; keep it on loopback)")
 	netboot := addNetbootFlags(c)
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
@@ -106,6 +108,13 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 				log.Error("http server", "err", err)
 			}
 		}()
+		if *pprofListen != "" {
+			stop, err := servePprof(*pprofListen, log)
+			if err != nil {
+				return failure(err)
+			}
+			defer stop()
+		}
 		if site.repo == "" {
 			// A local directory: reconcile as soon as a burst of edits settles.
 			go func() {
@@ -126,6 +135,29 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		return nil
 	}
 	return c
+}
+
+// servePprof serves the runtime profiles on a listener of their own, so
+// that they are never reachable through the API's address.
+func servePprof(addr string, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server", "err", err)
+		}
+	}()
+	log.Info("pprof", "listen", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }
 
 // serveSource opens the reconciler's source: a repository's branch, or a

@@ -290,7 +290,7 @@ func (t *Target) checkDNS(ctx context.Context, z string, changes []reconcile.RRs
 		go func() {
 			defer wg.Done()
 			for c := range work {
-				if cur, sure := t.lookup(ctx, z, c.Key()); !sure || !same(c.Old, cur) {
+				if cur, sure := t.LookupRRset(ctx, z, c.Key()); !sure || !same(c.Old, cur) {
 					unsure.Store(true)
 					cancel() // the API settles it: stop asking
 				}
@@ -310,32 +310,24 @@ send:
 	return !unsure.Load() && ctx.Err() == nil
 }
 
-// lookup asks the DNS address for one RRset; sure is false unless the
-// answer is authoritative and final (no referral, no error).
-func (t *Target) lookup(ctx context.Context, z string, k reconcile.RRsetKey) (*reconcile.RRset, bool) {
-	qtype, known := dns.StringToType[string(k.Type)]
-	if !known {
+// LookupRRset asks the DNS address for one RRset (reconcile.RRsetLooker);
+// sure is false without a DNS address, and unless the answer is
+// authoritative and final (no referral, no error). The API purges
+// PowerDNS's caches of a zone it changes, so an answer after a PATCH is
+// the PATCH's result.
+func (t *Target) LookupRRset(ctx context.Context, zone string, k reconcile.RRsetKey) (*reconcile.RRset, bool) {
+	if t.dnsAddr == "" {
 		return nil, false
 	}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(k.Name), qtype)
-	m.RecursionDesired = false
+	m, ok := reconcile.LookupQuery(k)
+	if !ok {
+		return nil, false
+	}
 	r, err := t.exchange(ctx, m)
-	if err != nil || !r.Authoritative || r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+	if err != nil {
 		return nil, false
 	}
-	var rrs []dns.RR
-	for _, rr := range r.Answer {
-		h := rr.Header()
-		if h.Rrtype == qtype && zoneName(h.Name) == k.Name {
-			rrs = append(rrs, rr)
-		}
-	}
-	sets := reconcile.RRsetsFromRRs(rrs)
-	if len(sets) == 0 {
-		return nil, true
-	}
-	return &sets[0], true
+	return reconcile.AnswerRRset(r, k)
 }
 
 // same reports whether the server's RRset is the one a change saw (both

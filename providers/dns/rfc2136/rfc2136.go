@@ -263,6 +263,25 @@ func (t *Target) Serial(ctx context.Context, zone string) (uint32, error) {
 	return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("SOA query to %s: no SOA for the zone in the answer: the server does not serve the zone", t.server))
 }
 
+// LookupRRset asks the server for one RRset with an unsigned query over
+// UDP, TCP when truncated (reconcile.RRsetLooker). sure is false unless
+// the answer is authoritative and final: the server's own zone data.
+func (t *Target) LookupRRset(ctx context.Context, zone string, k reconcile.RRsetKey) (*reconcile.RRset, bool) {
+	m, ok := reconcile.LookupQuery(k)
+	if !ok {
+		return nil, false
+	}
+	m.SetEdns0(1232, false)
+	r, err := t.exchange(ctx, &dns.Client{Net: "udp", Timeout: t.timeout}, m)
+	if err == nil && r.Truncated {
+		r, err = t.exchange(ctx, &dns.Client{Net: "tcp", Timeout: t.timeout}, m)
+	}
+	if err != nil {
+		return nil, false
+	}
+	return reconcile.AnswerRRset(r, k)
+}
+
 // exchange sends one message and reads its answer, bounded by the
 // target's timeout and stopped by ctx.
 func (t *Target) exchange(ctx context.Context, c *dns.Client, m *dns.Msg) (*dns.Msg, error) {

@@ -521,6 +521,54 @@ func TestSilentNoops(t *testing.T) {
 	if !slices.ContainsFunc(zc.RRsets, func(s reconcile.RRset) bool { return s.Equal(ns) }) {
 		t.Fatalf("apex NS gone: %v", zc.RRsets)
 	}
+	// A lookup shows it as well: the applier's one-RRset read-back.
+	if got, sure := tg.LookupRRset(ctx, fwd, ns.Key()); !sure || got == nil || !got.Equal(ns) {
+		t.Fatalf("lookup of the apex NS: %v, sure %v", got, sure)
+	}
+}
+
+// TestLookupRRset: one query answers for one RRset, sure only when the
+// answer is the zone's own data.
+func TestLookupRRset(t *testing.T) {
+	t.Parallel()
+	b := start(t, servers.BINDOptions{})
+	tg := target(t, b)
+	ctx := context.Background()
+	b.Nsupdate(t, strings.Join([]string{
+		"update add a.example.net 300 A 192.0.2.2",
+		"update add a.example.net 300 A 192.0.2.1",
+		"update add www.example.net 300 CNAME a.example.net.",
+		"update add *.wild.example.net 300 A 192.0.2.9",
+		"update add child.example.net 300 NS ns.elsewhere.example.org.",
+	}, "\n"))
+	key := func(name string, typ reconcile.RRType) reconcile.RRsetKey { return reconcile.RRsetKey{Name: name, Type: typ} }
+	for _, tc := range []struct {
+		name string
+		key  reconcile.RRsetKey
+		want *reconcile.RRset
+		sure bool
+	}{
+		{"an RRset", key("a.example.net", reconcile.TypeA), set("a.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2"), true},
+		{"no such name", key("nothing.example.net", reconcile.TypeA), nil, true},
+		{"no such type", key("a.example.net", reconcile.TypeAAAA), nil, true},
+		{"an A asked at a CNAME: not the CNAME's target", key("www.example.net", reconcile.TypeA), nil, true},
+		{"the CNAME itself", key("www.example.net", reconcile.TypeCNAME), set("www.example.net", reconcile.TypeCNAME, 300, "a.example.net."), true},
+		// A wildcard's answer looks like data at the name: the applier
+		// only trusts a lookup that matches what it wrote.
+		{"a wildcard's synthesized answer", key("x.wild.example.net", reconcile.TypeA), set("x.wild.example.net", reconcile.TypeA, 300, "192.0.2.9"), true},
+		{"below a delegation: a referral", key("host.child.example.net", reconcile.TypeA), nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, sure := tg.LookupRRset(ctx, fwd, tc.key)
+			if sure != tc.sure || (got == nil) != (tc.want == nil) || got != nil && !got.Equal(tc.want) {
+				t.Fatalf("LookupRRset = %v, sure %v; want %v, sure %v", got, sure, tc.want, tc.sure)
+			}
+		})
+	}
+	down := target(t, b, func(c *rfc2136.Config) { c.Server = "127.0.0.1:9"; c.Timeout = 300 * time.Millisecond })
+	if got, sure := down.LookupRRset(ctx, fwd, key("a.example.net", reconcile.TypeA)); sure || got != nil {
+		t.Fatalf("lookup at a server that does not answer: %v, sure %v", got, sure)
+	}
 }
 
 // TestRecordLimit: an RRset over BIND's max-records-per-type fails with
