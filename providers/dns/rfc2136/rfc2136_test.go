@@ -541,7 +541,9 @@ func TestLookupRRset(t *testing.T) {
 		"update add *.wild.example.net 300 A 192.0.2.9",
 		"update add child.example.net 300 NS ns.elsewhere.example.org.",
 	}, "\n"))
-	key := func(name string, typ reconcile.RRType) reconcile.RRsetKey { return reconcile.RRsetKey{Name: name, Type: typ} }
+	key := func(name string, typ reconcile.RRType) reconcile.RRsetKey {
+		return reconcile.RRsetKey{Name: name, Type: typ}
+	}
 	for _, tc := range []struct {
 		name string
 		key  reconcile.RRsetKey
