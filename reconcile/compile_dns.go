@@ -107,7 +107,7 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	if d == nil {
 		return out, nil
 	}
-	b := &dnsBuilder{zones: d.ZoneSet(), sets: map[RRsetKey]*RRset{}}
+	b := &dnsBuilder{zones: d.ZoneSet().Index(), sets: make(map[RRsetKey]*pendingSet, 8*len(site.Nodes))}
 	for _, z := range d.Zones {
 		name := schema.CanonicalName(z.Name)
 		dz := &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
@@ -157,13 +157,20 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 		return nil, fmt.Errorf("compile DNS: %s", strings.Join(b.errs, "; "))
 	}
 	b.retiring(site, av.Retiring, ttlIn)
+	sizes := map[string]int{}
 	for _, set := range b.sets {
-		set.Normalize()
-		zone := out.byZone[b.zone(set.Name)]
-		zone.RRsets = append(zone.RRsets, *set)
+		sizes[set.zone]++
 	}
 	for _, z := range out.Zones {
-		slices.SortFunc(z.RRsets, func(a, b RRset) int { return compareKeys(a.Key(), b.Key()) })
+		z.RRsets = make([]RRset, 0, sizes[z.Zone])
+	}
+	for _, set := range b.sets {
+		set.Normalize()
+		zone := out.byZone[set.zone]
+		zone.RRsets = append(zone.RRsets, set.RRset)
+	}
+	for _, z := range out.Zones {
+		slices.SortFunc(z.RRsets, compareRRsets)
 	}
 	slices.SortFunc(out.Zones, func(a, b *DesiredZone) int { return strings.Compare(a.Zone, b.Zone) })
 	for _, t := range d.Targets {
@@ -188,23 +195,30 @@ func firstTTL(vals ...int) uint32 {
 }
 
 type dnsBuilder struct {
-	zones schema.Zones
-	sets  map[RRsetKey]*RRset
+	zones schema.ZoneIndex
+	sets  map[RRsetKey]*pendingSet
 	errs  []string
+}
+
+// pendingSet is an RRset being built, with its zone.
+type pendingSet struct {
+	RRset
+	zone string
 }
 
 // zone is the zone a canonical name belongs to, or "".
 func (b *dnsBuilder) zone(name string) string { return b.zones.FindCanonical(name) }
 
 func (b *dnsBuilder) add(name string, t RRType, ttl uint32, data string) {
-	if b.zone(name) == "" {
-		b.errs = append(b.errs, fmt.Sprintf("%s %s is in no declared zone", name, t))
-		return
-	}
 	k := RRsetKey{name, t}
 	set := b.sets[k]
 	if set == nil {
-		set = &RRset{Name: name, Type: t, TTL: ttl}
+		zone := b.zone(name)
+		if zone == "" {
+			b.errs = append(b.errs, fmt.Sprintf("%s %s is in no declared zone", name, t))
+			return
+		}
+		set = &pendingSet{RRset: RRset{Name: name, Type: t, TTL: ttl}, zone: zone}
 		b.sets[k] = set
 	}
 	set.TTL = min(set.TTL, ttl)
@@ -270,7 +284,7 @@ func (b *dnsBuilder) retiring(site *schema.Site, retiring map[string]bool, ttlIn
 	for k := range b.sets {
 		taken[k.Name] = true
 	}
-	rb := &dnsBuilder{zones: b.zones, sets: map[RRsetKey]*RRset{}}
+	rb := &dnsBuilder{zones: b.zones, sets: map[RRsetKey]*pendingSet{}}
 	for _, n := range site.Nodes {
 		if !n.Exists() && retiring[n.Name] {
 			rb.node(site, n, ttlIn)

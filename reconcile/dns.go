@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +37,18 @@ type RRsetKey struct {
 func (k RRsetKey) String() string { return k.Name + " " + string(k.Type) }
 
 func compareKeys(a, b RRsetKey) int {
-	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Type, b.Type))
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.Type), string(b.Type))
+}
+
+// compareRRsets orders RRsets by key.
+func compareRRsets(a, b RRset) int {
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.Type), string(b.Type))
 }
 
 // RRset is every record of one name and type. Data holds each record's
@@ -124,7 +134,7 @@ func RRsetsFromRRs(rrs []dns.RR) []RRset {
 		s.Normalize()
 		out = append(out, *s)
 	}
-	slices.SortFunc(out, func(a, b RRset) int { return compareKeys(a.Key(), b.Key()) })
+	slices.SortFunc(out, compareRRsets)
 	return out
 }
 

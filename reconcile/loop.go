@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -184,6 +185,15 @@ type Reconciler struct {
 	badRev  string
 	badErr  error
 	trigger chan struct{}
+	// compiled is the last site and availability compiled, and the
+	// result: a pass on the same revision with the same nodes out of
+	// service does not compile again.
+	compiledMu sync.Mutex
+	compiled   struct {
+		site    *schema.Site
+		av      Availability
+		desired *DesiredDNS
+	}
 	// shutdown is Run's ctx.Done(): reconciles run uncancelled (an apply
 	// finishes), but a rollout stops starting nodes on it.
 	shutdown <-chan struct{}
@@ -476,7 +486,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		records, av = recs, AvailabilityOf(site, recs)
 	}
 	tc := time.Now()
-	desired, err := CompileDNSWith(site, av)
+	desired, err := r.compile(site, av)
 	if err != nil {
 		return FailInvalid, err
 	}
@@ -707,7 +717,7 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 	if err != nil {
 		return err
 	}
-	desired, err := CompileDNSWith(site, AvailabilityOf(site, recs))
+	desired, err := r.compile(site, AvailabilityOf(site, recs))
 	if err != nil {
 		return err
 	}
@@ -723,6 +733,23 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 		return nil
 	}
 	return r.applyDNS(ctx, targets, dns, desired, rev)
+}
+
+// compile is CompileDNSWith, remembered for the last site and
+// availability (it is a pure function of them, and its result immutable).
+func (r *Reconciler) compile(site *schema.Site, av Availability) (*DesiredDNS, error) {
+	r.compiledMu.Lock()
+	defer r.compiledMu.Unlock()
+	c := &r.compiled
+	if c.site == site && c.desired != nil && maps.Equal(c.av.OutOfService, av.OutOfService) && maps.Equal(c.av.Retiring, av.Retiring) {
+		return c.desired, nil
+	}
+	desired, err := CompileDNSWith(site, av)
+	if err != nil {
+		return nil, err
+	}
+	c.site, c.av, c.desired = site, av, desired
+	return desired, nil
 }
 
 // applyDNS applies a DNS plan; a zone that failed fails it.

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/anneal-dev/anneal/schema"
 )
 
 // DNSPlan is the DNS part of a plan: per target and zone, what changes.
@@ -281,16 +283,27 @@ func (p *DNSPlanner) markInSync(ctx context.Context, target string, zones []Zone
 			all = false
 			continue
 		}
-		mark := &SyncMark{Serial: zd.Serial, Desired: zd.digest, Owned: zd.Owned, Foreign: zd.Foreign}
-		if err := p.State.SetSyncMark(ctx, target, zd.Zone, mark); err != nil {
-			return fmt.Errorf("write sync mark of %s/%s: %w", target, zd.Zone, err)
+		if err := p.setMark(ctx, target, zd.Zone, &SyncMark{Serial: zd.Serial, Desired: zd.digest, Owned: zd.Owned, Foreign: zd.Foreign}); err != nil {
+			return err
 		}
 	}
 	if !all {
 		return nil
 	}
-	if err := p.State.SetSyncMark(ctx, target, "", &SyncMark{Findings: findings}); err != nil {
-		return fmt.Errorf("write sync mark of %s: %w", target, err)
+	return p.setMark(ctx, target, "", &SyncMark{Findings: findings})
+}
+
+// setMark writes a sync mark unless the same one is stored: each write is
+// a commit of the state store, and most marks of a target whose zone
+// changed are the same as before.
+func (p *DNSPlanner) setMark(ctx context.Context, target, zone string, mark *SyncMark) error {
+	if old, err := p.State.SyncMark(ctx, target, zone); err == nil && old != nil &&
+		old.Serial == mark.Serial && old.Desired == mark.Desired && old.Owned == mark.Owned && old.Foreign == mark.Foreign &&
+		slices.Equal(old.Findings, mark.Findings) {
+		return nil
+	}
+	if err := p.State.SetSyncMark(ctx, target, zone, mark); err != nil {
+		return fmt.Errorf("write sync mark of %s/%s: %w", target, zone, err)
 	}
 	return nil
 }
@@ -370,10 +383,10 @@ func massDeletes(zones []ZoneDiff, limit int) []MassDelete {
 func consistency(target string, zones []*ZoneContent) []Finding {
 	forward := map[netip.Addr][]string{} // address → names with it
 	ptrs := map[netip.Addr][]string{}    // address → PTR targets
-	var reverseZones []string
+	reverseZones := schema.Zones{}
 	for _, z := range zones {
 		if strings.HasSuffix(z.Zone, ".arpa") {
-			reverseZones = append(reverseZones, z.Zone)
+			reverseZones[z.Zone] = true
 		}
 		for _, s := range z.RRsets {
 			switch s.Type {
@@ -403,9 +416,9 @@ func consistency(target string, zones []*ZoneContent) []Finding {
 			}
 		}
 	}
-	rev := zoneList(reverseZones)
+	rev := reverseZones.Index()
 	for ip, names := range forward {
-		if len(ptrs[ip]) > 0 || rev.find(reverseOf(ip)) == "" {
+		if len(ptrs[ip]) > 0 || rev.FindCanonical(reverseOf(ip)) == "" {
 			continue
 		}
 		slices.Sort(names)

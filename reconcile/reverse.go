@@ -8,19 +8,6 @@ import (
 	"github.com/anneal-dev/anneal/schema"
 )
 
-// zoneList is a list of zone names to match names against.
-type zoneList []string
-
-func (zs zoneList) find(name string) string {
-	best := ""
-	for _, z := range zs {
-		if (name == z || strings.HasSuffix(name, "."+z)) && len(z) > len(best) {
-			best = z
-		}
-	}
-	return best
-}
-
 func reverseOf(ip netip.Addr) string { return schema.ReverseName(ip) }
 
 // addrOfReverse parses an in-addr.arpa or ip6.arpa name back to its address.

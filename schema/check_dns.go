@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -97,6 +98,61 @@ func (z Zones) FindCanonical(name string) string {
 	}
 }
 
+// ZoneIndex finds the zone a name belongs to, as Zones does, but looks up
+// only the suffixes as deep as some zone is: an ip6.arpa name of 34
+// labels costs a lookup or two, not 20. Build it once the zones are all
+// known; it does not follow later changes to them.
+type ZoneIndex struct {
+	zones  Zones
+	depths []int // the zones' label counts, deepest first
+}
+
+// Index returns the zones' index.
+func (z Zones) Index() ZoneIndex {
+	x := ZoneIndex{zones: z}
+	for zone := range z {
+		d := strings.Count(zone, ".") + 1
+		if !slices.Contains(x.depths, d) {
+			x.depths = append(x.depths, d)
+		}
+	}
+	slices.Sort(x.depths)
+	slices.Reverse(x.depths)
+	return x
+}
+
+// Find returns the zone of name, or "".
+func (x ZoneIndex) Find(name string) string { return x.FindCanonical(CanonicalName(name)) }
+
+// FindCanonical is Find for a name already canonical.
+func (x ZoneIndex) FindCanonical(name string) string {
+	var dots [128]int // a DNS name has at most 127 labels
+	n := 0
+	for i := 0; i < len(name); i++ {
+		if name[i] == '.' {
+			if n == len(dots) {
+				return x.zones.FindCanonical(name)
+			}
+			dots[n] = i
+			n++
+		}
+	}
+	labels := n + 1
+	for _, d := range x.depths {
+		if d > labels {
+			continue
+		}
+		suffix := name
+		if d < labels {
+			suffix = name[dots[labels-d-1]+1:]
+		}
+		if x.zones[suffix] {
+			return suffix
+		}
+	}
+	return ""
+}
+
 // ZoneSet indexes the declared zones.
 func (d *DNS) ZoneSet() Zones {
 	z := make(Zones, len(d.Zones))
@@ -118,6 +174,7 @@ type dnsChecker struct {
 	*checker
 	d     *DNS
 	zones Zones
+	index ZoneIndex // of zones, once they are all declared
 	names map[string][]nameUse
 }
 
@@ -139,6 +196,7 @@ func (c *checker) dns(d *DNS) {
 		}
 		dc.zones[name] = true
 	}
+	dc.index = dc.zones.Index()
 	dc.targets()
 	if pn := d.PrimaryName; pn != nil {
 		c.pattern(m, fieldPath{"primaryName", "pattern"}, pn.Pattern)
@@ -225,7 +283,7 @@ func (dc *dnsChecker) forward(name string, o owner) bool {
 		dc.errorf(o.meta, o.path, "bad-dns-name", "%q is not a valid DNS name (RFC 1123: labels of a-z, 0-9 and '-', at most 63 characters)", name)
 		return false
 	}
-	if dc.zones.Find(name) == "" {
+	if dc.index.Find(name) == "" {
 		dc.errorf(o.meta, o.path, "name-outside-zones", "%q is in no zone declared in the DNS document", name)
 		return false
 	}
@@ -273,7 +331,7 @@ func (dc *dnsChecker) groups() map[string]*Group {
 		}
 	}
 	for i, g := range dc.d.Groups {
-		zone := dc.zones.Find(g.FQDN)
+		zone := dc.index.Find(g.FQDN)
 		for _, t := range dc.d.Targets {
 			limit := t.RecordLimit()
 			if limit == 0 || !t.Serves(zone) {
@@ -404,7 +462,7 @@ func (dc *dnsChecker) nodeNames(groups map[string]*Group) {
 				continue
 			}
 			for _, ip := range []netip.Addr{a.IPv4, a.IPv6} {
-				if ip.IsValid() && dc.zones.Find(ReverseName(ip)) == "" {
+				if ip.IsValid() && dc.index.Find(ReverseName(ip)) == "" {
 					dc.errorf(m, p, "no-reverse-zone", "address %s on network %s has no reverse zone: declare one such as %s (or set dns.reverse: false on the network)", ip, net.Name, suggestReverseZone(ip, net))
 				}
 			}
@@ -470,7 +528,12 @@ func AliasFQDN(alias, region, domain string) string {
 func ReverseName(ip netip.Addr) string {
 	if ip.Is4() {
 		b := ip.As4()
-		return fmt.Sprintf("%d.%d.%d.%d.in-addr.arpa", b[3], b[2], b[1], b[0])
+		buf := make([]byte, 0, 29)
+		for i := 3; i >= 0; i-- {
+			buf = strconv.AppendUint(buf, uint64(b[i]), 10)
+			buf = append(buf, '.')
+		}
+		return string(append(buf, "in-addr.arpa"...))
 	}
 	const hex = "0123456789abcdef"
 	b := ip.As16()
@@ -528,7 +591,7 @@ func (dc *dnsChecker) records() {
 			dc.errorf(m, p.with("value"), "bad-record", "%s record: %s", r.Type, msg)
 		}
 		if r.Type == "PTR" {
-			if !isReverse(dc.zones.Find(name)) {
+			if !isReverse(dc.index.Find(name)) {
 				dc.errorf(m, p.with("name"), "bad-record", "a PTR record belongs in a reverse zone")
 			}
 			continue
@@ -552,7 +615,7 @@ func (dc *dnsChecker) forwardRecordName(name string, o owner) bool {
 		dc.errorf(o.meta, o.path, "bad-dns-name", "%q is not a valid DNS name", name)
 		return false
 	}
-	if dc.zones.Find(name) == "" {
+	if dc.index.Find(name) == "" {
 		dc.errorf(o.meta, o.path, "name-outside-zones", "%q is in no zone declared in the DNS document", name)
 		return false
 	}

@@ -373,3 +373,24 @@ func TestCanonicalName(t *testing.T) {
 		}
 	}
 }
+
+// TestZoneIndex: the index agrees with schema.Zones on
+// names at, below, beside and above zones of every depth.
+func TestZoneIndex(t *testing.T) {
+	zones := schema.Zones{"example.net": true, "east.example.net": true, "ample.net": true,
+		"10.10.in-addr.arpa": true, "0.10.in-addr.arpa": true, "0.0.0.0.a.0.0.0.0.0.d.f.ip6.arpa": true, "net.example": true}
+	x := zones.Index()
+	names := []string{"", "net", "example.net", "www.example.net", "a.b.east.example.net", "east.example.net",
+		"notexample.net", "www.ample.net", "example.org", "1.10.10.in-addr.arpa", "1.0.10.in-addr.arpa", "0.10.in-addr.arpa",
+		"10.in-addr.arpa", "in-addr.arpa", "x.net.example", "example", ".", "a..example.net",
+		schema.ReverseName(netip.MustParseAddr("fd00:a::b")), schema.ReverseName(netip.MustParseAddr("fd00:b::b")),
+		strings.Repeat("a.", 130) + "example.net"}
+	for _, n := range names {
+		if got, want := x.FindCanonical(n), zones.FindCanonical(n); got != want {
+			t.Errorf("find(%q) = %q, schema.Zones says %q", n, got, want)
+		}
+	}
+	if got := schema.Zones(nil).Index().FindCanonical("example.net"); got != "" {
+		t.Errorf("no zones: find = %q", got)
+	}
+}

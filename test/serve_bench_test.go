@@ -21,7 +21,8 @@ import (
 // the first convergence, the time from a one-line commit to its apply
 // (poll interval 1 s), and the daemon's peak RSS. With
 // ANNEAL_BENCH_CPUPROFILE=FILE it also writes the daemon's CPU profile
-// across the commit's pass (4 s) to FILE.
+// across the commit's pass (4 s) to FILE, and its heap profile after it to
+// FILE.heap.
 //
 //	go test ./test -run '^$' -bench ServeScale -benchtime 1x -timeout 30m
 func BenchmarkServeScale(b *testing.B) {
@@ -105,6 +106,9 @@ func BenchmarkServeScale(b *testing.B) {
 
 		if profiled != nil {
 			<-profiled
+			if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap?gc=1", profile+".heap"); err != nil {
+				b.Error(err)
+			}
 		}
 		rss := peakRSS(b, cmd.Process.Pid)
 		b.ReportMetric(float64(rss)/1024, "daemon_peak_rss_MiB")
