@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,14 @@ type DesiredZone struct {
 
 	digest     string
 	digestOnce sync.Once
+	zoneFacts  *zoneFacts
+	factsOnce  sync.Once
+}
+
+// facts parses the zone's records for consistency checks, once.
+func (z *DesiredZone) facts() *zoneFacts {
+	z.factsOnce.Do(func() { z.zoneFacts = factsOf(z.RRsets) })
+	return z.zoneFacts
 }
 
 // Digest fingerprints the zone's desired RRsets (SHA-256, hex), computed
@@ -107,13 +116,13 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	if d == nil {
 		return out, nil
 	}
-	b := &dnsBuilder{zones: d.ZoneSet().Index(), sets: make(map[RRsetKey]*pendingSet, 8*len(site.Nodes))}
 	for _, z := range d.Zones {
 		name := schema.CanonicalName(z.Name)
 		dz := &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
 		out.Zones = append(out.Zones, dz)
 		out.byZone[name] = dz
 	}
+	b := newDNSBuilder(d.ZoneSet().Index(), out.byZone, 24*len(site.Nodes))
 	baseTTL := firstTTL(d.TTL, site.Config.Defaults.DNSTTL, DefaultTTL)
 	zoneTTL := map[string]uint32{}
 	for _, z := range d.Zones {
@@ -157,21 +166,17 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 		return nil, fmt.Errorf("compile DNS: %s", strings.Join(b.errs, "; "))
 	}
 	b.retiring(site, av.Retiring, ttlIn)
-	sizes := map[string]int{}
-	for _, set := range b.sets {
-		sizes[set.zone]++
-	}
 	for _, z := range out.Zones {
-		z.RRsets = make([]RRset, 0, sizes[z.Zone])
+		z.RRsets = make([]RRset, 0, b.sizes[z])
 	}
-	for _, set := range b.sets {
-		set.Normalize()
-		zone := out.byZone[set.zone]
-		zone.RRsets = append(zone.RRsets, set.RRset)
+	for i := range b.sets {
+		set := &b.sets[i]
+		if len(set.Data) > 1 {
+			set.Normalize()
+		}
+		set.zone.RRsets = append(set.zone.RRsets, set.RRset)
 	}
-	for _, z := range out.Zones {
-		slices.SortFunc(z.RRsets, compareRRsets)
-	}
+	sortZones(out.Zones)
 	slices.SortFunc(out.Zones, func(a, b *DesiredZone) int { return strings.Compare(a.Zone, b.Zone) })
 	for _, t := range d.Targets {
 		tz := TargetZones{Target: t.Name, Kind: string(t.Kind)}
@@ -185,6 +190,26 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	return out, nil
 }
 
+// sortZones sorts each zone's RRsets by key, zones in parallel.
+func sortZones(zones []*DesiredZone) {
+	work := make(chan *DesiredZone)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(zones)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for z := range work {
+				slices.SortFunc(z.RRsets, compareRRsets)
+			}
+		}()
+	}
+	for _, z := range zones {
+		work <- z
+	}
+	close(work)
+	wg.Wait()
+}
+
 func firstTTL(vals ...int) uint32 {
 	for _, v := range vals {
 		if v > 0 {
@@ -194,16 +219,31 @@ func firstTTL(vals ...int) uint32 {
 	return DefaultTTL
 }
 
+// dnsBuilder gathers RRsets, in the order they are first added.
 type dnsBuilder struct {
-	zones schema.ZoneIndex
-	sets  map[RRsetKey]*pendingSet
-	errs  []string
+	zones  schema.ZoneIndex
+	byZone map[string]*DesiredZone
+	index  map[RRsetKey]int // into sets
+	sets   []pendingSet
+	sizes  map[*DesiredZone]int
+	errs   []string
 }
 
 // pendingSet is an RRset being built, with its zone.
 type pendingSet struct {
 	RRset
-	zone string
+	zone *DesiredZone
+}
+
+func newDNSBuilder(zones schema.ZoneIndex, byZone map[string]*DesiredZone, size int) *dnsBuilder {
+	return &dnsBuilder{zones: zones, byZone: byZone, index: make(map[RRsetKey]int, size), sets: make([]pendingSet, 0, size), sizes: map[*DesiredZone]int{}}
+}
+
+// put adds a whole RRset, its zone already known.
+func (b *dnsBuilder) put(set pendingSet) {
+	b.index[set.Key()] = len(b.sets)
+	b.sets = append(b.sets, set)
+	b.sizes[set.zone]++
 }
 
 // zone is the zone a canonical name belongs to, or "".
@@ -211,16 +251,17 @@ func (b *dnsBuilder) zone(name string) string { return b.zones.FindCanonical(nam
 
 func (b *dnsBuilder) add(name string, t RRType, ttl uint32, data string) {
 	k := RRsetKey{name, t}
-	set := b.sets[k]
-	if set == nil {
-		zone := b.zone(name)
-		if zone == "" {
+	i, ok := b.index[k]
+	if !ok {
+		zone := b.byZone[b.zone(name)]
+		if zone == nil {
 			b.errs = append(b.errs, fmt.Sprintf("%s %s is in no declared zone", name, t))
 			return
 		}
-		set = &pendingSet{RRset: RRset{Name: name, Type: t, TTL: ttl}, zone: zone}
-		b.sets[k] = set
+		b.put(pendingSet{RRset: RRset{Name: name, Type: t, TTL: ttl}, zone: zone})
+		i = len(b.sets) - 1
 	}
+	set := &b.sets[i]
 	set.TTL = min(set.TTL, ttl)
 	set.Data = append(set.Data, data)
 }
@@ -281,18 +322,18 @@ func (b *dnsBuilder) retiring(site *schema.Site, retiring map[string]bool, ttlIn
 		return
 	}
 	taken := map[string]bool{}
-	for k := range b.sets {
+	for k := range b.index {
 		taken[k.Name] = true
 	}
-	rb := &dnsBuilder{zones: b.zones, sets: map[RRsetKey]*pendingSet{}}
+	rb := newDNSBuilder(b.zones, b.byZone, 0)
 	for _, n := range site.Nodes {
 		if !n.Exists() && retiring[n.Name] {
 			rb.node(site, n, ttlIn)
 		}
 	}
-	for k, set := range rb.sets {
-		if !taken[k.Name] {
-			b.sets[k] = set
+	for _, set := range rb.sets {
+		if !taken[set.Name] {
+			b.put(set)
 		}
 	}
 }

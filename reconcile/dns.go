@@ -149,6 +149,8 @@ type ZoneContent struct {
 	// Marked lists RRsets the target itself marks as anneal's (PowerDNS
 	// RRset comments); nil when the target keeps no such mark.
 	Marked map[RRsetKey]bool `json:"-"`
+
+	facts *zoneFacts // parsed for consistency, when already known
 }
 
 // ChangeOp is what a change does to an RRset.

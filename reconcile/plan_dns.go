@@ -103,7 +103,7 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	lives := map[string][]*ZoneContent{}
+	found := map[string][]Finding{}  // targets' consistency findings, from their zones
 	marked := map[string][]Finding{} // targets planned from their sync marks
 	for _, tz := range desired.Targets {
 		t := p.Targets[tz.Target]
@@ -122,11 +122,12 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 				return
 			}
 			diffs, live, fails := p.planTarget(ctx, t, tz, desired)
+			findings := consistency(tz.Target, live)
 			mu.Lock()
 			defer mu.Unlock()
 			plan.Zones = append(plan.Zones, diffs...)
 			plan.Failures = append(plan.Failures, fails...)
-			lives[tz.Target] = live
+			found[tz.Target] = findings
 		}()
 	}
 	wg.Wait()
@@ -149,7 +150,7 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 			plan.Findings = append(plan.Findings, findings...)
 			continue
 		}
-		findings := consistency(tz.Target, lives[tz.Target])
+		findings := found[tz.Target]
 		plan.Findings = append(plan.Findings, findings...)
 		if failed[tz.Target] {
 			continue
@@ -241,7 +242,7 @@ func (p *DNSPlanner) zoneInSync(ctx context.Context, t DNSTarget, dz *DesiredZon
 		return ZoneDiff{}, nil, false
 	}
 	zd := ZoneDiff{Target: t.Name(), Zone: dz.Zone, Reverse: dz.Reverse, Serial: serial, Owned: mark.Owned, digest: digest}
-	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets}, true
+	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets, facts: dz.facts()}, true
 }
 
 // inSync returns the diffs and findings a target's sync marks record,
@@ -351,6 +352,41 @@ func observeZone(ctx context.Context, t DNSTarget, cache ZoneCache, zone string)
 	return live, nil
 }
 
+// addrName pairs an address with a name: a forward record (the name has
+// the address), or a PTR (the address names the name).
+type addrName struct {
+	ip   netip.Addr
+	name string
+}
+
+// zoneFacts is what consistency needs of one zone's RRsets, parsed.
+type zoneFacts struct {
+	forward, ptrs []addrName
+}
+
+func factsOf(rrsets []RRset) *zoneFacts {
+	f := &zoneFacts{}
+	for _, s := range rrsets {
+		switch s.Type {
+		case TypeA, TypeAAAA:
+			for _, d := range s.Data {
+				if ip, err := netip.ParseAddr(d); err == nil {
+					f.forward = append(f.forward, addrName{ip, s.Name})
+				}
+			}
+		case TypePTR:
+			ip, ok := addrOfReverse(s.Name)
+			if !ok {
+				continue
+			}
+			for _, d := range s.Data {
+				f.ptrs = append(f.ptrs, addrName{ip, canonicalName(d)})
+			}
+		}
+	}
+	return f
+}
+
 func massDeletes(zones []ZoneDiff, limit int) []MassDelete {
 	by := map[string]*MassDelete{}
 	var order []string
@@ -381,47 +417,51 @@ func massDeletes(zones []ZoneDiff, limit int) []MassDelete {
 // serves: every PTR's name resolves back to its address, and every address
 // with a forward name in a served reverse zone has a PTR.
 func consistency(target string, zones []*ZoneContent) []Finding {
-	forward := map[netip.Addr][]string{} // address → names with it
-	ptrs := map[netip.Addr][]string{}    // address → PTR targets
+	facts := make([]*zoneFacts, len(zones))
+	nf, np := 0, 0
 	reverseZones := schema.Zones{}
-	for _, z := range zones {
+	for i, z := range zones {
 		if strings.HasSuffix(z.Zone, ".arpa") {
 			reverseZones[z.Zone] = true
 		}
-		for _, s := range z.RRsets {
-			switch s.Type {
-			case TypeA, TypeAAAA:
-				for _, d := range s.Data {
-					if ip, err := netip.ParseAddr(d); err == nil {
-						forward[ip] = append(forward[ip], s.Name)
-					}
-				}
-			case TypePTR:
-				ip, ok := addrOfReverse(s.Name)
-				if !ok {
-					continue
-				}
-				for _, d := range s.Data {
-					ptrs[ip] = append(ptrs[ip], canonicalName(d))
-				}
-			}
+		facts[i] = z.facts
+		if facts[i] == nil {
+			facts[i] = factsOf(z.RRsets)
+		}
+		nf += len(facts[i].forward)
+		np += len(facts[i].ptrs)
+	}
+	named := make(map[addrName]struct{}, nf) // every forward (address, name)
+	hasPTR := make(map[netip.Addr]struct{}, np)
+	for _, f := range facts {
+		for _, an := range f.forward {
+			named[an] = struct{}{}
+		}
+		for _, an := range f.ptrs {
+			hasPTR[an.ip] = struct{}{}
 		}
 	}
 	var out []Finding
-	for ip, names := range ptrs {
-		for _, name := range names {
-			if !slices.Contains(forward[ip], name) {
-				out = append(out, Finding{Kind: FindingOrphanPTR, Target: target, Name: name, Address: ip.String(),
-					Detail: fmt.Sprintf("PTR of %s names %s, which has no A/AAAA %s here", ip, name, ip)})
+	for _, f := range facts {
+		for _, an := range f.ptrs {
+			if _, ok := named[an]; !ok {
+				out = append(out, Finding{Kind: FindingOrphanPTR, Target: target, Name: an.name, Address: an.ip.String(),
+					Detail: fmt.Sprintf("PTR of %s names %s, which has no A/AAAA %s here", an.ip, an.name, an.ip)})
 			}
 		}
 	}
 	rev := reverseZones.Index()
-	for ip, names := range forward {
-		if len(ptrs[ip]) > 0 || rev.FindCanonical(reverseOf(ip)) == "" {
-			continue
+	unreversed := map[netip.Addr][]string{} // address → its names, when it has no PTR
+	for _, f := range facts {
+		for _, an := range f.forward {
+			if _, ok := hasPTR[an.ip]; !ok && (unreversed[an.ip] != nil || rev.FindCanonical(reverseOf(an.ip)) != "") {
+				unreversed[an.ip] = append(unreversed[an.ip], an.name)
+			}
 		}
+	}
+	for ip, names := range unreversed {
 		slices.Sort(names)
+		names = slices.Compact(names)
 		out = append(out, Finding{Kind: FindingMissingPTR, Target: target, Name: names[0], Address: ip.String(),
 			Detail: fmt.Sprintf("%s (%s) has no PTR although its reverse zone is served here", ip, strings.Join(names, ", "))})
 	}

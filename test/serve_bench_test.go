@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,8 +19,10 @@ import (
 // BenchmarkServeScale runs the real daemon (built without the race
 // detector) on a generated site (ANNEAL_BENCH_NODES, default 10,000) as a
 // git repository, against a real BIND and a real PowerDNS, and reports:
-// the first convergence, the time from a one-line commit to its apply
-// (poll interval 1 s), and the daemon's peak RSS. With
+// the first convergence, the duration of a pass with nothing to do, the
+// time from a one-line commit to its apply (poll interval 1 s; mean and
+// worst of ANNEAL_BENCH_COMMITS commits, default 5), and the daemon's
+// peak RSS. With
 // ANNEAL_BENCH_CPUPROFILE=FILE it also writes the daemon's CPU profile
 // across the commit's pass (4 s) to FILE, and its heap profile after it to
 // FILE.heap.
@@ -73,36 +76,75 @@ func BenchmarkServeScale(b *testing.B) {
 		waitApplied(b, api, head, 10*time.Minute)
 		b.ReportMetric(time.Since(start).Seconds(), "first_converge_s")
 
-		// A one-line commit: one node's alias.
-		edit := filepath.Join(dir, "nodes", "r01-k01.yaml")
-		data, _ := os.ReadFile(edit)
-		changed := strings.Replace(string(data), "roles: [ingress]", "roles: [ingress]\naliases: [bench-alias]", 1)
-		if changed == string(data) {
-			b.Fatal("no ingress node to edit")
+		// A pass with nothing to do: the second one after the convergence.
+		var steady struct {
+			Reconciles          int     `json:"reconciles"`
+			LastDurationSeconds float64 `json:"lastDurationSeconds"`
 		}
-		if err := os.WriteFile(edit, []byte(changed), 0o644); err != nil {
-			b.Fatal(err)
+		status := func() {
+			_, body := httpGet(b, api+"/api/v1/status")
+			if err := json.Unmarshal([]byte(body), &steady); err != nil {
+				b.Fatalf("status: %v", err)
+			}
 		}
+		status()
+		for first := steady.Reconciles; steady.Reconciles < first+2; status() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.ReportMetric(steady.LastDurationSeconds, "steady_pass_s")
+
+		// One-line commits, each an alias on another ingress node, made at
+		// different moments of the poll interval (0, 0.2, ... 0.8 s after
+		// the previous apply).
+		commits := 5
+		if v := os.Getenv("ANNEAL_BENCH_COMMITS"); v != "" {
+			commits, _ = strconv.Atoi(v)
+		}
+		edits, _ := filepath.Glob(filepath.Join(dir, "nodes", "*.yaml"))
 		var profiled chan struct{}
-		if profile != "" {
-			// The daemon's CPU profile across the commit's pass.
-			profiled = make(chan struct{})
-			go func() {
-				defer close(profiled)
-				if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=4", profile); err != nil {
-					b.Error(err)
-				}
-			}()
-			time.Sleep(200 * time.Millisecond)
+		var total, worst time.Duration
+		done := 0
+		for _, edit := range edits {
+			if done == commits {
+				break
+			}
+			data, _ := os.ReadFile(edit)
+			changed := strings.Replace(string(data), "roles: [ingress]", fmt.Sprintf("roles: [ingress]\naliases: [bench-alias-%d]", done), 1)
+			if changed == string(data) {
+				continue
+			}
+			if err := os.WriteFile(edit, []byte(changed), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(time.Duration(done%5) * 200 * time.Millisecond)
+			if profile != "" && done == 0 {
+				// The daemon's CPU profile across the first commit's pass.
+				profiled = make(chan struct{})
+				go func() {
+					defer close(profiled)
+					if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=4", profile); err != nil {
+						b.Error(err)
+					}
+				}()
+				time.Sleep(200 * time.Millisecond)
+			}
+			gitB(b, dir, "commit", "-q", "-am", "one line")
+			committed := time.Now()
+			waitApplied(b, api, gitB(b, dir, "rev-parse", "HEAD"), 2*time.Minute)
+			took := time.Since(committed)
+			total += took
+			worst = max(worst, took)
+			done++
+			_, body := httpGet(b, api+"/api/v1/status")
+			if i := strings.Index(body, `"steps"`); i >= 0 {
+				b.Logf("commit %d applied in %.2f s; its reconcile: %s", done, took.Seconds(), strings.Join(strings.Fields(body[i:min(len(body), i+200)]), " "))
+			}
 		}
-		gitB(b, dir, "commit", "-q", "-am", "one line")
-		committed := time.Now()
-		waitApplied(b, api, gitB(b, dir, "rev-parse", "HEAD"), 2*time.Minute)
-		b.ReportMetric(time.Since(committed).Seconds(), "commit_to_applied_s")
-		_, body := httpGet(b, api+"/api/v1/status")
-		if i := strings.Index(body, `"steps"`); i >= 0 {
-			b.Logf("last reconcile: %s", strings.Join(strings.Fields(body[i:min(len(body), i+200)]), " "))
+		if done < commits {
+			b.Fatalf("only %d ingress nodes to edit", done)
 		}
+		b.ReportMetric(total.Seconds()/float64(done), "commit_to_applied_mean_s")
+		b.ReportMetric(worst.Seconds(), "commit_to_applied_max_s")
 
 		if profiled != nil {
 			<-profiled
