@@ -45,10 +45,14 @@ func (z *DesiredZone) Digest() string {
 	return z.digest
 }
 
-func (z *DesiredZone) computeDigest() string {
+func (z *DesiredZone) computeDigest() string { return digestRRsets(z.RRsets) }
+
+// digestRRsets fingerprints RRsets (SHA-256, hex): the desired and the
+// live content of a zone have the same digest when they hold the same.
+func digestRRsets(rrsets []RRset) string {
 	h := sha256.New()
 	var buf []byte
-	for _, s := range z.RRsets {
+	for _, s := range rrsets {
 		buf = append(buf[:0], s.Name...)
 		buf = append(buf, 0)
 		buf = append(buf, s.Type...)

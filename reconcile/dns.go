@@ -150,7 +150,10 @@ type ZoneContent struct {
 	// RRset comments); nil when the target keeps no such mark.
 	Marked map[RRsetKey]bool `json:"-"`
 
-	facts *zoneFacts // parsed for consistency, when already known
+	// digest, when known, fingerprints RRsets; desired is set when they
+	// are a desired zone's (a zone in sync), whose parsed facts it keeps.
+	digest  string
+	desired *DesiredZone
 }
 
 // ChangeOp is what a change does to an RRset.

@@ -194,6 +194,8 @@ type Reconciler struct {
 		av      Availability
 		desired *DesiredDNS
 	}
+	// consistency keeps each target's consistency index between passes.
+	consistency Consistency
 	// shutdown is Run's ctx.Done(): reconciles run uncancelled (an apply
 	// finishes), but a rollout stops starting nodes on it.
 	shutdown <-chan struct{}
@@ -497,7 +499,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	}
 	r.rebuildOwnership(ctx, desired, rev)
 	t0 := time.Now()
-	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared}
+	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared, Consistency: &r.consistency}
 	dns, err := planner.Plan(ctx, desired)
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
@@ -721,7 +723,7 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 	if err != nil {
 		return err
 	}
-	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared}
+	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared, Consistency: &r.consistency}
 	dns, err := planner.Plan(ctx, desired)
 	if err != nil {
 		return err

@@ -5,12 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"slices"
-	"strings"
 	"sync"
-
-	"github.com/anneal-dev/anneal/schema"
 )
 
 // DNSPlan is the DNS part of a plan: per target and zone, what changes.
@@ -87,6 +83,9 @@ type DNSPlanner struct {
 	// state was lost), they count as anneal's, so records of nodes removed
 	// meanwhile are still cleaned up.
 	Declared map[string]map[RRsetKey]bool
+	// Consistency, when set, keeps each target's consistency index from
+	// one plan to the next (nil: built from scratch every plan).
+	Consistency *Consistency
 }
 
 // Plan observes every zone of every target and computes the changes. A
@@ -122,7 +121,7 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 				return
 			}
 			diffs, live, fails := p.planTarget(ctx, t, tz, desired)
-			findings := consistency(tz.Target, live)
+			findings := p.Consistency.Findings(tz.Target, live)
 			mu.Lock()
 			defer mu.Unlock()
 			plan.Zones = append(plan.Zones, diffs...)
@@ -242,7 +241,7 @@ func (p *DNSPlanner) zoneInSync(ctx context.Context, t DNSTarget, dz *DesiredZon
 		return ZoneDiff{}, nil, false
 	}
 	zd := ZoneDiff{Target: t.Name(), Zone: dz.Zone, Reverse: dz.Reverse, Serial: serial, Owned: mark.Owned, digest: digest}
-	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets, facts: dz.facts()}, true
+	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets, digest: digest, desired: dz}, true
 }
 
 // inSync returns the diffs and findings a target's sync marks record,
@@ -352,41 +351,6 @@ func observeZone(ctx context.Context, t DNSTarget, cache ZoneCache, zone string)
 	return live, nil
 }
 
-// addrName pairs an address with a name: a forward record (the name has
-// the address), or a PTR (the address names the name).
-type addrName struct {
-	ip   netip.Addr
-	name string
-}
-
-// zoneFacts is what consistency needs of one zone's RRsets, parsed.
-type zoneFacts struct {
-	forward, ptrs []addrName
-}
-
-func factsOf(rrsets []RRset) *zoneFacts {
-	f := &zoneFacts{}
-	for _, s := range rrsets {
-		switch s.Type {
-		case TypeA, TypeAAAA:
-			for _, d := range s.Data {
-				if ip, err := netip.ParseAddr(d); err == nil {
-					f.forward = append(f.forward, addrName{ip, s.Name})
-				}
-			}
-		case TypePTR:
-			ip, ok := addrOfReverse(s.Name)
-			if !ok {
-				continue
-			}
-			for _, d := range s.Data {
-				f.ptrs = append(f.ptrs, addrName{ip, canonicalName(d)})
-			}
-		}
-	}
-	return f
-}
-
 func massDeletes(zones []ZoneDiff, limit int) []MassDelete {
 	by := map[string]*MassDelete{}
 	var order []string
@@ -410,63 +374,5 @@ func massDeletes(zones []ZoneDiff, limit int) []MassDelete {
 		m.Exceeded = m.Deletes > 0 && m.Percent > m.Limit
 		out = append(out, *m)
 	}
-	return out
-}
-
-// consistency checks forward-confirmed reverse DNS on what one target
-// serves: every PTR's name resolves back to its address, and every address
-// with a forward name in a served reverse zone has a PTR.
-func consistency(target string, zones []*ZoneContent) []Finding {
-	facts := make([]*zoneFacts, len(zones))
-	nf, np := 0, 0
-	reverseZones := schema.Zones{}
-	for i, z := range zones {
-		if strings.HasSuffix(z.Zone, ".arpa") {
-			reverseZones[z.Zone] = true
-		}
-		facts[i] = z.facts
-		if facts[i] == nil {
-			facts[i] = factsOf(z.RRsets)
-		}
-		nf += len(facts[i].forward)
-		np += len(facts[i].ptrs)
-	}
-	named := make(map[addrName]struct{}, nf) // every forward (address, name)
-	hasPTR := make(map[netip.Addr]struct{}, np)
-	for _, f := range facts {
-		for _, an := range f.forward {
-			named[an] = struct{}{}
-		}
-		for _, an := range f.ptrs {
-			hasPTR[an.ip] = struct{}{}
-		}
-	}
-	var out []Finding
-	for _, f := range facts {
-		for _, an := range f.ptrs {
-			if _, ok := named[an]; !ok {
-				out = append(out, Finding{Kind: FindingOrphanPTR, Target: target, Name: an.name, Address: an.ip.String(),
-					Detail: fmt.Sprintf("PTR of %s names %s, which has no A/AAAA %s here", an.ip, an.name, an.ip)})
-			}
-		}
-	}
-	rev := reverseZones.Index()
-	unreversed := map[netip.Addr][]string{} // address → its names, when it has no PTR
-	for _, f := range facts {
-		for _, an := range f.forward {
-			if _, ok := hasPTR[an.ip]; !ok && (unreversed[an.ip] != nil || rev.FindCanonical(reverseOf(an.ip)) != "") {
-				unreversed[an.ip] = append(unreversed[an.ip], an.name)
-			}
-		}
-	}
-	for ip, names := range unreversed {
-		slices.Sort(names)
-		names = slices.Compact(names)
-		out = append(out, Finding{Kind: FindingMissingPTR, Target: target, Name: names[0], Address: ip.String(),
-			Detail: fmt.Sprintf("%s (%s) has no PTR although its reverse zone is served here", ip, strings.Join(names, ", "))})
-	}
-	slices.SortFunc(out, func(a, b Finding) int {
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Name, b.Name))
-	})
 	return out
 }
