@@ -9,8 +9,10 @@ package bmc
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -513,8 +515,18 @@ func (b *BMC) redfishAnswers(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	resp.Body.Close()
-	return true
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		return true // a BMC that wants credentials even for the root
+	}
+	// Anything else must be a service root: an empty answer from a server
+	// that gave up on the request is not a Redfish service.
+	var root struct {
+		Version string `json:"RedfishVersion"`
+		ID      string `json:"@odata.id"`
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&root)
+	return resp.StatusCode/100 == 2 && err == nil && (root.Version != "" || root.ID != "")
 }
 
 // getChannelAuthCap is an IPMI 1.5 session-less Get Channel Authentication
