@@ -30,12 +30,20 @@ type DesiredZone struct {
 	digestOnce sync.Once
 	zoneFacts  *zoneFacts
 	factsOnce  sync.Once
+	addrDigest string
+	addrOnce   sync.Once
 }
 
 // facts parses the zone's records for consistency checks, once.
 func (z *DesiredZone) facts() *zoneFacts {
 	z.factsOnce.Do(func() { z.zoneFacts = factsOf(z.RRsets) })
 	return z.zoneFacts
+}
+
+// addressDigest is addressDigest of the zone's RRsets, once.
+func (z *DesiredZone) addressDigest() string {
+	z.addrOnce.Do(func() { z.addrDigest = addressDigest(z.RRsets) })
+	return z.addrDigest
 }
 
 // Digest fingerprints the zone's desired RRsets (SHA-256, hex), computed
@@ -45,14 +53,17 @@ func (z *DesiredZone) Digest() string {
 	return z.digest
 }
 
-func (z *DesiredZone) computeDigest() string { return digestRRsets(z.RRsets) }
+func (z *DesiredZone) computeDigest() string { return digestRRsets(z.RRsets, nil) }
 
-// digestRRsets fingerprints RRsets (SHA-256, hex): the desired and the
-// live content of a zone have the same digest when they hold the same.
-func digestRRsets(rrsets []RRset) string {
+// digestRRsets fingerprints RRsets (SHA-256, hex), those of the types only
+// allows when it is not nil.
+func digestRRsets(rrsets []RRset, only func(RRType) bool) string {
 	h := sha256.New()
 	var buf []byte
 	for _, s := range rrsets {
+		if only != nil && !only(s.Type) {
+			continue
+		}
 		buf = append(buf[:0], s.Name...)
 		buf = append(buf, 0)
 		buf = append(buf, s.Type...)

@@ -61,6 +61,13 @@ type addrName struct {
 	name string
 }
 
+// addressDigest fingerprints what consistency reads of RRsets: their A,
+// AAAA and PTR records. A zone in sync and the same zone read from its
+// server (with the server's SOA and apex NS) have the same.
+func addressDigest(rrsets []RRset) string {
+	return digestRRsets(rrsets, func(t RRType) bool { return t == TypeA || t == TypeAAAA || t == TypePTR })
+}
+
 // zoneFacts is what consistency needs of one zone's RRsets, parsed.
 type zoneFacts struct {
 	forward, ptrs []addrName
@@ -103,12 +110,13 @@ type fcrdns struct {
 
 // indexedZone is a zone as the index holds it.
 type indexedZone struct {
-	digest string
+	digest string // addressDigest
 	facts  *zoneFacts
 }
 
 // update brings the index to zones (each zone's content known by its
-// digest: only a zone whose content changed is parsed and re-indexed),
+// address digest: only a zone whose addresses or PTRs changed is parsed
+// and re-indexed),
 // then returns the target's findings, sorted. An index that is not kept
 // needs no digests.
 func (x *fcrdns) update(target string, zones []*ZoneContent, keep bool) []Finding {
@@ -133,9 +141,12 @@ func (x *fcrdns) update(target string, zones []*ZoneContent, keep bool) []Findin
 	seen := make(map[string]bool, len(zones))
 	for _, z := range zones {
 		seen[z.Zone] = true
-		digest := z.digest
-		if digest == "" && keep {
-			digest = digestRRsets(z.RRsets)
+		digest := ""
+		switch {
+		case z.desired != nil:
+			digest = z.desired.addressDigest()
+		case keep:
+			digest = addressDigest(z.RRsets)
 		}
 		old, had := x.zones[z.Zone]
 		if had && digest != "" && old.digest == digest {

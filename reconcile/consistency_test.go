@@ -138,3 +138,19 @@ func TestConsistencyIncremental(t *testing.T) {
 		t.Fatalf("only %d of 400 steps had findings: the test does not exercise the index", found)
 	}
 }
+
+// TestAddressDigest: what a server adds to a zone (apex NS, records of
+// other types) does not change what consistency reads of it, so a zone in
+// sync is not parsed again after it was read live.
+func TestAddressDigest(t *testing.T) {
+	desired := []RRset{rr("a.example.net", TypeA, "10.0.0.1"), rr("a.example.net", TypeAAAA, "fd00::1")}
+	live := append(slices.Clone(desired), rr("example.net", TypeNS, "ns1.example.net."), rr("t.example.net", TypeTXT, `"x"`))
+	slices.SortFunc(live, compareRRsets)
+	if addressDigest(desired) != addressDigest(live) {
+		t.Error("an apex NS and a TXT change the address digest")
+	}
+	moved := []RRset{rr("a.example.net", TypeA, "10.0.0.2"), rr("a.example.net", TypeAAAA, "fd00::1")}
+	if addressDigest(desired) == addressDigest(moved) {
+		t.Error("a moved address keeps the address digest")
+	}
+}

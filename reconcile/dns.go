@@ -150,9 +150,8 @@ type ZoneContent struct {
 	// RRset comments); nil when the target keeps no such mark.
 	Marked map[RRsetKey]bool `json:"-"`
 
-	// digest, when known, fingerprints RRsets; desired is set when they
-	// are a desired zone's (a zone in sync), whose parsed facts it keeps.
-	digest  string
+	// desired is set when RRsets are a desired zone's (a zone in sync),
+	// which keeps what consistency checks parse of them.
 	desired *DesiredZone
 }
 

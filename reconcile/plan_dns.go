@@ -241,7 +241,7 @@ func (p *DNSPlanner) zoneInSync(ctx context.Context, t DNSTarget, dz *DesiredZon
 		return ZoneDiff{}, nil, false
 	}
 	zd := ZoneDiff{Target: t.Name(), Zone: dz.Zone, Reverse: dz.Reverse, Serial: serial, Owned: mark.Owned, digest: digest}
-	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets, digest: digest, desired: dz}, true
+	return zd, &ZoneContent{Zone: dz.Zone, Serial: serial, RRsets: dz.RRsets, desired: dz}, true
 }
 
 // inSync returns the diffs and findings a target's sync marks record,
