@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -210,8 +211,10 @@ func orphaning(c RRsetChange, kept map[string]bool) bool {
 
 func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneDiff, desired *DesiredDNS, saved bool) []ZoneResult {
 	results := map[string]*ZoneResult{}
+	serials := map[string]*uint32{} // per zone, the serial its cached copy is at
 	for _, z := range zones {
 		results[z.Zone] = &ZoneResult{Target: z.Target, Zone: z.Zone, Conflict: len(z.Conflicts)}
+		serials[z.Zone] = new(z.Serial)
 	}
 	kept := forwardNames(desired)
 	first := func(c RRsetChange) bool { return orphaning(c, kept) }
@@ -248,7 +251,7 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 				sem <- struct{}{}
 				defer func() { <-sem }()
 				r := results[z.Zone]
-				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), r, !saved)
+				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), r, !saved, serials[z.Zone])
 				if a.Progress != nil {
 					a.Progress(*r)
 				}
@@ -271,7 +274,7 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 
 // applyZone sends one zone's changes, records ownership of what landed,
 // re-plans once if the zone changed under the plan, and reads it back.
-func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult, replan bool) {
+func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult, replan bool, serial *uint32) {
 	fail := func(err error) {
 		r.Error = err.Error()
 		r.Class = ClassOf(err).String()
@@ -317,9 +320,70 @@ func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, ch
 			break
 		}
 	}
-	if err := a.verify(ctx, t, zone, changes); err != nil {
+	whole, err := a.verify(ctx, t, zone, changes)
+	if err != nil {
 		fail(err)
+		return
 	}
+	if !whole && r.Replans == 0 {
+		a.patchCache(ctx, t, zone, changes, serial)
+	}
+}
+
+// patchCache brings the zone's cached copy up to date with changes that
+// were just written and confirmed one by one, so that the next plan does
+// not read the whole zone again. Only when nothing else wrote meanwhile:
+// the copy is at the serial the changes were planned against, and the
+// server's serial moved by exactly one (one transaction: ours). Anything
+// else leaves the copy as it is, and its serial tells the next plan to
+// read the zone.
+func (a *DNSApplier) patchCache(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, serial *uint32) {
+	if a.State == nil || *serial == 0 {
+		return
+	}
+	now, err := t.Serial(ctx, zone)
+	if err != nil || now != *serial+1 {
+		return
+	}
+	cached, err := a.State.CachedZone(ctx, t.Name(), zone)
+	if err != nil || cached == nil || cached.Serial != *serial {
+		return
+	}
+	patched := patchZone(cached, changes)
+	patched.Serial = now
+	if err := a.State.CacheZone(ctx, t.Name(), patched); err != nil {
+		a.log().Warn("dns apply: zone cache not updated", "target", t.Name(), "zone", zone, "err", err)
+		return
+	}
+	*serial = now
+}
+
+// patchZone is z with changes made: RRsets replaced, added and removed,
+// and, where the target marks anneal's RRsets, the written ones marked.
+func patchZone(z *ZoneContent, changes []RRsetChange) *ZoneContent {
+	sets := make(map[RRsetKey]RRset, len(z.RRsets)+len(changes))
+	for _, s := range z.RRsets {
+		sets[s.Key()] = s
+	}
+	var marked map[RRsetKey]bool
+	if z.Marked != nil {
+		marked = maps.Clone(z.Marked)
+	}
+	for _, c := range changes {
+		k := c.Key()
+		if c.New == nil {
+			delete(sets, k)
+			delete(marked, k)
+			continue
+		}
+		sets[k] = *c.New
+		if marked != nil {
+			marked[k] = true
+		}
+	}
+	out := &ZoneContent{Zone: z.Zone, Serial: z.Serial, RRsets: slices.Collect(maps.Values(sets)), Marked: marked}
+	slices.SortFunc(out.RRsets, compareRRsets)
+	return out
 }
 
 // keep restricts a re-planned zone to the RRsets the phase was applying.
@@ -405,17 +469,19 @@ const lookupVerifyLimit = 64
 // zone is read whole when there are many, or when any answer is not the
 // change's (which the whole zone then settles: a wildcard's synthesized
 // answer, an error, a cache, or a change the server did not take).
-func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) error {
+//
+// whole reports whether the zone was read whole (and cached as read).
+func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) (whole bool, err error) {
 	if l, ok := t.(RRsetLooker); ok && len(changes) <= lookupVerifyLimit && confirmed(ctx, l, zone, changes) {
-		return nil
+		return false, nil
 	}
 	live, err := t.ReadZone(ctx, zone)
 	if err != nil {
-		return fmt.Errorf("read back: %w", err)
+		return true, fmt.Errorf("read back: %w", err)
 	}
 	if a.State != nil {
 		if err := a.State.CacheZone(ctx, t.Name(), live); err != nil {
-			return fmt.Errorf("write zone cache: %w", err)
+			return true, fmt.Errorf("write zone cache: %w", err)
 		}
 	}
 	have := make(map[RRsetKey]*RRset, len(live.RRsets))
@@ -436,10 +502,10 @@ func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, chang
 		if len(missed) > 5 {
 			missed = append(missed[:5], fmt.Sprintf("and %d more", len(missed)-5))
 		}
-		return &TargetError{Target: t.Name(), Zone: zone, Op: "read back", Class: ClassPermanent,
+		return true, &TargetError{Target: t.Name(), Zone: zone, Op: "read back", Class: ClassPermanent,
 			Err: errors.New("the server acknowledged the update but does not hold it (a CNAME beside other data?): " + strings.Join(missed, ", "))}
 	}
-	return nil
+	return true, nil
 }
 
 // confirmed reports whether the server answers every change's RRset as

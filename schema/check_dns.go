@@ -179,7 +179,7 @@ type dnsChecker struct {
 }
 
 func (c *checker) dns(d *DNS) {
-	dc := &dnsChecker{checker: c, d: d, zones: Zones{}, names: map[string][]nameUse{}}
+	dc := &dnsChecker{checker: c, d: d, zones: Zones{}, names: make(map[string][]nameUse, 12*len(c.site.Nodes))}
 	m := &d.Meta
 	for i, z := range d.Zones {
 		name := CanonicalName(z.Name)
