@@ -36,14 +36,8 @@ type RRsetKey struct {
 
 func (k RRsetKey) String() string { return k.Name + " " + string(k.Type) }
 
-func compareKeys(a, b RRsetKey) int {
-	if c := strings.Compare(a.Name, b.Name); c != 0 {
-		return c
-	}
-	return strings.Compare(string(a.Type), string(b.Type))
-}
 
-// compareRRsets orders RRsets by key.
+// compareRRsets orders RRsets by key: name, then type.
 func compareRRsets(a, b RRset) int {
 	if c := strings.Compare(a.Name, b.Name); c != 0 {
 		return c
