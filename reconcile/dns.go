@@ -36,7 +36,6 @@ type RRsetKey struct {
 
 func (k RRsetKey) String() string { return k.Name + " " + string(k.Type) }
 
-
 // compareRRsets orders RRsets by key: name, then type.
 func compareRRsets(a, b RRset) int {
 	if c := strings.Compare(a.Name, b.Name); c != 0 {
