@@ -18,14 +18,19 @@ package test
 // advertisements (no prefix, not a router), without which iPXE waits some
 // 14 s for IPv6 autoconfiguration before it fetches its boot file.
 //
-// The node is armed for its build, so the script is the install script. Its
-// kernel and initrd are on boot.example.net, which does not resolve: the
-// test stops at the script's first line, the echo iPXE prints to the serial
-// console, not at Linux.
+// The node is armed for its build, so the script is the install script. In
+// the iPXE case its image's kernel is on a mirror in the namespace, and the
+// script fetches it through the netboot server, which downloads it once
+// and serves it only because its SHA-256 is the one the site declares. The
+// "kernel" is not one, so iPXE stops there, prints the script's failure
+// line and the test ends: it never reaches Linux. In the BIOS chain case
+// the image's URLs are the example site's own (boot.example.net, which
+// does not resolve) and the test stops at the script's first line.
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -55,12 +60,13 @@ import (
 // The provisioning network of the example site is 10.10.1.0/24; the
 // servers take .2 (no node has host index 2) and nodes get base + host index.
 const (
-	netbootNode      = "e1n01"
-	netbootServerIP  = "10.10.1.2"
-	netbootPrefix    = "/24"
-	netbootHTTPPort  = "8080"
-	netbootTap       = "tap0"
-	netbootLinkLocal = "fe80::2" // the servers' IPv6 link-local address
+	netbootNode       = "e1n01"
+	netbootServerIP   = "10.10.1.2"
+	netbootPrefix     = "/24"
+	netbootHTTPPort   = "8080"
+	netbootMirrorPort = "8081" // the image mirror, in the namespace too
+	netbootTap        = "tap0"
+	netbootLinkLocal  = "fe80::2" // the servers' IPv6 link-local address
 	// netbootBootLimit bounds one QEMU boot; under TCG iPXE reaches the
 	// script in 5–8 s, or about 15 s through undionly.kpxe.
 	netbootBootLimit = 60 * time.Second
@@ -80,7 +86,13 @@ const (
 	netbootHelperOut = "helper.out"
 	netbootReady     = "ready"
 	netbootTFTPRoot  = "tftp"
+	netbootMirror    = "mirror"    // the mirror's files
+	netbootArtifacts = "artifacts" // the netboot server's verified copies
 )
+
+// netbootKernel is the "kernel" on the mirror: iPXE downloads it, then
+// cannot run it.
+var netbootKernel = []byte(strings.Repeat("not a kernel, but its SHA-256 is the declared one\n", 4096))
 
 // netbootHelperConfig is what the helper process needs.
 type netbootHelperConfig struct {
@@ -91,6 +103,7 @@ type netbootHelperConfig struct {
 	Expires    time.Time // when its arming expires
 	BaseURL    string    // the netboot server's base URL
 	GateOnTFTP bool      // withhold the script URL until undionly.kpxe was sent
+	Mirror     bool      // serve the mirror and keep verified artifacts
 }
 
 // init runs the test binary as the servers' helper process when the test
@@ -165,6 +178,9 @@ func netbootHelper(raw string) error {
 		BaseURL: cfg.BaseURL,
 		Log:     bootLog,
 	}
+	if cfg.Mirror {
+		bootSrv.ArtifactDir = filepath.Join(cfg.Dir, netbootArtifacts)
+	}
 	if err := bootSrv.Check(); err != nil {
 		return err
 	}
@@ -218,11 +234,31 @@ func netbootHelper(raw string) error {
 	if err != nil {
 		return errors.Join(err, dhcpSrv.Close(), tftpSrv.Close(), httpLn.Close())
 	}
+	var mirror func(context.Context) error
+	if cfg.Mirror {
+		ln, err := net.Listen("tcp", netbootServerIP+":"+netbootMirrorPort)
+		if err != nil {
+			return errors.Join(err, dhcpSrv.Close(), tftpSrv.Close(), httpLn.Close())
+		}
+		files := http.FileServer(http.Dir(filepath.Join(cfg.Dir, netbootMirror)))
+		srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			events.Info("mirror request", "request", r.Method+" "+r.URL.Path+" from "+host)
+			files.ServeHTTP(w, r)
+		})}
+		mirror = func(ctx context.Context) error {
+			go func() { <-ctx.Done(); srv.Close() }()
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	serve := func(i int, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -250,6 +286,9 @@ func netbootHelper(raw string) error {
 		return err
 	})
 	serve(3, func() error { return ra(ctx) })
+	if mirror != nil {
+		serve(4, func() error { return mirror(ctx) })
+	}
 	if err := os.WriteFile(filepath.Join(cfg.Dir, netbootReady), nil, 0o644); err != nil {
 		cancel()
 	}
@@ -433,6 +472,7 @@ type netbootLab struct {
 	lease   dhcp.Lease
 	build   string // the build the node is armed for
 	base    string // the netboot server's base URL
+	mirror  bool   // the image's kernel is on the namespace's mirror
 
 	stop func() // stops the helper; safe to call twice
 }
@@ -446,8 +486,10 @@ func netbootRun(t *testing.T, args ...string) {
 }
 
 // newNetbootLab makes the namespace and the tap device, loads a copy of the
-// example site and finds the node's MAC, reservation and build.
-func newNetbootLab(t *testing.T) *netbootLab {
+// example site and finds the node's MAC, reservation and build. With
+// mirror, the copy's Ubuntu kernel is netbootKernel on the namespace's
+// mirror, declared with its SHA-256.
+func newNetbootLab(t *testing.T, mirror bool) *netbootLab {
 	t.Helper()
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -471,7 +513,22 @@ func newNetbootLab(t *testing.T) *netbootLab {
 	netbootRun(t, "ip", "-n", l.ns, "link", "set", netbootTap, "up")
 	netbootRun(t, "ip", "-n", l.ns, "link", "set", "lo", "up")
 
-	l.siteDir = copySite(t, "../examples/site-repo", nil)
+	var replace map[string]string
+	if mirror {
+		l.mirror = true
+		sum := sha256.Sum256(netbootKernel)
+		replace = map[string]string{
+			"http://boot.example.net/images/ubuntu-22.04.4/vmlinuz":            "http://" + netbootServerIP + ":" + netbootMirrorPort + "/vmlinuz",
+			"3b4c0a1e6d1f2c5e8a9b7d6c4e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f": hex.EncodeToString(sum[:]),
+		}
+		if err := os.MkdirAll(filepath.Join(l.dir, netbootMirror), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(l.dir, netbootMirror, "vmlinuz"), netbootKernel, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.siteDir = copySite(t, "../examples/site-repo", replace)
 	site, _, err := schema.LoadDir(context.Background(), l.siteDir, schema.LoadOptions{})
 	if err != nil {
 		t.Fatalf("load the example site: %v", err)
@@ -530,7 +587,7 @@ func (l *netbootLab) serve(t *testing.T, tools netbootTools, gateOnTFTP bool) {
 	cfg, err := json.Marshal(netbootHelperConfig{
 		Dir: l.dir, Site: l.siteDir, Node: netbootNode,
 		Nonce: hex.EncodeToString(nonce), Expires: time.Now().Add(30 * time.Minute),
-		BaseURL: l.base, GateOnTFTP: gateOnTFTP,
+		BaseURL: l.base, GateOnTFTP: gateOnTFTP, Mirror: l.mirror,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -718,10 +775,13 @@ func TestNetboot(t *testing.T) {
 	// QEMU's ROM is iPXE: DHCP answers it with the script URL (user class
 	// "iPXE") and iPXE chains straight into the script.
 	t.Run("iPXE", func(t *testing.T) {
-		l := newNetbootLab(t)
+		l := newNetbootLab(t, true)
 		l.serve(t, tools, false)
 		echo := "anneal: installing " + netbootNode + " build " + l.build
-		text, took := l.boot(t, tools, echo)
+		// iPXE fetched the kernel through the server, found it is no
+		// kernel, and ran the script's failure branch.
+		failed := "anneal: netboot of " + netbootNode + " failed"
+		text, took := l.boot(t, tools, echo, failed)
 		t.Logf("%s netbooted from anneal's DHCP and netboot servers in %s (QEMU's ROM %s)", netbootNode, took.Round(time.Millisecond), tools.rom)
 		l.check(t)
 		if want := "Filename: " + l.base + "/ipxe/" + l.mac.String(); !serialHas(text, want) {
@@ -729,6 +789,21 @@ func TestNetboot(t *testing.T) {
 		}
 		if got := netbootLines(l.read(netbootTFTPLog), `msg="tftp: read`); len(got) != 0 {
 			t.Errorf("an iPXE client fetched a file by TFTP: %q", got)
+		}
+		// The kernel: from the netboot server's verified copy, which it
+		// downloaded from the mirror once.
+		sum := sha256.Sum256(netbootKernel)
+		events := l.read(netbootEventLog)
+		art := "GET /artifacts/" + hex.EncodeToString(sum[:]) + "/vmlinuz from " + l.lease.IP.String()
+		if len(netbootLines(events, `msg="http request"`, fmt.Sprintf("request=%q", art))) == 0 {
+			t.Errorf("iPXE did not fetch the kernel through the netboot server (%q)", art)
+		}
+		if got := netbootLines(events, `msg="mirror request"`, `request="GET /vmlinuz from `+netbootServerIP+`"`); len(got) != 1 {
+			t.Errorf("the netboot server fetched the kernel from the mirror %d times, want once", len(got))
+		}
+		copied, err := os.ReadFile(filepath.Join(l.dir, netbootArtifacts, hex.EncodeToString(sum[:])))
+		if err != nil || string(copied) != string(netbootKernel) {
+			t.Errorf("the verified copy: %d bytes, %v", len(copied), err)
 		}
 		if t.Failed() {
 			t.Logf("serial:\n%s", text)
@@ -742,7 +817,7 @@ func TestNetboot(t *testing.T) {
 	// until the TFTP server has sent undionly.kpxe, as if it did not say
 	// it was iPXE.
 	t.Run("BIOSChain", func(t *testing.T) {
-		l := newNetbootLab(t)
+		l := newNetbootLab(t, false)
 		l.serve(t, tools, true)
 		echo := "anneal: installing " + netbootNode + " build " + l.build
 		text, took := l.boot(t, tools, echo)

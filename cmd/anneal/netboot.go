@@ -29,6 +29,7 @@ import (
 // and rebuilds through the BMCs.
 type netbootFlags struct {
 	listen, url, keyRef, lab       string
+	artifacts                      string
 	installTimeout, netbootTimeout time.Duration
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
@@ -42,6 +43,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.keyRef, "netboot-key", "", "secret reference of the HMAC key for install and agent tokens (default: a random key kept beside the state file)")
 	c.Flags().DurationVar(&f.installTimeout, "install-timeout", reconcile.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
 	c.Flags().DurationVar(&f.netbootTimeout, "netboot-timeout", reconcile.DefaultNetbootTimeout, "a node that has not fetched its iPXE script this long after a power cycle is cycled again (at most 3 cycles)")
+	c.Flags().StringVar(&f.artifacts, "artifact-cache", "", "where the netboot server keeps its verified copies of the images' kernels and initrds, which scripts fetch (default: beside the state file); \"none\": scripts fetch the images' URLs directly, unverified")
 	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
 	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
 	c.Flags().StringVar(&f.dhcpIface, "dhcp-interface", "", "bind the DHCP server to this interface")
@@ -107,8 +109,15 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	var leases atomic.Pointer[map[string]dhcp.Lease]
 	wake := &reconcile.Waker{}
 	exe, _ := os.Executable()
+	artifacts := f.artifacts
+	switch artifacts {
+	case "none":
+		artifacts = ""
+	case "":
+		artifacts = filepath.Join(filepath.Dir(statePath), "artifacts")
+	}
 	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
-		AgentBinary: exe, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
+		AgentBinary: exe, ArtifactDir: artifacts, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
 	if err := srv.Check(); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("netboot: %w", err)

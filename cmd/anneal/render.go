@@ -29,6 +29,7 @@ server mints a single-use one per rebuild.`,
 	site := addSiteFlags(c)
 	node := c.Flags().String("node", "", "the node to render (required)")
 	baseURL := c.Flags().String("netboot-url", "http://netboot.invalid:8080", "the netboot server's base URL as nodes reach it")
+	direct := c.Flags().Bool("direct-artifacts", false, "a script that fetches the kernel and initrd from the image's URLs (as serve --artifact-cache none), not the netboot server's verified copies")
 	file := c.Flags().String("file", "", "print only this file (script, network-config, user-data, ks.cfg, ...)")
 	out := addOutputFlag(c, "text", "json")
 	c.RunE = func(c *cobra.Command, _ []string) error {
@@ -43,7 +44,11 @@ server mints a single-use one per rebuild.`,
 		if n == nil {
 			return fmt.Errorf("%s: node %q is not in the site", c.CommandPath(), *node)
 		}
-		r, err := boot.Render(s, n, *baseURL, placeholderToken)
+		render := boot.Render
+		if *direct {
+			render = boot.RenderDirect
+		}
+		r, err := render(s, n, *baseURL, placeholderToken)
 		if err != nil {
 			return failure(err)
 		}

@@ -69,6 +69,21 @@ type install struct {
 	token   string
 	net     *topology
 	netplan *netplanNetwork
+	proxied bool // artifacts through the netboot server's verified copies
+}
+
+// ArtifactPath is where the netboot server serves the verified copy of an
+// artifact: by its SHA-256, with a name for the client's logs.
+func ArtifactPath(a schema.Artifact, name string) string {
+	return "/artifacts/" + a.SHA256 + "/" + name
+}
+
+// artifactURL is where the script fetches an artifact.
+func (in *install) artifactURL(a schema.Artifact, name string) string {
+	if in.proxied {
+		return in.base + ArtifactPath(a, name)
+	}
+	return a.URL
 }
 
 // configURL is where the installer fetches its files.
@@ -85,7 +100,22 @@ func (in *install) agentURL() string { return in.base + "/agent/anneal" }
 // pass a placeholder). Every value written into a script or a shell command
 // is checked first; a value that is not safe there is an error, never
 // escaped into something else.
+//
+// The script fetches the kernel and initrd through the netboot server's
+// verified copies (ArtifactPath); RenderDirect fetches them from the
+// site's URLs.
 func Render(site *schema.Site, node *schema.Node, baseURL, token string) (*Rendered, error) {
+	return render(site, node, baseURL, token, true)
+}
+
+// RenderDirect is Render with a script that fetches the kernel and initrd
+// straight from the URLs the site gives, unverified: for a netboot server
+// that keeps no verified copies (Server.ArtifactDir unset).
+func RenderDirect(site *schema.Site, node *schema.Node, baseURL, token string) (*Rendered, error) {
+	return render(site, node, baseURL, token, false)
+}
+
+func render(site *schema.Site, node *schema.Node, baseURL, token string, proxied bool) (*Rendered, error) {
 	if site == nil || node == nil {
 		return nil, errors.New("render: no site or node")
 	}
@@ -93,6 +123,7 @@ func Render(site *schema.Site, node *schema.Node, baseURL, token string) (*Rende
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", node.Name, err)
 	}
+	in.proxied = proxied
 	r := &Rendered{Node: node.Name, BuildID: in.id, Installer: schema.InstallerKind(in.spec.Image.Installer), Files: map[string]string{}}
 	if r.Network, err = renderNetplan(in.net); err != nil {
 		return nil, fmt.Errorf("render %s: network: %w", node.Name, err)

@@ -24,7 +24,7 @@ const (
 )
 
 // renderScript is the iPXE script that installs the build: kernel and
-// initrd from the image's artifact URLs, the image's kernel arguments, the
+// initrd (the netboot server's verified copies, or the image's URLs), the image's kernel arguments, the
 // anneal.* arguments and the installer's own argument to find its
 // configuration. On any failure it exits, so the firmware goes on to the
 // local disk.
@@ -55,7 +55,8 @@ func renderScript(in *install) (string, error) {
 		}
 		args = append(args, "url="+cfg+FilePreseed)
 	}
-	for _, tok := range append([]string{img.Kernel.URL, img.Initrd.URL}, args...) {
+	kernelURL, initrdURL := in.artifactURL(img.Kernel, ipxeKernelName), in.artifactURL(img.Initrd, ipxeInitrdName)
+	for _, tok := range append([]string{kernelURL, initrdURL}, args...) {
 		if err := ipxeToken(tok); err != nil {
 			return "", fmt.Errorf("image %s: %w", img.Name, err)
 		}
@@ -65,9 +66,14 @@ func renderScript(in *install) (string, error) {
 	b.WriteString("#!ipxe\n")
 	fmt.Fprintf(&b, "# anneal: install %s build %s (image %s %s, %s)\n", in.node.Name, in.id, oneLine(img.Name), oneLine(img.Version), img.Installer)
 	fmt.Fprintf(&b, "echo anneal: installing %s build %s\n", in.node.Name, in.id)
+	if in.proxied {
+		b.WriteString("# kernel and initrd: anneal's copies, verified against the image's SHA-256\n")
+	} else {
+		b.WriteString("# kernel and initrd: from the image's URLs, not verified by anneal\n")
+	}
 	b.WriteString("imgfree\n")
-	fmt.Fprintf(&b, "kernel --name %s %s %s || goto failed\n", ipxeKernelName, img.Kernel.URL, strings.Join(args, " "))
-	fmt.Fprintf(&b, "initrd --name %s %s || goto failed\n", ipxeInitrdName, img.Initrd.URL)
+	fmt.Fprintf(&b, "kernel --name %s %s %s || goto failed\n", ipxeKernelName, kernelURL, strings.Join(args, " "))
+	fmt.Fprintf(&b, "initrd --name %s %s || goto failed\n", ipxeInitrdName, initrdURL)
 	b.WriteString("boot || goto failed\n")
 	b.WriteString(":failed\n")
 	fmt.Fprintf(&b, "echo anneal: netboot of %s failed, booting from the local disk\n", in.node.Name)

@@ -59,13 +59,22 @@ type Server struct {
 	// AgentBinary is the path of the anneal binary served at GET
 	// /agent/anneal for installers to fetch; "" answers 404.
 	AgentBinary string
+	// ArtifactDir keeps verified copies of the images' kernels and
+	// initrds, served at GET /artifacts/{sha256}/{name}: each is fetched
+	// once from the site's URL and served only if its SHA-256 is the
+	// declared one. Scripts point there. "" turns it off: scripts fetch the
+	// site's URLs directly, unverified.
+	ArtifactDir string
+	// ArtifactClient fetches artifacts (default: a client of its own).
+	ArtifactClient *http.Client
 
-	once    sync.Once
-	mux     *http.ServeMux
-	initErr error
-	index   atomic.Pointer[macIndex]
-	disc    discovery
-	renders renderCache
+	once      sync.Once
+	mux       *http.ServeMux
+	initErr   error
+	index     atomic.Pointer[macIndex]
+	disc      discovery
+	renders   renderCache
+	artifacts *artifactStore
 }
 
 // renderCache keeps armed nodes' rendered installs for the site they were
@@ -108,7 +117,7 @@ func (s *Server) render(site *schema.Site, node *schema.Node, token string) (*Re
 	if rd != nil {
 		return rd, nil
 	}
-	rd, err := Render(site, node, s.BaseURL, token)
+	rd, err := render(site, node, s.BaseURL, token, s.artifacts != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +160,14 @@ func (s *Server) init() {
 	mux.HandleFunc("POST /api/v1/nodes/{node}/facts", s.handleFacts)
 	mux.HandleFunc("GET /api/v1/discovered", s.handleDiscovered)
 	mux.HandleFunc("GET /agent/anneal", s.handleAgentBinary)
+	mux.HandleFunc("GET /artifacts/{sha256}/{name}", s.handleArtifact)
+	if s.ArtifactDir != "" {
+		client := s.ArtifactClient
+		if client == nil {
+			client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		}
+		s.artifacts = &artifactStore{dir: s.ArtifactDir, client: client, now: s.now}
+	}
 	s.mux = mux
 }
 

@@ -1,0 +1,191 @@
+package boot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// Artifact fetch bounds.
+const (
+	// artifactFetchTimeout bounds one upstream download (an installer's
+	// initrd is a few hundred MB).
+	artifactFetchTimeout = 30 * time.Minute
+	// artifactRetryAfter is how long a failed download (unreachable, wrong
+	// hash) answers from memory before the next request tries again: a
+	// boot storm does not hammer a broken mirror.
+	artifactRetryAfter = 30 * time.Second
+)
+
+// artifactStore keeps verified copies of the images' artifacts in a
+// directory, one file per SHA-256: each is downloaded once from the URL the
+// site gives and kept only if its SHA-256 is the one the site declares.
+// Concurrent requests for one artifact share one download.
+type artifactStore struct {
+	dir    string
+	client *http.Client
+	now    func() time.Time
+
+	mu       sync.Mutex
+	inflight map[string]*artifactFetch
+	failed   map[string]artifactFailure
+}
+
+type artifactFetch struct {
+	done chan struct{}
+	err  error
+}
+
+type artifactFailure struct {
+	at  time.Time
+	err error
+}
+
+// errNotDeclared: no image of the site declares this SHA-256.
+var errNotDeclared = errors.New("no image of the site declares this artifact")
+
+// declared finds the artifact of a SHA-256 among the site's images.
+func declared(site *schema.Site, sum string) (schema.Artifact, bool) {
+	for _, img := range site.Images {
+		for _, a := range []*schema.Artifact{&img.Kernel, &img.Initrd, img.Rootfs} {
+			if a != nil && a.SHA256 == sum {
+				return *a, true
+			}
+		}
+	}
+	return schema.Artifact{}, false
+}
+
+// path returns the verified copy of a, downloading it first if needed.
+func (s *artifactStore) path(ctx context.Context, a schema.Artifact) (string, error) {
+	file := filepath.Join(s.dir, a.SHA256)
+	if _, err := os.Stat(file); err == nil {
+		return file, nil
+	}
+	s.mu.Lock()
+	if f, ok := s.failed[a.SHA256]; ok && s.now().Sub(f.at) < artifactRetryAfter {
+		s.mu.Unlock()
+		return "", f.err
+	}
+	call := s.inflight[a.SHA256]
+	if call == nil {
+		call = &artifactFetch{done: make(chan struct{})}
+		if s.inflight == nil {
+			s.inflight, s.failed = map[string]*artifactFetch{}, map[string]artifactFailure{}
+		}
+		s.inflight[a.SHA256] = call
+		go func() {
+			// Not the first requester's ctx: the others wait on it too.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), artifactFetchTimeout)
+			defer cancel()
+			call.err = s.fetch(fctx, a, file)
+			s.mu.Lock()
+			delete(s.inflight, a.SHA256)
+			if call.err != nil {
+				s.failed[a.SHA256] = artifactFailure{at: s.now(), err: call.err}
+			} else {
+				delete(s.failed, a.SHA256)
+			}
+			s.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	s.mu.Unlock()
+	select {
+	case <-call.done:
+		return file, call.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// fetch downloads a into file through a temporary file in the same
+// directory, renamed into place only when its SHA-256 is the declared one.
+func (s *artifactStore) fetch(ctx context.Context, a schema.Artifact, file string) error {
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return fmt.Errorf("artifact cache: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL, nil)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch %s: %s", a.URL, resp.Status)
+	}
+	tmp, err := os.CreateTemp(s.dir, ".fetch-*")
+	if err != nil {
+		return fmt.Errorf("artifact cache: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
+		return fmt.Errorf("fetch %s: its SHA-256 is %s (%d bytes), the site declares %s: not served", a.URL, got, n, a.SHA256)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return fmt.Errorf("artifact cache: %w", err)
+	}
+	return nil
+}
+
+// handleArtifact serves GET /artifacts/{sha256}/{name}: a verified copy of
+// an artifact some image of the site declares (anything else is 404, so
+// the server is no open proxy). The name is only for the client's logs.
+func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
+	site := s.Site()
+	if site == nil {
+		http.Error(w, "no site loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	sum := r.PathValue("sha256")
+	a, ok := declared(site, sum)
+	if !ok || s.artifacts == nil {
+		s.log().Warn("boot: artifact refused", "sha256", sum, "from", remoteHost(r), "err", errNotDeclared)
+		http.NotFound(w, r)
+		return
+	}
+	file, err := s.artifacts.path(r.Context(), a)
+	if err != nil {
+		if r.Context().Err() == nil {
+			s.log().Error("boot: artifact not available", "sha256", sum, "url", a.URL, "err", err)
+			http.Error(w, "artifact not available: "+err.Error(), http.StatusBadGateway)
+		}
+		return
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		s.log().Error("boot: open artifact", "sha256", sum, "err", err)
+		http.Error(w, "artifact not available", http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.Error(w, "artifact not available", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	http.ServeContent(w, r, "", st.ModTime(), f)
+}
