@@ -9,16 +9,23 @@ import (
 	"github.com/anneal-dev/anneal/schema"
 )
 
-// BenchmarkCompileDNS compiles the DNS of a generated 10,000-node site.
-func BenchmarkCompileDNS(b *testing.B) {
+// generated loads a site of bench/sitegen's layout.
+func generated(b *testing.B, nodes int) *schema.Site {
+	b.Helper()
 	dir := b.TempDir()
-	if _, err := gen.Generate(dir, gen.Options{Nodes: 10000}); err != nil {
+	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
 		b.Fatal(err)
 	}
 	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return site
+}
+
+// BenchmarkCompileDNS compiles the DNS of a generated 10,000-node site.
+func BenchmarkCompileDNS(b *testing.B) {
+	site := generated(b, 10000)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := CompileDNS(site); err != nil {
@@ -30,15 +37,7 @@ func BenchmarkCompileDNS(b *testing.B) {
 // BenchmarkConsistency checks forward-confirmed reverse DNS over every
 // zone of a 10,000-node site, as a target serving them all would hold them.
 func BenchmarkConsistency(b *testing.B) {
-	dir := b.TempDir()
-	if _, err := gen.Generate(dir, gen.Options{Nodes: 10000}); err != nil {
-		b.Fatal(err)
-	}
-	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	d, err := CompileDNS(site)
+	d, err := CompileDNS(generated(b, 10000))
 	if err != nil {
 		b.Fatal(err)
 	}
