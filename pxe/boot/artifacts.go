@@ -159,8 +159,12 @@ func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum := r.PathValue("sha256")
+	if s.artifacts == nil {
+		http.Error(w, "this netboot server keeps no artifact copies (no ArtifactDir)", http.StatusNotFound)
+		return
+	}
 	a, ok := declared(site, sum)
-	if !ok || s.artifacts == nil {
+	if !ok {
 		s.log().Warn("boot: artifact refused", "sha256", sum, "from", remoteHost(r), "err", errNotDeclared)
 		http.NotFound(w, r)
 		return
