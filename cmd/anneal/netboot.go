@@ -30,6 +30,7 @@ import (
 type netbootFlags struct {
 	listen, url, keyRef, lab       string
 	artifacts                      string
+	artifactKeep                   time.Duration
 	installTimeout, netbootTimeout time.Duration
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
@@ -44,6 +45,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().DurationVar(&f.installTimeout, "install-timeout", reconcile.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
 	c.Flags().DurationVar(&f.netbootTimeout, "netboot-timeout", reconcile.DefaultNetbootTimeout, "a node that has not fetched its iPXE script this long after a power cycle is cycled again (at most 3 cycles)")
 	c.Flags().StringVar(&f.artifacts, "artifact-cache", "", "where the netboot server keeps its verified copies of the images' kernels and initrds, which scripts fetch (default: beside the state file); \"none\": scripts fetch the images' URLs directly, unverified")
+	c.Flags().DurationVar(&f.artifactKeep, "artifact-keep", 7*24*time.Hour, "an artifact copy the site no longer declares is removed once it has not been served this long (checked hourly)")
 	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
 	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
 	c.Flags().StringVar(&f.dhcpIface, "dhcp-interface", "", "bind the DHCP server to this interface")
@@ -173,6 +175,24 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 			}
 		}()
 		stops = append(stops, func() { _ = srv.Close() })
+	}
+	if srv.ArtifactDir != "" {
+		pctx, cancel := context.WithCancel(ctx)
+		stops = append(stops, cancel)
+		go func() {
+			tick := time.NewTicker(time.Hour)
+			defer tick.Stop()
+			for {
+				select {
+				case <-pctx.Done():
+					return
+				case <-tick.C:
+				}
+				if _, err := srv.PruneArtifacts(f.artifactKeep); err != nil {
+					log.Warn("artifact copies: prune", "err", err)
+				}
+			}
+		}()
 	}
 	if f.tftpListen != "" {
 		// Only the boot files: allow-listed, Debian's ipxe.efi symlink to

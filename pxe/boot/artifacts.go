@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -189,7 +190,63 @@ func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "artifact not available", http.StatusInternalServerError)
 		return
 	}
+	// The modification time says when a copy was last served, for
+	// PruneArtifacts.
+	now := s.now()
+	_ = os.Chtimes(file, now, now)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// PruneArtifacts removes the copies no image of the current site declares
+// that were not served for unused (a revert within that time finds its
+// copies still there; after it, they are downloaded and verified again),
+// and downloads a crash left half done. It returns how many files it
+// removed.
+func (s *Server) PruneArtifacts(unused time.Duration) (int, error) {
+	if err := s.Check(); err != nil {
+		return 0, err
+	}
+	site := s.Site()
+	if s.artifacts == nil || site == nil {
+		return 0, nil
+	}
+	entries, err := os.ReadDir(s.ArtifactDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("prune artifacts: %w", err)
+	}
+	s.artifacts.mu.Lock()
+	defer s.artifacts.mu.Unlock() // no download starts or ends meanwhile
+	removed := 0
+	var errs []error
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		name, age := e.Name(), s.now().Sub(info.ModTime())
+		switch {
+		case strings.HasPrefix(name, ".fetch-"):
+			if len(s.artifacts.inflight) > 0 || age < artifactFetchTimeout {
+				continue
+			}
+		case age < unused:
+			continue
+		default:
+			if _, ok := declared(site, name); ok {
+				continue
+			}
+		}
+		if err := os.Remove(filepath.Join(s.ArtifactDir, name)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed++
+		s.log().Info("boot: artifact copy pruned", "file", name, "unused", age.Round(time.Second))
+	}
+	return removed, errors.Join(errs...)
 }

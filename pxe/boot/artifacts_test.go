@@ -175,3 +175,48 @@ func TestArtifactsOff(t *testing.T) {
 		t.Fatalf("/artifacts without a directory: %d", code)
 	}
 }
+
+// TestPruneArtifacts: copies the site no longer declares go once unused
+// for the given time, declared ones stay however old, serving one counts
+// as use, and a download a crash left half done goes.
+func TestPruneArtifacts(t *testing.T) {
+	f, _, img := artifactFixture(t)
+	if code, _ := f.get("/artifacts/" + img.Kernel.SHA256 + "/vmlinuz"); code != http.StatusOK {
+		t.Fatalf("kernel: %d", code)
+	}
+	dir := f.srv.ArtifactDir
+	old := t0.Add(-30 * 24 * time.Hour)
+	write := func(name string, at time.Time) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, recent := sum([]byte("an image the site dropped")), sum([]byte("an image dropped yesterday"))
+	write(gone, old)
+	write(recent, t0.Add(-24*time.Hour))
+	write(".fetch-123", old)
+	kernel := filepath.Join(dir, img.Kernel.SHA256)
+	if err := os.Chtimes(kernel, old, old); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.srv.PruneArtifacts(7 * 24 * time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d, %v; want 2", n, err)
+	}
+	for name, want := range map[string]bool{gone: false, ".fetch-123": false, recent: true, img.Kernel.SHA256: true} {
+		if _, err := os.Stat(filepath.Join(dir, name)); (err == nil) != want {
+			t.Errorf("%s: kept %v, want %v", name, err == nil, want)
+		}
+	}
+	// Serving a copy marks it used.
+	if code, _ := f.get("/artifacts/" + img.Kernel.SHA256 + "/vmlinuz"); code != http.StatusOK {
+		t.Fatalf("kernel: %d", code)
+	}
+	if st, err := os.Stat(kernel); err != nil || !st.ModTime().Equal(t0) {
+		t.Fatalf("served copy's time: %v, %v; want %v", st.ModTime(), err, t0)
+	}
+}
