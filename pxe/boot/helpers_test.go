@@ -108,7 +108,7 @@ var testKey = []byte("k3y-for-tests-ONLY-0123456789abcdef")
 // t0 is the fixtures' clock.
 var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
-func loadSite(t *testing.T) *schema.Site {
+func loadSite(t testing.TB) *schema.Site {
 	t.Helper()
 	site, _, err := schema.Load(context.Background(), os.DirFS("../../examples/site-repo"), schema.LoadOptions{})
 	if err != nil {
