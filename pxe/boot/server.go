@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +88,10 @@ type renderCache struct {
 	mu   sync.Mutex
 	site *schema.Site
 	m    map[renderKey]*Rendered
+	// slots bounds renders in flight to twice the CPUs: rendering is CPU
+	// work, so more at once only piles up their garbage (a storm of 1,000
+	// machines rendering together peaked at about 100 MB).
+	slots chan struct{}
 }
 
 type renderKey struct{ node, token string }
@@ -117,7 +122,9 @@ func (s *Server) render(site *schema.Site, node *schema.Node, token string) (*Re
 	if rd != nil {
 		return rd, nil
 	}
+	c.slots <- struct{}{}
 	rd, err := render(site, node, s.BaseURL, token, s.artifacts != nil)
+	<-c.slots
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +160,7 @@ func (s *Server) init() {
 		s.log().Error("boot: server misconfigured", "err", s.initErr)
 		return
 	}
+	s.renders.slots = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ipxe/{mac}", s.handleIPXE)
 	mux.HandleFunc("GET /install/{node}/{token}/{file}", s.handleInstall)
