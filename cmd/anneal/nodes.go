@@ -57,7 +57,7 @@ func newNodesCmd() *cobra.Command {
 	}
 	site := addSiteFlags(c)
 	out := addOutputFlag(c, "text", "json")
-	server := c.Flags().String("server", "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
+	api := addAPIFlags(c, "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
 	c.AddCommand(newNodesRetryCmd())
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		s, err := site.loadValid(c.Context())
@@ -65,9 +65,9 @@ func newNodesCmd() *cobra.Command {
 			return err
 		}
 		views := nodeViews(s, nil)
-		if *server != "" {
+		if api.server != "" {
 			var live []nodeView
-			if err := apiCall(c.Context(), http.MethodGet, *server, "/api/v1/nodes", "", &live); err != nil {
+			if err := apiCall(c.Context(), api, http.MethodGet, "/api/v1/nodes", "", &live); err != nil {
 				return failure(err)
 			}
 			byName := map[string]*liveView{}
@@ -88,7 +88,7 @@ func newNodesCmd() *cobra.Command {
 			return nil
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		if *server != "" {
+		if api.server != "" {
 			fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tBUILD\tLIVE\tLIVE BUILD\tSINCE\tREASON")
 			for _, v := range views {
 				live, lb, since, reason := "unknown", "-", "-", ""
@@ -175,7 +175,7 @@ func newNodesRetryCmd() *cobra.Command {
 		Short: "Retry nodes whose rebuild failed (through a running anneal serve)",
 		Args:  cobra.MinimumNArgs(1),
 	}
-	server := c.Flags().String("server", "http://127.0.0.1:8080", "the anneal serve API")
+	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
 	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		token, err := resolveToken(*tokenRef)
@@ -183,7 +183,7 @@ func newNodesRetryCmd() *cobra.Command {
 			return failure(err)
 		}
 		for _, n := range args {
-			if err := apiCall(c.Context(), http.MethodPost, *server, "/api/v1/nodes/"+n+"/retry", token, nil); err != nil {
+			if err := apiCall(c.Context(), api, http.MethodPost, "/api/v1/nodes/"+n+"/retry", token, nil); err != nil {
 				return failure(err)
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s: retry requested\n", n)
@@ -202,17 +202,21 @@ func resolveToken(ref string) (string, error) {
 
 // apiCall calls a running anneal serve and decodes its JSON answer into
 // out (when not nil).
-func apiCall(ctx context.Context, method, server, path, token string, out any) error {
+func apiCall(ctx context.Context, api *apiFlags, method, path, token string, out any) error {
+	client, err := api.client()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(server, "/")+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(api.server, "/")+path, nil)
 	if err != nil {
 		return err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}

@@ -55,6 +55,8 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
 	trustFile := c.Flags().String("verify-signatures", "", "apply only commits signed by a key in this file: an armored OpenPGP keyring or an SSH allowed-signers file")
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
+	tlsCert := c.Flags().String("tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain) file, read again when it changes")
+	tlsKey := c.Flags().String("tls-key", "", "the PEM private key of --tls-cert")
 	pprofListen := c.Flags().String("pprof-listen", "", "serve Go's /debug/pprof profiles on this address (off by default; keep it on loopback)")
 	netboot := addNetbootFlags(c)
 	c.RunE = func(c *cobra.Command, _ []string) error {
@@ -98,13 +100,26 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		if stopNetboot != nil {
 			defer stopNetboot(context.WithoutCancel(ctx))
 		}
+		if (*tlsCert == "") != (*tlsKey == "") {
+			return fmt.Errorf("%s: --tls-cert and --tls-key go together", c.CommandPath())
+		}
+		tlsConfig, err := serverTLS(*tlsCert, *tlsKey, log)
+		if err != nil {
+			return failure(err)
+		}
 		ln, err := net.Listen("tcp", *listen)
 		if err != nil {
 			return failure(fmt.Errorf("listen: %w", err))
 		}
-		srv := &http.Server{Handler: apiHandler(r, m, token), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: apiHandler(r, m, token), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if tlsConfig != nil {
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server", "err", err)
 			}
 		}()
@@ -123,7 +138,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 				}
 			}()
 		}
-		log.Info("anneal serve", "listen", ln.Addr().String(), "source", name, "mode", mode.value, "interval", *interval)
+		log.Info("anneal serve", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "source", name, "mode", mode.value, "interval", *interval)
 		runErr := r.Run(ctx)
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()

@@ -24,19 +24,19 @@ printing every node's state change as the rollout goes (canary, waves), and
 fails when the reconcile reports an error for REV or --timeout passes.`,
 		Args: noArgs,
 	}
-	server := c.Flags().String("server", "http://127.0.0.1:8080", "the anneal serve API")
+	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
 	wait := c.Flags().String("wait", "", "wait until this revision (a full commit hash) is applied")
 	timeout := c.Flags().Duration("timeout", 5*time.Minute, "give up waiting after this long")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		w := c.OutOrStdout()
 		if *wait != "" {
-			if err := waitApplied(c, *server, *wait, *timeout); err != nil {
+			if err := waitApplied(c, api, *wait, *timeout); err != nil {
 				return err
 			}
 		}
 		var st reconcile.Status
-		if err := apiCall(ctx, http.MethodGet, *server, "/api/v1/status", "", &st); err != nil {
+		if err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &st); err != nil {
 			return failure(err)
 		}
 		fmt.Fprintf(w, "applied revision:   %s\nlast good revision: %s\n", cmp.Or(st.AppliedRevision, "(none)"), cmp.Or(st.LastGoodRevision, "(none)"))
@@ -51,7 +51,7 @@ fails when the reconcile reports an error for REV or --timeout passes.`,
 			fmt.Fprintln(w)
 		}
 		var plan reconcile.Plan
-		if err := apiCall(ctx, http.MethodGet, *server, "/api/v1/drift", "", &plan); err != nil {
+		if err := apiCall(ctx, api, http.MethodGet, "/api/v1/drift", "", &plan); err != nil {
 			return failure(err)
 		}
 		fmt.Fprintln(w, "\ndrift (the daemon's last plan):")
@@ -72,7 +72,7 @@ func short(rev string) string {
 
 // waitApplied follows the daemon until rev is applied, printing node
 // state changes.
-func waitApplied(c *cobra.Command, server, rev string, timeout time.Duration) error {
+func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Duration) error {
 	ctx := c.Context()
 	w := c.OutOrStdout()
 	deadline := time.Now().Add(timeout)
@@ -81,14 +81,14 @@ func waitApplied(c *cobra.Command, server, rev string, timeout time.Duration) er
 	seeded := false
 	for {
 		var st reconcile.Status
-		err := apiCall(ctx, http.MethodGet, server, "/api/v1/status", "", &st)
+		err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &st)
 		if err == nil {
 			var canaries []string
 			if st.Rollout != nil && st.Rollout.Running {
 				canaries = st.Rollout.Canaries
 			}
 			// The first look only learns where nodes are; changes print.
-			printNodeChanges(c, w, server, seen, start, canaries, !seeded)
+			printNodeChanges(c, w, api, seen, start, canaries, !seeded)
 			seeded = true
 			if st.AppliedRevision == rev && !(st.Rollout != nil && st.Rollout.Running) {
 				fmt.Fprintf(w, "%6.1fs  revision %s applied\n", time.Since(start).Seconds(), short(rev))
@@ -96,7 +96,7 @@ func waitApplied(c *cobra.Command, server, rev string, timeout time.Duration) er
 			}
 			if st.LastAttemptedRevision == rev && st.LastError != "" && st.Reconciles > 0 && !strings.Contains(st.LastError, "not signed") {
 				if st.LastErrorClass == reconcile.FailInvalid || st.LastErrorClass == reconcile.FailApply {
-					printNodeChanges(c, w, server, seen, start, nil, false)
+					printNodeChanges(c, w, api, seen, start, nil, false)
 					return failure(fmt.Errorf("revision %s: %s", short(rev), st.LastError))
 				}
 			}
@@ -114,9 +114,9 @@ func waitApplied(c *cobra.Command, server, rev string, timeout time.Duration) er
 
 // printNodeChanges prints each node whose live state changed since the
 // last call.
-func printNodeChanges(c *cobra.Command, w io.Writer, server string, seen map[string]string, start time.Time, canaries []string, quiet bool) {
+func printNodeChanges(c *cobra.Command, w io.Writer, api *apiFlags, seen map[string]string, start time.Time, canaries []string, quiet bool) {
 	var nodes []nodeView
-	if err := apiCall(c.Context(), http.MethodGet, server, "/api/v1/nodes", "", &nodes); err != nil {
+	if err := apiCall(c.Context(), api, http.MethodGet, "/api/v1/nodes", "", &nodes); err != nil {
 		return
 	}
 	slices.SortFunc(nodes, func(a, b nodeView) int { return strings.Compare(a.Name, b.Name) })
