@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -44,7 +45,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.keyRef, "netboot-key", "", "secret reference of the HMAC key for install and agent tokens (default: a random key kept beside the state file)")
 	c.Flags().DurationVar(&f.installTimeout, "install-timeout", reconcile.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
 	c.Flags().DurationVar(&f.netbootTimeout, "netboot-timeout", reconcile.DefaultNetbootTimeout, "a node that has not fetched its iPXE script this long after a power cycle is cycled again (at most 3 cycles)")
-	c.Flags().StringVar(&f.artifacts, "artifact-cache", "", "where the netboot server keeps its verified copies of the images' kernels and initrds, which scripts fetch (default: beside the state file); \"none\": scripts fetch the images' URLs directly, unverified")
+	c.Flags().StringVar(&f.artifacts, "artifact-cache", "", "where the netboot server keeps its verified copies of the images' kernels and initrds, which scripts fetch (default: beside the state file, STATE-artifacts); \"none\": scripts fetch the images' URLs directly, unverified")
 	c.Flags().DurationVar(&f.artifactKeep, "artifact-keep", 7*24*time.Hour, "an artifact copy the site no longer declares is removed once it has not been served this long (checked hourly)")
 	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
 	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
@@ -116,7 +117,8 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	case "none":
 		artifacts = ""
 	case "":
-		artifacts = filepath.Join(filepath.Dir(statePath), "artifacts")
+		// Per state file: two daemons (two sites) never prune each other's.
+		artifacts = strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-artifacts"
 	}
 	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
 		AgentBinary: exe, ArtifactDir: artifacts, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
