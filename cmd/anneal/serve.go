@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -111,7 +112,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		if err != nil {
 			return failure(fmt.Errorf("listen: %w", err))
 		}
-		srv := &http.Server{Handler: apiHandler(r, m, token), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+		srv := &http.Server{Handler: apiHandler(r, m, token, st.Backup), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
 		go func() {
 			var err error
 			if tlsConfig != nil {
@@ -247,7 +248,7 @@ func (m *metrics) setSuspended(v bool) {
 	}
 }
 
-func apiHandler(r *reconcile.Reconciler, m *metrics, token string) http.Handler {
+func apiHandler(r *reconcile.Reconciler, m *metrics, token string, backup func(context.Context, io.Writer, func(int64)) (int64, error)) http.Handler {
 	mux := http.NewServeMux()
 	writeJSON := func(w http.ResponseWriter, code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -351,6 +352,26 @@ func apiHandler(r *reconcile.Reconciler, m *metrics, token string) http.Handler 
 			writeJSON(w, http.StatusOK, r.Status())
 		})
 	}
+	// A consistent copy of the state store, taken while the daemon runs
+	// (it holds install nonces: the token is required).
+	mux.HandleFunc("GET /api/v1/state/backup", func(w http.ResponseWriter, req *http.Request) {
+		if !authorized(w, req) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="anneal-state.db"`)
+		started := false
+		sized := func(n int64) { started = true; w.Header().Set("Content-Length", strconv.FormatInt(n, 10)) }
+		_, err := backup(req.Context(), w, sized)
+		switch {
+		case err != nil && !started:
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		case err != nil && r.Log != nil:
+			// Past the header, a body shorter than its Content-Length is
+			// how the client learns of it.
+			r.Log.Error("state backup", "err", err)
+		}
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return mux
 }

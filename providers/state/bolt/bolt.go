@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,63 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 
 // Close releases the file.
 func (s *Store) Close() error { return s.db.Close() }
+
+// CheckFile opens a store file read-only, checks every page of it
+// (bbolt's consistency check) and returns the status it holds (nil if
+// none): how a backup is known to be sound before it replaces anything.
+// The file must be as long as Backup announced: bbolt maps a file and
+// reads past the end of a truncated one.
+func CheckFile(path string) (*reconcile.Status, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer db.Close()
+	s := &Store{db: db}
+	err = db.View(func(tx *bbolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes} {
+			if tx.Bucket(b) == nil {
+				errs = append(errs, fmt.Errorf("no %s bucket: not an anneal state file", b))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("check %s: %w", path, err)
+	}
+	st, err := s.LoadStatus(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("check %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// Backup writes a consistent copy of the whole store to w (one read
+// transaction: writers go on meanwhile), and returns its size. sized, when
+// not nil, is told the size before anything is written. The copy is a
+// store file of its own: Open reads it.
+func (s *Store) Backup(ctx context.Context, w io.Writer, sized func(int64)) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if sized != nil {
+			sized(tx.Size())
+		}
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("back up the state: %w", err)
+	}
+	return n, nil
+}
 
 func zoneKey(target, zone string) []byte { return []byte(target + "\x00" + zone) }
 
