@@ -8,9 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/spf13/cobra"
+
+	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/reconcile/source"
 	"github.com/anneal-dev/anneal/schema"
-	"github.com/spf13/cobra"
 )
 
 // siteFlags select where a site is read from: a directory (--site), or a
@@ -22,6 +27,9 @@ type siteFlags struct {
 	path   string
 	branch string
 	cache  string
+	// Credentials for a remote --repo.
+	sshKey, sshKeyPass, knownHosts string
+	token, tokenUser               string
 
 	label  string        // where the last load read from, for messages
 	parsed *schema.Cache // when set, shared by loads (review: base then head)
@@ -35,7 +43,59 @@ func addSiteFlags(c *cobra.Command) *siteFlags {
 	c.Flags().StringVar(&f.path, "path", "", "with --repo: the site's folder inside the repository")
 	c.Flags().StringVar(&f.branch, "branch", "", "with --repo: the branch to follow (default: the remote's default, else main)")
 	c.Flags().StringVar(&f.cache, "cache", "", "with a remote --repo: clone cache (default $XDG_CACHE_HOME/anneal/repos)")
+	c.Flags().StringVar(&f.sshKey, "git-ssh-key", "", "with an ssh --repo: the private key file to authenticate with (default: the SSH agent)")
+	c.Flags().StringVar(&f.sshKeyPass, "git-ssh-key-passphrase", "", "secret reference (env:NAME or file:PATH) of --git-ssh-key's passphrase")
+	c.Flags().StringVar(&f.knownHosts, "git-known-hosts", "", "with an ssh --repo: the known_hosts file the server's host key must be in (default: SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts)")
+	c.Flags().StringVar(&f.token, "git-token", "", "with an https --repo: secret reference (env:NAME or file:PATH) of a token sent as the HTTP basic-auth password")
+	c.Flags().StringVar(&f.tokenUser, "git-user", "anneal", "with --git-token: the basic-auth user name (GitHub and GitLab accept any with a personal token; GitLab wants oauth2 with an OAuth token)")
 	return f
+}
+
+// auth builds the credentials for a remote repository from the flags (nil:
+// none given, go-git's defaults: the SSH agent, or anonymous HTTP).
+func (f *siteFlags) auth(url string) (transport.AuthMethod, error) {
+	if f.sshKey != "" && f.token != "" {
+		return nil, errors.New("--git-ssh-key and --git-token are for different transports: give one")
+	}
+	if f.token != "" {
+		tok, err := secret.Resolver{}.Resolve(schema.SecretRef(f.token))
+		if err != nil {
+			return nil, fmt.Errorf("--git-token: %w", err)
+		}
+		return &githttp.BasicAuth{Username: f.tokenUser, Password: tok}, nil
+	}
+	if f.sshKey == "" && f.knownHosts == "" {
+		return nil, nil
+	}
+	if f.sshKey == "" {
+		return nil, errors.New("--git-known-hosts needs --git-ssh-key")
+	}
+	pass := ""
+	if f.sshKeyPass != "" {
+		p, err := secret.Resolver{}.Resolve(schema.SecretRef(f.sshKeyPass))
+		if err != nil {
+			return nil, fmt.Errorf("--git-ssh-key-passphrase: %w", err)
+		}
+		pass = p
+	}
+	user := "git"
+	if ep, err := transport.NewEndpoint(url); err == nil && ep.User != "" {
+		user = ep.User
+	}
+	keys, err := gitssh.NewPublicKeysFromFile(user, f.sshKey, pass)
+	if err != nil {
+		return nil, fmt.Errorf("--git-ssh-key %s: %w", f.sshKey, err)
+	}
+	var files []string
+	if f.knownHosts != "" {
+		files = []string{f.knownHosts}
+	}
+	cb, err := gitssh.NewKnownHostsCallback(files...)
+	if err != nil {
+		return nil, fmt.Errorf("known hosts: %w", err)
+	}
+	keys.HostKeyCallback = cb
+	return keys, nil
 }
 
 // load reads and checks the site. Diagnostics come back for an invalid site
@@ -81,7 +141,11 @@ func (f *siteFlags) openRepo(ctx context.Context, url string) (*source.Repo, err
 		}
 		cache = filepath.Join(base, "anneal", "repos")
 	}
-	repo, err := source.Open(ctx, source.Options{URL: url, Branch: f.branch, CacheDir: cache})
+	auth, err := f.auth(url)
+	if err != nil {
+		return nil, err
+	}
+	repo, err := source.Open(ctx, source.Options{URL: url, Branch: f.branch, CacheDir: cache, Auth: auth})
 	if err != nil {
 		return nil, err
 	}
