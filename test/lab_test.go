@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/miekg/dns"
@@ -97,20 +97,11 @@ func startLab(t *testing.T, site, dir, bootURL string) string {
 			t.Logf("lab log:\n%s", logs.String())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if data, err := os.ReadFile(filepath.Join(dir, "lab.json")); err == nil {
-			var e struct {
-				Control string `json:"control"`
-			}
-			if json.Unmarshal(data, &e) == nil && e.Control != "" {
-				return e.Control
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	e, err := lab.WaitEndpoints(t.Context(), dir, 30*time.Second)
+	if err != nil || e.Control == "" {
+		t.Fatalf("the lab did not start (%v):\n%s", err, logs.String())
 	}
-	t.Fatalf("the lab did not start:\n%s", logs.String())
-	return ""
+	return e.Control
 }
 
 // labSite is the example site in a git repository (commit A), its DNS

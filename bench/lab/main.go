@@ -23,7 +23,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,6 +40,7 @@ import (
 
 	"github.com/anneal-dev/anneal/bench/rollout/ideal"
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 )
@@ -197,15 +197,15 @@ func (b *bench) run(ctx context.Context) error {
 
 	labDir := filepath.Join(b.work, "lab")
 	t := time.Now()
-	lab, err := b.start("lab", bin, "lab", "--site", siteDir, "--dir", labDir, "--boot-url", "http://"+boot,
+	labProc, err := b.start("lab", bin, "lab", "--site", siteDir, "--dir", labDir, "--boot-url", "http://"+boot,
 		"--boot-delay", o.bootDelay.String(), "--agent-interval", "0")
 	if err != nil {
 		return err
 	}
-	if err := waitFile(ctx, filepath.Join(labDir, "lab.json"), 2*time.Minute); err != nil {
+	if _, err := lab.WaitEndpoints(ctx, labDir, 2*time.Minute); err != nil {
 		return fmt.Errorf("the lab did not start (see %s): %w", filepath.Join(b.work, "lab.log"), err)
 	}
-	fmt.Fprintf(b.out, "anneal lab up in %s (pid %d)\n", time.Since(t).Round(10*time.Millisecond), lab.cmd.Process.Pid)
+	fmt.Fprintf(b.out, "anneal lab up in %s (pid %d)\n", time.Since(t).Round(10*time.Millisecond), labProc.cmd.Process.Pid)
 
 	start := time.Now()
 	serve, err := b.start("serve", bin, "serve", "--repo", siteDir, "--branch", "main", "--interval", o.interval.String(),
@@ -279,16 +279,13 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	checked := time.Since(start)
 	serveRSS, serveCPU := procStats(serve.cmd.Process.Pid)
-	labRSS, labCPU := procStats(lab.cmd.Process.Pid)
+	labRSS, labCPU := procStats(labProc.cmd.Process.Pid)
 	var labNodes []struct {
 		Name  string `json:"name"`
 		Boots int    `json:"boots"`
 	}
-	var ep struct {
-		Control string `json:"control"`
-	}
 	boots := 0
-	if data, err := os.ReadFile(filepath.Join(labDir, "lab.json")); err == nil && json.Unmarshal(data, &ep) == nil {
+	if ep, err := lab.ReadEndpoints(labDir); err == nil {
 		if err := getJSON(ep.Control+"/lab/v1/nodes", &labNodes); err == nil {
 			for _, n := range labNodes {
 				boots += n.Boots
@@ -491,23 +488,4 @@ func freeAddr() string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func waitFile(ctx context.Context, path string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not appear within %s", path, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

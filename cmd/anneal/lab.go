@@ -133,16 +133,12 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 			}
 		}()
 		defer ctl.Close()
-		endpoints := labEndpoints{Redfish: fleet.Addr(), Control: "http://" + ln.Addr().String(), PID: os.Getpid()}
-		data, _ := json.MarshalIndent(endpoints, "", "  ")
-		tmp := filepath.Join(*dir, "lab.json.tmp")
-		if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		endpoints := lab.Endpoints{Redfish: fleet.Addr(), Control: "http://" + ln.Addr().String(), PID: os.Getpid()}
+		remove, err := lab.WriteEndpoints(*dir, endpoints)
+		if err != nil {
 			return failure(err)
 		}
-		if err := os.Rename(tmp, filepath.Join(*dir, "lab.json")); err != nil {
-			return failure(err)
-		}
-		defer os.Remove(filepath.Join(*dir, "lab.json"))
+		defer remove()
 		log.Info("anneal lab", "site", s.Config.Name, "nodes", len(fleet.Nodes()), "bmc", fleet.Addr(), "control", endpoints.Control, "boot", *bootURL)
 		err = fleet.Serve(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {

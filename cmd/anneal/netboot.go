@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,28 +56,6 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	return f
 }
 
-// labEndpoints is DIR/lab.json, written by `anneal lab` for serve --lab.
-type labEndpoints struct {
-	// Redfish is the loopback address of the lab's virtual BMCs; every
-	// BMC address of the site is reached through it.
-	Redfish string `json:"redfish"`
-	// Control is the lab's control API (faults, virtual node states).
-	Control string `json:"control"`
-	PID     int    `json:"pid"`
-}
-
-func readLabEndpoints(dir string) (*labEndpoints, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "lab.json"))
-	if err != nil {
-		return nil, fmt.Errorf("lab: %w (is `anneal lab --dir %s` running?)", err, dir)
-	}
-	var e labEndpoints
-	if err := json.Unmarshal(data, &e); err != nil {
-		return nil, fmt.Errorf("lab %s: %w", dir, err)
-	}
-	return &e, nil
-}
-
 // start wires the netboot server and the rebuild layer into r. It returns
 // a stop function, or nil when netboot is not enabled.
 func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes reconcile.NodeStore, statePath string, log *slog.Logger) (func(context.Context), error) {
@@ -94,7 +71,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	}
 	var httpClient *http.Client
 	if f.lab != "" {
-		e, err := readLabEndpoints(f.lab)
+		e, err := lab.ReadEndpoints(f.lab)
 		if err != nil {
 			return nil, err
 		}

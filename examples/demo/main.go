@@ -13,10 +13,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -30,6 +28,8 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/anneal-dev/anneal/providers/lab"
 )
 
 // The example site's secrets, for the lab: the lab's BMCs and DNS servers
@@ -103,7 +103,7 @@ func run(ctx context.Context, bin, site string, keep bool) error {
 	if err := d.start("lab", "lab", "--site", d.repo, "--dir", labDir, "--boot-url", "http://"+boot, "--boot-delay", "1s"); err != nil {
 		return err
 	}
-	if err := waitFile(ctx, filepath.Join(labDir, "lab.json"), 20*time.Second); err != nil {
+	if _, err := lab.WaitEndpoints(ctx, labDir, 20*time.Second); err != nil {
 		return fmt.Errorf("the lab did not start (see %s): %w", filepath.Join(work, "lab.log"), err)
 	}
 	step("anneal serve: follows the repository, converges DNS, netboot and rebuilds through the lab's BMCs")
@@ -256,23 +256,4 @@ func freeAddr() string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func waitFile(ctx context.Context, path string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not appear within %s", path, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
