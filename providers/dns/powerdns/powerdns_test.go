@@ -66,33 +66,6 @@ func both(t *testing.T, f func(t *testing.T, withDNS bool)) {
 	}
 }
 
-// set makes an RRset, its data canonicalized as reconcile does.
-func set(t *testing.T, name string, typ reconcile.RRType, ttl uint32, data ...string) *reconcile.RRset {
-	t.Helper()
-	s := &reconcile.RRset{Name: name, Type: typ, TTL: ttl}
-	for _, d := range data {
-		rr, err := dns.NewRR(fmt.Sprintf("%s. %d IN %s %s", name, ttl, typ, d))
-		if err != nil {
-			t.Fatalf("test data %s %s %q: %v", name, typ, d, err)
-		}
-		s.Data = append(s.Data, reconcile.CanonicalRData(rr))
-	}
-	s.Normalize()
-	return s
-}
-
-func create(s *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpCreate, New: s}
-}
-
-func update(old, new *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpUpdate, Old: old, New: new}
-}
-
-func del(old *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpDelete, Old: old}
-}
-
 func apply(t *testing.T, tg *powerdns.Target, zone string, changes ...reconcile.RRsetChange) {
 	t.Helper()
 	n, err := tg.Apply(context.Background(), zone, changes)
@@ -208,18 +181,18 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		www := set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
-		www6 := set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")
-		mx := set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.", "20 mx2.example.org.")
-		txt := set(t, "example.net", reconcile.TypeTXT, 3600, `"v=spf1 mx -all"`)
-		srv := set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 600, "0 100 389 ldap1.example.net.", "10 50 389 ldap2.example.net.")
-		cname := set(t, "vault.example.net", reconcile.TypeCNAME, 300, "vault1.example.net.")
-		caa := set(t, "example.net", reconcile.TypeCAA, 3600, `0 issue "letsencrypt.org"`)
-		star := set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")
+		www := dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
+		www6 := dnstest.Set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")
+		mx := dnstest.Set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.", "20 mx2.example.org.")
+		txt := dnstest.Set(t, "example.net", reconcile.TypeTXT, 3600, `"v=spf1 mx -all"`)
+		srv := dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 600, "0 100 389 ldap1.example.net.", "10 50 389 ldap2.example.net.")
+		cname := dnstest.Set(t, "vault.example.net", reconcile.TypeCNAME, 300, "vault1.example.net.")
+		caa := dnstest.Set(t, "example.net", reconcile.TypeCAA, 3600, `0 issue "letsencrypt.org"`)
+		star := dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")
 		// A delegation: DNS answers it with a referral, so the check asks
 		// the API.
-		deleg := set(t, "sub.example.net", reconcile.TypeNS, 3600, "ns1.example.org.", "ns2.example.org.")
-		step1 := []reconcile.RRsetChange{create(www), create(www6), create(mx), create(txt), create(srv), create(cname), create(caa), create(star), create(deleg)}
+		deleg := dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 3600, "ns1.example.org.", "ns2.example.org.")
+		step1 := []reconcile.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(mx), dnstest.Create(txt), dnstest.Create(srv), dnstest.Create(cname), dnstest.Create(caa), dnstest.Create(star), dnstest.Create(deleg)}
 		apply(t, tg, fwd, step1...)
 		m.apply(step1)
 		zc := checkZone(t, tg, p, fwd, m)
@@ -230,15 +203,15 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("Serial = %d, %v; ReadZone's serial %d", s, err, zc.Serial)
 		}
 
-		www2 := set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.3")
-		mx2 := set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.")
-		txt2 := set(t, "example.net", reconcile.TypeTXT, 3600, `"v=spf1 mx -all"`, `"google-site-verification=abc"`)
-		cname2 := set(t, "vault.example.net", reconcile.TypeCNAME, 300, "vault2.example.net.")
-		deleg2 := set(t, "sub.example.net", reconcile.TypeNS, 3600, "ns1.example.org.")
+		www2 := dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.3")
+		mx2 := dnstest.Set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.")
+		txt2 := dnstest.Set(t, "example.net", reconcile.TypeTXT, 3600, `"v=spf1 mx -all"`, `"google-site-verification=abc"`)
+		cname2 := dnstest.Set(t, "vault.example.net", reconcile.TypeCNAME, 300, "vault2.example.net.")
+		deleg2 := dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 3600, "ns1.example.org.")
 		step2 := []reconcile.RRsetChange{
-			del(srv), del(www6), del(star),
-			update(www, www2), update(mx, mx2), update(txt, txt2), update(cname, cname2), update(deleg, deleg2),
-			create(set(t, "ntp.example.net", reconcile.TypeA, 300, "10.10.2.2")),
+			dnstest.Delete(srv), dnstest.Delete(www6), dnstest.Delete(star),
+			dnstest.Update(www, www2), dnstest.Update(mx, mx2), dnstest.Update(txt, txt2), dnstest.Update(cname, cname2), dnstest.Update(deleg, deleg2),
+			dnstest.Create(dnstest.Set(t, "ntp.example.net", reconcile.TypeA, 300, "10.10.2.2")),
 		}
 		apply(t, tg, fwd, step2...)
 		m.apply(step2)
@@ -253,8 +226,8 @@ func TestRoundTrip(t *testing.T) {
 		}
 
 		// The same RRset twice in one call: two PATCHes, in order.
-		www3 := set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.4")
-		step3 := []reconcile.RRsetChange{update(www2, www3), del(www3)}
+		www3 := dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.4")
+		step3 := []reconcile.RRsetChange{dnstest.Update(www2, www3), dnstest.Delete(www3)}
 		before := tg.Stats().Patches
 		apply(t, tg, fwd, step3...)
 		m.apply(step3)
@@ -277,25 +250,25 @@ func TestTypesRoundTrip(t *testing.T) {
 	tg := target(t, p, true)
 	long := strings.Repeat("k", 300) // one string over 255 bytes: two on the wire
 	sets := []*reconcile.RRset{
-		set(t, "txt.example.net", reconcile.TypeTXT, 300,
+		dnstest.Set(t, "txt.example.net", reconcile.TypeTXT, 300,
 			`"hello world" "second string"`,
 			`"quote \" and backslash \\ and semicolon ;"`,
 			`"caf\195\169 \t tab"`,
 			`""`,
 			`"`+long+`"`,
 			`"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC"`),
-		set(t, "mx.example.net", reconcile.TypeMX, 300, "0 .", "10 MAIL.Example.NET."),
-		set(t, "_sip._udp.example.net", reconcile.TypeSRV, 300, "0 0 0 .", "10 60 5060 sip.example.net."),
-		set(t, "_xmpp._tcp.example.net", reconcile.TypeSRV, 300, "5 0 5269 xmpp.example.org."),
-		set(t, "alias.example.net", reconcile.TypeCNAME, 300, "Target.Example.ORG."),
-		set(t, "v6.example.net", reconcile.TypeAAAA, 300, "::ffff:192.0.2.1", "2001:db8:0:0:0:0:0:1", "fe80::1"),
-		set(t, "caa.example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`, `128 iodef "mailto:security@example.net"`, `0 issuewild ";"`),
-		set(t, "spf.example.net", reconcile.TypeTXT, 300, `"v=spf1 ip4:192.0.2.0/24 include:_spf.example.org ~all"`),
+		dnstest.Set(t, "mx.example.net", reconcile.TypeMX, 300, "0 .", "10 MAIL.Example.NET."),
+		dnstest.Set(t, "_sip._udp.example.net", reconcile.TypeSRV, 300, "0 0 0 .", "10 60 5060 sip.example.net."),
+		dnstest.Set(t, "_xmpp._tcp.example.net", reconcile.TypeSRV, 300, "5 0 5269 xmpp.example.org."),
+		dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 300, "Target.Example.ORG."),
+		dnstest.Set(t, "v6.example.net", reconcile.TypeAAAA, 300, "::ffff:192.0.2.1", "2001:db8:0:0:0:0:0:1", "fe80::1"),
+		dnstest.Set(t, "caa.example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`, `128 iodef "mailto:security@example.net"`, `0 issuewild ";"`),
+		dnstest.Set(t, "spf.example.net", reconcile.TypeTXT, 300, `"v=spf1 ip4:192.0.2.0/24 include:_spf.example.org ~all"`),
 	}
 	m := model{}
 	var changes []reconcile.RRsetChange
 	for _, s := range sets {
-		changes = append(changes, create(s))
+		changes = append(changes, dnstest.Create(s))
 	}
 	apply(t, tg, fwd, changes...)
 	m.apply(changes)
@@ -307,7 +280,7 @@ func TestTypesRoundTrip(t *testing.T) {
 	var again []reconcile.RRsetChange
 	for i := range got {
 		s := got[i]
-		again = append(again, update(&got[i], &s))
+		again = append(again, dnstest.Update(&got[i], &s))
 	}
 	apply(t, tg, fwd, again...)
 	checkZone(t, tg, p, fwd, m)
@@ -327,12 +300,12 @@ func TestReverseZones(t *testing.T) {
 	}
 	m4, m6 := model{}, model{}
 	c4 := []reconcile.RRsetChange{
-		create(set(t, name("10.10.1.1"), reconcile.TypePTR, 300, "e1n01.east.example.net.")),
-		create(set(t, name("10.10.255.254"), reconcile.TypePTR, 300, "gw.example.net.")),
+		dnstest.Create(dnstest.Set(t, name("10.10.1.1"), reconcile.TypePTR, 300, "e1n01.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, name("10.10.255.254"), reconcile.TypePTR, 300, "gw.example.net.")),
 	}
 	c6 := []reconcile.RRsetChange{
-		create(set(t, name("2001:db8:130::1"), reconcile.TypePTR, 300, "e1n01.east.example.net.")),
-		create(set(t, name("2001:db8:130:ffff::abcd"), reconcile.TypePTR, 300, "e1n02.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, name("2001:db8:130::1"), reconcile.TypePTR, 300, "e1n01.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, name("2001:db8:130:ffff::abcd"), reconcile.TypePTR, 300, "e1n02.east.example.net.")),
 	}
 	apply(t, tg, rev4, c4...)
 	apply(t, tg, rev6, c6...)
@@ -342,14 +315,14 @@ func TestReverseZones(t *testing.T) {
 	checkZone(t, tg, p, rev6, m6)
 
 	old := c6[0].New
-	moved := set(t, old.Name, reconcile.TypePTR, 300, "e1n09.east.example.net.")
-	c6b := []reconcile.RRsetChange{update(old, moved), del(c6[1].New)}
+	moved := dnstest.Set(t, old.Name, reconcile.TypePTR, 300, "e1n09.east.example.net.")
+	c6b := []reconcile.RRsetChange{dnstest.Update(old, moved), dnstest.Delete(c6[1].New)}
 	apply(t, tg, rev6, c6b...)
 	m6.apply(c6b)
 	checkZone(t, tg, p, rev6, m6)
 
 	// A PTR outside the zone is refused before anything is sent.
-	_, err := tg.Apply(context.Background(), rev4, []reconcile.RRsetChange{create(set(t, name("10.11.0.1"), reconcile.TypePTR, 300, "x.example.net."))})
+	_, err := tg.Apply(context.Background(), rev4, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, name("10.11.0.1"), reconcile.TypePTR, 300, "x.example.net."))})
 	if te := wantClass(t, err, reconcile.ClassPermanent); !strings.Contains(te.Error(), "not in zone") {
 		t.Fatalf("out-of-zone PTR: %v", err)
 	}
@@ -361,8 +334,8 @@ func TestMarked(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
-	ours := set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
-	apply(t, tg, fwd, create(ours))
+	ours := dnstest.Set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	apply(t, tg, fwd, dnstest.Create(ours))
 	p.Patch(t, fwd,
 		servers.PDNSRRset{Name: "theirs.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.2"}}},
 		servers.PDNSRRset{Name: "noted.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.3"}},
@@ -374,7 +347,7 @@ func TestMarked(t *testing.T) {
 			Comments: []servers.PDNSComment{{Content: "x", Account: "anneal"}}},
 	)
 	zc, got := content(t, tg, fwd)
-	want := []reconcile.RRset{*ours, *set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2"), *set(t, "noted.example.net", reconcile.TypeA, 300, "192.0.2.3")}
+	want := []reconcile.RRset{*ours, *dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2"), *dnstest.Set(t, "noted.example.net", reconcile.TypeA, 300, "192.0.2.3")}
 	if !sameRRsets(got, want) {
 		t.Fatalf("zone:%s\nwant:%s", dump(got), dump(want))
 	}
@@ -388,8 +361,8 @@ func TestMarked(t *testing.T) {
 
 	// Updating a foreign RRset (after the planner decided to adopt it)
 	// marks it.
-	theirs := set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2")
-	apply(t, tg, fwd, update(theirs, set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.9")))
+	theirs := dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2")
+	apply(t, tg, fwd, dnstest.Update(theirs, dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.9")))
 	zc, _ = content(t, tg, fwd)
 	if !zc.Marked[theirs.Key()] || len(zc.Marked) != 2 {
 		t.Fatalf("Marked = %v", zc.Marked)
@@ -408,7 +381,7 @@ func TestBatches(t *testing.T) {
 	m := model{}
 	var changes []reconcile.RRsetChange
 	for i := range n {
-		changes = append(changes, create(set(t, fmt.Sprintf("h%05d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255))))
+		changes = append(changes, dnstest.Create(dnstest.Set(t, fmt.Sprintf("h%05d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255))))
 	}
 	start := time.Now()
 	apply(t, tg, fwd, changes...)
@@ -423,7 +396,7 @@ func TestBatches(t *testing.T) {
 	// Delete them all again, as big batches.
 	var dels []reconcile.RRsetChange
 	for _, c := range changes {
-		dels = append(dels, del(c.New))
+		dels = append(dels, dnstest.Delete(c.New))
 	}
 	apply(t, tg, fwd, dels...)
 	checkZone(t, tg, p, fwd, model{})
@@ -462,7 +435,7 @@ func TestBatches(t *testing.T) {
 		many = append(many, fmt.Sprintf("10.1.%d.%d", i>>8, i&255))
 	}
 	small := target(t, p, true, func(c *powerdns.Config) { c.MaxBodyBytes = 100_000 })
-	applied, err = small.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(set(t, "big.example.net", reconcile.TypeA, 300, many...))})
+	applied, err = small.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "big.example.net", reconcile.TypeA, 300, many...))})
 	if te := wantClass(t, err, reconcile.ClassPermanent); applied != 0 || !strings.Contains(te.Error(), "maximum body size") || small.Stats().Patches != 0 {
 		t.Fatalf("an RRset over the limit: %d applied, %d PATCHes, %v", applied, small.Stats().Patches, err)
 	}
@@ -481,10 +454,10 @@ func TestConflict(t *testing.T) {
 		p := start(t, servers.PowerDNSOptions{})
 		tg := target(t, p, withDNS)
 		ctx := context.Background()
-		a := set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
-		b := set(t, "b.example.net", reconcile.TypeA, 300, "192.0.2.2")
-		c := set(t, "c.example.net", reconcile.TypeTXT, 300, `"c"`)
-		apply(t, tg, fwd, create(a), create(b), create(c))
+		a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+		b := dnstest.Set(t, "b.example.net", reconcile.TypeA, 300, "192.0.2.2")
+		c := dnstest.Set(t, "c.example.net", reconcile.TypeTXT, 300, `"c"`)
+		apply(t, tg, fwd, dnstest.Create(a), dnstest.Create(b), dnstest.Create(c))
 		_, planned := content(t, tg, fwd)
 
 		cases := []struct {
@@ -494,19 +467,19 @@ func TestConflict(t *testing.T) {
 		}{
 			{"update of a changed RRset",
 				servers.PDNSRRset{Name: "a.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.99"}}},
-				update(a, set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.10"))},
+				dnstest.Update(a, dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.10"))},
 			{"update after a TTL change",
 				servers.PDNSRRset{Name: "a.example.net.", Type: "A", TTL: 30, Records: []servers.PDNSRecord{{Content: "192.0.2.1"}}},
-				update(a, set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.10"))},
+				dnstest.Update(a, dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.10"))},
 			{"create of an RRset someone made",
 				servers.PDNSRRset{Name: "new.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.50"}}},
-				create(set(t, "new.example.net", reconcile.TypeA, 300, "192.0.2.51"))},
+				dnstest.Create(dnstest.Set(t, "new.example.net", reconcile.TypeA, 300, "192.0.2.51"))},
 			{"delete of an RRset someone deleted",
 				servers.PDNSRRset{Name: "c.example.net.", Type: "TXT", ChangeType: "DELETE"},
-				del(c)},
+				dnstest.Delete(c)},
 			{"delete of an RRset someone extended",
 				servers.PDNSRRset{Name: "c.example.net.", Type: "TXT", TTL: 300, Records: []servers.PDNSRecord{{Content: `"c"`}, {Content: `"d"`}}},
-				del(c)},
+				dnstest.Delete(c)},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -523,7 +496,7 @@ func TestConflict(t *testing.T) {
 				_, before := content(t, tg, fwd)
 				patches := tg.Stats().Patches
 				// An unrelated change first, then the conflicting one.
-				changes := []reconcile.RRsetChange{update(b, b), tc.change}
+				changes := []reconcile.RRsetChange{dnstest.Update(b, b), tc.change}
 				n, err := tg.Apply(ctx, fwd, changes)
 				te := wantClass(t, err, reconcile.ClassConflict)
 				if n != 0 || !strings.Contains(te.Error(), tc.change.Key().String()) {
@@ -549,7 +522,7 @@ func TestConflictLaterBatch(t *testing.T) {
 	var changes []reconcile.RRsetChange
 	m := model{}
 	for i := range 200 {
-		changes = append(changes, create(set(t, fmt.Sprintf("n%03d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
+		changes = append(changes, dnstest.Create(dnstest.Set(t, fmt.Sprintf("n%03d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
 	}
 	// Someone makes n150 before anneal gets to it.
 	p.Patch(t, fwd, servers.PDNSRRset{Name: "n150.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "198.51.100.1"}}})
@@ -559,7 +532,7 @@ func TestConflictLaterBatch(t *testing.T) {
 		t.Fatalf("Apply = %d in %d PATCHes: want the batches before n150's", n, tg.Stats().Patches)
 	}
 	m.apply(changes[:n])
-	m[reconcile.RRsetKey{Name: "n150.example.net", Type: reconcile.TypeA}] = *set(t, "n150.example.net", reconcile.TypeA, 300, "198.51.100.1")
+	m[reconcile.RRsetKey{Name: "n150.example.net", Type: reconcile.TypeA}] = *dnstest.Set(t, "n150.example.net", reconcile.TypeA, 300, "198.51.100.1")
 	zc, got := content(t, tg, fwd)
 	if want := m.sorted(); !sameRRsets(got, want) {
 		t.Fatalf("zone after %d applied:%s\nwant:%s", n, dump(got), dump(want))
@@ -576,7 +549,7 @@ func TestCNAMEBehindBack(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
 	p.Patch(t, fwd, servers.PDNSRRset{Name: "svc.example.net.", Type: "CNAME", TTL: 300, Records: []servers.PDNSRecord{{Content: "elsewhere.example.org."}}})
-	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(set(t, "svc.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "svc.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 	if te := wantClass(t, err, reconcile.ClassConflict); n != 0 || !strings.Contains(te.Error(), "Conflicts with pre-existing RRset") {
 		t.Fatalf("Apply = %d, %v", n, err)
 	}
@@ -588,15 +561,15 @@ func TestWildcard(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
-	star := set(t, "*.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
-	apply(t, tg, fwd, create(star))
-	x := set(t, "x.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
-	apply(t, tg, fwd, create(x))
+	star := dnstest.Set(t, "*.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
+	apply(t, tg, fwd, dnstest.Create(star))
+	x := dnstest.Set(t, "x.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
+	apply(t, tg, fwd, dnstest.Create(x))
 	m := model{}
-	m.apply([]reconcile.RRsetChange{create(star), create(x)})
+	m.apply([]reconcile.RRsetChange{dnstest.Create(star), dnstest.Create(x)})
 	checkZone(t, tg, p, fwd, m)
-	apply(t, tg, fwd, del(x))
-	m.apply([]reconcile.RRsetChange{del(x)})
+	apply(t, tg, fwd, dnstest.Delete(x))
+	m.apply([]reconcile.RRsetChange{dnstest.Delete(x)})
 	checkZone(t, tg, p, fwd, m)
 }
 
@@ -621,7 +594,7 @@ func TestSerial(t *testing.T) {
 			t.Fatalf("step %d: serial %d by API, %d by DNS, %d before", i, s1, s2, prev)
 		}
 		prev = s1
-		apply(t, viaAPI, fwd, create(set(t, fmt.Sprintf("s%d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
+		apply(t, viaAPI, fwd, dnstest.Create(dnstest.Set(t, fmt.Sprintf("s%d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
 	}
 	if q := viaDNS.Stats().DNSQueries; q != 3 || viaDNS.Stats().Requests != 0 {
 		t.Fatalf("Serial by DNS: %d queries, %d API requests", q, viaDNS.Stats().Requests)
@@ -638,7 +611,7 @@ func TestWrongKey(t *testing.T) {
 	ctx := context.Background()
 	_, err1 := tg.Serial(ctx, fwd)
 	_, err2 := tg.ReadZone(ctx, fwd)
-	_, err3 := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err3 := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 	// With a DNS address, the read must not fall back to AXFR either.
 	withDNS := target(t, p, true, func(c *powerdns.Config) { c.APIKey = key })
 	_, err4 := withDNS.ReadZone(ctx, fwd)
@@ -662,13 +635,13 @@ func TestStopped(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{})
 	viaAPI := target(t, p, false, func(c *powerdns.Config) { c.Timeout = time.Second })
 	viaDNS := target(t, p, true, func(c *powerdns.Config) { c.Timeout = time.Second })
-	a := set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
 	p.Stop()
 	ctx := context.Background()
 	for _, tg := range []*powerdns.Target{viaAPI, viaDNS} {
 		_, err1 := tg.Serial(ctx, fwd)
 		_, err2 := tg.ReadZone(ctx, fwd)
-		n, err3 := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(a)})
+		n, err3 := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(a)})
 		for _, err := range []error{err1, err2, err3} {
 			te := wantClass(t, err, reconcile.ClassTransient)
 			if te.Zone != fwd {
@@ -699,7 +672,7 @@ func TestNotFound(t *testing.T) {
 	const missing = "missing.example"
 	_, err1 := tg.Serial(ctx, missing)
 	_, err2 := tg.ReadZone(ctx, missing)
-	_, err3 := tg.Apply(ctx, missing, []reconcile.RRsetChange{create(set(t, "a.missing.example", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err3 := tg.Apply(ctx, missing, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.missing.example", reconcile.TypeA, 300, "192.0.2.1"))})
 	for _, err := range []error{err1, err2, err3} {
 		if te := wantClass(t, err, reconcile.ClassPermanent); !strings.Contains(err.Error(), "zone not found on target") || te.Zone != missing {
 			t.Fatalf("missing zone: %v", err)
@@ -727,8 +700,8 @@ func TestReadFallsBackToAXFR(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
-	a := set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
-	apply(t, tg, fwd, create(a))
+	a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	apply(t, tg, fwd, dnstest.Create(a))
 
 	up, err := url.Parse(p.APIURL)
 	if err != nil {
@@ -776,7 +749,7 @@ func TestLargeZone(t *testing.T) {
 	const n = 200_000
 	changes := make([]reconcile.RRsetChange, 0, n)
 	for i := range n {
-		changes = append(changes, create(&reconcile.RRset{Name: fmt.Sprintf("n%06d.example.net", i), Type: reconcile.TypeA, TTL: 300,
+		changes = append(changes, dnstest.Create(&reconcile.RRset{Name: fmt.Sprintf("n%06d.example.net", i), Type: reconcile.TypeA, TTL: 300,
 			Data: []string{fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255)}}))
 	}
 	begin := time.Now()
@@ -796,7 +769,7 @@ func TestLargeZone(t *testing.T) {
 
 	before := tg.Stats()
 	old := changes[777].New
-	apply(t, tg, fwd, update(old, set(t, old.Name, reconcile.TypeA, 300, "192.0.2.7")))
+	apply(t, tg, fwd, dnstest.Update(old, dnstest.Set(t, old.Name, reconcile.TypeA, 300, "192.0.2.7")))
 	if after := tg.Stats(); after.ZoneReads != before.ZoneReads || after.AXFRs != before.AXFRs || after.DNSQueries != before.DNSQueries+1 {
 		t.Fatalf("a one-RRset change: %+v, before %+v; want one DNS query, no zone read", after, before)
 	}
@@ -902,7 +875,7 @@ func TestErrorBodies(t *testing.T) {
 		if strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "bad, and your key was [api key]") {
 			t.Fatalf("HTTP %d: %v", tc.status, te)
 		}
-		_, err = tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(a)})
+		_, err = tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(a)})
 		wantClass(t, err, tc.class)
 	}
 }
@@ -960,7 +933,7 @@ func TestSerialWithoutSOAEdit(t *testing.T) {
 		t.Fatalf("create zone: HTTP %d %s", status, body)
 	}
 	tg := target(t, p, false)
-	apply(t, tg, "frozen.example", create(set(t, "a.frozen.example", reconcile.TypeA, 300, "192.0.2.1")))
+	apply(t, tg, "frozen.example", dnstest.Create(dnstest.Set(t, "a.frozen.example", reconcile.TypeA, 300, "192.0.2.1")))
 	zc, err := tg.ReadZone(context.Background(), "frozen.example")
 	if err != nil || zc.Serial != 0 || len(zc.RRsets) != 1 {
 		t.Fatalf("ReadZone = %+v, %v; want serial 0 and the A", zc, err)

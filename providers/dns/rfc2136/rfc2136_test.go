@@ -56,18 +56,6 @@ func set(name string, typ reconcile.RRType, ttl uint32, data ...string) *reconci
 	return s
 }
 
-func create(s *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpCreate, New: s}
-}
-
-func update(old, new *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpUpdate, Old: old, New: new}
-}
-
-func del(old *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpDelete, Old: old}
-}
-
 // content reads the zone and drops the apex NS the harness put there.
 func content(t *testing.T, tg *rfc2136.Target, zone string) (*reconcile.ZoneContent, []reconcile.RRset) {
 	t.Helper()
@@ -143,19 +131,19 @@ func TestRoundTrip(t *testing.T) {
 		name    string
 		changes []reconcile.RRsetChange
 	}{
-		{"create", []reconcile.RRsetChange{create(www), create(www6), create(spf), create(mx), create(mail), create(srv), create(alias), create(wild), create(caa), create(deleg)}},
+		{"create", []reconcile.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(spf), dnstest.Create(mx), dnstest.Create(mail), dnstest.Create(srv), dnstest.Create(alias), dnstest.Create(wild), dnstest.Create(caa), dnstest.Create(deleg)}},
 		{"update data and ttl", []reconcile.RRsetChange{
-			update(www, set("www.example.net", reconcile.TypeA, 60, "192.0.2.1", "192.0.2.3", "192.0.2.4")),
-			update(spf, set("example.net", reconcile.TypeTXT, 300, `"v=spf1 mx ~all"`, `"hello world"`)),
-			update(alias, set("alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
-			update(mx, set("example.net", reconcile.TypeMX, 600, "10 mail.example.net.")),
+			dnstest.Update(www, set("www.example.net", reconcile.TypeA, 60, "192.0.2.1", "192.0.2.3", "192.0.2.4")),
+			dnstest.Update(spf, set("example.net", reconcile.TypeTXT, 300, `"v=spf1 mx ~all"`, `"hello world"`)),
+			dnstest.Update(alias, set("alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
+			dnstest.Update(mx, set("example.net", reconcile.TypeMX, 600, "10 mail.example.net.")),
 		}},
 		{"delete", []reconcile.RRsetChange{
-			del(www6), del(caa), del(wild), del(deleg),
-			del(set("alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
+			dnstest.Delete(www6), dnstest.Delete(caa), dnstest.Delete(wild), dnstest.Delete(deleg),
+			dnstest.Delete(set("alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
 		}},
 		{"delete then create a CNAME at the same name", []reconcile.RRsetChange{
-			del(mail), create(set("mail.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
+			dnstest.Delete(mail), dnstest.Create(set("mail.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
 		}},
 	}
 	want := model{}
@@ -215,7 +203,7 @@ func TestReverseZones(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				changes = append(changes, create(set(strings.TrimSuffix(name, "."), reconcile.TypePTR, 300, fmt.Sprintf("n%d.east.example.net.", i))))
+				changes = append(changes, dnstest.Create(set(strings.TrimSuffix(name, "."), reconcile.TypePTR, 300, fmt.Sprintf("n%d.east.example.net.", i))))
 			}
 			want.apply(changes)
 			if n, err := tg.Apply(context.Background(), tc.zone, changes); err != nil || n != len(changes) {
@@ -250,7 +238,7 @@ func TestLargeBatch(t *testing.T) {
 	changes := make([]reconcile.RRsetChange, n)
 	want := model{}
 	for i := range changes {
-		changes[i] = create(set(fmt.Sprintf("host%04d.east.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
+		changes[i] = dnstest.Create(set(fmt.Sprintf("host%04d.east.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
 	}
 	want.apply(changes)
 	begin := time.Now()
@@ -276,7 +264,7 @@ func TestLargeBatch(t *testing.T) {
 	// Delete them all again the same way.
 	dels := make([]reconcile.RRsetChange, n)
 	for i, c := range changes {
-		dels[i] = del(c.New)
+		dels[i] = dnstest.Delete(c.New)
 	}
 	if applied, err := tg.Apply(context.Background(), fwd, dels); err != nil || applied != n {
 		t.Fatalf("deleted %d of %d: %v", applied, n, err)
@@ -305,25 +293,25 @@ func TestConflicts(t *testing.T) {
 		conflict bool
 	}{
 		{name: "update after a change of data", oob: "update delete x.example.net A\nupdate add x.example.net 300 A 192.0.2.2",
-			change: update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "update after a record was added", oob: "update add x.example.net 300 A 192.0.2.2",
-			change: update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "update after the RRset was deleted", oob: "update delete x.example.net A",
-			change: update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "delete after a change of data", oob: "update delete x.example.net A\nupdate add x.example.net 300 A 192.0.2.2",
-			change: del(x), conflict: true},
+			change: dnstest.Delete(x), conflict: true},
 		{name: "delete after the RRset was deleted", oob: "update delete x.example.net A",
-			change: del(x), conflict: true},
+			change: dnstest.Delete(x), conflict: true},
 		{name: "create after someone created it", seed: "-", oob: "update add x.example.net 300 A 192.0.2.2",
-			change: create(x), conflict: true},
+			change: dnstest.Create(x), conflict: true},
 		{name: "create A beside a CNAME created out of band", seed: "-", oob: "update add x.example.net 300 CNAME www.example.net.",
-			change: create(x), conflict: true},
+			change: dnstest.Create(x), conflict: true},
 		{name: "create CNAME beside data created out of band", seed: "-", oob: "update add x.example.net 300 TXT \"hi\"",
-			change: create(set("x.example.net", reconcile.TypeCNAME, 300, "www.example.net.")), conflict: true},
+			change: dnstest.Create(set("x.example.net", reconcile.TypeCNAME, 300, "www.example.net.")), conflict: true},
 		// RFC 2136 §2.4.2 compares records without their TTL: a TTL-only
 		// change out of band is not a conflict, and the update overwrites it.
 		{name: "update after a TTL-only change", oob: "update delete x.example.net A\nupdate add x.example.net 60 A 192.0.2.1",
-			change: update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3"))},
+			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Each case gets its own names: x<i>.example.net.
@@ -352,7 +340,7 @@ func TestConflicts(t *testing.T) {
 			if before.Serial == planned.Serial {
 				t.Fatal("the out-of-band change did not move the serial")
 			}
-			innocent := create(set(rename("innocent.x.example.net"), reconcile.TypeTXT, 300, `"ok"`))
+			innocent := dnstest.Create(set(rename("innocent.x.example.net"), reconcile.TypeTXT, 300, `"ok"`))
 			sent := tg.Stats().Messages
 			n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{innocent, ch})
 			if got := tg.Stats().Messages - sent; got != 1 {
@@ -388,7 +376,7 @@ func TestPartialApply(t *testing.T) {
 	tg := target(t, b, func(c *rfc2136.Config) { c.MaxMessageSize = 1024 })
 	var changes []reconcile.RRsetChange
 	for i := range 40 {
-		changes = append(changes, create(set(fmt.Sprintf("h%02d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("192.0.2.%d", i))))
+		changes = append(changes, dnstest.Create(set(fmt.Sprintf("h%02d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("192.0.2.%d", i))))
 	}
 	b.Nsupdate(t, "update add h30.example.net 300 A 198.51.100.1")
 	n, err := tg.Apply(context.Background(), fwd, changes)
@@ -424,7 +412,7 @@ func TestWrongKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := target(t, b, tc.edit)
 			ctx := context.Background()
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 			wantClass(t, err, reconcile.ClassPermanent)
 			_, rerr := tg.ReadZone(ctx, fwd)
 			wantClass(t, rerr, reconcile.ClassPermanent)
@@ -462,7 +450,7 @@ func TestServerDown(t *testing.T) {
 		"serial": func() error { _, err := tg.Serial(ctx, fwd); return err },
 		"read":   func() error { _, err := tg.ReadZone(ctx, fwd); return err },
 		"apply": func() error {
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 			return err
 		},
 	} {
@@ -478,7 +466,7 @@ func TestServerDown(t *testing.T) {
 		t.Log(err)
 	}
 	b.Restart(t)
-	if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))}); err != nil {
+	if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -492,7 +480,7 @@ func TestSilentNoops(t *testing.T) {
 	tg := target(t, b)
 	ctx := context.Background()
 	www := set("www.example.net", reconcile.TypeCNAME, 300, "web.example.net.")
-	if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(www)}); err != nil {
+	if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(www)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -504,14 +492,14 @@ func TestSilentNoops(t *testing.T) {
 	}
 	// The same through Apply: its prerequisite (no CNAME at the name)
 	// turns the silent no-op into a conflict.
-	_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set("www.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("www.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 	wantClass(t, err, reconcile.ClassConflict)
 
 	// What Apply cannot catch: deleting the zone's last apex NS. The
 	// prerequisite holds (the NS is as the plan saw it), BIND answers
 	// NOERROR and keeps the NS: Apply returns nil, the read-back shows it.
 	ns := set("example.net", reconcile.TypeNS, 300, "localhost.")
-	if n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{del(ns)}); err != nil || n != 1 {
+	if n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Delete(ns)}); err != nil || n != 1 {
 		t.Fatalf("apex NS delete: %d, %v", n, err)
 	}
 	zc, err := tg.ReadZone(ctx, fwd)
@@ -584,12 +572,12 @@ func TestRecordLimit(t *testing.T) {
 	for i := range 11 {
 		data = append(data, fmt.Sprintf("192.0.2.%d", i+1))
 	}
-	_, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(set("rr.example.net", reconcile.TypeA, 300, data...))})
+	_, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(set("rr.example.net", reconcile.TypeA, 300, data...))})
 	wantClass(t, err, reconcile.ClassTransient)
 	if !strings.Contains(err.Error(), "max-records-per-type") {
 		t.Errorf("error does not hint at the limit: %v", err)
 	}
-	if n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(set("rr.example.net", reconcile.TypeA, 300, data[:10]...))}); err != nil || n != 1 {
+	if n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(set("rr.example.net", reconcile.TypeA, 300, data[:10]...))}); err != nil || n != 1 {
 		t.Fatalf("10 records: %d, %v", n, err)
 	}
 }
@@ -602,7 +590,7 @@ func TestCancel(t *testing.T) {
 	tg := target(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+	n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 	wantClass(t, err, reconcile.ClassTransient)
 	if n != 0 || !errors.Is(err, context.Canceled) || tg.Stats().Messages != 0 {
 		t.Fatalf("applied %d, sent %d: %v", n, tg.Stats().Messages, err)
@@ -626,7 +614,7 @@ func TestZoneNotServed(t *testing.T) {
 	wantClass(t, err, reconcile.ClassPermanent)
 	_, err = tg.ReadZone(ctx, "example.com")
 	wantClass(t, err, reconcile.ClassPermanent)
-	_, err = tg.Apply(ctx, "example.com", []reconcile.RRsetChange{create(set("x.example.com", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err = tg.Apply(ctx, "example.com", []reconcile.RRsetChange{dnstest.Create(set("x.example.com", reconcile.TypeA, 300, "192.0.2.1"))})
 	wantClass(t, err, reconcile.ClassPermanent)
 	t.Log(err)
 }
@@ -648,16 +636,16 @@ func TestInvalidChanges(t *testing.T) {
 		change reconcile.RRsetChange
 		want   string
 	}{
-		{"outside the zone", create(set("x.example.org", reconcile.TypeA, 300, "192.0.2.1")), "not in zone"},
+		{"outside the zone", dnstest.Create(set("x.example.org", reconcile.TypeA, 300, "192.0.2.1")), "not in zone"},
 		{"create without new", reconcile.RRsetChange{Op: reconcile.OpCreate}, "without a new"},
 		{"update without old", reconcile.RRsetChange{Op: reconcile.OpUpdate, New: a}, "needs both"},
-		{"update renames", update(a, set("y.example.net", reconcile.TypeA, 300, "192.0.2.1")), "must not change"},
+		{"update renames", dnstest.Update(a, set("y.example.net", reconcile.TypeA, 300, "192.0.2.1")), "must not change"},
 		{"delete without old", reconcile.RRsetChange{Op: reconcile.OpDelete}, "without the old"},
-		{"empty RRset", create(set("x.example.net", reconcile.TypeA, 300)), "no records"},
-		{"SOA", create(set("example.net", reconcile.TypeSOA, 300, "a. b. 1 2 3 4 5")), "SOA"},
-		{"bad data", create(set("x.example.net", reconcile.TypeA, 300, "not-an-address")), "render"},
+		{"empty RRset", dnstest.Create(set("x.example.net", reconcile.TypeA, 300)), "no records"},
+		{"SOA", dnstest.Create(set("example.net", reconcile.TypeSOA, 300, "a. b. 1 2 3 4 5")), "SOA"},
+		{"bad data", dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "not-an-address")), "render"},
 		{"unknown op", reconcile.RRsetChange{Op: "replace", New: a}, "unknown operation"},
-		{"too large for one message", create(set("x.example.net", reconcile.TypeTXT, 300, big...)), "over the"},
+		{"too large for one message", dnstest.Create(set("x.example.net", reconcile.TypeTXT, 300, big...)), "over the"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{tc.change})
@@ -734,7 +722,7 @@ func TestFromSite(t *testing.T) {
 	if tg.Name() != "bind" {
 		t.Fatalf("name %q", tg.Name())
 	}
-	if _, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))}); err != nil {
+	if _, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -799,7 +787,7 @@ func TestCancelInFlight(t *testing.T) {
 		"serial": func(ctx context.Context) error { _, err := tg.Serial(ctx, fwd); return err },
 		"read":   func(ctx context.Context) error { _, err := tg.ReadZone(ctx, fwd); return err },
 		"apply": func(ctx context.Context) error {
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 			return err
 		},
 	} {

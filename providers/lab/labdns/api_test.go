@@ -73,19 +73,19 @@ func TestPowerDNSRoundTrip(t *testing.T) {
 		tg := l.pdnsTarget(t, withDNS)
 		viaAPI, viaDNS := l.pdnsTarget(t, false), l.pdnsTarget(t, true)
 		ctx := context.Background()
-		www := set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
-		mx := set(t, "example.net", reconcile.TypeMX, 300, "10 Mail.Example.net.")
-		txt := set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`, `"`+strings.Repeat("x", 300)+`"`)
-		alias := set(t, "alias.example.net", reconcile.TypeCNAME, 60, "www.example.net.")
-		srv := set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
-		mapped := set(t, "v4.example.net", reconcile.TypeAAAA, 300, "::ffff:192.0.2.1")
-		wild := set(t, "*.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
-		x := set(t, "x.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
-		ptr := set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "www.example.net.")
+		www := dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
+		mx := dnstest.Set(t, "example.net", reconcile.TypeMX, 300, "10 Mail.Example.net.")
+		txt := dnstest.Set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`, `"`+strings.Repeat("x", 300)+`"`)
+		alias := dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "www.example.net.")
+		srv := dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
+		mapped := dnstest.Set(t, "v4.example.net", reconcile.TypeAAAA, 300, "::ffff:192.0.2.1")
+		wild := dnstest.Set(t, "*.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
+		x := dnstest.Set(t, "x.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
+		ptr := dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "www.example.net.")
 		steps := [][]reconcile.RRsetChange{
-			{create(www), create(mx), create(txt), create(alias), create(srv), create(mapped), create(wild), create(x)},
-			{update(www, set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.3")), update(alias, set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net."))},
-			{del(x), del(mapped), del(set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net."))},
+			{dnstest.Create(www), dnstest.Create(mx), dnstest.Create(txt), dnstest.Create(alias), dnstest.Create(srv), dnstest.Create(mapped), dnstest.Create(wild), dnstest.Create(x)},
+			{dnstest.Update(www, dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.3")), dnstest.Update(alias, dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net."))},
+			{dnstest.Delete(x), dnstest.Delete(mapped), dnstest.Delete(dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net."))},
 		}
 		want := model{}
 		prev := uint32(0)
@@ -115,7 +115,7 @@ func TestPowerDNSRoundTrip(t *testing.T) {
 			}
 			prev = s1
 		}
-		apply(t, tg, rev6, create(ptr))
+		apply(t, tg, rev6, dnstest.Create(ptr))
 		if _, got := content(t, tg, rev6); !sameRRsets(got, []reconcile.RRset{*ptr}) {
 			t.Fatalf("reverse zone: %v", got)
 		}
@@ -129,8 +129,8 @@ func TestPowerDNSMarks(t *testing.T) {
 	t.Parallel()
 	l := start(t, pdnsConfig(t))
 	tg := l.pdnsTarget(t, true)
-	ours := set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
-	apply(t, tg, fwd, create(ours))
+	ours := dnstest.Set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	apply(t, tg, fwd, dnstest.Create(ours))
 	l.patch(t, fwd,
 		`{"name":"theirs.example.net.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.2","disabled":false}]},`+
 			`{"name":"noted.example.net.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.3","disabled":false}],"comments":[{"content":"managed by anneal","account":"alice"}]},`+
@@ -139,9 +139,9 @@ func TestPowerDNSMarks(t *testing.T) {
 			`{"name":"svc.example.net.","type":"CNAME","ttl":300,"changetype":"REPLACE","records":[{"content":"elsewhere.example.org.","disabled":false}]}`)
 	zc, got := content(t, tg, fwd)
 	want := []reconcile.RRset{*ours,
-		*set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2"),
-		*set(t, "noted.example.net", reconcile.TypeA, 300, "192.0.2.3"),
-		*set(t, "svc.example.net", reconcile.TypeCNAME, 300, "elsewhere.example.org.")}
+		*dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2"),
+		*dnstest.Set(t, "noted.example.net", reconcile.TypeA, 300, "192.0.2.3"),
+		*dnstest.Set(t, "svc.example.net", reconcile.TypeCNAME, 300, "elsewhere.example.org.")}
 	if !sameRRsets(got, want) {
 		t.Fatalf("zone holds %v\nwant %v", got, want)
 	}
@@ -153,13 +153,13 @@ func TestPowerDNSMarks(t *testing.T) {
 			t.Errorf("%s is served: %v", name, r)
 		}
 	}
-	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{create(set(t, "svc.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "svc.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 	if te := dnstest.WantClass(t, err, reconcile.ClassConflict, "pdns"); n != 0 || !strings.Contains(te.Error(), "Conflicts with pre-existing RRset") {
 		t.Fatalf("Apply = %d, %v", n, err)
 	}
 	// Adopting a foreign RRset marks it.
-	theirs := set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2")
-	apply(t, tg, fwd, update(theirs, set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.9")))
+	theirs := dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2")
+	apply(t, tg, fwd, dnstest.Update(theirs, dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.9")))
 	if zc, _ := content(t, tg, fwd); !zc.Marked[theirs.Key()] || len(zc.Marked) != 2 {
 		t.Fatalf("Marked = %v", zc.Marked)
 	}
@@ -172,7 +172,7 @@ func TestPowerDNSErrors(t *testing.T) {
 	l := start(t, pdnsConfig(t))
 	ctx := context.Background()
 	const key = "not-the-key-0123456789"
-	a := []reconcile.RRsetChange{create(set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1"))}
+	a := []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1"))}
 	wrongKey := l.pdnsTarget(t, false, func(c *powerdns.Config) { c.APIKey = key })
 	withDNS := l.pdnsTarget(t, true, func(c *powerdns.Config) { c.APIKey = key })
 	_, err1 := wrongKey.Serial(ctx, fwd)
@@ -192,7 +192,7 @@ func TestPowerDNSErrors(t *testing.T) {
 	const missing = "missing.example"
 	_, err1 = tg.Serial(ctx, missing)
 	_, err2 = tg.ReadZone(ctx, missing)
-	_, err3 = tg.Apply(ctx, missing, []reconcile.RRsetChange{create(set(t, "a.missing.example", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err3 = tg.Apply(ctx, missing, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.missing.example", reconcile.TypeA, 300, "192.0.2.1"))})
 	for _, err := range []error{err1, err2, err3} {
 		if dnstest.WantClass(t, err, reconcile.ClassPermanent, "pdns"); !strings.Contains(err.Error(), "zone not found on target") {
 			t.Errorf("missing zone: %v", err)
@@ -353,7 +353,7 @@ func TestPowerDNSBatches(t *testing.T) {
 	changes := make([]reconcile.RRsetChange, n)
 	want := model{}
 	for i := range changes {
-		changes[i] = create(set(t, fmt.Sprintf("host%05d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
+		changes[i] = dnstest.Create(dnstest.Set(t, fmt.Sprintf("host%05d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
 	}
 	want.apply(changes...)
 	apply(t, tg, fwd, changes...)

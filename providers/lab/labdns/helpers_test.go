@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -159,33 +158,6 @@ func (l *lab) pdnsTarget(t testing.TB, withDNS bool, edit ...func(*powerdns.Conf
 		t.Fatal(err)
 	}
 	return tg
-}
-
-// set makes an RRset, its data canonicalized as reconcile does.
-func set(t testing.TB, name string, typ reconcile.RRType, ttl uint32, data ...string) *reconcile.RRset {
-	t.Helper()
-	s := &reconcile.RRset{Name: name, Type: typ, TTL: ttl}
-	for _, d := range data {
-		rr, err := dns.NewRR(fmt.Sprintf("%s. %d IN %s %s", name, ttl, typ, d))
-		if err != nil {
-			t.Fatalf("test data %s %s %q: %v", name, typ, d, err)
-		}
-		s.Data = append(s.Data, reconcile.CanonicalRData(rr))
-	}
-	s.Normalize()
-	return s
-}
-
-func create(s *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpCreate, New: s}
-}
-
-func update(old, new *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpUpdate, Old: old, New: new}
-}
-
-func del(old *reconcile.RRset) reconcile.RRsetChange {
-	return reconcile.RRsetChange{Op: reconcile.OpDelete, Old: old}
 }
 
 func apply(t testing.TB, tg reconcile.DNSTarget, zone string, changes ...reconcile.RRsetChange) {

@@ -51,11 +51,11 @@ func TestPersistence(t *testing.T) {
 		tg := l.rfc2136Target(t)
 		want := model{}
 		changes := []reconcile.RRsetChange{
-			create(set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")),
-			create(set(t, "example.net", reconcile.TypeTXT, 60, `"v=spf1 mx -all"`, `"a \"quoted\" string; with a semicolon"`)),
-			create(set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")),
-			create(set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")),
-			create(set(t, "example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`)),
+			dnstest.Create(dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")),
+			dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeTXT, 60, `"v=spf1 mx -all"`, `"a \"quoted\" string; with a semicolon"`)),
+			dnstest.Create(dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")),
+			dnstest.Create(dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")),
+			dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`)),
 		}
 		apply(t, tg, fwd, changes...)
 		want.apply(changes...)
@@ -68,7 +68,7 @@ func TestPersistence(t *testing.T) {
 			t.Fatalf("after a restart: serial %d (was %d), zone\n%v\nwant\n%v", after.Serial, before.Serial, got, want.sorted())
 		}
 		// The next change goes on from there.
-		apply(t, tg, fwd, create(set(t, "more.example.net", reconcile.TypeA, 300, "192.0.2.3")))
+		apply(t, tg, fwd, dnstest.Create(dnstest.Set(t, "more.example.net", reconcile.TypeA, 300, "192.0.2.3")))
 		if s, _ := tg.Serial(context.Background(), fwd); s != before.Serial+1 {
 			t.Fatalf("serial %d after one more change from %d", s, before.Serial)
 		}
@@ -104,8 +104,8 @@ func TestPersistence(t *testing.T) {
 		t.Parallel()
 		l := start(t, pdnsConfig(t))
 		tg := l.pdnsTarget(t, false)
-		ours := set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
-		apply(t, tg, fwd, create(ours))
+		ours := dnstest.Set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
+		apply(t, tg, fwd, dnstest.Create(ours))
 		l.patch(t, fwd,
 			`{"name":"off.example.net.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.4","disabled":true},{"content":"192.0.2.5","disabled":false}]},`+
 				`{"name":"ghost.example.net.","type":"TXT","ttl":300,"changetype":"REPLACE","comments":[{"content":"kept","account":"bob"}]}`)
@@ -173,12 +173,12 @@ func TestSetDown(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	a := set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
 	for _, tg := range targets {
 		for name, op := range map[string]func() error{
 			"serial": func() error { _, err := tg.Serial(ctx, fwd); return err },
 			"read":   func() error { _, err := tg.ReadZone(ctx, fwd); return err },
-			"apply":  func() error { _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(a)}); return err },
+			"apply":  func() error { _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(a)}); return err },
 		} {
 			begin := time.Now()
 			err := op()
@@ -205,7 +205,7 @@ func TestSetDown(t *testing.T) {
 		t.Fatalf("back on %v, was %v", got, addrs)
 	}
 	for i, tg := range targets {
-		apply(t, tg, fwd, create(set(t, fmt.Sprintf("back%d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
+		apply(t, tg, fwd, dnstest.Create(dnstest.Set(t, fmt.Sprintf("back%d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
 	}
 }
 

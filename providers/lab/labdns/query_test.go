@@ -11,6 +11,7 @@ import (
 
 	"github.com/anneal-dev/anneal/providers/lab/labdns"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dnstest"
 )
 
 // seedQueries writes the records the query tests ask about, through the
@@ -26,30 +27,30 @@ func seedQueries(t *testing.T, l *lab) {
 		mid = append(mid, fmt.Sprintf("198.51.100.%d", i+1))
 	}
 	apply(t, tg, fwd,
-		create(set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")),
-		create(set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")),
-		create(set(t, "example.net", reconcile.TypeMX, 300, "10 mail.example.net.")),
-		create(set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`)),
-		create(set(t, "alias.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
-		create(set(t, "chain.example.net", reconcile.TypeCNAME, 300, "alias.example.net.")),
-		create(set(t, "dangling.example.net", reconcile.TypeCNAME, 300, "nowhere.example.net.")),
-		create(set(t, "out.example.net", reconcile.TypeCNAME, 300, "www.example.org.")),
-		create(set(t, "cross.example.net", reconcile.TypeCNAME, 300, "host.east.example.net.")),
-		create(set(t, "loop1.example.net", reconcile.TypeCNAME, 300, "loop2.example.net.")),
-		create(set(t, "loop2.example.net", reconcile.TypeCNAME, 300, "loop1.example.net.")),
-		create(set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")),
-		create(set(t, "ingress.example.net", reconcile.TypeA, 60, "192.0.2.80")),
-		create(set(t, "*.wild.example.net", reconcile.TypeA, 60, "192.0.2.90")),
-		create(set(t, "exists.wild.example.net", reconcile.TypeTXT, 60, `"here"`)),
-		create(set(t, "deep.ent.example.net", reconcile.TypeA, 300, "192.0.2.5")),
-		create(set(t, "sub.example.net", reconcile.TypeNS, 300, "ns1.sub.example.net.")),
-		create(set(t, "ns1.sub.example.net", reconcile.TypeA, 300, "192.0.2.53")),
-		create(set(t, "big.example.net", reconcile.TypeA, 300, big...)),
-		create(set(t, "mid.example.net", reconcile.TypeA, 300, mid...)),
+		dnstest.Create(dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")),
+		dnstest.Create(dnstest.Set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")),
+		dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeMX, 300, "10 mail.example.net.")),
+		dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`)),
+		dnstest.Create(dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
+		dnstest.Create(dnstest.Set(t, "chain.example.net", reconcile.TypeCNAME, 300, "alias.example.net.")),
+		dnstest.Create(dnstest.Set(t, "dangling.example.net", reconcile.TypeCNAME, 300, "nowhere.example.net.")),
+		dnstest.Create(dnstest.Set(t, "out.example.net", reconcile.TypeCNAME, 300, "www.example.org.")),
+		dnstest.Create(dnstest.Set(t, "cross.example.net", reconcile.TypeCNAME, 300, "host.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, "loop1.example.net", reconcile.TypeCNAME, 300, "loop2.example.net.")),
+		dnstest.Create(dnstest.Set(t, "loop2.example.net", reconcile.TypeCNAME, 300, "loop1.example.net.")),
+		dnstest.Create(dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")),
+		dnstest.Create(dnstest.Set(t, "ingress.example.net", reconcile.TypeA, 60, "192.0.2.80")),
+		dnstest.Create(dnstest.Set(t, "*.wild.example.net", reconcile.TypeA, 60, "192.0.2.90")),
+		dnstest.Create(dnstest.Set(t, "exists.wild.example.net", reconcile.TypeTXT, 60, `"here"`)),
+		dnstest.Create(dnstest.Set(t, "deep.ent.example.net", reconcile.TypeA, 300, "192.0.2.5")),
+		dnstest.Create(dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 300, "ns1.sub.example.net.")),
+		dnstest.Create(dnstest.Set(t, "ns1.sub.example.net", reconcile.TypeA, 300, "192.0.2.53")),
+		dnstest.Create(dnstest.Set(t, "big.example.net", reconcile.TypeA, 300, big...)),
+		dnstest.Create(dnstest.Set(t, "mid.example.net", reconcile.TypeA, 300, mid...)),
 	)
-	apply(t, tg, east, create(set(t, "host.east.example.net", reconcile.TypeA, 300, "10.10.2.11")))
-	apply(t, tg, rev4, create(set(t, "11.2.10.10.in-addr.arpa", reconcile.TypePTR, 300, "host.east.example.net.")))
-	apply(t, tg, rev6, create(set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "host.east.example.net.")))
+	apply(t, tg, east, dnstest.Create(dnstest.Set(t, "host.east.example.net", reconcile.TypeA, 300, "10.10.2.11")))
+	apply(t, tg, rev4, dnstest.Create(dnstest.Set(t, "11.2.10.10.in-addr.arpa", reconcile.TypePTR, 300, "host.east.example.net.")))
+	apply(t, tg, rev6, dnstest.Create(dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "host.east.example.net.")))
 }
 
 func TestQueries(t *testing.T) {
@@ -245,7 +246,7 @@ func TestTransfer(t *testing.T) {
 	tg := l.rfc2136Target(t)
 	var many []reconcile.RRsetChange
 	for i := range 3000 {
-		many = append(many, create(set(t, fmt.Sprintf("h%04d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.0.%d.%d", i/256, i%256))))
+		many = append(many, dnstest.Create(dnstest.Set(t, fmt.Sprintf("h%04d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.0.%d.%d", i/256, i%256))))
 	}
 	apply(t, tg, fwd, many...)
 

@@ -25,33 +25,33 @@ func TestRFC2136RoundTrip(t *testing.T) {
 	tg := l.rfc2136Target(t)
 	ctx := context.Background()
 
-	www := set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
-	www6 := set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")
-	spf := set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`)
-	mx := set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.")
-	mail := set(t, "mail.example.net", reconcile.TypeA, 300, "203.0.113.25")
-	srv := set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
-	alias := set(t, "alias.example.net", reconcile.TypeCNAME, 60, "www.example.net.")
-	wild := set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")
-	caa := set(t, "example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`)
-	deleg := set(t, "sub.example.net", reconcile.TypeNS, 300, "ns1.example.org.")
+	www := dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
+	www6 := dnstest.Set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")
+	spf := dnstest.Set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`)
+	mx := dnstest.Set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.")
+	mail := dnstest.Set(t, "mail.example.net", reconcile.TypeA, 300, "203.0.113.25")
+	srv := dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
+	alias := dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "www.example.net.")
+	wild := dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")
+	caa := dnstest.Set(t, "example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`)
+	deleg := dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 300, "ns1.example.org.")
 	steps := []struct {
 		name    string
 		changes []reconcile.RRsetChange
 	}{
-		{"create", []reconcile.RRsetChange{create(www), create(www6), create(spf), create(mx), create(mail), create(srv), create(alias), create(wild), create(caa), create(deleg)}},
+		{"create", []reconcile.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(spf), dnstest.Create(mx), dnstest.Create(mail), dnstest.Create(srv), dnstest.Create(alias), dnstest.Create(wild), dnstest.Create(caa), dnstest.Create(deleg)}},
 		{"update data and ttl", []reconcile.RRsetChange{
-			update(www, set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.1", "192.0.2.3", "192.0.2.4")),
-			update(spf, set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx ~all"`, `"hello world"`)),
-			update(alias, set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
-			update(mx, set(t, "example.net", reconcile.TypeMX, 600, "10 mail.example.net.")),
+			dnstest.Update(www, dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.1", "192.0.2.3", "192.0.2.4")),
+			dnstest.Update(spf, dnstest.Set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx ~all"`, `"hello world"`)),
+			dnstest.Update(alias, dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
+			dnstest.Update(mx, dnstest.Set(t, "example.net", reconcile.TypeMX, 600, "10 mail.example.net.")),
 		}},
 		{"delete", []reconcile.RRsetChange{
-			del(www6), del(caa), del(wild), del(deleg),
-			del(set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
+			dnstest.Delete(www6), dnstest.Delete(caa), dnstest.Delete(wild), dnstest.Delete(deleg),
+			dnstest.Delete(dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
 		}},
 		{"delete then create a CNAME at the same name", []reconcile.RRsetChange{
-			del(mail), create(set(t, "mail.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
+			dnstest.Delete(mail), dnstest.Create(dnstest.Set(t, "mail.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
 		}},
 	}
 	want := model{}
@@ -98,12 +98,12 @@ func TestRFC2136Zones(t *testing.T) {
 		zone string
 		set  *reconcile.RRset
 	}{
-		{rev4, set(t, "11.2.10.10.in-addr.arpa", reconcile.TypePTR, 300, "e1n01.east.example.net.")},
-		{rev6, set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "e1n01.east.example.net.")},
-		{east, set(t, "e1n01.east.example.net", reconcile.TypeA, 300, "10.10.2.11")},
+		{rev4, dnstest.Set(t, "11.2.10.10.in-addr.arpa", reconcile.TypePTR, 300, "e1n01.east.example.net.")},
+		{rev6, dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "e1n01.east.example.net.")},
+		{east, dnstest.Set(t, "e1n01.east.example.net", reconcile.TypeA, 300, "10.10.2.11")},
 	} {
 		t.Run(tc.zone, func(t *testing.T) {
-			apply(t, tg, tc.zone, create(tc.set))
+			apply(t, tg, tc.zone, dnstest.Create(tc.set))
 			if _, got := content(t, tg, tc.zone); !sameRRsets(got, []reconcile.RRset{*tc.set}) {
 				t.Fatalf("zone holds %v", got)
 			}
@@ -114,7 +114,7 @@ func TestRFC2136Zones(t *testing.T) {
 		t.Fatalf("example.net holds %v", got)
 	}
 	// A zone the server does not have.
-	_, err := tg.Apply(context.Background(), "example.org", []reconcile.RRsetChange{create(set(t, "a.example.org", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err := tg.Apply(context.Background(), "example.org", []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.org", reconcile.TypeA, 300, "192.0.2.1"))})
 	dnstest.WantClass(t, err, reconcile.ClassPermanent, "bind")
 	_, err = tg.ReadZone(context.Background(), "example.org")
 	dnstest.WantClass(t, err, reconcile.ClassPermanent, "bind")
@@ -157,7 +157,7 @@ func TestRFC2136Conflicts(t *testing.T) {
 	l := start(t, bindConfig(t))
 	tg := l.rfc2136Target(t)
 	key := l.cfg.TSIG
-	x := set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	x := dnstest.Set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.1")
 	for i, tc := range []struct {
 		name     string
 		seed     bool
@@ -170,28 +170,28 @@ func TestRFC2136Conflicts(t *testing.T) {
 				m.RemoveRRset(rrs(t, n+" 0 IN A 0.0.0.0"))
 				m.Insert(rrs(t, n+" 300 IN A 192.0.2.2"))
 			},
-			change: update(x, set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, dnstest.Set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "update after a record was added", seed: true,
 			oob:    func(m *dns.Msg, n string) { m.Insert(rrs(t, n+" 300 IN A 192.0.2.2")) },
-			change: update(x, set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, dnstest.Set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "delete after the RRset was deleted", seed: true,
 			oob:    func(m *dns.Msg, n string) { m.RemoveRRset(rrs(t, n+" 0 IN A 0.0.0.0")) },
-			change: del(x), conflict: true},
+			change: dnstest.Delete(x), conflict: true},
 		{name: "create after someone created it",
 			oob:    func(m *dns.Msg, n string) { m.Insert(rrs(t, n+" 300 IN A 192.0.2.2")) },
-			change: create(x), conflict: true},
+			change: dnstest.Create(x), conflict: true},
 		{name: "create A beside a CNAME created out of band",
 			oob:    func(m *dns.Msg, n string) { m.Insert(rrs(t, n+" 300 IN CNAME www.example.net.")) },
-			change: create(x), conflict: true},
+			change: dnstest.Create(x), conflict: true},
 		{name: "create CNAME beside data created out of band",
 			oob:    func(m *dns.Msg, n string) { m.Insert(rrs(t, n+` 300 IN TXT "hi"`)) },
-			change: create(set(t, "x.example.net", reconcile.TypeCNAME, 300, "www.example.net.")), conflict: true},
+			change: dnstest.Create(dnstest.Set(t, "x.example.net", reconcile.TypeCNAME, 300, "www.example.net.")), conflict: true},
 		{name: "update after a TTL-only change", seed: true,
 			oob: func(m *dns.Msg, n string) {
 				m.RemoveRRset(rrs(t, n+" 0 IN A 0.0.0.0"))
 				m.Insert(rrs(t, n+" 60 IN A 192.0.2.1"))
 			},
-			change: update(x, set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.3"))},
+			change: dnstest.Update(x, dnstest.Set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.3"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			name := fmt.Sprintf("x%d.example.net", i)
@@ -205,7 +205,7 @@ func TestRFC2136Conflicts(t *testing.T) {
 			}
 			ch := reconcile.RRsetChange{Op: tc.change.Op, Old: rename(tc.change.Old), New: rename(tc.change.New)}
 			if tc.seed {
-				apply(t, tg, fwd, create(rename(x)))
+				apply(t, tg, fwd, dnstest.Create(rename(x)))
 			}
 			planned, _ := content(t, tg, fwd)
 			if rc := nsupdate(t, l, fwd, key, func(m *dns.Msg) { tc.oob(m, name+".") }); rc != dns.RcodeSuccess {
@@ -215,7 +215,7 @@ func TestRFC2136Conflicts(t *testing.T) {
 			if before.Serial == planned.Serial {
 				t.Fatal("the out-of-band change did not move the serial")
 			}
-			innocent := create(set(t, "innocent."+name, reconcile.TypeTXT, 300, `"ok"`))
+			innocent := dnstest.Create(dnstest.Set(t, "innocent."+name, reconcile.TypeTXT, 300, `"ok"`))
 			n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{innocent, ch})
 			after, afterSets := content(t, tg, fwd)
 			if !tc.conflict {
@@ -405,7 +405,7 @@ func TestBadTSIG(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := l.rfc2136Target(t, tc.edit)
 			ctx := context.Background()
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
 			dnstest.WantClass(t, err, reconcile.ClassPermanent, "bind")
 			_, rerr := tg.ReadZone(ctx, fwd)
 			dnstest.WantClass(t, rerr, reconcile.ClassPermanent, "bind")
@@ -464,8 +464,8 @@ func TestRecordLimit(t *testing.T) {
 	cfg.MaxRecordsPerType = 3
 	l := start(t, cfg)
 	tg := l.rfc2136Target(t)
-	ok := create(set(t, "ok.example.net", reconcile.TypeA, 300, "192.0.2.1"))
-	over := create(set(t, "rr.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"))
+	ok := dnstest.Create(dnstest.Set(t, "ok.example.net", reconcile.TypeA, 300, "192.0.2.1"))
+	over := dnstest.Create(dnstest.Set(t, "rr.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"))
 	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{ok, over})
 	if te := dnstest.WantClass(t, err, reconcile.ClassTransient, "bind"); n != 0 || !strings.Contains(te.Error(), "max-records-per-type") {
 		t.Fatalf("applied %d: %v", n, err)
@@ -473,7 +473,7 @@ func TestRecordLimit(t *testing.T) {
 	if _, got := content(t, tg, fwd); len(got) != 0 {
 		t.Fatalf("part of a failed update landed: %v", got)
 	}
-	apply(t, tg, fwd, ok, create(set(t, "rr.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2", "192.0.2.3")))
+	apply(t, tg, fwd, ok, dnstest.Create(dnstest.Set(t, "rr.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2", "192.0.2.3")))
 }
 
 // TestConcurrentUpdates: many writers and readers at once; every UPDATE
@@ -497,13 +497,13 @@ func TestConcurrentUpdates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				s := set(t, fmt.Sprintf("w%d-%d.example.net", w, i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.1", w, i))
-				if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{create(s)}); err != nil {
+				s := dnstest.Set(t, fmt.Sprintf("w%d-%d.example.net", w, i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.1", w, i))
+				if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(s)}); err != nil {
 					errs <- err
 					return
 				}
 				mu.Lock()
-				want.apply(create(s))
+				want.apply(dnstest.Create(s))
 				mu.Unlock()
 			}
 		}()
