@@ -152,6 +152,10 @@ type Reconciler struct {
 	Source Source
 	// Targets builds the DNS providers of a site (cmd wires the concrete ones).
 	Targets func(*schema.Site) (map[string]DNSTarget, error)
+	// Secrets are the operator's grants: a revision that names a secret
+	// they do not grant, or aims one at an address they do not allow, is
+	// invalid (never applied, nothing sent). Nil checks only the form.
+	Secrets schema.SecretGrants
 	State   interface {
 		DNSState
 		StatusStore
@@ -453,7 +457,7 @@ func (r *Reconciler) load(ctx context.Context, rev string) (*schema.Site, error)
 	if r.cache == nil {
 		r.cache = schema.NewCache()
 	}
-	site, _, err := schema.Load(ctx, fsys, schema.LoadOptions{Cache: r.cache})
+	site, _, err := schema.Load(ctx, fsys, schema.LoadOptions{Cache: r.cache, Secrets: r.Secrets})
 	return site, err
 }
 

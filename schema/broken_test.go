@@ -100,8 +100,8 @@ var brokenTable = []brokenSite{
 	{dir: "bmc-attachment", code: "bmc-attachment", file: "nodes/west-w1.yaml", line: 119, column: 15, object: "Node/w1n04", path: "networks[4].network", msg: `network "bmc" is the BMC network`},
 
 	// Secrets.
-	{dir: "plaintext-password", code: "schema", file: "nodes/east-e2.yaml", line: 78, column: 13, object: "Node/e2n03", path: "bmc.password", msg: "must be a secret reference (env:NAME or file:PATH)", secret: "hunter2"},
-	{dir: "plaintext-tsig-secret", code: "schema", file: "dns.yaml", line: 45, column: 15, object: "DNS/dns", path: "targets[0].tsig.secret", msg: "must be a secret reference (env:NAME or file:PATH)", secret: "c2VjcmV0LXRzaWcta2V5LWRvLW5vdC1sZWFr"},
+	{dir: "plaintext-password", code: "schema", file: "nodes/east-e2.yaml", line: 78, column: 13, object: "Node/e2n03", path: "bmc.password", msg: "must name a secret the operator grants (secret:NAME)", secret: "hunter2"},
+	{dir: "plaintext-tsig-secret", code: "schema", file: "dns.yaml", line: 45, column: 15, object: "DNS/dns", path: "targets[0].tsig.secret", msg: "must name a secret the operator grants (secret:NAME)", secret: "c2VjcmV0LXRzaWcta2V5LWRvLW5vdC1sZWFr"},
 
 	// The schema.
 	{dir: "unknown-field", code: "schema", file: "nodes/east-e1.yaml", line: 69, column: 1, object: "Node/e1n03", path: "hostIndx", msg: `unknown field "hostIndx" (a typo?); known fields here: `},
@@ -381,7 +381,7 @@ func TestValidVariants(t *testing.T) {
 			edits: []edit{{"nodes/spare.yaml", "", strings.Join([]string{
 				"apiVersion: anneal.dev/v1alpha1", "kind: Node", "name: e1n99", "region: east", "rack: e1",
 				"hardwareProfile: dell-r650", "hostIndex: 11", "state: decommissioned",
-				"bmc: {mac: \"b0:7b:25:0b:00:01\", username: anneal, password: env:ANNEAL_BMC_PASSWORD}",
+				"bmc: {mac: \"b0:7b:25:0b:00:01\", username: anneal, password: secret:bmc-password}",
 				"interfaces: [{nic: eno1, mac: \"b0:7b:25:0b:01:01\"}]",
 				"networks: [{network: provisioning, interface: eno1}]", ""}, "\n")}},
 		},

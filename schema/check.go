@@ -27,7 +27,7 @@ func (o owner) String() string {
 	return fmt.Sprintf("%s/%s at %s (%s:%d)", o.meta.Kind, o.meta.Name, o.path, o.meta.Source.File, o.meta.Source.Line)
 }
 
-func check(s *Site) Diagnostics {
+func check(s *Site, grants SecretGrants) Diagnostics {
 	c := &checker{site: s, addrs: make(map[addrKey]owner, 6*len(s.Nodes)), macs: make(map[string]owner, 5*len(s.Nodes)), rackRegion: map[string]string{}}
 	c.siteConfig()
 	c.networks()
@@ -44,6 +44,7 @@ func check(s *Site) Diagnostics {
 			}
 		}
 	}
+	c.secrets(grants)
 	c.release()
 	return c.diags
 }

@@ -220,7 +220,7 @@ var fieldHints = map[string]string{
 	"api":             "must be an http or https URL",
 	"maxBuildAge":     "must be a duration like 90d, 12h or 1w2d",
 	"speed":           "must be a link speed like 1G, 25G or 100M",
-	"size":            "must be a size like 960G or 1.92T",
+	"size":            "must be a disk size like 960G or 1.92T, or an artifact's length in bytes (a whole number above 0)",
 	"server":          "must be host:port, like 127.0.0.1:53",
 	"perRack":         "must be a count or a percentage like 25%",
 	"hardwareProfile": "must be a lower-case name (a-z, 0-9, '.', '_', '-')",

@@ -29,6 +29,11 @@ type LoadOptions struct {
 	// and content are unchanged (the daemon after a one-line commit, the
 	// head of a review after its base).
 	Cache *Cache
+	// Secrets, when set, are the operator's grants: a reference to a
+	// secret they do not grant, or one bound for an address they do not
+	// allow, is an error of the site (secret-not-granted). Without them
+	// only the references' form is checked (the review, validate in CI).
+	Secrets SecretGrants
 }
 
 // document is one YAML document of the site, kept while loading so that
@@ -122,7 +127,7 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 	site, more := assemble(docs, rejected, unparsed)
 	diags = append(diags, more...)
 	if site.Config != nil {
-		diags = append(diags, check(site)...)
+		diags = append(diags, check(site, opts.Secrets)...)
 	}
 	diags.sort()
 	if diags.HasErrors() {

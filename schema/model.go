@@ -248,10 +248,12 @@ const (
 	InstallerPreseed     InstallerKind = "preseed"
 )
 
-// Artifact is a downloadable file with its checksum.
+// Artifact is a downloadable file with its checksum and, optionally, its
+// length in bytes (0: not declared).
 type Artifact struct {
 	URL    string `yaml:"url" json:"url"`
 	SHA256 string `yaml:"sha256" json:"sha256"`
+	Size   int64  `yaml:"size" json:"size,omitempty"`
 }
 
 // PatchSet pins a kernel and packages on top of an image.

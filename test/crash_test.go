@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -60,7 +59,7 @@ func TestKillDuringApply(t *testing.T) {
 
 	// Start the apply and kill it once some zones have been written to.
 	cmd := exec.Command(annealBin, "apply", "--site", dir, "--state", state)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	cmd.Env = append(baseEnv(t.TempDir()), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

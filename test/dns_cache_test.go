@@ -28,8 +28,8 @@ func TestZoneCacheFollowsApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := map[schema.SecretRef]string{"env:ANNEAL_TSIG_SECRET": l.bind.Secret, "env:ANNEAL_PDNS_API_KEY": l.pdns.APIKey}
-	resolve := func(r schema.SecretRef) (string, error) { return secrets[r], nil }
+	secrets := map[schema.SecretRef]string{"secret:tsig-key": l.bind.Secret, "secret:pdns-api-key": l.pdns.APIKey}
+	resolve := func(r schema.SecretRef, _ schema.SecretDest) (string, error) { return secrets[r], nil }
 	targets := map[string]reconcile.DNSTarget{}
 	for _, tg := range site.DNS.Targets {
 		var dt reconcile.DNSTarget

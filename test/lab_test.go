@@ -84,7 +84,7 @@ func send(t *testing.T, method, url, token, body string) {
 func startLab(t *testing.T, site, dir, bootURL string) string {
 	t.Helper()
 	cmd := exec.Command(annealBin, "lab", "--site", site, "--dir", dir, "--boot-url", bootURL, "--boot-delay", "300ms", "--agent-interval", "1s")
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, labEnv...)
+	cmd.Env = append(baseEnv(t.TempDir()), labEnv...)
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,29 @@ import (
 // annealBin is the binary under test, built once by TestMain.
 var annealBin string
 
+// testGrants is the operator's secret grants every run of the binary gets
+// (ANNEAL_SECRETS): the example site's secrets, from the environment
+// variables the tests set, for the test sites' BMC networks and DNS servers
+// on loopback.
+var testGrants string
+
+const testGrantsYAML = `secrets:
+  bmc-password:
+    from: env:ANNEAL_BMC_PASSWORD
+    bmc: [10.0.0.0/8, "fd00::/8", 127.0.0.0/8]
+  tsig-key:
+    from: env:ANNEAL_TSIG_SECRET
+    dns: [127.0.0.1]
+  pdns-api-key:
+    from: env:ANNEAL_PDNS_API_KEY
+    dns: [127.0.0.1]
+`
+
+// baseEnv is the minimal environment of a run of the binary.
+func baseEnv(home string) []string {
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "ANNEAL_SECRETS=" + testGrants}
+}
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "anneal-e2e-")
 	if err != nil {
@@ -27,6 +50,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	annealBin = filepath.Join(dir, "anneal")
+	testGrants = filepath.Join(dir, "grants.yaml")
+	if err := os.WriteFile(testGrants, []byte(testGrantsYAML), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	build := exec.Command("go", "build", "-race", "-o", annealBin, "../cmd/anneal")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
@@ -54,7 +82,7 @@ func anneal(t *testing.T, env []string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, annealBin, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	cmd.Env = append(baseEnv(t.TempDir()), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

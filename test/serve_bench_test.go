@@ -67,7 +67,7 @@ func BenchmarkServeScale(b *testing.B) {
 			args = append(args, "--pprof-listen", pprofAddr)
 		}
 		cmd := exec.Command(bin, args...)
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "ANNEAL_TSIG_SECRET=" + bs.Secret, "ANNEAL_PDNS_API_KEY=" + ps.APIKey}
+		cmd.Env = append(baseEnv(b.TempDir()), "ANNEAL_TSIG_SECRET="+bs.Secret, "ANNEAL_PDNS_API_KEY="+ps.APIKey)
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

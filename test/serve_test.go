@@ -68,7 +68,7 @@ func startServe(t *testing.T, env []string, args ...string) (api string, cmd *ex
 	t.Helper()
 	addr := freeAddr(t)
 	cmd = exec.Command(annealBin, append([]string{"serve", "--listen", addr}, args...)...)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
+	cmd.Env = append(baseEnv(t.TempDir()), env...)
 	logs := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

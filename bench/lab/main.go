@@ -196,6 +196,10 @@ func (b *bench) run(ctx context.Context) error {
 	fmt.Fprintf(b.out, "ideal schedule: %d round(s): first wave %v, then %v\n", sched.Rounds(), sched.First, sched.Rest)
 
 	labDir := filepath.Join(b.work, "lab")
+	// The operator's grants, outside the site's folder.
+	if err := os.WriteFile(filepath.Join(b.work, "secrets.yaml"), []byte(gen.Grants), 0o600); err != nil {
+		return err
+	}
 	t := time.Now()
 	labProc, err := b.start("lab", bin, "lab", "--site", siteDir, "--dir", labDir, "--boot-url", "http://"+boot,
 		"--boot-delay", o.bootDelay.String(), "--agent-interval", "0")
@@ -375,7 +379,7 @@ func (b *bench) start(name, bin string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.work}, labEnv...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.work, "ANNEAL_SECRETS=" + filepath.Join(b.work, "secrets.yaml")}, labEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := b.startCmd(cmd)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/providers/lab/labdns"
-	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/spf13/cobra"
 )
 
@@ -54,6 +53,7 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 			return fmt.Errorf("%s: --dir is required", c.CommandPath())
 		}
 		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		site.resolving = true
 		s, err := site.loadValid(ctx)
 		if err != nil {
 			return err
@@ -70,7 +70,7 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 		if faults.BootDelay == 0 {
 			faults.BootDelay = lab.Duration(*bootDelay)
 		}
-		resolve := secret.Resolver{}.Resolve
+		resolve := site.resolver()
 		// The DNS servers first: anneal's first reconcile writes to them.
 		dnsServers := map[string]*labdns.Server{}
 		if s.DNS != nil {

@@ -197,7 +197,7 @@ func resolveToken(ref string) (string, error) {
 	if ref == "" {
 		return "", nil
 	}
-	return secret.Resolver{}.Resolve(schema.SecretRef(ref))
+	return secret.Resolver{}.Resolve(ref)
 }
 
 // apiCall calls a running anneal serve and decodes its JSON answer into

@@ -38,6 +38,10 @@ type session struct {
 }
 
 func (f *planFlags) open(ctx context.Context) (*session, error) {
+	f.site.resolving = true
+	if err := f.site.forbid("state file", f.state.path, ""); err != nil {
+		return nil, failure(err)
+	}
 	site, err := f.site.loadValid(ctx)
 	if err != nil {
 		return nil, err
@@ -46,7 +50,7 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, failure(err)
 	}
-	targets, err := dnsTargets(site)
+	targets, err := dnsTargets(site, f.site.resolver())
 	if err != nil {
 		return nil, failure(err)
 	}

@@ -65,11 +65,19 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 		var token string
 		if *tokenRef != "" {
-			t, err := secret.Resolver{}.Resolve(schema.SecretRef(*tokenRef))
+			t, err := secret.Resolver{}.Resolve(*tokenRef)
 			if err != nil {
 				return failure(err)
 			}
 			token = t
+		}
+		// The daemon's own credentials can never be granted to a site.
+		site.resolving = true
+		if err := site.forbid("API token (--token)", *tokenRef, token); err != nil {
+			return failure(err)
+		}
+		if err := site.forbid("TLS key (--tls-key)", *tlsKey, ""); err != nil {
+			return failure(err)
 		}
 		src, name, err := serveSource(ctx, site)
 		if err != nil {
@@ -91,10 +99,23 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		}
 		defer st.Close()
 		statePath, _ := state.file(named)
+		for _, own := range []struct{ what, ref string }{
+			{"state file", statePath}, {"netboot key", statePath + ".netboot-key"}, {"netboot key (--netboot-key)", netboot.keyRef},
+		} {
+			if err := site.forbid(own.what, own.ref, ""); err != nil {
+				return failure(err)
+			}
+		}
+		grants, err := site.secretGrants()
+		if err != nil {
+			return failure(err)
+		}
 		m := newMetrics()
-		r := &reconcile.Reconciler{Source: src, Targets: dnsTargets, State: st, Mode: reconcile.Mode(mode.value),
+		resolve := grants.Resolve
+		targets := func(s *schema.Site) (map[string]reconcile.DNSTarget, error) { return dnsTargets(s, resolve) }
+		r := &reconcile.Reconciler{Source: src, Targets: targets, Secrets: grants, State: st, Mode: reconcile.Mode(mode.value),
 			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.observe}
-		stopNetboot, err := netboot.start(ctx, r, st, statePath, log)
+		stopNetboot, err := netboot.start(ctx, r, st, statePath, resolve, log)
 		if err != nil {
 			return failure(err)
 		}

@@ -31,6 +31,13 @@ type siteFlags struct {
 	sshKey, sshKeyPass, knownHosts string
 	token, tokenUser               string
 
+	// The operator's secret grants (--secrets FILE). A command that sends
+	// the site's secrets sets resolving: without grants, a site naming any
+	// secret is then invalid for it.
+	secretsFile string
+	grants      *secret.Grants
+	resolving   bool
+
 	label  string        // where the last load read from, for messages
 	parsed *schema.Cache // when set, shared by loads (review: base then head)
 }
@@ -47,6 +54,7 @@ func addSiteFlags(c *cobra.Command) *siteFlags {
 	c.Flags().StringVar(&f.sshKeyPass, "git-ssh-key-passphrase", "", "secret reference (env:NAME or file:PATH) of --git-ssh-key's passphrase")
 	c.Flags().StringVar(&f.knownHosts, "git-known-hosts", "", "with an ssh --repo: the known_hosts file the server's host key must be in (default: SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts)")
 	c.Flags().StringVar(&f.token, "git-token", "", "with an https --repo: secret reference (env:NAME or file:PATH) of a token sent as the HTTP basic-auth password")
+	c.Flags().StringVar(&f.secretsFile, "secrets", "", "the operator's secret grants (YAML): the secrets the site may name (secret:NAME), where each value is read from and where it may be sent; default $ANNEAL_SECRETS; see docs/security.md")
 	c.Flags().StringVar(&f.tokenUser, "git-user", "anneal", "with --git-token: the basic-auth user name (GitHub and GitLab accept any with a personal token; GitLab wants oauth2 with an OAuth token)")
 	return f
 }
@@ -58,7 +66,7 @@ func (f *siteFlags) auth(url string) (transport.AuthMethod, error) {
 		return nil, errors.New("--git-ssh-key and --git-token are for different transports: give one")
 	}
 	if f.token != "" {
-		tok, err := secret.Resolver{}.Resolve(schema.SecretRef(f.token))
+		tok, err := secret.Resolver{}.Resolve(f.token)
 		if err != nil {
 			return nil, fmt.Errorf("--git-token: %w", err)
 		}
@@ -72,7 +80,7 @@ func (f *siteFlags) auth(url string) (transport.AuthMethod, error) {
 	}
 	pass := ""
 	if f.sshKeyPass != "" {
-		p, err := secret.Resolver{}.Resolve(schema.SecretRef(f.sshKeyPass))
+		p, err := secret.Resolver{}.Resolve(f.sshKeyPass)
 		if err != nil {
 			return nil, fmt.Errorf("--git-ssh-key-passphrase: %w", err)
 		}
@@ -101,9 +109,13 @@ func (f *siteFlags) auth(url string) (transport.AuthMethod, error) {
 // load reads and checks the site. Diagnostics come back for an invalid site
 // (err is then a *schema.InvalidError); err alone means it could not be read.
 func (f *siteFlags) load(ctx context.Context) (*schema.Site, schema.Diagnostics, error) {
+	opts, err := f.loadOptions()
+	if err != nil {
+		return nil, nil, err
+	}
 	if f.repo == "" {
 		f.label = f.dir
-		return schema.LoadDir(ctx, f.dir, schema.LoadOptions{Cache: f.parsed})
+		return schema.LoadDir(ctx, f.dir, opts)
 	}
 	return f.loadRev(ctx, f.repo, f.rev, f.path)
 }
@@ -127,7 +139,75 @@ func (f *siteFlags) loadRev(ctx context.Context, repoURL, rev, path string) (*sc
 	if path != "" {
 		f.label += ":" + path
 	}
-	return schema.Load(ctx, fsys, schema.LoadOptions{Cache: f.parsed})
+	opts, err := f.loadOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	return schema.Load(ctx, fsys, opts)
+}
+
+// loadOptions are the options of every load: the shared cache, and the
+// operator's grants when given (or none at all for a command that sends
+// secrets: every secret the site names is then refused).
+func (f *siteFlags) loadOptions() (schema.LoadOptions, error) {
+	opts := schema.LoadOptions{Cache: f.parsed}
+	g, err := f.secretGrants()
+	if err != nil {
+		return opts, err
+	}
+	if g != nil || f.resolving {
+		opts.Secrets = g
+	}
+	return opts, nil
+}
+
+// secretGrants reads --secrets once, refusing a grant of the credentials
+// the site flags themselves name (the git token, key and passphrase) or of
+// the grants file.
+func (f *siteFlags) secretGrants() (*secret.Grants, error) {
+	if f.secretsFile == "" {
+		f.secretsFile = os.Getenv("ANNEAL_SECRETS")
+	}
+	if f.grants != nil || f.secretsFile == "" {
+		return f.grants, nil
+	}
+	g, err := secret.LoadGrants(f.secretsFile)
+	if err != nil {
+		return nil, err
+	}
+	own := []struct{ what, ref string }{
+		{"--secrets file", f.secretsFile}, {"--git-token", f.token}, {"--git-ssh-key", f.sshKey},
+		{"--git-ssh-key-passphrase", f.sshKeyPass},
+	}
+	for _, o := range own {
+		if o.ref == "" {
+			continue
+		}
+		if err := g.Forbid(o.what, o.ref, ""); err != nil {
+			return nil, fmt.Errorf("--secrets: %w", err)
+		}
+	}
+	f.grants = g
+	return g, nil
+}
+
+// forbid declares one of the daemon's own credentials to the grants (see
+// secret.Grants.Forbid); nothing to do without --secrets.
+func (f *siteFlags) forbid(what, ref, value string) error {
+	g, err := f.secretGrants()
+	if err != nil || g == nil {
+		return err
+	}
+	if err := g.Forbid(what, ref, value); err != nil {
+		return fmt.Errorf("--secrets: %w", err)
+	}
+	return nil
+}
+
+// resolver sends the site's secrets: the grants, asked per destination.
+// Without --secrets it refuses every secret.
+func (f *siteFlags) resolver() func(schema.SecretRef, schema.SecretDest) (string, error) {
+	return f.grants.Resolve
 }
 
 func (f *siteFlags) openRepo(ctx context.Context, url string) (*source.Repo, error) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
-	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
@@ -16,13 +15,13 @@ import (
 )
 
 // dnsTargets builds a provider for every DNS target of the site. Secrets
-// are resolved here, once; a missing one fails before anything is read.
-func dnsTargets(site *schema.Site) (map[string]reconcile.DNSTarget, error) {
+// are resolved here through the operator's grants (resolve), once; a
+// missing or refused one fails before anything is read or sent.
+func dnsTargets(site *schema.Site, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (map[string]reconcile.DNSTarget, error) {
 	out := map[string]reconcile.DNSTarget{}
 	if site.DNS == nil {
 		return out, nil
 	}
-	res := secret.Resolver{}
 	for _, t := range site.DNS.Targets {
 		var (
 			target reconcile.DNSTarget
@@ -30,9 +29,9 @@ func dnsTargets(site *schema.Site) (map[string]reconcile.DNSTarget, error) {
 		)
 		switch t.Kind {
 		case schema.TargetRFC2136:
-			target, err = rfc2136.FromSite(t, res.Resolve)
+			target, err = rfc2136.FromSite(t, resolve)
 		case schema.TargetPowerDNS:
-			target, err = powerdns.FromSite(t, res.Resolve)
+			target, err = powerdns.FromSite(t, resolve)
 		default:
 			err = fmt.Errorf("unknown kind %q", t.Kind)
 		}

@@ -44,10 +44,11 @@ func main() {
 	bin := flag.String("anneal", "bin/anneal", "the anneal binary")
 	site := flag.String("site", "examples/site-repo", "the site to converge")
 	keep := flag.Bool("keep", false, "keep the work directory")
+	secrets := flag.String("secrets", "examples/lab-secrets.yaml", "the operator's secret grants for the site (anneal --secrets)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *bin, *site, *keep); err != nil {
+	if err := run(ctx, *bin, *site, *secrets, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
@@ -61,10 +62,13 @@ type demo struct {
 	r                    *git.Repository
 }
 
-func run(ctx context.Context, bin, site string, keep bool) error {
+func run(ctx context.Context, bin, site, secrets string, keep bool) error {
 	start := time.Now()
 	abs, err := filepath.Abs(bin)
 	if err != nil {
+		return err
+	}
+	if secrets, err = filepath.Abs(secrets); err != nil {
 		return err
 	}
 	work, err := os.MkdirTemp("", "anneal-demo-")
@@ -100,7 +104,7 @@ func run(ctx context.Context, bin, site string, keep bool) error {
 	d.api = "http://" + api
 	step("anneal lab: a virtual Redfish BMC and node per server, the site's DNS servers (BIND and PowerDNS stand-ins)")
 	labDir := filepath.Join(work, "lab")
-	if err := d.start("lab", "lab", "--site", d.repo, "--dir", labDir, "--boot-url", "http://"+boot, "--boot-delay", "1s"); err != nil {
+	if err := d.start("lab", "lab", "--site", d.repo, "--dir", labDir, "--secrets", secrets, "--boot-url", "http://"+boot, "--boot-delay", "1s"); err != nil {
 		return err
 	}
 	if _, err := lab.WaitEndpoints(ctx, labDir, 20*time.Second); err != nil {
@@ -108,7 +112,7 @@ func run(ctx context.Context, bin, site string, keep bool) error {
 	}
 	step("anneal serve: follows the repository, converges DNS, netboot and rebuilds through the lab's BMCs")
 	if err := d.start("serve", "serve", "--repo", d.repo, "--branch", "main", "--interval", "1s", "--state", filepath.Join(work, "state.db"),
-		"--listen", api, "--netboot-listen", boot, "--lab", labDir, "--install-timeout", "30s"); err != nil {
+		"--secrets", secrets, "--listen", api, "--netboot-listen", boot, "--lab", labDir, "--install-timeout", "30s"); err != nil {
 		return err
 	}
 	step("waiting for commit A to converge: every active node netboots, installs, reports and is verified")

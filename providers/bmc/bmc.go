@@ -187,9 +187,10 @@ func New(cfg Config) (*BMC, error) {
 }
 
 // FromNode builds a node's BMC from the site: address, port and username
-// from the node's bmc, the password through resolve, the protocol from its
+// from the node's bmc, the password through resolve (the operator's grants,
+// asked for the BMC's address), the protocol from its
 // hardware profile.
-func FromNode(site *schema.Site, n *schema.Node, resolve func(schema.SecretRef) (string, error)) (*BMC, error) {
+func FromNode(site *schema.Site, n *schema.Node, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*BMC, error) {
 	p := site.HardwareProfile(n.HardwareProfile)
 	if p == nil {
 		return nil, fmt.Errorf("bmc %s: hardware profile %q not in the site", n.Name, n.HardwareProfile)
@@ -197,7 +198,7 @@ func FromNode(site *schema.Site, n *schema.Node, resolve func(schema.SecretRef) 
 	if n.BMC.Password == "" {
 		return nil, fmt.Errorf("bmc %s: node has no bmc password reference", n.Name)
 	}
-	pw, err := resolve(n.BMC.Password)
+	pw, err := resolve(n.BMC.Password, n.BMCSecretDest())
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: password: %w", n.Name, err)
 	}

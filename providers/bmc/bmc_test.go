@@ -294,13 +294,17 @@ func TestFromNode(t *testing.T) {
 	if n == nil {
 		t.Fatal("w1n01 not in the example site")
 	}
-	r := secret.Resolver{Env: func(name string) (string, bool) {
-		if name == "ANNEAL_BMC_PASSWORD" {
-			return simPassword, true
+	// The operator's grants: the example site's bmc-password, for the
+	// simulator's loopback address and the example's BMC network.
+	grants := func(pw string) func(schema.SecretRef, schema.SecretDest) (string, error) {
+		g, err := secret.ParseGrants("grants.yaml", []byte("secrets:\n  bmc-password:\n    from: env:ANNEAL_BMC_PASSWORD\n    bmc: [127.0.0.0/8, 10.10.0.0/24]\n"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		return "", false
-	}}
-	bmc, err := FromNode(site, n, r.Resolve)
+		g.Env = func(name string) (string, bool) { return pw, name == "ANNEAL_BMC_PASSWORD" && pw != "" }
+		return g.Resolve
+	}
+	bmc, err := FromNode(site, n, grants(simPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,13 +323,13 @@ func TestFromNode(t *testing.T) {
 
 	// The password is resolved: an unset variable fails, naming the
 	// reference.
-	_, err = FromNode(site, n, secret.Resolver{Env: func(string) (string, bool) { return "", false }}.Resolve)
+	_, err = FromNode(site, n, grants(""))
 	if err == nil || !strings.Contains(err.Error(), "w1n01") || !strings.Contains(err.Error(), "ANNEAL_BMC_PASSWORD") {
 		t.Fatalf("FromNode without the secret: %v", err)
 	}
 	// The profile decides the protocol: e1n01 is a Dell, Redfish.
 	if e := site.Node("e1n01"); e != nil {
-		rb, err := FromNode(site, e, r.Resolve)
+		rb, err := FromNode(site, e, grants(simPassword))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,13 +19,14 @@ const (
 	wrongPassword = "wrong-Pa55w0rd-77c1"
 )
 
-func resolver() func(schema.SecretRef) (string, error) {
-	return secret.Resolver{Env: func(name string) (string, bool) {
-		if name == "ANNEAL_BMC_PASSWORD" {
-			return labPassword, true
-		}
-		return "", false
-	}}.Resolve
+// resolver is the operator's grant of the example site's BMC password.
+func resolver() func(schema.SecretRef, schema.SecretDest) (string, error) {
+	g, err := secret.ParseGrants("grants.yaml", []byte("secrets:\n  bmc-password:\n    from: env:ANNEAL_BMC_PASSWORD\n    bmc: [10.0.0.0/8, \"fd00::/8\"]\n"))
+	if err != nil {
+		panic(err)
+	}
+	g.Env = func(name string) (string, bool) { return labPassword, name == "ANNEAL_BMC_PASSWORD" }
+	return g.Resolve
 }
 
 func exampleSite(t testing.TB) *schema.Site {

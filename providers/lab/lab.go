@@ -55,8 +55,9 @@ type Config struct {
 	// virtual BMC and node.
 	Site *schema.Site
 	// Resolve turns a node's bmc password reference into the password its
-	// virtual BMC accepts.
-	Resolve func(schema.SecretRef) (string, error)
+	// virtual BMC accepts (secret.Grants.Resolve: the lab plays the BMC at
+	// the node's declared address, so it asks for that destination).
+	Resolve func(schema.SecretRef, schema.SecretDest) (string, error)
 	// Listen is the TCP address of the HTTPS listener (default
 	// 127.0.0.1:0, a free port: see Fleet.Addr).
 	Listen string
@@ -212,7 +213,7 @@ func (f *Fleet) buildNodes() error {
 		if sn.BMC.Password == "" {
 			return fmt.Errorf("lab: node %s: no bmc password reference", sn.Name)
 		}
-		pw, err := f.cfg.Resolve(sn.BMC.Password)
+		pw, err := f.cfg.Resolve(sn.BMC.Password, sn.BMCSecretDest())
 		if err != nil {
 			return fmt.Errorf("lab: node %s: bmc password: %w", sn.Name, err)
 		}

@@ -1,51 +1,93 @@
-// Package secret resolves the secret references a site repo carries
-// (env:NAME, file:PATH) to their values. Errors name the reference, never
-// the value.
+// Package secret holds the operator's secrets: the grants file that says
+// which secrets a site may name, where each value is read from and where it
+// may be sent (anneal --secrets), and bounded reads of the operator's own
+// references (env:NAME, file:PATH) given in flags. Errors name the secret or
+// the reference, never a value.
 package secret
 
 import (
+	"crypto/subtle"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
-
-	"github.com/anneal-dev/anneal/schema"
 )
 
-// Resolver reads secrets. The zero value reads the process environment and
-// the file system; Env replaces the environment (tests, the lab).
+// MaxSize bounds a secret's value: a reference to /dev/zero or a log file
+// is an error, not an out-of-memory kill.
+const MaxSize = 64 << 10
+
+// Resolver reads the operator's secret references: env:NAME or file:PATH,
+// as given in flags (--token, --netboot-key, --git-token). The zero value
+// reads the process environment and the file system; Env replaces the
+// environment (tests).
 type Resolver struct {
 	Env func(string) (string, bool)
 }
 
 // Resolve returns the secret a reference points at, trimmed of one
 // trailing newline (files written by echo).
-func (r Resolver) Resolve(ref schema.SecretRef) (string, error) {
-	s := string(ref)
+func (r Resolver) Resolve(ref string) (string, error) {
 	switch {
-	case strings.HasPrefix(s, "env:"):
-		name := strings.TrimPrefix(s, "env:")
+	case strings.HasPrefix(ref, "env:"):
+		name := strings.TrimPrefix(ref, "env:")
 		lookup := r.Env
 		if lookup == nil {
 			lookup = os.LookupEnv
 		}
 		v, ok := lookup(name)
 		if !ok || v == "" {
-			return "", fmt.Errorf("secret %s: environment variable %s is not set", s, name)
+			return "", fmt.Errorf("secret %s: environment variable %s is not set", ref, name)
+		}
+		if len(v) > MaxSize {
+			return "", fmt.Errorf("secret %s: longer than %d bytes", ref, MaxSize)
 		}
 		return v, nil
-	case strings.HasPrefix(s, "file:"):
-		path := strings.TrimPrefix(s, "file:")
-		b, err := os.ReadFile(path)
+	case strings.HasPrefix(ref, "file:"):
+		v, err := readFile(strings.TrimPrefix(ref, "file:"))
 		if err != nil {
-			return "", fmt.Errorf("secret %s: %w", s, err)
-		}
-		v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-		if v == "" {
-			return "", fmt.Errorf("secret %s: file is empty", s)
+			return "", fmt.Errorf("secret %s: %w", ref, err)
 		}
 		return v, nil
 	}
-	return "", fmt.Errorf("secret reference %q: want env:NAME or file:PATH", redact(s))
+	return "", fmt.Errorf("secret reference %q: want env:NAME or file:PATH", redact(ref))
+}
+
+// readFile reads a regular file of at most MaxSize bytes.
+func readFile(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", err
+		}
+		path = abs
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > MaxSize {
+		return "", fmt.Errorf("%s is longer than %d bytes: not a secret", path, MaxSize)
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if v == "" {
+		return "", errors.New("file is empty")
+	}
+	return v, nil
 }
 
 // redact keeps a malformed reference's scheme-like prefix only: a
@@ -55,4 +97,9 @@ func redact(s string) string {
 		return s[:i+1] + "…"
 	}
 	return "…"
+}
+
+// equal compares two secrets in constant time (for their length).
+func equal(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,20 @@ const (
 	// boot storm does not hammer a broken mirror.
 	artifactRetryAfter = 30 * time.Second
 )
+
+// DefaultArtifactMaxSize is the default bound of one artifact download,
+// Server.ArtifactMaxSize: installer kernels, initrds and live root file
+// systems are well under it, and a mirror streaming garbage is cut off
+// there instead of filling the disk.
+const DefaultArtifactMaxSize int64 = 4 << 30
+
+// artifactMaxSize is the bound of one artifact download.
+func (s *Server) artifactMaxSize() int64 {
+	if s.ArtifactMaxSize > 0 {
+		return s.ArtifactMaxSize
+	}
+	return DefaultArtifactMaxSize
+}
 
 // artifactStore keeps verified copies of the images' artifacts in a
 // directory, one file per SHA-256: each is downloaded once from the URL the
@@ -67,8 +82,9 @@ func declared(site *schema.Site, sum string) (schema.Artifact, bool) {
 	return schema.Artifact{}, false
 }
 
-// path returns the verified copy of a, downloading it first if needed.
-func (s *artifactStore) path(ctx context.Context, a schema.Artifact) (string, error) {
+// path returns the verified copy of a, downloading it first if needed (at
+// most maxSize bytes).
+func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize int64) (string, error) {
 	file := filepath.Join(s.dir, a.SHA256)
 	if _, err := os.Stat(file); err == nil {
 		return file, nil
@@ -89,7 +105,7 @@ func (s *artifactStore) path(ctx context.Context, a schema.Artifact) (string, er
 			// Not the first requester's ctx: the others wait on it too.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), artifactFetchTimeout)
 			defer cancel()
-			call.err = s.fetch(fctx, a, file)
+			call.err = s.fetch(fctx, a, file, maxSize)
 			s.mu.Lock()
 			delete(s.inflight, a.SHA256)
 			if call.err != nil {
@@ -112,21 +128,39 @@ func (s *artifactStore) path(ctx context.Context, a schema.Artifact) (string, er
 
 // fetch downloads a into file through a temporary file in the same
 // directory, renamed into place only when its SHA-256 is the declared one.
-func (s *artifactStore) fetch(ctx context.Context, a schema.Artifact, file string) error {
+// The download stops at the image's declared size, or at maxSize when it
+// declares none (an image declaring more than maxSize is not fetched); a
+// shorter one than declared is refused too. Its errors name the URL only
+// redacted: they are logged.
+func (s *artifactStore) fetch(ctx context.Context, a schema.Artifact, file string, maxSize int64) error {
+	where := redactURL(a.URL)
+	limit := maxSize
+	if a.Size > 0 {
+		if a.Size > maxSize {
+			return fmt.Errorf("fetch %s: the image declares %d bytes, over the limit of %d (--artifact-max-size): not fetched", where, a.Size, maxSize)
+		}
+		limit = a.Size
+	}
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return fmt.Errorf("artifact cache: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL, nil)
 	if err != nil {
-		return fmt.Errorf("fetch %s: %w", a.URL, err)
+		return fmt.Errorf("fetch %s: %w", where, withoutURL(err))
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("fetch %s: %w", a.URL, err)
+		return fmt.Errorf("fetch %s: %w", where, withoutURL(err))
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() // unread: the connection is dropped, not drained
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetch %s: %s", a.URL, resp.Status)
+		return fmt.Errorf("fetch %s: %s", where, resp.Status)
+	}
+	switch {
+	case a.Size > 0 && resp.ContentLength >= 0 && resp.ContentLength != a.Size:
+		return fmt.Errorf("fetch %s: the mirror announces %d bytes, the image declares %d: not read", where, resp.ContentLength, a.Size)
+	case resp.ContentLength > limit:
+		return fmt.Errorf("fetch %s: the mirror announces %d bytes, over the limit of %d (--artifact-max-size): not read", where, resp.ContentLength, limit)
 	}
 	tmp, err := os.CreateTemp(s.dir, ".fetch-*")
 	if err != nil {
@@ -134,20 +168,104 @@ func (s *artifactStore) fetch(ctx context.Context, a schema.Artifact, file strin
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+	// One byte past the limit tells a longer body from one just as long.
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, limit+1))
+	switch {
+	case err != nil:
+		err = fmt.Errorf("fetch %s: after %d bytes: %w", where, n, err)
+	case n > limit && a.Size > 0:
+		err = fmt.Errorf("fetch %s: longer than the %d bytes the image declares: stopped", where, a.Size)
+	case n > limit:
+		err = fmt.Errorf("fetch %s: longer than the limit of %d bytes (--artifact-max-size): stopped", where, limit)
+	case a.Size > 0 && n != a.Size:
+		err = fmt.Errorf("fetch %s: %d bytes, the image declares %d: not served", where, n, a.Size)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("artifact cache: %w", cerr)
 	}
 	if err != nil {
-		return fmt.Errorf("fetch %s: %w", a.URL, err)
+		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
-		return fmt.Errorf("fetch %s: its SHA-256 is %s (%d bytes), the site declares %s: not served", a.URL, got, n, a.SHA256)
+		return fmt.Errorf("fetch %s: its SHA-256 is %s (%d bytes), the site declares %s: not served", where, got, n, a.SHA256)
 	}
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return fmt.Errorf("artifact cache: %w", err)
 	}
 	return nil
+}
+
+// withoutURL drops the URL net/http puts in its errors (*url.Error): it
+// may carry credentials, in its query or a redirect's. The caller names
+// the URL, redacted.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err
+	}
+	return err
+}
+
+// redactURL returns a URL fit for logs: its user information, the values
+// of query parameters whose names suggest a credential (token, signature
+// and sig, X-Amz-Signature, X-Amz-Credential, key, secret, password,
+// auth, session, ...) and its fragment are replaced by "REDACTED".
+// url.URL.Redacted hides a password only.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(an unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = redactQuery(u.RawQuery)
+		u.ForceQuery = false
+	}
+	if u.Fragment != "" || u.RawFragment != "" {
+		u.Fragment, u.RawFragment = "REDACTED", ""
+	}
+	return u.String()
+}
+
+// redactQuery redacts the values of a raw query's credential parameters,
+// keeping their order (';' separates too, as some servers read it).
+func redactQuery(q string) string {
+	var b strings.Builder
+	for q != "" {
+		i := strings.IndexAny(q, "&;")
+		part, sep := q, ""
+		if i >= 0 {
+			part, sep, q = q[:i], q[i:i+1], q[i+1:]
+		} else {
+			q = ""
+		}
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil && sensitiveParam(n) {
+			part = name + "=REDACTED"
+		} else if err != nil {
+			part = "REDACTED"
+		}
+		b.WriteString(part)
+		b.WriteString(sep)
+	}
+	return b.String()
+}
+
+// sensitiveParam reports whether a query parameter's name suggests it
+// carries a credential. It errs on the side of redacting.
+func sensitiveParam(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"token", "sig", "secret", "pass", "pwd", "key", "credential", "auth", "session", "cookie"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // handleArtifact serves GET /artifacts/{sha256}/{name}: a verified copy of
@@ -170,11 +288,13 @@ func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	file, err := s.artifacts.path(r.Context(), a)
+	file, err := s.artifacts.path(r.Context(), a, s.artifactMaxSize())
 	if err != nil {
 		if r.Context().Err() == nil {
-			s.log().Error("boot: artifact not available", "sha256", sum, "url", a.URL, "err", err)
-			http.Error(w, "artifact not available: "+err.Error(), http.StatusBadGateway)
+			// The details (the mirror's answer, its URL) are the
+			// operator's: the client gets the hash only.
+			s.log().Error("boot: artifact not available", "sha256", sum, "url", redactURL(a.URL), "err", err)
+			http.Error(w, "artifact unavailable: sha256 "+sum, http.StatusBadGateway)
 		}
 		return
 	}

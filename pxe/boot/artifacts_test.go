@@ -1,8 +1,11 @@
 package boot
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -125,10 +128,12 @@ func TestArtifacts(t *testing.T) {
 		t.Fatalf("cached kernel: %d, %d bytes, mirror asked %d times", code, len(body), u.hits.Load())
 	}
 
-	// The initrd on the mirror is not the one the site declares.
+	// The initrd on the mirror is not the one the site declares: the
+	// client gets the hash, the log the details.
 	code, body := f.get(initrdPath)
-	if code != http.StatusBadGateway || !strings.Contains(body, "the site declares "+img.Initrd.SHA256) {
-		t.Fatalf("swapped initrd: %d %s", code, body)
+	if code != http.StatusBadGateway || body != "artifact unavailable: sha256 "+img.Initrd.SHA256+"\n" ||
+		!strings.Contains(f.logs.String(), "the site declares "+img.Initrd.SHA256) {
+		t.Fatalf("swapped initrd: %d %s\nlogs:\n%s", code, body, f.logs.String())
 	}
 	if _, err := os.Stat(filepath.Join(f.srv.ArtifactDir, img.Initrd.SHA256)); !os.IsNotExist(err) {
 		t.Fatalf("the swapped initrd was kept: %v", err)
@@ -221,6 +226,216 @@ func TestPruneArtifacts(t *testing.T) {
 	}
 }
 
+// badMirror is an image mirror that misbehaves on purpose. It counts the
+// bytes it managed to send; a handler that waits for the client to hang up
+// is also released when the test ends.
+type badMirror struct {
+	*httptest.Server
+	sent atomic.Int64
+}
+
+// badMirrorFile is what badMirror serves as its one good file.
+var badMirrorFile = bytes.Repeat([]byte("initrd bytes\n"), 5000)
+
+func newBadMirror(t *testing.T) *badMirror {
+	m := &badMirror{}
+	release := make(chan struct{})
+	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		write := func(p []byte) bool {
+			n, err := w.Write(p)
+			m.sent.Add(int64(n))
+			return err == nil
+		}
+		switch r.URL.Path {
+		case "/file": // as it should be
+			w.Header().Set("Content-Length", fmt.Sprint(len(badMirrorFile)))
+			write(badMirrorFile)
+		case "/file-chunked": // no Content-Length
+			w.(http.Flusher).Flush()
+			write(badMirrorFile)
+		case "/file-and-more": // the file, then zeros, no Content-Length
+			w.(http.Flusher).Flush()
+			if write(badMirrorFile) {
+				write(make([]byte, 1<<20))
+			}
+		case "/zeros": // 256 MiB of zeros as fast as the client reads
+			w.(http.Flusher).Flush()
+			zeros := make([]byte, 32<<10)
+			for range (256 << 20) / len(zeros) {
+				if !write(zeros) {
+					return
+				}
+			}
+		case "/announce-huge": // says 1 TiB, sends a little, then waits
+			w.Header().Set("Content-Length", fmt.Sprint(int64(1)<<40))
+			write(badMirrorFile[:100])
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+		case "/broken": // its error page tells too much
+			http.Error(w, "upstream internals: db password hunter2", http.StatusInternalServerError)
+		case "/hangup": // closes the connection without an answer
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case "/redirect-hangup": // to a signed URL that hangs up
+			http.Redirect(w, r, "/hangup?X-Amz-Credential=cred-SECRET3&X-Amz-Signature=sig-SECRET4", http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(m.Close)
+	t.Cleanup(func() { close(release) }) // runs before m.Close
+	return m
+}
+
+// getArtifact fetches the initrd of the fixture's Ubuntu image through the
+// server, failing the test rather than hanging if the server keeps
+// reading a body it should have refused.
+func getArtifact(t *testing.T, f *fixture, img *schema.Image) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.ts.URL+"/artifacts/"+img.Initrd.SHA256+"/initrd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatalf("the server did not answer: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// TestArtifactSizeLimits: a download stops at the image's declared size,
+// or at Server.ArtifactMaxSize when it declares none, while streaming: a
+// mirror sending more (endless zeros, the right file with more after it)
+// is cut off and nothing is kept; one sending less than declared is
+// refused; a Content-Length over the limit or other than the declared size
+// is refused before reading, and an image declaring more than the limit is
+// not fetched at all.
+func TestArtifactSizeLimits(t *testing.T) {
+	n := int64(len(badMirrorFile))
+	for _, tc := range []struct {
+		name    string
+		path    string
+		size    int64 // declared; 0: not
+		max     int64 // Server.ArtifactMaxSize; 0: the default
+		wantLog string
+		maxSent int64 // 0: no bound checked
+		noFetch bool
+	}{
+		{name: "declared size", path: "/file", size: n},
+		{name: "no size, exactly the limit", path: "/file-chunked", max: n},
+		{name: "endless zeros, no size", path: "/zeros", max: 1 << 20, maxSent: 64 << 20,
+			wantLog: "longer than the limit of 1048576 bytes (--artifact-max-size): stopped"},
+		{name: "endless zeros, size declared", path: "/zeros", size: n, maxSent: 64 << 20,
+			wantLog: fmt.Sprintf("longer than the %d bytes the image declares: stopped", n)},
+		{name: "the file and more", path: "/file-and-more", size: n,
+			wantLog: fmt.Sprintf("longer than the %d bytes the image declares: stopped", n)},
+		{name: "the file and more, no size", path: "/file-and-more", max: n + 10,
+			wantLog: fmt.Sprintf("longer than the limit of %d bytes", n+10)},
+		{name: "shorter than declared", path: "/file-chunked", size: n + 10,
+			wantLog: fmt.Sprintf("%d bytes, the image declares %d: not served", n, n+10)},
+		{name: "Content-Length other than declared", path: "/file", size: n + 10,
+			wantLog: fmt.Sprintf("the mirror announces %d bytes, the image declares %d: not read", n, n+10)},
+		{name: "Content-Length over the limit", path: "/announce-huge", max: 1 << 20, maxSent: 100,
+			wantLog: "the mirror announces 1099511627776 bytes, over the limit of 1048576 (--artifact-max-size): not read"},
+		{name: "declared over the limit", path: "/file", size: DefaultArtifactMaxSize + 1, noFetch: true,
+			wantLog: fmt.Sprintf("the image declares %d bytes, over the limit of %d (--artifact-max-size): not fetched", DefaultArtifactMaxSize+1, DefaultArtifactMaxSize)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _, img := artifactFixture(t)
+			m := newBadMirror(t)
+			f.srv.ArtifactMaxSize = tc.max
+			img.Initrd = schema.Artifact{URL: m.URL + tc.path, SHA256: sum(badMirrorFile), Size: tc.size}
+			code, body := getArtifact(t, f, img)
+			files, _ := filepath.Glob(filepath.Join(f.srv.ArtifactDir, "*"))
+			temps, _ := filepath.Glob(filepath.Join(f.srv.ArtifactDir, ".fetch-*"))
+			logs := f.logs.String()
+			if tc.wantLog == "" {
+				if code != http.StatusOK || body != string(badMirrorFile) || len(files) != 1 || len(temps) != 0 {
+					t.Fatalf("%d, %d bytes; kept %v %v\nlogs:\n%s", code, len(body), files, temps, logs)
+				}
+				return
+			}
+			if code != http.StatusBadGateway || body != "artifact unavailable: sha256 "+img.Initrd.SHA256+"\n" {
+				t.Errorf("%d %q, want 502 artifact unavailable", code, body)
+			}
+			if !strings.Contains(logs, tc.wantLog) {
+				t.Errorf("logs lack %q:\n%s", tc.wantLog, logs)
+			}
+			if len(files) != 0 || len(temps) != 0 {
+				t.Errorf("files kept: %v %v", files, temps)
+			}
+			if sent := m.sent.Load(); tc.maxSent > 0 && sent > tc.maxSent {
+				t.Errorf("the mirror sent %d bytes, want at most %d", sent, tc.maxSent)
+			}
+			if tc.noFetch && m.sent.Load() != 0 {
+				t.Errorf("the mirror was asked")
+			}
+		})
+	}
+}
+
+// TestArtifactErrorsRedacted: whatever goes wrong upstream, the client
+// gets a generic 502 with the hash only (no error text, no URL), and the
+// log names the URL with its user information and credential parameters
+// redacted, including those of a redirect.
+func TestArtifactErrorsRedacted(t *testing.T) {
+	for _, tc := range []struct{ name, path, wantLog string }{
+		{"error page", "/broken", "500 Internal Server Error"},
+		{"hang-up", "/hangup", "EOF"},
+		{"redirect to a signed URL", "/redirect-hangup", "EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _, img := artifactFixture(t)
+			m := newBadMirror(t)
+			f.secret("hunter2", "pass-SECRET0", "tok-SECRET1", "sig-SECRET2", "cred-SECRET3", "sig-SECRET4")
+			u := strings.Replace(m.URL, "http://", "http://anneal:pass-SECRET0@", 1) + tc.path +
+				"?v=1&token=tok-SECRET1&X-Amz-Signature=sig-SECRET2"
+			img.Initrd = schema.Artifact{URL: u, SHA256: sum(badMirrorFile)}
+			code, body := getArtifact(t, f, img)
+			if code != http.StatusBadGateway || body != "artifact unavailable: sha256 "+img.Initrd.SHA256+"\n" {
+				t.Errorf("%d %q, want 502 artifact unavailable", code, body)
+			}
+			logs := f.logs.String()
+			want := "http://REDACTED@" + strings.TrimPrefix(m.URL, "http://") + tc.path + "?v=1&token=REDACTED&X-Amz-Signature=REDACTED"
+			if !strings.Contains(logs, want) || !strings.Contains(logs, tc.wantLog) {
+				t.Errorf("logs lack %q and %q:\n%s", want, tc.wantLog, logs)
+			}
+			// f.checkLogs, at cleanup, fails the test if a secret is logged.
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"http://boot.example.net/images/vmlinuz", "http://boot.example.net/images/vmlinuz"},
+		{"https://user:pw@mirror/x?a=1", "https://REDACTED@mirror/x?a=1"},
+		{"https://tokenonly@mirror/x", "https://REDACTED@mirror/x"},
+		{"https://s3.example/b/k?X-Amz-Algorithm=AWS4&X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abc&X-Amz-Security-Token=t",
+			"https://s3.example/b/k?X-Amz-Algorithm=AWS4&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED"},
+		{"https://m/x?sig=1;access_token=2&api_key=3&Password=4&v=5", "https://m/x?sig=REDACTED;access_token=REDACTED&api_key=REDACTED&Password=REDACTED&v=5"},
+		{"https://m/x?%74oken=1", "https://m/x?%74oken=REDACTED"},
+		{"https://m/x?bad%zz=1&v=2", "https://m/x?REDACTED&v=2"},
+		{"https://m/x#access_token=1", "https://m/x#REDACTED"},
+		{"http://[::1:bad/x?token=1", "(an unparsable URL)"},
+	} {
+		if got := redactURL(tc.in); got != tc.want {
+			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 // BenchmarkArtifactServe: 50 machines at once fetching a 16 MiB initrd
 // from the server's verified copy, against a plain http.FileServer of the
 // same file on the same machine (the ratio is the cost of the checks and
@@ -236,7 +451,7 @@ func BenchmarkArtifactServe(b *testing.B) {
 	u.put("/initrd", data)
 	site := loadSite(b)
 	img := site.Image(site.Node("e1n01").Image)
-	img.Initrd = schema.Artifact{URL: u.URL + "/initrd", SHA256: sum(data)}
+	img.Initrd = schema.Artifact{URL: u.URL + "/initrd", SHA256: sum(data), Size: int64(len(data))}
 	dir := b.TempDir()
 	srv := &Server{Site: func() *schema.Site { return site }, Nodes: newMemStore(), Key: testKey, BaseURL: "http://127.0.0.1:1",
 		ArtifactDir: filepath.Join(dir, "artifacts"), Log: newTestLogger(io.Discard)}

@@ -68,6 +68,9 @@ type Server struct {
 	ArtifactDir string
 	// ArtifactClient fetches artifacts (default: a client of its own).
 	ArtifactClient *http.Client
+	// ArtifactMaxSize bounds one artifact download in bytes, whether or
+	// not the image declares its size (default DefaultArtifactMaxSize).
+	ArtifactMaxSize int64
 
 	once      sync.Once
 	mux       *http.ServeMux

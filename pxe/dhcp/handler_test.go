@@ -147,7 +147,7 @@ hostIndex: 90
 bmc:
   mac: b0:7b:25:90:00:01
   username: anneal
-  password: env:ANNEAL_BMC_PASSWORD
+  password: secret:bmc-password
 interfaces:
   - {nic: eno1, mac: "b0:7b:25:90:01:01"}
   - {nic: ens1f0, mac: "b0:7b:25:90:02:01"}
@@ -172,7 +172,7 @@ state: decommissioned
 bmc:
   mac: b0:7b:25:91:00:01
   username: anneal
-  password: env:ANNEAL_BMC_PASSWORD
+  password: secret:bmc-password
 interfaces:
   - {nic: eno1, mac: "b0:7b:25:91:01:01"}
   - {nic: ens1f0, mac: "b0:7b:25:91:02:01"}

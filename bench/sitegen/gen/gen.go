@@ -108,6 +108,23 @@ func (r *Result) AllFiles() []string {
 
 const apiVersion = "anneal.dev/v1alpha1"
 
+// Grants are the operator's secret grants (anneal --secrets) for a
+// generated site: its BMC networks (10.R.0.0/20 in 10.0.0.0/8) and its DNS
+// servers on loopback, the values from the environment variables the lab
+// and the benchmarks set. Never write it into the site's folder: every
+// YAML file there is a site document.
+const Grants = `secrets:
+  bmc-password:
+    from: env:ANNEAL_BMC_PASSWORD
+    bmc: [10.0.0.0/8, "fd00::/8"]
+  tsig-key:
+    from: env:ANNEAL_TSIG_SECRET
+    dns: ["127.0.0.1:5301"]
+  pdns-api-key:
+    from: env:ANNEAL_PDNS_API_KEY
+    dns: ["127.0.0.1:8081"]
+`
+
 // network kinds of a region, with their VLAN and the /20 they take.
 var netKinds = []struct {
 	role, short string
@@ -634,7 +651,7 @@ func (l *layout) dns(b *bufio.Writer) {
     tsig:
       name: anneal
       algorithm: hmac-sha256
-      secret: env:ANNEAL_TSIG_SECRET
+      secret: secret:tsig-key
     zones:
 `)
 	for _, z := range zones {
@@ -643,7 +660,7 @@ func (l *layout) dns(b *bufio.Writer) {
 	b.WriteString(`  - name: pdns
     kind: powerdns
     api: http://127.0.0.1:8081
-    apiKey: env:ANNEAL_PDNS_API_KEY
+    apiKey: secret:pdns-api-key
     server: 127.0.0.1:5302
     zones:
 `)
@@ -674,7 +691,7 @@ func (l *layout) rackNodes(b *bufio.Writer, reg region, rk rack, rng *rand.Rand)
 		}
 		header(b, "Node", fmt.Sprintf("%s-n%02d", rk.name, slot+1))
 		fmt.Fprintf(b, "region: %s\nrack: %s\nhardwareProfile: %s\nhostIndex: %d\n", reg.name, rk.name, p.name, firstHost+g%perRegion)
-		fmt.Fprintf(b, "bmc:\n  mac: %s\n  username: anneal\n  password: env:ANNEAL_BMC_PASSWORD\ninterfaces:\n", mac(p.oui, g, 0))
+		fmt.Fprintf(b, "bmc:\n  mac: %s\n  username: anneal\n  password: secret:bmc-password\ninterfaces:\n", mac(p.oui, g, 0))
 		for i, n := range p.nics {
 			fmt.Fprintf(b, "  - {nic: %s, mac: \"%s\"}\n", n.name, mac(p.oui, g, i+1))
 		}

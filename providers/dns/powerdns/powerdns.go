@@ -223,16 +223,21 @@ func New(cfg Config) (*Target, error) {
 }
 
 // FromSite makes a target from a site's DNS target, resolving its API key
-// reference with resolve (secret.Resolver.Resolve). The target's server
+// reference with resolve (the operator's grants, secret.Grants.Resolve, asked
+// for the API's host). The target's server
 // field, when set, is the DNS address.
-func FromSite(t schema.Target, resolve func(schema.SecretRef) (string, error)) (*Target, error) {
+func FromSite(t schema.Target, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*Target, error) {
 	if t.Kind != schema.TargetPowerDNS {
 		return nil, fmt.Errorf("dns target %s: kind %q is not %s", t.Name, t.Kind, schema.TargetPowerDNS)
 	}
 	if t.APIKey == "" {
 		return nil, fmt.Errorf("dns target %s: no apiKey reference", t.Name)
 	}
-	key, err := resolve(t.APIKey)
+	dest, ok := t.SecretDest()
+	if !ok {
+		return nil, fmt.Errorf("dns target %s: api %q: want an http(s) URL with a host", t.Name, t.API)
+	}
+	key, err := resolve(t.APIKey, dest)
 	if err != nil {
 		return nil, fmt.Errorf("dns target %s: API key: %w", t.Name, err)
 	}

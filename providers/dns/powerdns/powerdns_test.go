@@ -811,13 +811,12 @@ func TestNew(t *testing.T) {
 		}
 	}
 
-	res := secret.Resolver{Env: func(name string) (string, bool) {
-		if name == "ANNEAL_PDNS_API_KEY" {
-			return key, true
-		}
-		return "", false
-	}}
-	st := schema.Target{Name: "pdns", Kind: schema.TargetPowerDNS, API: "http://127.0.0.1:8081/", APIKey: "env:ANNEAL_PDNS_API_KEY", Server: "127.0.0.1:5302"}
+	res, err := secret.ParseGrants("grants.yaml", []byte("secrets:\n  pdns-api-key:\n    from: env:ANNEAL_PDNS_API_KEY\n    dns: [\"127.0.0.1:8081\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Env = func(name string) (string, bool) { return key, name == "ANNEAL_PDNS_API_KEY" }
+	st := schema.Target{Name: "pdns", Kind: schema.TargetPowerDNS, API: "http://127.0.0.1:8081/", APIKey: "secret:pdns-api-key", Server: "127.0.0.1:5302"}
 	tg, err := powerdns.FromSite(st, res.Resolve)
 	if err != nil {
 		t.Fatal(err)
@@ -825,8 +824,8 @@ func TestNew(t *testing.T) {
 	if tg.Name() != "pdns" || !strings.Contains(tg.String(), "127.0.0.1:5302") || strings.Contains(tg.String(), key) {
 		t.Fatalf("target %s", tg)
 	}
-	st.APIKey = "env:MISSING"
-	if _, err := powerdns.FromSite(st, res.Resolve); err == nil || !strings.Contains(err.Error(), "MISSING") {
+	st.APIKey = "secret:missing"
+	if _, err := powerdns.FromSite(st, res.Resolve); err == nil || !strings.Contains(err.Error(), `"missing" is not granted`) {
 		t.Fatalf("missing key: %v", err)
 	}
 	st.Kind = schema.TargetRFC2136

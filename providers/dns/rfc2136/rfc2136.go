@@ -168,15 +168,20 @@ func New(cfg Config) (*Target, error) {
 }
 
 // FromSite makes a target from a site's DNS target, resolving its TSIG
-// secret reference with resolve (secret.Resolver.Resolve).
-func FromSite(t schema.Target, resolve func(schema.SecretRef) (string, error)) (*Target, error) {
+// secret reference with resolve (the operator's grants, secret.Grants.Resolve,
+// asked for the target's server).
+func FromSite(t schema.Target, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*Target, error) {
 	if t.Kind != schema.TargetRFC2136 {
 		return nil, fmt.Errorf("dns target %s: kind %q is not %s", t.Name, t.Kind, schema.TargetRFC2136)
 	}
 	if t.TSIG == nil {
 		return nil, fmt.Errorf("dns target %s: no tsig key", t.Name)
 	}
-	secret, err := resolve(t.TSIG.Secret)
+	dest, ok := t.SecretDest()
+	if !ok {
+		return nil, fmt.Errorf("dns target %s: server %q: want host:port", t.Name, t.Server)
+	}
+	secret, err := resolve(t.TSIG.Secret, dest)
 	if err != nil {
 		return nil, fmt.Errorf("dns target %s: TSIG key %s: %w", t.Name, t.TSIG.Name, err)
 	}

@@ -712,10 +712,14 @@ func TestFromSite(t *testing.T) {
 	t.Parallel()
 	b := start(t, servers.BINDOptions{})
 	env := map[string]string{"ANNEAL_TSIG_SECRET": b.Secret}
-	r := secret.Resolver{Env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	g, err := secret.ParseGrants("grants.yaml", []byte("secrets:\n  tsig-key:\n    from: env:ANNEAL_TSIG_SECRET\n    dns: [127.0.0.1]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Env = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	site := schema.Target{Name: "bind", Kind: schema.TargetRFC2136, Server: b.Addr, Zones: []string{fwd},
-		TSIG: &schema.TSIG{Name: b.KeyName, Algorithm: b.Algorithm, Secret: "env:ANNEAL_TSIG_SECRET"}}
-	tg, err := rfc2136.FromSite(site, r.Resolve)
+		TSIG: &schema.TSIG{Name: b.KeyName, Algorithm: b.Algorithm, Secret: "secret:tsig-key"}}
+	tg, err := rfc2136.FromSite(site, g.Resolve)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -727,18 +731,18 @@ func TestFromSite(t *testing.T) {
 	}
 
 	missing := site
-	missing.TSIG = &schema.TSIG{Name: "anneal", Algorithm: "hmac-sha256", Secret: "env:NOT_SET"}
-	if _, err := rfc2136.FromSite(missing, r.Resolve); err == nil || !strings.Contains(err.Error(), "NOT_SET") {
+	missing.TSIG = &schema.TSIG{Name: "anneal", Algorithm: "hmac-sha256", Secret: "secret:not-granted"}
+	if _, err := rfc2136.FromSite(missing, g.Resolve); err == nil || !strings.Contains(err.Error(), `"not-granted" is not granted`) {
 		t.Fatalf("unresolved secret: %v", err)
 	}
 	pdns := site
 	pdns.Kind = schema.TargetPowerDNS
-	if _, err := rfc2136.FromSite(pdns, r.Resolve); err == nil {
+	if _, err := rfc2136.FromSite(pdns, g.Resolve); err == nil {
 		t.Fatal("a powerdns target made an rfc2136 target")
 	}
 	nokey := site
 	nokey.TSIG = nil
-	if _, err := rfc2136.FromSite(nokey, r.Resolve); err == nil {
+	if _, err := rfc2136.FromSite(nokey, g.Resolve); err == nil {
 		t.Fatal("a target without a key was accepted")
 	}
 }

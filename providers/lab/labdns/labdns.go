@@ -265,13 +265,13 @@ func checkKey(t *TSIGKey) (*key, error) {
 // FromSite makes the server that stands in for one of a site's DNS
 // targets: its zones, its server address (rfc2136 and powerdns), its API
 // address, key and server id (powerdns), its TSIG key (rfc2136), with
-// secrets resolved by resolve (secret.Resolver.Resolve). Zones are kept
+// secrets resolved by resolve (secret.Grants.Resolve). Zones are kept
 // in stateDir, which must be the target's own (two targets may serve a
 // zone of the same name); an empty stateDir keeps them in memory. A
 // powerdns target without a server address gets a DNS address on
 // 127.0.0.1 with a free port; an rfc2136 target gets the site's record
 // limit (schema.Target.RecordLimit) as MaxRecordsPerType.
-func FromSite(site *schema.Site, target schema.Target, resolve func(schema.SecretRef) (string, error), stateDir string, log *slog.Logger) (*Server, error) {
+func FromSite(site *schema.Site, target schema.Target, resolve func(schema.SecretRef, schema.SecretDest) (string, error), stateDir string, log *slog.Logger) (*Server, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("lab dns for target %s: "+format, append([]any{target.Name}, args...)...)
 	}
@@ -301,7 +301,11 @@ func FromSite(site *schema.Site, target schema.Target, resolve func(schema.Secre
 		if target.TSIG == nil {
 			return nil, fail("no tsig key")
 		}
-		secret, err := resolve(target.TSIG.Secret)
+		dest, ok := target.SecretDest()
+		if !ok {
+			return nil, fail("server %q: want host:port", target.Server)
+		}
+		secret, err := resolve(target.TSIG.Secret, dest)
 		if err != nil {
 			return nil, fail("TSIG key %s: %w", target.TSIG.Name, err)
 		}
@@ -319,7 +323,11 @@ func FromSite(site *schema.Site, target schema.Target, resolve func(schema.Secre
 		if u.Port() == "" {
 			cfg.APIAddr = net.JoinHostPort(u.Hostname(), "80")
 		}
-		key, err := resolve(target.APIKey)
+		dest, ok := target.SecretDest()
+		if !ok {
+			return nil, fail("API URL %q: want http://host:port", target.API)
+		}
+		key, err := resolve(target.APIKey, dest)
 		if err != nil {
 			return nil, fail("API key: %w", err)
 		}

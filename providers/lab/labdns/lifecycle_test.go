@@ -320,7 +320,7 @@ func TestExampleSite(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets := map[schema.SecretRef]string{}
-	resolve := func(ref schema.SecretRef) (string, error) {
+	resolve := func(ref schema.SecretRef, _ schema.SecretDest) (string, error) {
 		if v, ok := secrets[ref]; ok {
 			return v, nil
 		}
@@ -420,19 +420,19 @@ func TestExampleSite(t *testing.T) {
 // TestFromSiteErrors: targets the lab cannot stand in for.
 func TestFromSiteErrors(t *testing.T) {
 	t.Parallel()
-	resolve := func(schema.SecretRef) (string, error) { return "c2VjcmV0", nil }
-	failing := func(schema.SecretRef) (string, error) { return "", errors.New("no such variable") }
+	resolve := func(schema.SecretRef, schema.SecretDest) (string, error) { return "c2VjcmV0", nil }
+	failing := func(schema.SecretRef, schema.SecretDest) (string, error) { return "", errors.New("no such variable") }
 	site := &schema.Site{DNS: &schema.DNS{Targets: []schema.Target{{Name: "bind"}, {Name: "pdns"}, {Name: "odd"}}}}
 	for _, tc := range []struct {
 		name    string
 		target  schema.Target
-		resolve func(schema.SecretRef) (string, error)
+		resolve func(schema.SecretRef, schema.SecretDest) (string, error)
 		want    string
 	}{
 		{"not the site's", schema.Target{Name: "other", Kind: schema.TargetRFC2136}, resolve, "not a target of the site"},
 		{"no key", schema.Target{Name: "bind", Kind: schema.TargetRFC2136, Server: "127.0.0.1:0", Zones: []string{fwd}}, resolve, "no tsig key"},
 		{"key not resolved", schema.Target{Name: "bind", Kind: schema.TargetRFC2136, Server: "127.0.0.1:0", Zones: []string{fwd},
-			TSIG: &schema.TSIG{Name: "anneal", Secret: "env:X"}}, failing, "no such variable"},
+			TSIG: &schema.TSIG{Name: "anneal", Secret: "secret:x"}}, failing, "no such variable"},
 		{"https API", schema.Target{Name: "pdns", Kind: schema.TargetPowerDNS, API: "https://127.0.0.1:8443", Zones: []string{fwd}}, resolve, "plain http"},
 		{"unknown kind", schema.Target{Name: "odd", Kind: "route53", Zones: []string{fwd}}, resolve, "no lab stand-in"},
 	} {
