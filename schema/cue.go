@@ -153,7 +153,7 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 		}
 	case isSecretField(last):
 		// Never echo the value: it may be the secret itself.
-		is.message = "must be a secret reference (env:NAME or file:PATH); a secret written into the site repo is not allowed"
+		is.message = "must name a secret the operator grants (secret:NAME); a secret, or where one is read from (env:, file:), written into the site repo is not allowed"
 		if present == nil {
 			is.message = "missing required field; " + is.message
 		}

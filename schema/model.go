@@ -318,12 +318,9 @@ type NodeBMC struct {
 	Port     int    `yaml:"port" json:"port,omitempty"`
 	MAC      string `yaml:"mac" json:"mac,omitempty"`
 	Username string `yaml:"username" json:"username"`
-	// Password is a secret reference (env:NAME or file:PATH), never a secret.
+	// Password names a granted secret (secret:NAME), never a secret.
 	Password SecretRef `yaml:"password" json:"password"`
 }
-
-// SecretRef names where a secret lives: env:NAME or file:PATH.
-type SecretRef string
 
 // Interface is a physical port of a node.
 type Interface struct {

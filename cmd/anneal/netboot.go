@@ -60,7 +60,8 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 
 // start wires the netboot server and the rebuild layer into r. It returns
 // a stop function, or nil when netboot is not enabled.
-func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes reconcile.NodeStore, statePath string, log *slog.Logger) (func(context.Context), error) {
+// resolve sends BMC passwords: the operator's grants.
+func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes reconcile.NodeStore, statePath string, resolve func(schema.SecretRef, schema.SecretDest) (string, error), log *slog.Logger) (func(context.Context), error) {
 	if f.listen == "" {
 		if f.lab != "" || f.dhcpListen != "" || f.tftpListen != "" {
 			return nil, errors.New("--lab, --dhcp-listen and --tftp-listen need --netboot-listen: nodes netboot from anneal's HTTP server")
@@ -105,7 +106,6 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		ln.Close()
 		return nil, fmt.Errorf("netboot: %w", err)
 	}
-	resolve := secret.Resolver{}.Resolve
 	r.Rebuild = &reconcile.RebuildConfig{
 		Nodes: nodes, Wake: wake, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout,
 		Publish: func(_ context.Context, s *schema.Site) error {
@@ -217,7 +217,7 @@ func (f *netbootFlags) dhcpServer(lookup func(net.HardwareAddr) (dhcp.Lease, boo
 // key resolves the token key, or keeps a random one beside the state.
 func (f *netbootFlags) key(statePath string) ([]byte, error) {
 	if f.keyRef != "" {
-		k, err := secret.Resolver{}.Resolve(schema.SecretRef(f.keyRef))
+		k, err := secret.Resolver{}.Resolve(f.keyRef)
 		if err != nil {
 			return nil, fmt.Errorf("--netboot-key: %w", err)
 		}
