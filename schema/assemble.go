@@ -17,7 +17,7 @@ func (r *reporter) add(sev Severity, m *Meta, p fieldPath, code, format string, 
 		d.Object = m.Kind + "/" + m.Name
 		d.File, d.Line, d.Column = m.Source.File, m.Source.Line, m.Source.Column
 		if m.doc != nil {
-			n := resolve(m.doc.rootNode(), p, false)
+			n := m.doc.pos.resolve(m.doc.rootNode(), p, false)
 			d.Line, d.Column = n.Line, n.Column
 		}
 	}

@@ -96,7 +96,7 @@ func corpusDocs(t *testing.T) (docs []corpusDoc) {
 					continue
 				}
 				body := deref(n.Content[0])
-				cv := newConverter()
+				cv := newConverter(Limits{})
 				v := cv.toValue(body, nil, 0)
 				if len(cv.errs) > 0 {
 					continue
@@ -302,7 +302,7 @@ func FuzzFastPath(f *testing.F) {
 		if yaml.Unmarshal(data, &n) != nil || len(n.Content) == 0 {
 			return
 		}
-		cv := newConverter()
+		cv := newConverter(Limits{})
 		v := cv.toValue(n.Content[0], nil, 0)
 		if len(cv.errs) > 0 {
 			return

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,6 +35,9 @@ type LoadOptions struct {
 	// allow, is an error of the site (secret-not-granted). Without them
 	// only the references' form is checked (the review, validate in CI).
 	Secrets SecretGrants
+	// Limits bound the input (file and site sizes, files, documents, keys,
+	// list lengths, nesting); the zero value means DefaultLimits.
+	Limits Limits
 }
 
 // document is one YAML document of the site, kept while loading so that
@@ -47,6 +51,7 @@ type document struct {
 	// src (its file) only if a diagnostic needs its positions.
 	src   []byte
 	index int // position of the document in its file
+	pos   positions
 }
 
 // rootNode returns the document's YAML tree, re-parsing it if needed.
@@ -108,22 +113,49 @@ func LoadDir(ctx context.Context, dir string, opts LoadOptions) (*Site, Diagnost
 // finding is returned, not only the first; when any is an error, the Site is
 // nil and the error is an *InvalidError carrying them all. A failure to read
 // is returned as a plain wrapped error.
+//
+// The input is bounded by opts.Limits: a site over a limit is invalid, with
+// a diagnostic naming the file, the field and the limit. Load stops soon
+// after ctx is done (between files, between the documents of a file, and
+// before the cross-document checks) and returns ctx's error, wrapped.
 func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics, error) {
-	files, err := siteFiles(fsys)
+	limits := opts.Limits.orDefaults()
+	files, err := siteFiles(ctx, fsys, limits.Files)
 	if err != nil {
+		var lim *limitError
+		if errors.As(err, &lim) {
+			d := Diagnostics{lim.diag}
+			return nil, d, &InvalidError{Diagnostics: d}
+		}
 		return nil, nil, err
 	}
 	if len(files) == 0 {
 		d := Diagnostics{{Severity: SeverityError, Code: "empty-site", Message: "no *.yaml or *.yml files found: a site needs at least a Site document"}}
 		return nil, d, &InvalidError{Diagnostics: d}
 	}
-	docs, rejected, diags, digest, err := parseFiles(ctx, fsys, files, opts.Workers, opts.Cache)
+	if d, err := checkSizes(ctx, fsys, files, limits); err != nil || d != nil {
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, d, &InvalidError{Diagnostics: d}
+	}
+	docs, rejected, diags, digest, err := parseFiles(ctx, fsys, files, opts.Workers, opts.Cache, limits)
 	if err != nil {
+		var lim *limitError
+		if errors.As(err, &lim) {
+			d := Diagnostics{lim.diag}
+			return nil, d, &InvalidError{Diagnostics: d}
+		}
 		return nil, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("load site: %w", err)
 	}
 	// A file that does not parse may hold the Site document: do not also
 	// claim it is missing.
-	unparsed := slices.ContainsFunc(diags, func(d Diagnostic) bool { return d.Code == "yaml-syntax" })
+	unparsed := slices.ContainsFunc(diags, func(d Diagnostic) bool {
+		return d.Code == "yaml-syntax" || d.Code == CodeLimitFileBytes || d.Code == CodeLimitDocuments
+	})
 	site, more := assemble(docs, rejected, unparsed)
 	diags = append(diags, more...)
 	if site.Config != nil {
@@ -137,11 +169,19 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 	return site, diags, nil
 }
 
-func siteFiles(fsys fs.FS) ([]string, error) {
+// limitError stops a walk at a limit; Load reports its diagnostic.
+type limitError struct{ diag Diagnostic }
+
+func (e *limitError) Error() string { return e.diag.String() }
+
+func siteFiles(ctx context.Context, fsys fs.FS, maxFiles int) ([]string, error) {
 	var files []string
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("read site tree at %s: %w", p, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("load site: %w", err)
 		}
 		name := d.Name()
 		if d.IsDir() {
@@ -154,6 +194,9 @@ func siteFiles(fsys fs.FS) ([]string, error) {
 			return nil
 		}
 		if ext := path.Ext(name); ext == ".yaml" || ext == ".yml" {
+			if len(files) == maxFiles {
+				return &limitError{limitDiag(CodeLimitFiles, "", "the site has more than %d YAML files (limit); %s is one too many", maxFiles, p)}
+			}
 			files = append(files, p)
 		}
 		return nil
@@ -170,6 +213,8 @@ type fileResult struct {
 	rejected []rejected
 	diags    Diagnostics
 	sum      [sha256.Size]byte // of the file's bytes
+	size     int64             // bytes read
+	ndocs    int               // YAML documents, empty ones too
 	err      error
 }
 
@@ -178,7 +223,49 @@ type fileResult struct {
 // unknown: its own errors say what is wrong.
 type rejected struct{ kind, name string }
 
-func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, cache *Cache) ([]parsed, []rejected, Diagnostics, string, error) {
+// checkSizes stats every file before any is read: a file or a site over
+// its byte limit is reported without reading it.
+func checkSizes(ctx context.Context, fsys fs.FS, files []string, l Limits) (Diagnostics, error) {
+	var diags Diagnostics
+	var total int64
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("load site: %w", err)
+		}
+		st, err := fs.Stat(fsys, f)
+		if err != nil {
+			return nil, fmt.Errorf("stat %s: %w", f, err)
+		}
+		if st.Size() > l.FileBytes {
+			diags = append(diags, limitDiag(CodeLimitFileBytes, f, "file is %d bytes, more than %d (limit); it was not read", st.Size(), l.FileBytes))
+		}
+		total += st.Size()
+	}
+	if total > l.SiteBytes {
+		diags = append(diags, limitDiag(CodeLimitSiteBytes, "", "the site's YAML files are %d bytes together, more than %d (limit); none was read", total, l.SiteBytes))
+	}
+	return diags, nil
+}
+
+// readLimited reads a file of at most max bytes, never more than max+1 of
+// it even when its size was misreported.
+func readLimited(fsys fs.FS, name string, max int64) ([]byte, bool, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if int64(len(data)) > max {
+		return nil, false, nil
+	}
+	return data, true, nil
+}
+
+func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, cache *Cache, l Limits) ([]parsed, []rejected, Diagnostics, string, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -200,7 +287,7 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, ca
 				return
 			}
 			for i := range next {
-				results[i] = parseFile(fsys, files[i], v, cache)
+				results[i] = parseFile(ctx, fsys, files[i], v, cache, l)
 			}
 		}()
 	}
@@ -222,9 +309,19 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, ca
 	var docs []parsed
 	var rej []rejected
 	var diags Diagnostics
-	for _, r := range results {
+	var read int64
+	ndocs := 0
+	for i, r := range results {
 		if r.err != nil {
 			return nil, nil, nil, "", r.err
+		}
+		read += r.size
+		if read > l.SiteBytes {
+			return nil, nil, nil, "", &limitError{limitDiag(CodeLimitSiteBytes, files[i], "the site's YAML files are more than %d bytes together (limit), counting up to this file", l.SiteBytes)}
+		}
+		ndocs += r.ndocs
+		if ndocs > l.Documents && r.ndocs <= l.Documents { // else the file says so
+			return nil, nil, nil, "", &limitError{limitDiag(CodeLimitDocuments, files[i], "the site has more than %d YAML documents (limit), counting up to this file", l.Documents)}
 		}
 		docs = append(docs, r.docs...)
 		rej = append(rej, r.rejected...)
@@ -256,20 +353,35 @@ var yamlParserProblems = map[string]bool{
 	"found undefined tag handle":             true,
 }
 
-func parseFile(fsys fs.FS, name string, v *validator, cache *Cache) fileResult {
+func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache *Cache, l Limits) fileResult {
 	var res fileResult
-	data, err := fs.ReadFile(fsys, name)
+	data, ok, err := readLimited(fsys, name, l.FileBytes)
 	if err != nil {
 		res.err = fmt.Errorf("read %s: %w", name, err)
 		return res
 	}
+	if !ok {
+		res.diags = Diagnostics{limitDiag(CodeLimitFileBytes, name, "file is more than %d bytes (limit); reading stopped there", l.FileBytes)}
+		return res
+	}
+	res.size = int64(len(data))
 	res.sum = sha256.Sum256(data)
 	if hit, ok := cache.get(name, res.sum, data); ok {
+		hit.size = res.size
 		return hit
 	}
-	defer func() { cache.put(name, res, data) }()
+	complete := true
+	defer func() {
+		if complete {
+			cache.put(name, res, data)
+		}
+	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for index := 0; ; index++ {
+		if ctx.Err() != nil {
+			complete = false // Load returns ctx's error
+			return res
+		}
 		var root yaml.Node
 		err := dec.Decode(&root)
 		if errors.Is(err, io.EOF) {
@@ -288,7 +400,12 @@ func parseFile(fsys fs.FS, name string, v *validator, cache *Cache) fileResult {
 			res.diags = append(res.diags, d)
 			break
 		}
-		p, diags := parseDocument(name, &root, v)
+		if res.ndocs++; res.ndocs > l.Documents {
+			res.diags = append(res.diags, Diagnostic{Severity: SeverityError, Code: CodeLimitDocuments, File: name, Line: root.Line, Column: root.Column,
+				Message: fmt.Sprintf("file has more than %d YAML documents (limit)", l.Documents)})
+			break
+		}
+		p, diags := parseDocument(name, &root, v, l)
 		if p != nil {
 			p.doc.index = index
 		}
@@ -303,7 +420,7 @@ func parseFile(fsys fs.FS, name string, v *validator, cache *Cache) fileResult {
 	return res
 }
 
-func parseDocument(file string, root *yaml.Node, v *validator) (*parsed, Diagnostics) {
+func parseDocument(file string, root *yaml.Node, v *validator, l Limits) (*parsed, Diagnostics) {
 	body := root
 	if body.Kind == yaml.DocumentNode {
 		if len(body.Content) == 0 {
@@ -336,24 +453,25 @@ func parseDocument(file string, root *yaml.Node, v *validator) (*parsed, Diagnos
 	}
 	doc := &document{file: file, root: body, kind: kind, name: name}
 	r := reporter{}
-	cv := newConverter()
+	cv := newConverter(l)
 	value := cv.toValue(body, nil, 0)
 	convErrs := cv.errs
 	for _, e := range convErrs {
-		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: "yaml-structure", File: file, Line: e.node.Line, Column: e.node.Column, Object: doc.object(), Path: e.path.String(), Message: e.msg})
+		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: cmp.Or(e.code, "yaml-structure"), File: file, Line: e.node.Line, Column: e.node.Column, Object: doc.object(), Path: e.path.String(), Message: e.msg})
 	}
 	if len(convErrs) > 0 {
 		return &parsed{doc: doc}, r.diags
 	}
+	var pos positions
 	for _, is := range v.validate(kind, value) {
-		n := resolve(body, is.path, is.key)
+		n := pos.resolve(body, is.path, is.key)
 		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: "schema", File: file, Line: n.Line, Column: n.Column, Object: doc.object(), Path: is.path.String(), Message: is.message})
 	}
 	if len(r.diags) > 0 {
 		return &parsed{doc: doc}, r.diags
 	}
 	obj, meta := newObject(kind)
-	if err := body.Decode(obj); err != nil {
+	if err := decodeObject(body, obj); err != nil {
 		return &parsed{doc: doc}, at(body, "decode", fmt.Sprintf("%s: %v", doc.object(), err))
 	}
 	meta.Source = Source{File: file, Line: body.Line, Column: body.Column}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/schema"
@@ -56,4 +58,33 @@ func BenchmarkLoad(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkLoadWideMapping loads one PatchSet whose packages mapping has
+// 10,000 and 40,000 keys (the key limit raised): time per key should stay
+// flat, i.e. the 40k run about 4 times the 10k one, not 16 times.
+//
+//	go test ./schema -run '^$' -bench BenchmarkLoadWideMapping
+func BenchmarkLoadWideMapping(b *testing.B) {
+	for _, n := range []int{10_000, 40_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var doc strings.Builder
+			doc.WriteString("apiVersion: anneal.dev/v1alpha1\nkind: PatchSet\nname: p\nkernel: k\npackages:\n")
+			for i := range n {
+				fmt.Fprintf(&doc, "  pkg%d: \"1.%d\"\n", i, i)
+			}
+			fsys := fstest.MapFS{"patches.yaml": {Data: []byte(doc.String())}}
+			opts := schema.LoadOptions{Workers: 1, Limits: schema.Limits{Keys: 100_000}}
+			ctx := context.Background()
+			for b.Loop() {
+				_, diags, _ := schema.Load(ctx, fsys, opts)
+				for _, d := range diags {
+					if d.Code != "missing-site" {
+						b.Fatal(d)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/key")
+		})
+	}
 }

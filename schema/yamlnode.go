@@ -35,17 +35,25 @@ func (p fieldPath) with(more ...any) fieldPath {
 	return append(append(out, p...), more...)
 }
 
+// positions resolves paths in one document, indexing each wide mapping the
+// first time a path crosses it: reporting every key of a mapping of 10,000
+// keys would otherwise scan the mapping once per key. A nil *positions
+// indexes nothing. Not safe for concurrent use.
+type positions struct {
+	index map[*yaml.Node]map[string][2]*yaml.Node
+}
+
 // resolve finds the node at path below root. With key set and the last
 // element a mapping key, it returns the key node (where "field not allowed"
 // should point). When the path leaves the document, it returns the deepest
 // node reached, so an error about a missing field points at its parent.
-func resolve(root *yaml.Node, path fieldPath, key bool) *yaml.Node {
+func (ps *positions) resolve(root *yaml.Node, path fieldPath, key bool) *yaml.Node {
 	cur := root
 	for i, e := range path {
 		cur = deref(cur)
 		switch v := e.(type) {
 		case string:
-			k, val := mappingEntry(cur, v)
+			k, val := ps.entry(cur, v)
 			if val == nil {
 				return cur
 			}
@@ -61,6 +69,29 @@ func resolve(root *yaml.Node, path fieldPath, key bool) *yaml.Node {
 		}
 	}
 	return cur
+}
+
+// entry is mappingEntry, through the index for a wide mapping.
+func (ps *positions) entry(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
+	if ps == nil || m == nil || m.Kind != yaml.MappingNode || len(m.Content) <= 2*wideMapping {
+		return mappingEntry(m, key)
+	}
+	ix, ok := ps.index[m]
+	if !ok {
+		pairs := mergedPairs(m)
+		ix = make(map[string][2]*yaml.Node, len(pairs)/2)
+		for i := 0; i+1 < len(pairs); i += 2 {
+			if _, dup := ix[pairs[i].Value]; !dup {
+				ix[pairs[i].Value] = [2]*yaml.Node{pairs[i], pairs[i+1]}
+			}
+		}
+		if ps.index == nil {
+			ps.index = map[*yaml.Node]map[string][2]*yaml.Node{}
+		}
+		ps.index[m] = ix
+	}
+	e := ix[key]
+	return e[0], e[1]
 }
 
 func deref(n *yaml.Node) *yaml.Node {
@@ -122,23 +153,25 @@ type nodeError struct {
 	node *yaml.Node
 	path fieldPath
 	msg  string
+	code string // "" means yaml-structure
 }
-
-// maxExpandedNodes bounds the values one document may expand to through
-// aliases, so that an alias bomb ("billion laughs") is an error, not a hang.
-const maxExpandedNodes = 200_000
 
 // converter turns YAML nodes into plain values, collecting problems.
 type converter struct {
 	errs   []nodeError
+	limits Limits
 	budget int
 }
 
-func newConverter() *converter { return &converter{budget: maxExpandedNodes} }
+func newConverter(l Limits) *converter {
+	l = l.orDefaults()
+	return &converter{limits: l, budget: l.Values}
+}
 
 // toValue converts a YAML node to plain Go values (map[string]any, []any,
 // string, int64, float64, bool, nil) for CUE, reporting duplicate keys,
-// non-string keys, alias cycles and alias bombs instead of guessing.
+// non-string keys, alias cycles, alias bombs and input over the limits
+// instead of guessing. A mapping or list over its limit is not looked into.
 func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
 	errs := &cv.errs
 	if cv.budget <= 0 {
@@ -146,11 +179,19 @@ func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
 	}
 	cv.budget--
 	if cv.budget == 0 {
-		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("document expands to more than %d values through aliases", maxExpandedNodes)})
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("document expands to more than %d values (through aliases or in all; limit)", cv.limits.Values), CodeLimitValues})
 		return nil
 	}
-	if depth > 64 {
-		*errs = append(*errs, nodeError{n, path, "document nested too deeply (or an alias cycle)"})
+	if depth > cv.limits.Depth {
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("document nested more than %d levels deep, or an alias cycle (limit)", cv.limits.Depth), CodeLimitDepth})
+		return nil
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && len(n.Content)/2 > cv.limits.Keys:
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("mapping %s has %d keys, more than %d (limit)", describePath(path), len(n.Content)/2, cv.limits.Keys), CodeLimitKeys})
+		return nil
+	case n.Kind == yaml.SequenceNode && len(n.Content) > cv.limits.Sequence:
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("list %s has %d elements, more than %d (limit)", describePath(path), len(n.Content), cv.limits.Sequence), CodeLimitSequence})
 		return nil
 	}
 	switch n.Kind {
@@ -181,11 +222,11 @@ func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
 				continue
 			}
 			if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" && k.ShortTag() != "!!int" && k.ShortTag() != "!!bool" {
-				*errs = append(*errs, nodeError{k, path, "mapping keys must be plain strings"})
+				*errs = append(*errs, nodeError{k, path, "mapping keys must be plain strings", ""})
 				continue
 			}
 			if explicit[k.Value] {
-				*errs = append(*errs, nodeError{k, path.with(k.Value), fmt.Sprintf("key %q is repeated in the same mapping", k.Value)})
+				*errs = append(*errs, nodeError{k, path.with(k.Value), fmt.Sprintf("key %q is repeated in the same mapping", k.Value), ""})
 				continue
 			}
 			explicit[k.Value] = true
@@ -200,7 +241,7 @@ func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
 			for _, s := range srcs {
 				mv, ok := cv.toValue(s, path, depth+1).(map[string]any)
 				if !ok {
-					*errs = append(*errs, nodeError{s, path, "a merge key (<<) needs a mapping or a list of mappings"})
+					*errs = append(*errs, nodeError{s, path, "a merge key (<<) needs a mapping or a list of mappings", ""})
 					continue
 				}
 				for k, v := range mv {
@@ -224,7 +265,7 @@ func scalarValue(n *yaml.Node, path fieldPath, errs *[]nodeError) any {
 	case "!!bool":
 		b, err := strconv.ParseBool(strings.ToLower(n.Value))
 		if err != nil {
-			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not a boolean", n.Value)})
+			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not a boolean", n.Value), ""})
 		}
 		return b
 	case "!!int":
@@ -234,20 +275,29 @@ func scalarValue(n *yaml.Node, path fieldPath, errs *[]nodeError) any {
 		}
 		i, err := strconv.ParseInt(s, 0, 64)
 		if err != nil {
-			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not an integer that fits in 64 bits", n.Value)})
+			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not an integer that fits in 64 bits", n.Value), ""})
 		}
 		return i
 	case "!!float":
 		f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
 		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not a finite number", n.Value)})
+			*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q is not a finite number", n.Value), ""})
 			return 0.0
 		}
 		return f
 	case "!!str", "!!binary", "!!timestamp":
 		return n.Value
 	default:
-		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("unsupported YAML tag %s", n.Tag)})
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("unsupported YAML tag %s", n.Tag), ""})
 		return n.Value
 	}
+}
+
+// describePath names a mapping or list for a limit's message: "packages",
+// or "at the top of the document".
+func describePath(p fieldPath) string {
+	if len(p) == 0 {
+		return "at the top of the document"
+	}
+	return strconv.Quote(p.String())
 }

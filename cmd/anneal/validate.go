@@ -38,6 +38,10 @@ Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 	out := addOutputFlag(c, "text", "json", "github")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		s, diags, err := site.load(c.Context())
+		if err != nil && c.Context().Err() != nil {
+			// SIGINT or SIGTERM (main's context): stop, saying so.
+			return failure(fmt.Errorf("validate interrupted before the site was checked: %w", err))
+		}
 		var inv *schema.InvalidError
 		if err != nil && !errors.As(err, &inv) {
 			if out.value != "json" {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anneal-dev/anneal/schema"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -22,7 +23,13 @@ import (
 var (
 	ErrSymlink   = errors.New("is a symbolic link in the git tree (links are not followed)")
 	ErrSubmodule = errors.New("is a git submodule (submodules are not read)")
+	ErrTooLarge  = errors.New("is larger than a site file may be")
 )
+
+// MaxBlobBytes bounds a file the FS reads into memory: a commit cannot make
+// the daemon hold a blob of gigabytes. It is the loader's default bound on
+// one file, which checks Stat's size first and so never gets this far.
+const MaxBlobBytes = schema.DefaultMaxFileBytes
 
 // FS returns a read-only file system over the tree of commit h, or over its
 // folder subdir ("" or "." for the whole tree). Nothing is checked out:
@@ -285,6 +292,9 @@ func (f *treeFS) blob(h plumbing.Hash) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", h, err)
 	}
+	if b.Size > MaxBlobBytes {
+		return nil, fmt.Errorf("blob %s of %d bytes %w (%d bytes)", h, b.Size, ErrTooLarge, MaxBlobBytes)
+	}
 	rd, err := b.Reader()
 	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", h, err)
@@ -292,8 +302,12 @@ func (f *treeFS) blob(h plumbing.Hash) ([]byte, error) {
 	defer rd.Close()
 	data := make([]byte, 0, b.Size)
 	buf := bytes.NewBuffer(data)
-	if _, err := io.Copy(buf, rd); err != nil {
+	n, err := io.Copy(buf, io.LimitReader(rd, MaxBlobBytes+1))
+	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", h, err)
+	}
+	if n > MaxBlobBytes {
+		return nil, fmt.Errorf("blob %s %w (%d bytes)", h, ErrTooLarge, MaxBlobBytes)
 	}
 	return buf.Bytes(), nil
 }
