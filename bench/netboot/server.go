@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
@@ -60,7 +62,15 @@ type serverOptions struct {
 	RcvBuf int
 	// CPUProfile, when set, writes the server's CPU profile there.
 	CPUProfile string
+	// MaxConns bounds the netboot HTTP server's connections (0:
+	// stormMaxConns); each simulated machine has an address of its own,
+	// so the per-source bound is serve's default.
+	MaxConns int
 }
+
+// stormMaxConns leaves room for a 10,000-machine storm at once (serve's
+// default, --max-conns 4096, is sized for a boot budget).
+const stormMaxConns = 16384
 
 func (o *serverOptions) flags(fl *flag.FlagSet) {
 	fl.StringVar(&o.SiteDir, "site", "", "site directory")
@@ -74,12 +84,14 @@ func (o *serverOptions) flags(fl *flag.FlagSet) {
 	fl.BoolVar(&o.Arm, "arm", true, "arm every node for an install")
 	fl.IntVar(&o.RcvBuf, "rcvbuf", 0, "experiment: SO_RCVBUF of the DHCP socket in bytes (0: the kernel default)")
 	fl.StringVar(&o.CPUProfile, "cpuprofile", "", "write the server's CPU profile to this file")
+	fl.IntVar(&o.MaxConns, "max-conns", 0, "netboot HTTP connections at once (0: 16384)")
 }
 
 func (o *serverOptions) args() []string {
 	return []string{"-site", o.SiteDir, "-state", o.StatePath, "-http", o.HTTPAddr, "-base-url", o.BaseURL,
 		"-dhcp", o.DHCPAddr, "-dhcp-iface", o.DHCPIface, "-server-ip", o.ServerIP, "-log", o.LogPath,
-		"-arm=" + strconv.FormatBool(o.Arm), "-rcvbuf", strconv.Itoa(o.RcvBuf), "-cpuprofile", o.CPUProfile}
+		"-arm=" + strconv.FormatBool(o.Arm), "-rcvbuf", strconv.Itoa(o.RcvBuf), "-cpuprofile", o.CPUProfile,
+		"-max-conns", strconv.Itoa(o.MaxConns)}
 }
 
 // serverReady is the server's first line: where it listens, what it
@@ -238,8 +250,10 @@ func startServer(o serverOptions) (*netbootServer, error) {
 			ln.Close()
 			return fail(err)
 		}
-		ns.http = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = ns.http.Serve(ln) }()
+		limits := netlimit.Limits{MaxConns: cmp.Or(o.MaxConns, stormMaxConns)}
+		ns.http = netlimit.NewServer(srv, limits)
+		bounded := netlimit.NewListener(ln, limits, log.With("server", "netboot"))
+		go func() { _ = ns.http.Serve(bounded) }()
 	}
 	if base == "" {
 		base = "http://" + o.ServerIP + ":8080"

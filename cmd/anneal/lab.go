@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/providers/lab/labdns"
 	"github.com/spf13/cobra"
@@ -126,9 +127,11 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 			log.Info("lab: dns target", "target", r.PathValue("target"), "down", body.Down)
 			_ = json.NewEncoder(w).Encode(map[string]bool{"down": body.Down})
 		})
-		ctl := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Tests and the demo drive it, from loopback: no per-source bound.
+		ctlLimits := netlimit.Limits{MaxConnsPerSource: -1}
+		ctl := netlimit.NewServer(mux, ctlLimits)
 		go func() {
-			if err := ctl.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := ctl.Serve(netlimit.NewListener(ln, ctlLimits, log.With("server", "lab control"))); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("lab control", "err", err)
 			}
 		}()

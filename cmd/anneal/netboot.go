@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/bmc"
 	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/providers/secret"
@@ -36,6 +37,8 @@ type netbootFlags struct {
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
 	tftpListen, tftpRoot                          string
+	// http bounds the netboot HTTP server's clients (nil: the defaults).
+	http *httpLimitFlags
 }
 
 func addNetbootFlags(c *cobra.Command) *netbootFlags {
@@ -124,9 +127,16 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 			return bmc.New(cfg)
 		},
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	limits := netlimit.Limits{MaxBodyBytes: netbootMaxBody}
+	if f.http != nil {
+		limits = f.http.netbootLimits(f.lab != "")
+	}
+	// A progress deadline, not a fixed one: kernels, initrds and disk
+	// images are long downloads; a reader that stalls is cut.
+	hs := netlimit.NewServer(srv, limits)
+	bounded := netlimit.NewListener(ln, limits, log.With("server", "netboot"))
 	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(bounded); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("netboot server", "err", err)
 		}
 	}()

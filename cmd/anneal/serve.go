@@ -2,10 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +11,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/source"
@@ -42,8 +38,15 @@ HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
 /api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
 /api/v1/resume (bearer token from --token, a secret reference; without one
 the mutating endpoints are disabled) and /api/v1/webhook (the bearer token,
-or a body signed with it: X-Hub-Signature-256). A --site directory is
-watched: a burst of edits triggers a reconcile once it settles.`,
+or a body signed with it: X-Hub-Signature-256 over the whole body, at most
+25 MiB; a delivery id or signature seen in the last 24 h is refused as a
+replay). A --site directory is watched: a burst of edits triggers a
+reconcile once it settles.
+
+Every HTTP server (API, netboot, pprof) keeps at most --max-conns
+connections open, --max-conns-per-source from one client address, and
+closes a client that sends too slowly (--http-read-timeout), stops reading
+(--http-write-timeout, a progress deadline) or idles (--http-idle-timeout).`,
 		Args: noArgs,
 	}
 	site := addSiteFlags(c)
@@ -60,6 +63,8 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 	tlsKey := c.Flags().String("tls-key", "", "the PEM private key of --tls-cert")
 	pprofListen := c.Flags().String("pprof-listen", "", "serve Go's /debug/pprof profiles on this address (off by default; keep it on loopback)")
 	netboot := addNetbootFlags(c)
+	httpLimits := addHTTPLimitFlags(c)
+	netboot.http = httpLimits
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -133,7 +138,10 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 		if err != nil {
 			return failure(fmt.Errorf("listen: %w", err))
 		}
-		srv := &http.Server{Handler: apiHandler(r, m, token, st.Backup), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+		apiLimits := httpLimits.limits(apiMaxBody)
+		srv := netlimit.NewServer(apiHandler(r, m, token, st.Backup), apiLimits)
+		srv.TLSConfig = tlsConfig
+		ln = netlimit.NewListener(ln, apiLimits, log.With("server", "api"))
 		go func() {
 			var err error
 			if tlsConfig != nil {
@@ -146,7 +154,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 			}
 		}()
 		if *pprofListen != "" {
-			stop, err := servePprof(*pprofListen, log)
+			stop, err := servePprof(*pprofListen, httpLimits.limits(0), log)
 			if err != nil {
 				return failure(err)
 			}
@@ -176,7 +184,7 @@ watched: a burst of edits triggers a reconcile once it settles.`,
 
 // servePprof serves the runtime profiles on a listener of their own, so
 // that they are never reachable through the API's address.
-func servePprof(addr string, log *slog.Logger) (func(), error) {
+func servePprof(addr string, limits netlimit.Limits, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("pprof listen: %w", err)
@@ -187,9 +195,9 @@ func servePprof(addr string, log *slog.Logger) (func(), error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := netlimit.NewServer(mux, limits)
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(netlimit.NewListener(ln, limits, log.With("server", "pprof"))); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("pprof server", "err", err)
 		}
 	}()
@@ -279,8 +287,7 @@ func apiHandler(r *reconcile.Reconciler, m *metrics, token string, backup func(c
 		_ = enc.Encode(v)
 	}
 	authorized := func(w http.ResponseWriter, req *http.Request) bool {
-		got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-		if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !bearerOK(req, token) {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a valid bearer token is required (serve --token)"})
 			return false
 		}
@@ -330,27 +337,9 @@ func apiHandler(r *reconcile.Reconciler, m *metrics, token string, backup func(c
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "retry requested; reconcile triggered"})
 	})
 	// A push webhook: signed with the token as the HMAC key (GitHub's
-	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike).
-	mux.HandleFunc("POST /api/v1/webhook", func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "read body"})
-			return
-		}
-		if sig, ok := strings.CutPrefix(req.Header.Get("X-Hub-Signature-256"), "sha256="); ok && token != "" {
-			mac := hmac.New(sha256.New, []byte(token))
-			mac.Write(body)
-			want := hex.EncodeToString(mac.Sum(nil))
-			if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
-				writeJSON(w, http.StatusForbidden, map[string]string{"error": "webhook signature does not match"})
-				return
-			}
-		} else if !authorized(w, req) {
-			return
-		}
-		r.Trigger()
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile triggered"})
-	})
+	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike);
+	// each delivery accepted once.
+	mux.Handle("POST /api/v1/webhook", newWebhook(token, r.Trigger))
 	mux.HandleFunc("POST /api/v1/reconcile", func(w http.ResponseWriter, req *http.Request) {
 		if authorized(w, req) {
 			r.Trigger()

@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 )
@@ -188,16 +189,17 @@ func New(cfg Config) (*Fleet, error) {
 		f.stopPersister()
 		return nil, fmt.Errorf("lab: listen: %w", err)
 	}
-	f.ln = ln
-	f.srv = &http.Server{
-		Handler:           f.handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CurvePreferences: labCurves},
-		ReadHeaderTimeout: time.Minute, // loopback: generous, for a thousand handshakes at once
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		// Connections' contexts stay under context.Background: deriving
-		// thousands of them from f.ctx contends on its lock. A hung request
-		// watches f.ctx itself.
-	}
+	// Every client is the one daemon on loopback: no per-source bound, and
+	// generous timeouts for a thousand handshakes at once.
+	limits := netlimit.Limits{MaxConns: 8192, MaxConnsPerSource: -1,
+		ReadHeaderTimeout: time.Minute, ReadTimeout: 2 * time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	f.ln = netlimit.NewListener(ln, limits, log)
+	f.srv = netlimit.NewServer(f.handler(), limits)
+	f.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CurvePreferences: labCurves}
+	f.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	// Connections' contexts stay under context.Background: deriving
+	// thousands of them from f.ctx contends on its lock. A hung request
+	// watches f.ctx itself.
 	return f, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/miekg/dns"
 )
 
@@ -135,13 +136,14 @@ func (s *Server) listen(ctx context.Context) error {
 		}
 	}
 	if al != nil {
-		s.api = &http.Server{
-			Handler:           s.apiHandler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		}
+		// anneal is the one client, on loopback: no per-source bound. The
+		// API refuses bodies over maxBody itself, as PowerDNS does.
+		limits := netlimit.Limits{MaxConns: 1024, MaxConnsPerSource: -1, MaxBodyBytes: int64(s.maxBody) + 1<<20}
+		s.api = netlimit.NewServer(s.apiHandler(), limits)
+		s.api.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+		bounded := netlimit.NewListener(al, limits, s.log)
 		go func(api *http.Server) {
-			if err := api.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := api.Serve(bounded); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error("lab dns API serve", "err", err)
 			}
 		}(s.api)
