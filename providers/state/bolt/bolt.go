@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -38,24 +39,106 @@ var (
 
 // Store is a bbolt-backed state store. It is safe for concurrent use.
 type Store struct {
-	db *bbolt.DB
+	db   *bbolt.DB
+	path string
+}
+
+// ErrCorrupt is what every CorruptError is (errors.Is).
+var ErrCorrupt = errors.New("state file is corrupt")
+
+// CorruptError says the state file cannot be read as it is: a page that
+// bbolt's consistency check refuses, one it would crash on, or a stored
+// value that does not decode. Its message tells the operator how to
+// recover.
+type CorruptError struct {
+	Path   string
+	Detail error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("state file %s is corrupt (%v): restore it from a backup taken with `anneal backup` "+
+		"(see docs/operations.md, Back up and restore), or move it aside to start with an empty state "+
+		"(anneal then rebuilds DNS ownership from the site's history and adopts or rebuilds the nodes)", e.Path, e.Detail)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Detail }
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// corrupt wraps the detail of a corruption of the file at path.
+func corrupt(path string, detail error) error { return &CorruptError{Path: path, Detail: detail} }
+
+// guard runs fn, turning a panic or a memory fault inside bbolt (it reads
+// its pages through unchecked pointers into its memory map) into a
+// CorruptError of the file at path instead of a crash. Open verifies the
+// whole file first; guard covers what goes bad after it.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = corrupt(path, fmt.Errorf("bbolt: %v", p))
+		}
+	}()
+	return fn()
+}
+
+// view, update and batch are bbolt's transactions under guard.
+func (s *Store) view(fn func(*bbolt.Tx) error) error {
+	return guard(s.path, func() error { return s.db.View(fn) })
+}
+
+func (s *Store) update(fn func(*bbolt.Tx) error) error {
+	return guard(s.path, func() error { return s.db.Update(fn) })
+}
+
+func (s *Store) batch(fn func(*bbolt.Tx) error) error {
+	return guard(s.path, func() error { return s.db.Batch(fn) })
+}
+
+// decode unmarshals a stored JSON value; one that does not decode is a
+// corruption of the file.
+func (s *Store) decode(what string, v []byte, into any) error {
+	if err := json.Unmarshal(v, into); err != nil {
+		return corrupt(s.path, fmt.Errorf("%s: %w", what, err))
+	}
+	return nil
 }
 
 // Open opens (creating if needed) the state file at path. Only one process
 // may hold it: a second Open waits up to timeout and then fails, so two
-// reconcilers never drive one fleet from one state.
+// reconcilers never drive one fleet from one state. An existing file is
+// verified first, every page of it: a corrupt one is a *CorruptError
+// (errors.Is ErrCorrupt) that says how to restore it, never a crash later.
 func Open(path string, timeout time.Duration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	var db *bbolt.DB
+	err := guard(path, func() error {
+		var err error
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+		return err
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("state %s is locked by another anneal process", path)
 	}
-	if err != nil {
+	var ce *CorruptError
+	switch {
+	case errors.As(err, &ce):
+		return nil, err
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
+		return nil, corrupt(path, err)
+	case err != nil:
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	s := &Store{db: db, path: path}
+	// The lock is held: nobody writes the file while it is verified.
+	if err := s.verify(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	err = s.update(func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -65,9 +148,31 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 	})
 	if err != nil {
 		db.Close()
+		if errors.As(err, &ce) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("init state %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return s, nil
+}
+
+// verify checks every page of the store's file: first a bounds-checked walk
+// of the file's bytes (verifyFile), then bbolt's consistency check, which
+// the walk makes safe to run.
+func (s *Store) verify() error {
+	if err := verifyFile(s.path); err != nil {
+		return corrupt(s.path, err)
+	}
+	return s.view(func(tx *bbolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			return corrupt(s.path, errors.Join(errs...))
+		}
+		return nil
+	})
 }
 
 // Close releases the file.
@@ -79,17 +184,22 @@ func (s *Store) Close() error { return s.db.Close() }
 // The file must be as long as Backup announced: bbolt maps a file and
 // reads past the end of a truncated one.
 func CheckFile(path string) (*reconcile.Status, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	var db *bbolt.DB
+	err := guard(path, func() error {
+		var err error
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer db.Close()
-	s := &Store{db: db}
-	err = db.View(func(tx *bbolt.Tx) error {
+	s := &Store{db: db, path: path}
+	if err := s.verify(); err != nil {
+		return nil, fmt.Errorf("check %s: %w", path, err)
+	}
+	err = s.view(func(tx *bbolt.Tx) error {
 		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
 		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes} {
 			if tx.Bucket(b) == nil {
 				errs = append(errs, fmt.Errorf("no %s bucket: not an anneal state file", b))
@@ -116,7 +226,7 @@ func (s *Store) Backup(ctx context.Context, w io.Writer, sized func(int64)) (int
 		return 0, err
 	}
 	var n int64
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		if sized != nil {
 			sized(tx.Size())
 		}
@@ -137,7 +247,7 @@ func rrsetKey(k reconcile.RRsetKey) []byte { return []byte(k.Name + "\x00" + str
 // OwnedRRsets lists the RRsets anneal wrote on a target's zone.
 func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[reconcile.RRsetKey]bool, error) {
 	out := map[reconcile.RRsetKey]bool{}
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOwned).Bucket(zoneKey(target, zone))
 		if b == nil {
 			return nil
@@ -145,7 +255,7 @@ func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[recon
 		return b.ForEach(func(k, _ []byte) error {
 			name, typ, ok := strings.Cut(string(k), "\x00")
 			if !ok {
-				return fmt.Errorf("corrupt inventory key %q", k)
+				return corrupt(s.path, fmt.Errorf("inventory %s/%s: key %q has no type", target, zone, k))
 			}
 			out[reconcile.RRsetKey{Name: name, Type: reconcile.RRType(typ)}] = true
 			return nil
@@ -162,7 +272,7 @@ func (s *Store) RecordOwned(ctx context.Context, target, zone string, add, remov
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		b, err := tx.Bucket(bucketOwned).CreateBucketIfNotExists(zoneKey(target, zone))
 		if err != nil {
 			return err
@@ -184,7 +294,7 @@ func (s *Store) RecordOwned(ctx context.Context, target, zone string, add, remov
 // CachedZone returns the last snapshot of a zone, or nil.
 func (s *Store) CachedZone(ctx context.Context, target, zone string) (*reconcile.ZoneContent, error) {
 	var data []byte
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		if v := tx.Bucket(bucketZones).Get(zoneKey(target, zone)); v != nil {
 			data = append([]byte(nil), v...)
 		}
@@ -206,7 +316,7 @@ func (s *Store) CacheZone(ctx context.Context, target string, z *reconcile.ZoneC
 		return err
 	}
 	data := reconcile.EncodeZone(z)
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketZones).Put(zoneKey(target, z.Zone), data)
 	})
 }
@@ -214,13 +324,13 @@ func (s *Store) CacheZone(ctx context.Context, target string, z *reconcile.ZoneC
 // SyncMark returns a zone's sync mark, or nil.
 func (s *Store) SyncMark(ctx context.Context, target, zone string) (*reconcile.SyncMark, error) {
 	var m *reconcile.SyncMark
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketSync).Get(zoneKey(target, zone))
 		if v == nil {
 			return nil
 		}
 		m = &reconcile.SyncMark{}
-		return json.Unmarshal(v, m)
+		return s.decode("sync mark "+target+"/"+zone, v, m)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read sync mark %s/%s: %w", target, zone, err)
@@ -237,7 +347,7 @@ func (s *Store) SetSyncMark(ctx context.Context, target, zone string, m *reconci
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketSync).Put(zoneKey(target, zone), v)
 	})
 }
@@ -245,13 +355,13 @@ func (s *Store) SetSyncMark(ctx context.Context, target, zone string, m *reconci
 // LoadStatus returns the reconciler's saved status, or nil.
 func (s *Store) LoadStatus(ctx context.Context) (*reconcile.Status, error) {
 	var st *reconcile.Status
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketStatus).Get(keyStatus)
 		if v == nil {
 			return nil
 		}
 		st = &reconcile.Status{}
-		return json.Unmarshal(v, st)
+		return s.decode("status", v, st)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read status: %w", err)
@@ -268,19 +378,19 @@ func (s *Store) SaveStatus(ctx context.Context, st *reconcile.Status) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketStatus).Put(keyStatus, v) })
+	return s.update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketStatus).Put(keyStatus, v) })
 }
 
 // InFlight returns the unfinished apply, or nil.
 func (s *Store) InFlight(ctx context.Context) (*reconcile.ApplyRecord, error) {
 	var rec *reconcile.ApplyRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketJournal).Get(keyInFlight)
 		if v == nil {
 			return nil
 		}
 		rec = &reconcile.ApplyRecord{}
-		return json.Unmarshal(v, rec)
+		return s.decode("journal", v, rec)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
@@ -327,13 +437,13 @@ func (s *Store) updateJournal(ctx context.Context, f func(*reconcile.ApplyRecord
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketJournal)
 		var cur *reconcile.ApplyRecord
 		if v := b.Get(keyInFlight); v != nil {
 			cur = &reconcile.ApplyRecord{}
-			if err := json.Unmarshal(v, cur); err != nil {
-				return fmt.Errorf("corrupt journal: %w", err)
+			if err := s.decode("journal", v, cur); err != nil {
+				return err
 			}
 		}
 		next := f(cur)
@@ -356,11 +466,11 @@ var (
 // NodeRecords returns every stored node record by name.
 func (s *Store) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error) {
 	out := map[string]*reconcile.NodeRecord{}
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
 			r := &reconcile.NodeRecord{}
-			if err := json.Unmarshal(v, r); err != nil {
-				return fmt.Errorf("node %s: %w", k, err)
+			if err := s.decode("node "+string(k), v, r); err != nil {
+				return err
 			}
 			out[string(k)] = r
 			return nil
@@ -375,13 +485,13 @@ func (s *Store) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeReco
 // NodeRecord returns one node's record, or nil.
 func (s *Store) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRecord, error) {
 	var r *reconcile.NodeRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketNodes).Get([]byte(name))
 		if v == nil {
 			return nil
 		}
 		r = &reconcile.NodeRecord{}
-		return json.Unmarshal(v, r)
+		return s.decode("node "+name, v, r)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read node %s: %w", name, err)
@@ -397,12 +507,12 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*reconcile.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.db.Batch(func(tx *bbolt.Tx) error {
+	err := s.batch(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
 		r := &reconcile.NodeRecord{Name: name}
 		if v := b.Get([]byte(name)); v != nil {
-			if err := json.Unmarshal(v, r); err != nil {
-				return fmt.Errorf("decode: %w", err)
+			if err := s.decode("node "+name, v, r); err != nil {
+				return err
 			}
 		}
 		if err := fn(r); err != nil {
