@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -71,12 +73,18 @@ type Report struct {
 type NodeState string
 
 // Node states: pending → provisioning → installed → verified, or failed.
+//
+// The install callback alone never verifies a node: it moves it to
+// installed ("installed, awaiting its agent's confirmation"), and the node
+// is verified by the first report of its agent, with the agent token of
+// this install, whose build and facts (read by the agent on the running
+// system) match the build (see NodeRecord.Confirmed).
 const (
 	NodeUnknown      NodeState = ""             // anneal has never built or heard from it
 	NodePending      NodeState = "pending"      // a rebuild is planned, not started
 	NodeProvisioning NodeState = "provisioning" // netboot armed, power cycled, install running
-	NodeInstalled    NodeState = "installed"    // the install callback arrived
-	NodeVerified     NodeState = "verified"     // facts match the build: ready
+	NodeInstalled    NodeState = "installed"    // the install callback arrived; awaiting the agent's confirmation
+	NodeVerified     NodeState = "verified"     // the agent's facts match the build: ready
 	NodeFailed       NodeState = "failed"
 	NodeRetired      NodeState = "decommissioned"
 )
@@ -109,11 +117,25 @@ type NodeRecord struct {
 	// netboots first does not install twice). Both are cleared at arming.
 	Netbooted      time.Time `json:"netbooted,omitzero"`
 	InstallFetched time.Time `json:"installFetched,omitzero"`
+	// Fetched lists the install files served in the current arming: each
+	// is served once. Cleared at arming.
+	Fetched []string `json:"fetched,omitempty"`
 	// PowerCycles counts power cycles of the current arming.
 	PowerCycles int `json:"powerCycles,omitempty"`
-	// Facts are the last reported facts and FactsAt when they came.
-	Facts   *Facts    `json:"facts,omitempty"`
-	FactsAt time.Time `json:"factsAt,omitzero"`
+	// AgentGen is the generation of the node's agent token, a random value
+	// drawn at every arming (each install gets a new agent token) and by
+	// RevokeAgent: a token of any other generation is refused. "" only on
+	// records written before generations existed: their agents keep the
+	// token they have until the node's next install or a revoke.
+	AgentGen string `json:"agentGen,omitempty"`
+	// Facts are the last reported facts and FactsAt when they came;
+	// FactsFrom says who reported them (ReportInstalled: the install
+	// callback; ReportAgent: the node's agent) and FactsBuild the build id
+	// that report named.
+	Facts      *Facts    `json:"facts,omitempty"`
+	FactsAt    time.Time `json:"factsAt,omitzero"`
+	FactsFrom  string    `json:"factsFrom,omitempty"`
+	FactsBuild string    `json:"factsBuild,omitempty"`
 	// Firmware is what the BMC last reported, at FirmwareAt.
 	Firmware   *Firmware `json:"firmware,omitempty"`
 	FirmwareAt time.Time `json:"firmwareAt,omitzero"`
@@ -122,6 +144,16 @@ type NodeRecord struct {
 // Armed reports whether the node's next netboot installs its target.
 func (r *NodeRecord) Armed(now time.Time) bool {
 	return r != nil && r.State == NodeProvisioning && r.Nonce != "" && now.Before(r.TokenExpires)
+}
+
+// Confirmed reports whether the node's agent has reported since the
+// installer of the current arming fetched its files: the report that
+// confirms (or refutes) an install. Only the agent of this install holds a
+// token of the current generation, so such a report comes from the
+// installed system.
+func (r *NodeRecord) Confirmed() bool {
+	return r != nil && r.FactsFrom == ReportAgent && r.Facts != nil &&
+		!r.InstallFetched.IsZero() && !r.FactsAt.Before(r.InstallFetched)
 }
 
 // NodeStore keeps node records. Update is a read-modify-write under the
@@ -133,4 +165,32 @@ type NodeStore interface {
 	// UpdateNode calls fn with the stored record (a new one with Name set
 	// when none is stored) and stores what it leaves, unless fn fails.
 	UpdateNode(ctx context.Context, name string, fn func(*NodeRecord) error) error
+}
+
+// RevokeAgent invalidates node's agent token: it draws a new generation,
+// so the token its agent holds (and any copy of it) is refused from now
+// on. The node's next install hands its agent a token of a newer
+// generation again; until then its reports are refused, so its drift is
+// not seen. It is for a token that leaked or a node that left anneal.
+func (r *Reconciler) RevokeAgent(ctx context.Context, node string) error {
+	rb := r.Rebuild
+	if rb == nil {
+		return errors.New("rebuilds are not enabled")
+	}
+	if site := r.Site(); site != nil && site.Node(node) == nil {
+		return fmt.Errorf("node %s is not in the site", node)
+	}
+	gen, err := newNonce()
+	if err != nil {
+		return err
+	}
+	err = rb.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
+		rec.AgentGen = gen
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("revoke the agent token of %s: %w", node, err)
+	}
+	r.log().Info("agent token revoked", "node", node)
+	return nil
 }

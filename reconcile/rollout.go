@@ -42,9 +42,10 @@ const (
 // untouched on their old build.
 //
 // One node's rebuild: leave DNS groups (records → out of service, DNS
-// synced) → arm netboot (a single-use install token) → BMC: next boot PXE,
-// power cycle → wait for the install callback → verify facts against the
-// build → verified, rejoin groups. Every step is written to the node's
+// synced) → arm netboot (a single-use install token, a new agent token
+// generation) → BMC: next boot PXE, power cycle → wait for the install
+// callback (installed) → wait for the first report of the node's new agent
+// → verify its build and facts → verified, rejoin groups. Every step is written to the node's
 // record first, so a restarted anneal resumes a rollout without power
 // cycling a node twice.
 type Rollout struct {
@@ -485,11 +486,18 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 		if err != nil {
 			return ro.fail(ctx, n.Name, err.Error())
 		}
+		gen, err := newNonce()
+		if err != nil {
+			return ro.fail(ctx, n.Name, err.Error())
+		}
 		now := ro.now()
 		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
 			rec.State, rec.Since, rec.Target, rec.Reason = NodeProvisioning, now, r.To, ""
 			rec.Nonce, rec.TokenExpires = nonce, now.Add(timeout)
-			rec.Netbooted, rec.InstallFetched, rec.PowerCycles = time.Time{}, time.Time{}, 1
+			rec.Netbooted, rec.InstallFetched, rec.Fetched, rec.PowerCycles = time.Time{}, time.Time{}, nil, 1
+			// The node is about to be wiped: its old agent token dies now,
+			// and the install hands the new agent a token of this generation.
+			rec.AgentGen = gen
 			rec.Attempts++
 			return nil
 		})
@@ -506,6 +514,7 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 		ro.emit(RolloutEvent{Node: n.Name, Step: StepPower, Detail: "next boot PXE, power cycled"})
 	}
 	poll := cmp.Or(ro.PollInterval, DefaultPollInterval)
+	announced := false
 	for {
 		// Listen before reading: a report landing between the read and the
 		// wait still wakes it.
@@ -514,6 +523,10 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 		if err != nil {
 			w.stop()
 			return ro.interrupted(ctx, err)
+		}
+		if rec != nil && rec.State == NodeInstalled && !announced {
+			announced = true
+			ro.emit(RolloutEvent{Node: n.Name, Step: StepInstalled, Detail: "awaiting its agent's confirmation"})
 		}
 		if done, reason := ro.step(ctx, n, rec, r, spec, timeout); done {
 			w.stop()
@@ -533,8 +546,15 @@ func (ro *Rollout) step(ctx context.Context, n *schema.Node, rec *NodeRecord, r 
 	}
 	switch rec.State {
 	case NodeInstalled:
-		ro.emit(RolloutEvent{Node: n.Name, Step: StepInstalled})
-		return true, ro.verify(ctx, n.Name, spec, r.To)
+		// The callback alone verifies nothing (anyone holding the install
+		// token could post it): the installed system's agent must report.
+		if rec.Confirmed() {
+			return true, ro.verify(ctx, n.Name, spec, r.To)
+		}
+		if ro.now().After(rec.Since.Add(timeout)) {
+			return true, ro.fail(ctx, n.Name, fmt.Sprintf("installed, but its agent did not report within %s of the install callback", timeout))
+		}
+		return false, ""
 	case NodeFailed:
 		return true, cmp.Or(rec.Reason, "failed")
 	case NodeProvisioning:
@@ -614,16 +634,20 @@ func (ro *Rollout) powerCycle(ctx context.Context, n *schema.Node) error {
 	return last
 }
 
-// verify checks an installed node's facts against its build.
+// verify checks the build and facts an installed node's agent reported
+// against its build.
 func (ro *Rollout) verify(ctx context.Context, node string, spec BuildSpec, build string) string {
 	var reason string
 	now := ro.now()
 	err := ro.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
 		reason = ""
 		var diffs []string
-		if rec.Facts == nil {
-			diffs = []string{"the install callback carried no facts"}
-		} else {
+		switch {
+		case !rec.Confirmed():
+			return fmt.Errorf("node %s: no report of its agent since its install", node)
+		case rec.FactsBuild != build:
+			diffs = []string{fmt.Sprintf("its agent reports build %q, expected %s", rec.FactsBuild, build)}
+		default:
 			diffs = VerifyFacts(spec, *rec.Facts)
 		}
 		rec.Nonce = ""
@@ -719,7 +743,7 @@ func (ro *Rollout) log() *slog.Logger {
 func newNonce() (string, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("install token nonce: %w", err)
+		return "", fmt.Errorf("random nonce: %w", err)
 	}
 	return hex.EncodeToString(b), nil
 }

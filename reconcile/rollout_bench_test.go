@@ -12,8 +12,9 @@ import (
 )
 
 // benchFleet's BMCs answer at once and a PXE power cycle stores the
-// install callback before it returns, so a rollout never waits on the
-// fleet: what Run costs is the engine's (and the in-memory store's).
+// install callback and the agent's report before it returns, so a rollout
+// never waits on the fleet: what Run costs is the engine's (and the
+// in-memory store's).
 type benchFleet struct {
 	store *memNodes
 	wake  *Waker
@@ -43,7 +44,10 @@ func (b *benchBMC) SetPower(ctx context.Context, a PowerAction) error {
 		if r.State != NodeProvisioning || r.Nonce == "" {
 			return errors.New("not armed")
 		}
-		r.State, r.Nonce, r.Facts, r.FactsAt = NodeInstalled, "", &facts, time.Now()
+		// The callback and, at once, the new agent's confirming report.
+		now := time.Now()
+		r.State, r.Nonce, r.InstallFetched = NodeInstalled, "", now
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, now, ReportAgent, r.Target
 		return nil
 	})
 	b.f.wake.Notify(b.node)

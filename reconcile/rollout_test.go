@@ -70,6 +70,7 @@ type fakeFleet struct {
 	delay   time.Duration
 	badNode map[string]bool // reports facts with a VLAN missing
 	silent  map[string]bool // never calls back
+	mute    map[string]bool // calls back, but its agent never reports
 	lost    map[string]int  // power cycles whose netboot is lost (booted the disk)
 
 	mu       sync.Mutex
@@ -124,7 +125,10 @@ func (f *fakeFleet) start(n *schema.Node) {
 	if lost {
 		return
 	}
-	_ = f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error { r.Netbooted = time.Now(); return nil })
+	_ = f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error {
+		r.Netbooted, r.InstallFetched = time.Now(), time.Now()
+		return nil
+	})
 	go func() {
 		time.Sleep(f.delay)
 		spec := BuildSpecOf(f.site, n)
@@ -140,19 +144,29 @@ func (f *fakeFleet) start(n *schema.Node) {
 			if r.State != NodeProvisioning || r.Nonce == "" {
 				return errors.New("not armed")
 			}
-			r.State, r.Nonce, r.Facts, r.FactsAt = NodeInstalled, "", &facts, time.Now()
+			r.State, r.Since, r.Nonce = NodeInstalled, time.Now(), ""
+			r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), ReportInstalled, spec.ID()
 			return nil
 		})
 		if err != nil {
 			f.t.Errorf("%s callback: %v", n.Name, err)
 		}
 		f.wake.Notify(n.Name)
+		if f.mute[n.Name] {
+			return
+		}
+		// The installed system's agent reports, as the boot server stores it.
+		_ = f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error {
+			r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), ReportAgent, spec.ID()
+			return nil
+		})
+		f.wake.Notify(n.Name)
 	}()
 }
 
 func newFleet(t *testing.T, site *schema.Site) (*fakeFleet, *Rollout) {
 	f := &fakeFleet{t: t, site: site, store: &memNodes{}, wake: &Waker{}, delay: 20 * time.Millisecond,
-		badNode: map[string]bool{}, silent: map[string]bool{}, lost: map[string]int{},
+		badNode: map[string]bool{}, silent: map[string]bool{}, mute: map[string]bool{}, lost: map[string]int{},
 		cycles: map[string]int{}, down: map[string]int{}, maxDown: map[string]int{}, finished: map[string]time.Time{}}
 	ro := &Rollout{Site: site, Nodes: f.store, Wake: f.wake, PollInterval: 10 * time.Millisecond,
 		BMC: func(n *schema.Node) (BMC, error) { return &fakeBMC{f: f, node: n}, nil }}
@@ -312,7 +326,8 @@ func TestRolloutResumesWithoutSecondPowerCycle(t *testing.T) {
 	}
 	facts := FactsOfBuild(BuildSpecOf(site, n))
 	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error {
-		r.State, r.Nonce, r.Facts = NodeInstalled, "", &facts
+		r.State, r.Nonce, r.InstallFetched = NodeInstalled, "", time.Now()
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), ReportAgent, target.To
 		return nil
 	})
 	res, err := ro.Run(ctx, plan)

@@ -177,6 +177,9 @@ func netbootHelper(raw string) error {
 		Key:     key,
 		BaseURL: cfg.BaseURL,
 		Log:     bootLog,
+		// The default, spelled out: the script is answered only to the
+		// node's reservation, which iPXE's requests come from.
+		Binding: boot.BindNode,
 	}
 	if cfg.Mirror {
 		bootSrv.ArtifactDir = filepath.Join(cfg.Dir, netbootArtifacts)
@@ -747,7 +750,8 @@ func (l *netbootLab) boot(t *testing.T, tools netbootTools, want ...string) (str
 
 // check stops the helper and asserts what its servers saw of the boot: an
 // OFFER and an ACK of the reservation to the node's MAC, the script URL
-// handed out, the script served to the node from its reserved address.
+// handed out, the script served to the node from its reserved address
+// (source binding on: none of its requests refused).
 func (l *netbootLab) check(t *testing.T) {
 	t.Helper()
 	l.stop()
@@ -766,6 +770,9 @@ func (l *netbootLab) check(t *testing.T) {
 	}
 	if len(netbootLines(bootLog, `msg="boot: serving install script"`, "node="+netbootNode, "mac="+mac, "build="+l.build, "remote="+ip)) == 0 {
 		t.Errorf("the netboot server did not log serving %s's install script (build %s) to %s", netbootNode, l.build, ip)
+	}
+	if refused := netbootLines(bootLog, "possible netboot hijack"); len(refused) > 0 {
+		t.Errorf("the netboot server refused the node's own requests as from another address: %q", refused)
 	}
 }
 

@@ -245,7 +245,10 @@ func startServer(o serverOptions) (*netbootServer, error) {
 		}
 		key := make([]byte, 32)
 		_, _ = rand.Read(key)
-		srv := &boot.Server{Site: current.Load, Nodes: ns.store, Key: key, BaseURL: base, Log: log.With("component", "netboot")}
+		// The storm's machines are loopback addresses, not their
+		// reservations: the lab binding lets loopback stand for a node.
+		srv := &boot.Server{Site: current.Load, Nodes: ns.store, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
+			Binding: boot.BindLab}
 		if err := srv.Check(); err != nil {
 			ln.Close()
 			return fail(err)

@@ -448,7 +448,9 @@ func (f *fleet) installNode(n *schema.Node) {
 			return errors.New("not armed")
 		}
 		now := time.Now()
-		r.State, r.Reason, r.Since, r.Nonce, r.Facts, r.FactsAt = reconcile.NodeInstalled, "", now, "", &facts, now
+		r.State, r.Reason, r.Since, r.Nonce, r.InstallFetched = reconcile.NodeInstalled, "", now, "", now
+		// The new agent's first report, at once: it confirms the install.
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, now, reconcile.ReportAgent, spec.ID()
 		return nil
 	})
 	f.callbacks.Add(1)

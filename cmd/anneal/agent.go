@@ -32,7 +32,10 @@ func newAgentCmd() *cobra.Command {
 		Long: `Agent reads this machine's facts (os-release, kernel, interfaces with MACs,
 bonds, VLANs, bridges, addresses, default routes, resolvers) and posts them to
 the anneal server named in --config, so that drift made by hand after an
-install is seen.
+install is seen. Its first report after an install is what verifies the
+install: the callback alone does not. The token in --config is this install's:
+every reinstall replaces it and anneal can revoke it (reports are then refused,
+403); the file is read again before every report.
 
 With --install-token-file it posts the install callback once instead: what
 anneal-installed.service runs on the first boot of a rebuilt node, with the
@@ -65,18 +68,19 @@ exit 1.`,
 				return failure(err)
 			}
 		}
-		data, err := os.ReadFile(filepath.Clean(*config))
+		cfg, err := readAgentConfig(*config)
 		if err != nil {
-			return failure(fmt.Errorf("agent config: %w", err))
-		}
-		var cfg agentConfig
-		if err := json.Unmarshal(data, &cfg); err != nil {
-			return failure(fmt.Errorf("agent config %s: %w", *config, err))
-		}
-		if cfg.URL == "" || cfg.Node == "" {
-			return failure(fmt.Errorf("agent config %s: url and node are required", *config))
+			return failure(err)
 		}
 		report := func() error {
+			// agent.json is read again for every report: the token in it
+			// is rotated by every install and can be revoked, and a new
+			// file takes effect without a restart.
+			if c, err := readAgentConfig(*config); err == nil {
+				cfg = c
+			} else {
+				log.Warn("agent config: keeping the last good one", "err", err)
+			}
 			f, err := facts.Collect(ctx, *root)
 			if err != nil {
 				return err
@@ -107,7 +111,13 @@ exit 1.`,
 		defer tick.Stop()
 		for {
 			if err := report(); err != nil {
-				log.Warn("report", "node", cfg.Node, "err", err)
+				var se *statusError
+				if errors.As(err, &se) && se.code == http.StatusForbidden {
+					log.Warn("report refused: this agent's token was revoked or replaced by a newer install of the node; a new one comes with the node's next install",
+						"node", cfg.Node, "err", err)
+				} else {
+					log.Warn("report", "node", cfg.Node, "err", err)
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -117,6 +127,22 @@ exit 1.`,
 		}
 	}
 	return c
+}
+
+// readAgentConfig reads agent.json.
+func readAgentConfig(path string) (agentConfig, error) {
+	data, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		return agentConfig{}, fmt.Errorf("agent config: %w", err)
+	}
+	var cfg agentConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return agentConfig{}, fmt.Errorf("agent config %s: %w", path, err)
+	}
+	if cfg.URL == "" || cfg.Node == "" {
+		return agentConfig{}, fmt.Errorf("agent config %s: url and node are required", path)
+	}
+	return cfg, nil
 }
 
 // exitAgentRefused is the exit status of a refused install callback;

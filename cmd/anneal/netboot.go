@@ -37,6 +37,8 @@ type netbootFlags struct {
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
 	tftpListen, tftpRoot                          string
+	// source binds nodes' netboot requests to their addresses.
+	source *netbootSourceFlags
 	// http bounds the netboot HTTP server's clients (nil: the defaults).
 	http *httpLimitFlags
 }
@@ -58,6 +60,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.dhcpServerIP, "dhcp-server-ip", "", "this server's IPv4 address on the provisioning network (server identifier, next-server, TFTP server)")
 	c.Flags().StringVar(&f.tftpListen, "tftp-listen", "", "serve the iPXE binaries by TFTP on this address (:69)")
 	c.Flags().StringVar(&f.tftpRoot, "tftp-root", tftp.DefaultRoot, "the directory of the iPXE binaries (undionly.kpxe, ipxe.efi)")
+	f.source = addNetbootSourceFlags(c)
 	return f
 }
 
@@ -105,6 +108,10 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	}
 	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
 		AgentBinary: exe, ArtifactDir: artifacts, ArtifactMaxSize: f.artifactMaxSize, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
+	if err := f.source.apply(srv, f.lab != ""); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if err := srv.Check(); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("netboot: %w", err)

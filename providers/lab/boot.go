@@ -273,29 +273,42 @@ func (n *Node) runDisk(ctx context.Context, gen uint64) {
 		agent = *n.disk.Agent
 	}
 	n.mu.Unlock()
+	if agent.URL == "" {
+		return
+	}
+	// The agent's first report, as the installed system comes up, is what
+	// confirms an install to anneal (its callback alone verifies nothing):
+	// it is retried like the callback, and made even when periodic reports
+	// are off.
+	err := n.retry(ctx, "agent report", func() error { return n.report(ctx, gen, agent) })
+	if err != nil && ctx.Err() == nil {
+		n.f.log.Warn("lab: agent report", "node", n.name, "err", err)
+	}
 	interval := n.f.cfg.AgentInterval
-	if interval <= 0 || agent.URL == "" {
+	if interval <= 0 {
 		return
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		n.report(ctx, gen, agent)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := n.report(ctx, gen, agent); err != nil && ctx.Err() == nil {
+			n.f.log.Warn("lab: agent report", "node", n.name, "err", err)
 		}
 	}
 }
 
 // report posts one agent report: the disk's build and its (possibly hand
 // edited) facts.
-func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) {
+func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) error {
 	n.mu.Lock()
 	if n.gen != gen || n.disk.Facts == nil {
 		n.mu.Unlock()
-		return
+		return nil
 	}
 	body := struct {
 		BuildID string          `json:"buildId"`
@@ -304,15 +317,13 @@ func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) {
 	n.mu.Unlock()
 	u := strings.TrimSuffix(agent.URL, "/") + "/api/v1/nodes/" + url.PathEscape(agent.Node) + "/facts"
 	if err := n.post(ctx, u, agent.Token, body); err != nil {
-		if ctx.Err() == nil {
-			n.f.log.Warn("lab: agent report", "node", n.name, "err", err)
-		}
-		return
+		return err
 	}
 	n.mu.Lock()
 	n.reports++
 	n.notifyLocked()
 	n.mu.Unlock()
+	return nil
 }
 
 // --- iPXE ---

@@ -34,12 +34,17 @@ var buildIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 var (
 	errTokenUsed       = refuse(http.StatusForbidden, "install token was used or superseded", nil)
 	errTokenOtherBuild = refuse(http.StatusForbidden, "install token is for another build", nil)
+	errAgentToken      = refuse(http.StatusForbidden, "invalid agent token",
+		errors.New("not this node's current agent token: forged, another node's, or revoked by a reinstall or a revoke"))
 )
 
 // handleInstalled answers the install callback: it verifies the single-use
 // install token, consumes its nonce and records the node installed (or
 // failed, when it installed another build than the one armed), in one
-// NodeStore update.
+// NodeStore update. Installed is not verified: the rebuild engine waits for
+// the report of the node's new agent (reconcile.NodeRecord.Confirmed), so a
+// callback posted by anyone else than the installed system verifies
+// nothing.
 func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 	name, now := r.PathValue("node"), s.now()
 	var req installedRequest
@@ -56,7 +61,12 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "install callback", name, refuse(http.StatusBadRequest, "buildId missing or not a build id", nil))
 		return
 	}
-	if _, _, err := s.siteNode(name); err != nil {
+	site, node, err := s.siteNode(name)
+	if err != nil {
+		s.fail(w, r, "install callback", name, err)
+		return
+	}
+	if err := s.checkSource(r, site, node); err != nil {
 		s.fail(w, r, "install callback", name, err)
 		return
 	}
@@ -69,9 +79,15 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		case rec.Target != c.Build:
 			return errTokenOtherBuild
 		}
-		facts := req.Facts
 		rec.Nonce = "" // single use
-		rec.Since, rec.Facts, rec.FactsAt = now, &facts, now
+		rec.Since = now
+		// The callback's facts are kept for display, unless the new agent
+		// already reported (its unit may start before the callback
+		// succeeds): those are the ones that confirm the install.
+		if !rec.Confirmed() {
+			facts := req.Facts
+			rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, reconcile.ReportInstalled, req.BuildID
+		}
 		if req.BuildID != rec.Target {
 			mismatch = fmt.Sprintf("installed build %s, expected %s", req.BuildID, rec.Target)
 			rec.State, rec.Reason = reconcile.NodeFailed, mismatch
@@ -93,19 +109,28 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "install callback", name, refuse(http.StatusConflict, mismatch, nil))
 		return
 	}
-	s.log().Info("boot: node installed", "node", name, "build", req.BuildID, "remote", remoteHost(r))
+	s.log().Info("boot: node installed, awaiting its agent's report", "node", name, "build", req.BuildID, "remote", remoteHost(r))
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// handleFacts stores an agent's periodic facts.
+// handleFacts stores an agent's facts. The agent token must be of the
+// generation in the node's record (a reinstall or a revoke made every
+// older one useless), and the report come from the node's address. The
+// first such report after an install is what verifies it.
 func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 	name, now := r.PathValue("node"), s.now()
-	if !checkAgentToken(s.Key, name, bearer(r)) {
-		s.fail(w, r, "agent facts", name, refuse(http.StatusForbidden, "invalid agent token", nil))
+	site, node, err := s.siteNode(name)
+	if err != nil {
+		s.fail(w, r, "agent facts", name, err)
 		return
 	}
-	if _, _, err := s.siteNode(name); err != nil {
+	if err := s.checkSource(r, site, node); err != nil {
 		s.fail(w, r, "agent facts", name, err)
+		return
+	}
+	presented := bearer(r)
+	if presented == "" {
+		s.fail(w, r, "agent facts", name, refuse(http.StatusForbidden, "no agent token", nil))
 		return
 	}
 	var req factsRequest
@@ -117,13 +142,21 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "agent facts", name, refuse(http.StatusBadRequest, "buildId is not a build id", nil))
 		return
 	}
-	err := s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+	// The token is checked against the record inside the update, so a
+	// revoke or an arming racing this report wins.
+	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+		if !checkAgentToken(s.Key, name, rec.AgentGen, presented) {
+			return errAgentToken
+		}
 		facts := req.Facts
-		rec.Facts, rec.FactsAt = &facts, now
+		rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, reconcile.ReportAgent, req.BuildID
 		return nil
 	})
 	if err != nil {
-		s.fail(w, r, "agent facts", name, fmt.Errorf("update node record: %w", err))
+		if !errors.Is(err, errAgentToken) {
+			err = fmt.Errorf("update node record: %w", err)
+		}
+		s.fail(w, r, "agent facts", name, err)
 		return
 	}
 	s.report(reconcile.Report{Node: name, Kind: reconcile.ReportAgent, BuildID: req.BuildID, Facts: req.Facts, Time: now})

@@ -135,7 +135,9 @@ type fixture struct {
 	noSite  bool
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts a fixture; opts change its site and Server before the
+// server starts.
+func newFixture(t *testing.T, opts ...func(*fixture)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, site: loadSite(t), store: newMemStore(), logs: &lockedBuffer{}, now: t0}
 	f.srv = &Server{
@@ -149,13 +151,20 @@ func newFixture(t *testing.T) *fixture {
 		},
 		Nodes: f.store,
 		Key:   testKey,
-		Log:   newTestLogger(f.logs),
-		Now:   f.clock,
+		// The example site's nodes are on 10.10.1.0/24; the fixture's
+		// client is on loopback, which the lab binding lets stand for any
+		// node. hijack_test.go tests the default binding.
+		Binding: BindLab,
+		Log:     newTestLogger(f.logs),
+		Now:     f.clock,
 		OnReport: func(r reconcile.Report) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.reports = append(f.reports, r)
 		},
+	}
+	for _, o := range opts {
+		o(f)
 	}
 	f.ts = httptest.NewUnstartedServer(f.srv)
 	f.srv.BaseURL = "http://" + f.ts.Listener.Addr().String()
@@ -164,7 +173,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(f.ts.Close)
 	f.secret(string(testKey), hex.EncodeToString(testKey), base64.StdEncoding.EncodeToString(testKey))
 	for _, n := range f.site.Nodes {
-		f.secret(AgentToken(testKey, n.Name))
+		f.secret(AgentToken(testKey, n.Name, ""), AgentToken(testKey, n.Name, agentGenOf(n.Name)))
 	}
 	t.Cleanup(f.checkLogs)
 	return f
@@ -224,14 +233,19 @@ func (f *fixture) buildID(node string) string {
 	return reconcile.BuildSpecOf(f.site, n).ID()
 }
 
+// agentGenOf is the agent token generation arm gives node.
+func agentGenOf(node string) string { return "gen-" + node }
+
 // arm records node as provisioning its current build with a nonce valid
-// for an hour, as the rebuild engine does.
+// for an hour and a new agent token generation, as the rebuild engine
+// does.
 func (f *fixture) arm(node string) string {
 	f.t.Helper()
 	build := f.buildID(node)
 	err := f.store.UpdateNode(context.Background(), node, func(r *reconcile.NodeRecord) error {
 		r.State, r.Since, r.Target = reconcile.NodeProvisioning, t0, build
 		r.Nonce, r.TokenExpires = "nonce-"+node, t0.Add(time.Hour)
+		r.AgentGen, r.Fetched, r.InstallFetched = agentGenOf(node), nil, time.Time{}
 		return nil
 	})
 	if err != nil {

@@ -80,6 +80,10 @@ func (s *Server) siteNode(name string) (*schema.Site, *schema.Node, error) {
 	return site, node, nil
 }
 
+// errFetchedTwice refuses a second fetch of an install file in one arming.
+var errFetchedTwice = refuse(http.StatusGone, "install file already served in this arming",
+	errors.New("possible netboot hijack: the installer fetches each file once"))
+
 // checkArmed checks an install token's claims against the node's record
 // and the site: still armed, same nonce, same build, and the build is the
 // one the site wants now (else the files would describe another build).
@@ -120,6 +124,9 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 	if err != nil {
 		return "", "", err
 	}
+	if err := s.checkSource(r, site, node); err != nil {
+		return "", "", err
+	}
 	rec, err := s.Nodes.NodeRecord(r.Context(), name)
 	if err != nil {
 		return "", "", fmt.Errorf("read node record: %w", err)
@@ -138,23 +145,39 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 	if strings.HasSuffix(file, ".json") {
 		contentType = "application/json"
 	}
-	if rec.InstallFetched.IsZero() {
-		if err := s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
-			if rec.InstallFetched.IsZero() {
-				rec.InstallFetched = now
-			}
-			return nil
-		}); err != nil {
-			return "", "", fmt.Errorf("record install start: %w", err)
+	var rd *Rendered
+	if file != FileAgent {
+		if rd, err = s.render(site, node, token); err != nil {
+			return "", "", err
 		}
 	}
-	if file == FileAgent {
-		body, err = renderAgent(s.BaseURL, name, AgentToken(s.Key, name))
-		return body, contentType, err
-	}
-	rd, err := s.render(site, node, token)
-	if err != nil {
+	// Each file once per arming, marked before it is sent: a second fetch
+	// is someone else holding the token (or an installer retrying a
+	// transfer that broke, which the operator then retries).
+	var gen string
+	if err := s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+		if err := checkArmed(c, rec, rec.Target, now); err != nil {
+			return err
+		}
+		if slices.Contains(rec.Fetched, file) {
+			return errFetchedTwice
+		}
+		rec.Fetched = append(rec.Fetched, file)
+		if rec.InstallFetched.IsZero() {
+			rec.InstallFetched = now
+		}
+		gen = rec.AgentGen
+		return nil
+	}); err != nil {
+		var se *statusError
+		if !errors.As(err, &se) {
+			err = fmt.Errorf("record install file fetched: %w", err)
+		}
 		return "", "", err
+	}
+	if file == FileAgent {
+		body, err = renderAgent(s.BaseURL, name, AgentToken(s.Key, name, gen))
+		return body, contentType, err
 	}
 	return rd.Files[file], contentType, nil
 }

@@ -9,10 +9,13 @@
 // A node installs only when the rebuild engine armed it: its record in the
 // NodeStore is provisioning, holds a nonce that has not expired, and
 // targets the build the site wants now. The script then carries an install
-// token (tokens.go) that the installer presents for its files; the install
-// writes it to a root-only file in the installed system, whose first boot
-// presents it once for the callback (firstboot.go). Everything else boots
-// from the local disk.
+// token (tokens.go) that the installer presents for its files, each served
+// once per arming; the install writes it to a root-only file in the
+// installed system, whose first boot presents it once for the callback
+// (firstboot.go). The callback only marks the node installed: it is
+// verified by its new agent's first report. Every route that acts for a
+// node answers only the node's own provisioning address (source.go).
+// Everything else boots from the local disk.
 //
 // Rendering (Render) needs no server, so `anneal render` shows exactly what
 // a node would get.
@@ -24,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -68,6 +72,12 @@ type Server struct {
 	ArtifactDir string
 	// ArtifactClient fetches artifacts (default: a client of its own).
 	ArtifactClient *http.Client
+	// Binding says which client addresses act for a node (default
+	// BindNode: only the node's provisioning addresses; source.go).
+	Binding SourceBinding
+	// TrustedProxies are the proxies (or NAT gateways that add the header)
+	// whose X-Forwarded-For names the client; nobody else's is believed.
+	TrustedProxies []netip.Prefix
 	// ArtifactMaxSize bounds one artifact download in bytes, whether or
 	// not the image declares its size (default DefaultArtifactMaxSize).
 	ArtifactMaxSize int64
@@ -157,6 +167,8 @@ func (s *Server) init() {
 	default:
 		if _, err := checkBaseURL(s.BaseURL); err != nil {
 			s.initErr = fmt.Errorf("boot: Server.BaseURL: %w", err)
+		} else if s.Binding, err = ParseSourceBinding(string(s.Binding)); err != nil {
+			s.initErr = fmt.Errorf("boot: Server.Binding: %w", err)
 		}
 	}
 	if s.initErr != nil {
@@ -248,6 +260,10 @@ func (s *Server) handleIPXE(w http.ResponseWriter, r *http.Request) {
 		s.disc.seen(mac, remote, now)
 		s.log().Warn("boot: netboot from a MAC not in the site", "mac", mac, "site", siteName(site), "remote", remote)
 		writeScript(w, exitScript(fmt.Sprintf("MAC %s is not in site %s", mac, siteName(site))))
+		return
+	}
+	if err := s.checkSource(r, site, node); err != nil {
+		s.fail(w, r, "iPXE script", node.Name, err)
 		return
 	}
 	rec, err := s.Nodes.NodeRecord(r.Context(), node.Name)

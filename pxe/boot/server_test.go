@@ -282,7 +282,7 @@ func TestInstallFiles(t *testing.T) {
 			if status != tc.status {
 				t.Fatalf("status %d, want %d; body:\n%s", status, tc.status, body)
 			}
-			sub := strings.NewReplacer("BUILD", build, "BASE", f.srv.BaseURL, "AGENT", AgentToken(testKey, tc.node))
+			sub := strings.NewReplacer("BUILD", build, "BASE", f.srv.BaseURL, "AGENT", AgentToken(testKey, tc.node, agentGenOf(tc.node)))
 			for _, w := range tc.want {
 				if !strings.Contains(body, sub.Replace(w)) {
 					t.Errorf("body lacks %q:\n%s", sub.Replace(w), body)
@@ -503,12 +503,24 @@ func TestAgentFacts(t *testing.T) {
 		bearer func(f *fixture) string
 		status int
 	}{
-		{"good", "e1n01", func(f *fixture) string { return AgentToken(testKey, "e1n01") }, http.StatusNoContent},
+		{"good", "e1n01", func(f *fixture) string { return AgentToken(testKey, "e1n01", "") }, http.StatusNoContent},
+		{"good, of the record's generation", "e1n01", func(f *fixture) string {
+			f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = "g2" })
+			return AgentToken(testKey, "e1n01", "g2")
+		}, http.StatusNoContent},
+		{"of an older generation", "e1n01", func(f *fixture) string {
+			f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = "g2" })
+			return AgentToken(testKey, "e1n01", "g1")
+		}, http.StatusForbidden},
+		{"without generation, once the record has one", "e1n01", func(f *fixture) string {
+			f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = "g2" })
+			return AgentToken(testKey, "e1n01", "")
+		}, http.StatusForbidden},
 		{"no token", "e1n01", func(f *fixture) string { return "" }, http.StatusForbidden},
-		{"another node's token", "e1n01", func(f *fixture) string { return AgentToken(testKey, "e1n02") }, http.StatusForbidden},
-		{"other key", "e1n01", func(f *fixture) string { return AgentToken([]byte("attacker-key-0123456789abcdef"), "e1n01") }, http.StatusForbidden},
+		{"another node's token", "e1n01", func(f *fixture) string { return AgentToken(testKey, "e1n02", "") }, http.StatusForbidden},
+		{"other key", "e1n01", func(f *fixture) string { return AgentToken([]byte("attacker-key-0123456789abcdef"), "e1n01", "") }, http.StatusForbidden},
 		{"install token", "e1n01", func(f *fixture) string { f.arm("e1n01"); return f.tokenOf("e1n01") }, http.StatusForbidden},
-		{"node not in the site", "ghost", func(f *fixture) string { return AgentToken(testKey, "ghost") }, http.StatusNotFound},
+		{"node not in the site", "ghost", func(f *fixture) string { return AgentToken(testKey, "ghost", "") }, http.StatusNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

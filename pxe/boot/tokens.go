@@ -102,21 +102,31 @@ func CheckInstallToken(key []byte, token string, now time.Time) (InstallClaims, 
 }
 
 // AgentToken is the bearer token of node's `anneal agent`: hex
-// HMAC-SHA256(key, "agent\x00"+node). It does not expire; changing the key
+// HMAC-SHA256(key, "agent\x00"+node+"\x00"+gen), gen being the token
+// generation in the node's record (reconcile.NodeRecord.AgentGen). Every
+// arming draws a new generation, so each install hands its agent a new
+// token and the old one dies; a revoke draws one too. An empty gen gives
+// the token of anneal before generations (HMAC over "agent\x00"+node),
+// accepted only while the record has no generation. Changing the key
 // revokes every agent token.
-func AgentToken(key []byte, node string) string {
+func AgentToken(key []byte, node, gen string) string {
 	if len(key) == 0 {
 		panic("boot: AgentToken with an empty key")
 	}
-	return hex.EncodeToString(sign(key, []byte("agent\x00"+node)))
+	msg := "agent\x00" + node
+	if gen != "" {
+		msg += "\x00" + gen
+	}
+	return hex.EncodeToString(sign(key, []byte(msg)))
 }
 
-// checkAgentToken compares a presented agent token in constant time.
-func checkAgentToken(key []byte, node, got string) bool {
+// checkAgentToken compares a presented agent token with the one of the
+// node's current generation, in constant time.
+func checkAgentToken(key []byte, node, gen, got string) bool {
 	if len(key) == 0 || got == "" {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(AgentToken(key, node)), []byte(got)) == 1
+	return subtle.ConstantTimeCompare([]byte(AgentToken(key, node, gen)), []byte(got)) == 1
 }
 
 func sign(key, msg []byte) []byte {

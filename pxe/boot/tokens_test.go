@@ -72,26 +72,30 @@ func TestInstallTokenIsURLAndCmdlineSafe(t *testing.T) {
 }
 
 func TestAgentToken(t *testing.T) {
-	a, b := AgentToken(testKey, "e1n01"), AgentToken(testKey, "e1n02")
+	a, b := AgentToken(testKey, "e1n01", "g1"), AgentToken(testKey, "e1n02", "g1")
+	legacy := AgentToken(testKey, "e1n01", "")
 	tests := []struct {
-		name      string
-		node, got string
-		want      bool
+		name           string
+		node, gen, got string
+		want           bool
 	}{
-		{"own token", "e1n01", a, true},
-		{"another node's token", "e1n01", b, false},
-		{"upper case", "e1n01", strings.ToUpper(a), false},
-		{"empty", "e1n01", "", false},
-		{"other key", "e1n01", AgentToken([]byte("another-key-0123456789abcdef"), "e1n01"), false},
+		{"own token", "e1n01", "g1", a, true},
+		{"own token, no generation", "e1n01", "", legacy, true},
+		{"another node's token", "e1n01", "g1", b, false},
+		{"an older generation", "e1n01", "g2", a, false},
+		{"no generation, once there is one", "e1n01", "g1", legacy, false},
+		{"upper case", "e1n01", "g1", strings.ToUpper(a), false},
+		{"empty", "e1n01", "g1", "", false},
+		{"other key", "e1n01", "g1", AgentToken([]byte("another-key-0123456789abcdef"), "e1n01", "g1"), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := checkAgentToken(testKey, tc.node, tc.got); got != tc.want {
+			if got := checkAgentToken(testKey, tc.node, tc.gen, tc.got); got != tc.want {
 				t.Errorf("checkAgentToken = %v, want %v", got, tc.want)
 			}
 		})
 	}
-	if len(a) != 64 || a == b || a != AgentToken(testKey, "e1n01") {
+	if len(a) != 64 || a == b || a == legacy || a != AgentToken(testKey, "e1n01", "g1") {
 		t.Errorf("agent tokens %q, %q: want distinct, stable, 64 hex digits", a, b)
 	}
 	if strings.Contains(a, ".") {
