@@ -323,6 +323,14 @@ func TestFromNode(t *testing.T) {
 
 	// The password is resolved: an unset variable fails, naming the
 	// reference.
+	// The grants are asked again where the password leaves: a node aimed
+	// at an address they do not allow gets no password, whatever the
+	// site's own check said.
+	aimed := *n
+	aimed.BMC.Address = "192.0.2.66"
+	if _, err := FromNode(site, &aimed, grants(simPassword)); err == nil || !strings.Contains(err.Error(), "may not be sent to bmc 192.0.2.66") {
+		t.Fatalf("FromNode aimed elsewhere: %v", err)
+	}
 	_, err = FromNode(site, n, grants(""))
 	if err == nil || !strings.Contains(err.Error(), "w1n01") || !strings.Contains(err.Error(), "ANNEAL_BMC_PASSWORD") {
 		t.Fatalf("FromNode without the secret: %v", err)

@@ -143,6 +143,7 @@ func ParseGrants(file string, data []byte) (*Grants, error) {
 		if err != nil {
 			return nil, err
 		}
+		gr.line = k.Line // errors point at the secret's name
 		g.secrets[name] = gr
 	}
 	return g, nil

@@ -181,7 +181,7 @@ func TestGrantsResolve(t *testing.T) {
 	if err := os.Symlink(key, link); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Forbid("netboot key", "file:"+link, ""); err == nil || !strings.Contains(err.Error(), `grants.yaml:7: secret "tsig-key" reads file:`) {
+	if err := g.Forbid("netboot key", "file:"+link, ""); err == nil || !strings.Contains(err.Error(), `grants.yaml:6: secret "tsig-key" reads file:`) {
 		t.Errorf("forbid file through a symlink: %v", err)
 	}
 	g, _ = testGrants(t)
