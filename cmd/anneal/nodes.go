@@ -59,6 +59,7 @@ func newNodesCmd() *cobra.Command {
 	out := addOutputFlag(c, "text", "json")
 	api := addAPIFlags(c, "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
 	c.AddCommand(newNodesRetryCmd())
+	c.AddCommand(newNodesRevokeAgentCmd())
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		s, err := site.loadValid(c.Context())
 		if err != nil {
@@ -187,6 +188,30 @@ func newNodesRetryCmd() *cobra.Command {
 				return failure(err)
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s: retry requested\n", n)
+		}
+		return nil
+	}
+	return c
+}
+
+func newNodesRevokeAgentCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "revoke-agent NODE...",
+		Short: "Revoke nodes' agent tokens (through a running anneal serve): their reports are refused until their next install",
+		Args:  cobra.MinimumNArgs(1),
+	}
+	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
+	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		token, err := resolveToken(*tokenRef)
+		if err != nil {
+			return failure(err)
+		}
+		for _, n := range args {
+			if err := apiCall(c.Context(), api, http.MethodPost, "/api/v1/nodes/"+n+"/revoke-agent", token, nil); err != nil {
+				return failure(err)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: agent token revoked\n", n)
 		}
 		return nil
 	}

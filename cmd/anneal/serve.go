@@ -336,6 +336,18 @@ func apiHandler(r *reconcile.Reconciler, m *metrics, token string, backup func(c
 		}
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "retry requested; reconcile triggered"})
 	})
+	// Revoke a node's agent token (leaked, or the node left anneal): its
+	// reports are refused until its next install hands it a new one.
+	mux.HandleFunc("POST /api/v1/nodes/{node}/revoke-agent", func(w http.ResponseWriter, req *http.Request) {
+		if !authorized(w, req) {
+			return
+		}
+		if err := r.RevokeAgent(req.Context(), req.PathValue("node")); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "agent token revoked"})
+	})
 	// A push webhook: signed with the token as the HMAC key (GitHub's
 	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike);
 	// each delivery accepted once.
