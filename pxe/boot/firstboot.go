@@ -21,7 +21,10 @@ import (
 //	                            removes the token file when it succeeded
 //	anneal-agent.service        `anneal agent`, reporting every 5 minutes
 //
-// and enables both units. The token is read from its file by
+// and enables both units. The callback only marks the node installed; the
+// agent's first report (with the agent token of this install, from
+// agent.json) is what verifies it, so the agent starts right after the
+// callback's first attempt. The token is read from its file by
 // `anneal agent --install-token-file`, so it never appears on a command
 // line of the installed system (ps) nor in a unit file; the units log
 // nothing of it.
