@@ -137,8 +137,9 @@ func (s *Server) listen(ctx context.Context) error {
 	}
 	if al != nil {
 		// anneal is the one client, on loopback: no per-source bound. The
-		// API refuses bodies over maxBody itself, as PowerDNS does.
-		limits := netlimit.Limits{MaxConns: 1024, MaxConnsPerSource: -1, MaxBodyBytes: int64(s.maxBody) + 1<<20}
+		// API bounds its one body itself (maxBody), answering 400 as
+		// PowerDNS does: no server-wide bound before it.
+		limits := netlimit.Limits{MaxConns: 1024, MaxConnsPerSource: -1, MaxBodyBytes: -1}
 		s.api = netlimit.NewServer(s.apiHandler(), limits)
 		s.api.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 		bounded := netlimit.NewListener(al, limits, s.log)
