@@ -8,7 +8,7 @@ import (
 )
 
 // netbootSourceFlags say to which client addresses the netboot server
-// answers a node (pxe/boot SourceBinding; docs/security-netboot.md).
+// answers a node (pxe/boot SourceBinding; docs/security.md, Netboot).
 type netbootSourceFlags struct {
 	binding string
 	proxies []string
