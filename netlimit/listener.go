@@ -9,6 +9,7 @@
 package netlimit
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -251,6 +252,16 @@ func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.src) })
 	return err
+}
+
+// CloseWrite lets net/http half-close before it closes a connection
+// whose request it did not read (a 413): the client reads the answer
+// instead of a reset.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func (c *conn) SetDeadline(t time.Time) error {

@@ -213,7 +213,7 @@ func TestBodyBound(t *testing.T) {
 		status  int
 		maxErr  bool // the handler ran and saw *http.MaxBytesError
 	}{
-		{"declared", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", http.StatusRequestEntityTooLarge, false},
+		{"declared", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("y", 100000), http.StatusRequestEntityTooLarge, false},
 		{"chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d1\r\n" + strings.Repeat("y", 2001) + "\r\n0\r\n\r\n", http.StatusRequestEntityTooLarge, true},
 		{"within", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("y", 1000), http.StatusOK, false},
 	}
