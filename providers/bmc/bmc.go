@@ -24,6 +24,7 @@ import (
 	"github.com/bmc-toolbox/bmclib/v2/providers/ipmitool"
 	"github.com/bmc-toolbox/bmclib/v2/providers/redfish"
 
+	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 )
@@ -359,9 +360,7 @@ func (b *BMC) client() *bmclib.Client {
 			host = b.cfg.Host[:i+3] + host
 		}
 		opts := []bmclib.Option{bmclib.WithRedfishPort(port)}
-		if hc := b.httpClient(); hc != nil {
-			opts = append(opts, bmclib.WithHTTPClient(hc))
-		}
+		opts = append(opts, bmclib.WithHTTPClient(b.httpClient()))
 		c := bmclib.NewClient(host, b.cfg.Username, b.cfg.Password, opts...)
 		c.Registry.Drivers = c.Registry.For(redfish.ProviderName)
 		return c
@@ -375,14 +374,22 @@ func (b *BMC) client() *bmclib.Client {
 // httpClient is a copy of the configured HTTP client for one bmclib client
 // (bmclib's Open sets the client's Timeout, so a shared one would race),
 // with a nil transport made explicit (bmclib asserts an *http.Transport).
+//
+// Without a configured client it is bmclib's default (BMC certificates are
+// self-signed). Either way a redirect to another host is refused: the
+// password goes to the BMC's granted address only.
 func (b *BMC) httpClient() *http.Client {
-	if b.cfg.HTTPClient == nil {
-		return nil
+	var hc http.Client
+	if b.cfg.HTTPClient != nil {
+		hc = *b.cfg.HTTPClient
+	} else {
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true,
+			TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
 	}
-	hc := *b.cfg.HTTPClient
 	if hc.Transport == nil {
 		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
 	}
+	hc.CheckRedirect = secret.SameHostRedirects
 	return &hc
 }
 
@@ -504,13 +511,6 @@ func (b *BMC) redfishAnswers(ctx context.Context) bool {
 		return false
 	}
 	hc := b.httpClient()
-	if hc == nil {
-		// As bmclib's default client: BMC certificates are self-signed.
-		hc = &http.Client{Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-			DisableKeepAlives: true,
-		}}
-	}
 	hc.Timeout = 0 // ctx bounds the probe
 	resp, err := hc.Do(req)
 	if err != nil {

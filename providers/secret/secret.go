@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,4 +103,19 @@ func redact(s string) string {
 // equal compares two secrets in constant time (for their length).
 func equal(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// SameHostRedirects is an http.Client's CheckRedirect for clients that
+// carry a secret (a BMC session's password, a PowerDNS API key): a redirect
+// to another host or port is refused, since Go replays a 307/308 body and
+// keeps custom headers such as X-API-Key across hosts. The grant allowed
+// one destination, not wherever it points.
+func SameHostRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if len(via) > 0 && !strings.EqualFold(req.URL.Host, via[0].URL.Host) {
+		return fmt.Errorf("redirect from %s to %s refused: a secret goes only where it was granted", via[0].URL.Host, req.URL.Host)
+	}
+	return nil
 }

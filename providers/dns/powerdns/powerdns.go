@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 )
@@ -196,12 +197,17 @@ func New(cfg Config) (*Target, error) {
 	if maxBody < minBodyBytes {
 		return nil, fail("maximum body size %d is under %d bytes", maxBody, minBodyBytes)
 	}
-	client := cfg.HTTPClient
-	if client == nil {
+	var client *http.Client
+	if cfg.HTTPClient != nil {
+		c := *cfg.HTTPClient
+		client = &c
+	} else {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = dnsCheckParallel
 		client = &http.Client{Transport: tr}
 	}
+	// The API key goes to the API's host only, never after a redirect.
+	client.CheckRedirect = secret.SameHostRedirects
 	dnsLimit := cfg.DNSCheckLimit
 	if dnsLimit == 0 {
 		dnsLimit = DefaultDNSCheckLimit

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -942,5 +943,32 @@ func TestSerialWithoutSOAEdit(t *testing.T) {
 	}
 	if s, err := target(t, p, true).Serial(context.Background(), "frozen.example"); s != 7 || err != nil {
 		t.Fatalf("Serial by DNS = %d, %v; want the unmoved 7", s, err)
+	}
+}
+
+// TestAPIKeyStaysOnItsHost: a PowerDNS API that redirects elsewhere does
+// not get the API key sent there (Go keeps X-API-Key across hosts).
+func TestAPIKeyStaysOnItsHost(t *testing.T) {
+	t.Parallel()
+	var leaked atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-API-Key") != "" {
+			leaked.Add(1)
+		}
+	}))
+	defer other.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer api.Close()
+	tg, err := powerdns.New(powerdns.Config{Name: "pdns", APIURL: api.URL, APIKey: "pdns-key-d41d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.ReadZone(t.Context(), "example.net."); err == nil {
+		t.Fatal("read through a redirect to another host succeeded")
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Fatalf("the API key was sent to the redirect's host %d times", n)
 	}
 }
