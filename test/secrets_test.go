@@ -115,7 +115,9 @@ func TestSecretsStayWithTheOperator(t *testing.T) {
 			func(s string) string { return strings.Replace(s, "api: "+pdnsURL, "api: http://"+attacker.addr, 1) },
 			`secret "pdns-api-key" may not be sent to dns ` + attacker.addr},
 		{"the daemon's API token by environment variable", "nodes/east-e1.yaml",
-			func(s string) string { return strings.Replace(s, "password: secret:bmc-password", "password: env:ANNEAL_API_TOKEN", 1) },
+			func(s string) string {
+				return strings.Replace(s, "password: secret:bmc-password", "password: env:ANNEAL_API_TOKEN", 1)
+			},
 			"must name a secret the operator grants (secret:NAME)"},
 		{"a file of the daemon's", "nodes/east-e1.yaml",
 			func(s string) string {
@@ -123,7 +125,9 @@ func TestSecretsStayWithTheOperator(t *testing.T) {
 			},
 			"must name a secret the operator grants (secret:NAME)"},
 		{"a secret nobody granted", "dns.yaml",
-			func(s string) string { return strings.Replace(s, "apiKey: secret:pdns-api-key", "apiKey: secret:api-token", 1) },
+			func(s string) string {
+				return strings.Replace(s, "apiKey: secret:pdns-api-key", "apiKey: secret:api-token", 1)
+			},
 			`secret "api-token" is not granted`},
 		{"a granted BMC password aimed at another port", "nodes/east-e1.yaml",
 			func(s string) string {
