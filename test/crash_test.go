@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -45,7 +46,11 @@ func TestKillDuringApply(t *testing.T) {
 	zones := desired.Targets[0].Zones
 	b := servers.StartBIND(t, servers.BINDOptions{Zones: zones})
 	edit(t, dir, "dns.yaml", func(s string) string { return strings.Replace(s, "127.0.0.1:5301", b.Addr, 1) })
-	env := []string{"ANNEAL_TSIG_SECRET=" + b.Secret}
+	grants := filepath.Join(t.TempDir(), "secrets.yaml")
+	if err := os.WriteFile(grants, []byte(gen.Grants), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"ANNEAL_TSIG_SECRET=" + b.Secret, "ANNEAL_SECRETS=" + grants}
 	state := filepath.Join(t.TempDir(), "state.db")
 
 	serials := func() map[string]uint32 {

@@ -21,22 +21,10 @@ import (
 var annealBin string
 
 // testGrants is the operator's secret grants every run of the binary gets
-// (ANNEAL_SECRETS): the example site's secrets, from the environment
-// variables the tests set, for the test sites' BMC networks and DNS servers
-// on loopback.
+// (ANNEAL_SECRETS): examples/lab-secrets.yaml, the example site's secrets
+// from the environment variables the tests set, for its BMC network and DNS
+// servers on loopback. Tests of generated sites give gen.Grants instead.
 var testGrants string
-
-const testGrantsYAML = `secrets:
-  bmc-password:
-    from: env:ANNEAL_BMC_PASSWORD
-    bmc: [10.0.0.0/8, "fd00::/8", 127.0.0.0/8]
-  tsig-key:
-    from: env:ANNEAL_TSIG_SECRET
-    dns: [127.0.0.1]
-  pdns-api-key:
-    from: env:ANNEAL_PDNS_API_KEY
-    dns: [127.0.0.1]
-`
 
 // baseEnv is the minimal environment of a run of the binary.
 func baseEnv(home string) []string {
@@ -50,8 +38,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	annealBin = filepath.Join(dir, "anneal")
-	testGrants = filepath.Join(dir, "grants.yaml")
-	if err := os.WriteFile(testGrants, []byte(testGrantsYAML), 0o600); err != nil {
+	if testGrants, err = filepath.Abs("../examples/lab-secrets.yaml"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/test/servers"
 )
 
@@ -67,7 +68,11 @@ func BenchmarkServeScale(b *testing.B) {
 			args = append(args, "--pprof-listen", pprofAddr)
 		}
 		cmd := exec.Command(bin, args...)
-		cmd.Env = append(baseEnv(b.TempDir()), "ANNEAL_TSIG_SECRET="+bs.Secret, "ANNEAL_PDNS_API_KEY="+ps.APIKey)
+		grants := filepath.Join(b.TempDir(), "secrets.yaml")
+		if err := os.WriteFile(grants, []byte(gen.Grants), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		cmd.Env = append(baseEnv(b.TempDir()), "ANNEAL_TSIG_SECRET="+bs.Secret, "ANNEAL_PDNS_API_KEY="+ps.APIKey, "ANNEAL_SECRETS="+grants)
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

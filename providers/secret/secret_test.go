@@ -145,7 +145,7 @@ func TestAllowSecret(t *testing.T) {
 }
 
 func TestGrantsResolve(t *testing.T) {
-	g, key := testGrants(t)
+	g, _ := testGrants(t)
 	ok := schema.SecretDest{Use: schema.UseBMC, Host: "10.20.0.9"}
 	v, err := g.Resolve("secret:bmc-password", ok)
 	if err != nil || v != "bmc-secret" {
@@ -176,7 +176,7 @@ func TestGrantsResolve(t *testing.T) {
 	if err := g.Forbid("API token", "env:BMC_PW", ""); err == nil || !strings.Contains(err.Error(), "can never be granted") {
 		t.Errorf("forbid env: %v", err)
 	}
-	g, key = testGrants(t)
+	g, key := testGrants(t)
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(key, link); err != nil {
 		t.Fatal(err)

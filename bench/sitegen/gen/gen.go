@@ -119,10 +119,10 @@ const Grants = `secrets:
     bmc: [10.0.0.0/8, "fd00::/8"]
   tsig-key:
     from: env:ANNEAL_TSIG_SECRET
-    dns: ["127.0.0.1:5301"]
+    dns: [127.0.0.1]
   pdns-api-key:
     from: env:ANNEAL_PDNS_API_KEY
-    dns: ["127.0.0.1:8081"]
+    dns: [127.0.0.1]
 `
 
 // network kinds of a region, with their VLAN and the /20 they take.
