@@ -178,8 +178,11 @@ func TestServeBackup(t *testing.T) {
 	// A daemon on the copy counts on from the copy's passes (one on a
 	// fresh state would start from zero).
 	api2, _ := startServe(t, env, "--site", l.site, "--state", restored, "--interval", "200ms")
-	got := waitStatus(t, api2, "a pass on the restored state", func(s serveStatus) bool { return s.Reconciles > 0 })
-	if got.Reconciles <= saved.Reconciles || got.AppliedRevision != st.AppliedRevision {
+	// Its first status is the copy's (a fresh state's would count from 1);
+	// then its own passes count on.
+	first := waitStatus(t, api2, "the restored daemon's status", func(s serveStatus) bool { return s.Reconciles > 0 })
+	got := waitStatus(t, api2, "a pass on the restored state", func(s serveStatus) bool { return s.Reconciles > saved.Reconciles })
+	if first.Reconciles < saved.Reconciles || got.AppliedRevision != st.AppliedRevision {
 		t.Fatalf("restored daemon: %d passes, applied %s; the copy had %d passes, applied %s", got.Reconciles, got.AppliedRevision, saved.Reconciles, st.AppliedRevision)
 	}
 }
