@@ -439,6 +439,12 @@ func TestInvalidVariants(t *testing.T) {
 			want:  brokenSite{code: "cname-collision", file: "nodes/east-e1.yaml", line: 93, column: 11, object: "Node/e1n03", path: "aliases[0]", msg: "Node/e1n01 also uses it"},
 		},
 		{
+			// A zone picks the interface a link-local BMC is reached on.
+			name:  "a BMC address with an IPv6 zone",
+			edits: []edit{{"nodes/east-e1.yaml", "bmc:\n  mac: b0:7b:25:0b:00:01\n", "bmc:\n  address: \"fd00:a:0:100::5%lo\"\n  mac: b0:7b:25:0b:00:01\n"}},
+			want:  brokenSite{code: "bad-address", file: "nodes/east-e1.yaml", line: 10, column: 12, object: "Node/e1n01", path: "bmc.address", msg: "takes no IPv6 zone"},
+		},
+		{
 			name:  "a duration past time.Duration",
 			edits: []edit{{"site.yaml", "  maxBuildAge: 90d\n", "  maxBuildAge: 99999999999w\n"}},
 			want:  brokenSite{code: "decode", file: "site.yaml", line: 2, column: 1, msg: `duration "99999999999w" is too long`},

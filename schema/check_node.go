@@ -310,6 +310,12 @@ func (c *checker) bmc(n *Node) {
 			}
 			return
 		}
+		if a.Zone() != "" {
+			// The zone picks the interface a link-local address is reached
+			// on: not the site's to choose.
+			c.errorf(m, fieldPath{"bmc", "address"}, "bad-address", "%q: a BMC address takes no IPv6 zone", n.BMC.Address)
+			return
+		}
 		if net != nil && n.Exists() && (net.IPv4 != nil && net.IPv4.Prefix.Contains(a) || net.IPv6 != nil && net.IPv6.NetPrefix.Contains(a)) {
 			c.claimAddr(net.Name, a, owner{m, fieldPath{"bmc", "address"}})
 			addr := Address{Network: net.Name, Interface: "bmc"}

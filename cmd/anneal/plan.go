@@ -39,9 +39,6 @@ type session struct {
 
 func (f *planFlags) open(ctx context.Context) (*session, error) {
 	f.site.resolving = true
-	if err := f.site.forbid("state file", f.state.path, ""); err != nil {
-		return nil, failure(err)
-	}
 	site, err := f.site.loadValid(ctx)
 	if err != nil {
 		return nil, err
@@ -49,6 +46,13 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 	desired, err := reconcile.CompileDNS(site)
 	if err != nil {
 		return nil, failure(err)
+	}
+	// Before any secret is read: the state and its netboot key are never
+	// a site's to send.
+	if statePath, err := f.state.file(site); err == nil {
+		if err := f.site.forbidState(statePath); err != nil {
+			return nil, failure(err)
+		}
 	}
 	targets, err := dnsTargets(site, f.site.resolver())
 	if err != nil {

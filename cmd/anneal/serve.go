@@ -104,10 +104,16 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		defer st.Close()
 		statePath, _ := state.file(named)
-		for _, own := range []struct{ what, ref string }{
-			{"state file", statePath}, {"netboot key", statePath + ".netboot-key"}, {"netboot key (--netboot-key)", netboot.keyRef},
-		} {
-			if err := site.forbid(own.what, own.ref, ""); err != nil {
+		if err := site.forbidState(statePath); err != nil {
+			return failure(err)
+		}
+		if netboot.listen != "" {
+			// The key the netboot server signs with, by value too.
+			key, err := netboot.key(statePath)
+			if err != nil {
+				return failure(err)
+			}
+			if err := site.forbid("netboot key (--netboot-key)", netboot.keyRef, string(key)); err != nil {
 				return failure(err)
 			}
 		}

@@ -204,6 +204,19 @@ func (f *siteFlags) forbid(what, ref, value string) error {
 	return nil
 }
 
+// forbidState declares the state file and the netboot key kept beside it
+// (with its value, when it exists: a copy or a hard link is refused too).
+func (f *siteFlags) forbidState(statePath string) error {
+	if statePath == "" {
+		return nil
+	}
+	if err := f.forbid("state file", statePath, ""); err != nil {
+		return err
+	}
+	key, _ := os.ReadFile(statePath + ".netboot-key")
+	return f.forbid("netboot key", statePath+".netboot-key", string(key))
+}
+
 // resolver sends the site's secrets: the grants, asked per destination.
 // Without --secrets it refuses every secret.
 func (f *siteFlags) resolver() func(schema.SecretRef, schema.SecretDest) (string, error) {

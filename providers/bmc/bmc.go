@@ -386,9 +386,15 @@ func (b *BMC) httpClient() *http.Client {
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true,
 			TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
 	}
-	if hc.Transport == nil {
-		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
+	tr, ok := hc.Transport.(*http.Transport)
+	if !ok || tr == nil {
+		tr = http.DefaultTransport.(*http.Transport)
 	}
+	tr = tr.Clone()
+	// Only the BMC's own address: not a redirect's, not a host a Redfish
+	// answer links to (gofish joins the endpoint and the link it is given).
+	secret.PinDial(tr, b.cfg.addr())
+	hc.Transport = tr
 	hc.CheckRedirect = secret.SameHostRedirects
 	return &hc
 }

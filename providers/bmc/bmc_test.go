@@ -597,41 +597,60 @@ type roundTripper func(*http.Request) (*http.Response, error)
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestRedfishPasswordStaysOnItsHost: a Redfish BMC at the granted address
-// that redirects elsewhere never gets the password sent there (Go replays
-// a 307's body, the session's password, on the new host).
+// that sends the client elsewhere, by a redirect (Go replays a 307's body,
+// the session's password) or by a service root linking its sessions to
+// another host (gofish joins the endpoint and the link:
+// https://granted@elsewhere/...), never gets the password sent there.
 func TestRedfishPasswordStaysOnItsHost(t *testing.T) {
 	t.Parallel()
 	const password = "redfish-pw-5e2b"
 	var leaked atomic.Int64
-	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		user, pw, _ := r.BasicAuth()
-		if strings.Contains(string(b), password) || pw == password || user != "" {
-			leaked.Add(1)
-		}
-	}))
-	defer other.Close()
-	// A service root like a real BMC's; the session login is redirected.
-	bmcSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && strings.TrimSuffix(r.URL.Path, "/") == "/redfish/v1" {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"@odata.id": "/redfish/v1/", "RedfishVersion": "1.6.0", "Systems": {"@odata.id": "/redfish/v1/Systems"},
-				"SessionService": {"@odata.id": "/redfish/v1/SessionService"}, "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}}}`)
-			return
-		}
-		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
-	}))
-	defer bmcSrv.Close()
-	u, _ := url.Parse(bmcSrv.URL)
-	port, _ := strconv.Atoi(u.Port())
-	b, err := New(Config{Name: "r1", Host: u.Hostname(), Port: port, Username: "anneal", Password: password, Kind: schema.BMCRedfish, Timeout: 5 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.PowerState(t.Context()); err == nil {
-		t.Fatal("power state through a redirect to another host succeeded")
-	}
-	if n := leaked.Load(); n != 0 {
-		t.Fatalf("the password was sent to the redirect's host %d times", n)
+	other := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, pw, _ := r.BasicAuth()
+		if strings.Contains(string(b), password) || pw == password || r.Header.Get("X-Auth-Token") != "" {
+			leaked.Add(1)
+		}
+	}))
+	other.Listener.Close()
+	other.Listener = ln
+	other.StartTLS()
+	defer other.Close()
+	otherHost := strings.TrimPrefix(other.URL, "https://")
+	for _, tc := range []struct {
+		name     string
+		sessions string // the service root's link to its sessions
+	}{
+		{"redirect", "/redfish/v1/SessionService/Sessions"},
+		{"link to another host", "@" + otherHost + "/redfish/v1/SessionService/Sessions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bmcSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && strings.TrimSuffix(r.URL.Path, "/") == "/redfish/v1" {
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = fmt.Fprintf(w, `{"@odata.id": "/redfish/v1/", "RedfishVersion": "1.6.0", "Systems": {"@odata.id": "/redfish/v1/Systems"},
+						"SessionService": {"@odata.id": "/redfish/v1/SessionService"}, "Links": {"Sessions": {"@odata.id": %q}}}`, tc.sessions)
+					return
+				}
+				http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			}))
+			defer bmcSrv.Close()
+			u, _ := url.Parse(bmcSrv.URL)
+			port, _ := strconv.Atoi(u.Port())
+			b, err := New(Config{Name: "r1", Host: u.Hostname(), Port: port, Username: "anneal", Password: password, Kind: schema.BMCRedfish, Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.PowerState(t.Context()); err == nil {
+				t.Fatal("power state through another host succeeded")
+			}
+			if n := leaked.Load(); n != 0 {
+				t.Fatalf("the password or session went to another host %d times", n)
+			}
+		})
 	}
 }

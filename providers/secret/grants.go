@@ -355,14 +355,18 @@ func (g *Grants) Forbid(what, ref, value string) error {
 	return nil
 }
 
-// canonicalPath is an absolute path with symbolic links resolved where
-// they exist.
+// canonicalPath is an absolute path with symbolic links resolved: of the
+// file, or of its folder when the file does not exist yet (a netboot key
+// the daemon is about to write).
 func canonicalPath(p string) string {
 	if abs, err := filepath.Abs(p); err == nil {
 		p = abs
 	}
 	if r, err := filepath.EvalSymlinks(p); err == nil {
 		return r
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+		return filepath.Join(dir, filepath.Base(p))
 	}
 	return filepath.Clean(p)
 }

@@ -184,6 +184,20 @@ func TestGrantsResolve(t *testing.T) {
 	if err := g.Forbid("netboot key", "file:"+link, ""); err == nil || !strings.Contains(err.Error(), `grants.yaml:6: secret "tsig-key" reads file:`) {
 		t.Errorf("forbid file through a symlink: %v", err)
 	}
+	// A key the daemon has not written yet, its folder reached through a
+	// symbolic link: still the same file.
+	real := t.TempDir()
+	linkDir := filepath.Join(t.TempDir(), "state")
+	if err := os.Symlink(real, linkDir); err != nil {
+		t.Fatal(err)
+	}
+	g, err = ParseGrants("grants.yaml", []byte("secrets:\n  k:\n    from: file:"+filepath.Join(real, "s.db.netboot-key")+"\n    bmc: [10.0.0.0/8]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Forbid("netboot key", filepath.Join(linkDir, "s.db.netboot-key"), ""); err == nil || !strings.Contains(err.Error(), "can never be granted") {
+		t.Errorf("forbid a file not yet written, through a symlinked folder: %v", err)
+	}
 	g, _ = testGrants(t)
 	if err := g.Forbid("API token", "env:API_TOKEN", "bmc-secret"); err != nil {
 		t.Fatal(err)

@@ -75,8 +75,9 @@ type Server struct {
 	// Binding says which client addresses act for a node (default
 	// BindNode: only the node's provisioning addresses; source.go).
 	Binding SourceBinding
-	// TrustedProxies are the proxies (or NAT gateways that add the header)
-	// whose X-Forwarded-For names the client; nobody else's is believed.
+	// TrustedProxies are the HTTP reverse proxies that append the client
+	// to X-Forwarded-For (never a NAT gateway: it cannot add the header);
+	// nobody else's header is believed.
 	TrustedProxies []netip.Prefix
 	// ArtifactMaxSize bounds one artifact download in bytes, whether or
 	// not the image declares its size (default DefaultArtifactMaxSize).

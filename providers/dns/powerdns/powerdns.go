@@ -206,8 +206,10 @@ func New(cfg Config) (*Target, error) {
 		tr.MaxIdleConnsPerHost = dnsCheckParallel
 		client = &http.Client{Transport: tr}
 	}
-	// The API key goes to the API's host only, never after a redirect.
+	// The API key goes to the API's host only: never after a redirect, nor
+	// to any other URL.
 	client.CheckRedirect = secret.SameHostRedirects
+	client.Transport = secret.PinURL(client.Transport, u)
 	dnsLimit := cfg.DNSCheckLimit
 	if dnsLimit == 0 {
 		dnsLimit = DefaultDNSCheckLimit
