@@ -28,6 +28,9 @@ type validator struct {
 	// fast accepts, without CUE, documents CUE certainly accepts
 	// (cuefast.go); nil for a kind means CUE checks every document.
 	fast map[string]fastCheck
+	// shapes bound what CUE is given of a rejected document (shape.go);
+	// nil for a kind means CUE is given the whole document.
+	shapes map[string]*shape
 }
 
 func newValidator() (*validator, error) {
@@ -44,7 +47,7 @@ func newValidator() (*validator, error) {
 		}
 		defs[k] = d
 	}
-	return &validator{defs: defs, ctx: ctx, fast: fastChecks()}, nil
+	return &validator{defs: defs, ctx: ctx, fast: fastChecks(), shapes: shapes()}, nil
 }
 
 // schemaIssue is a CUE finding translated to a document path.
@@ -64,21 +67,41 @@ func (v *validator) validate(kind string, value any) []schemaIssue {
 		return nil // what CUE would say: see cuefast.go
 	}
 	def := v.defs[kind]
-	u := def.Unify(v.ctx.Encode(value))
-	err := u.Validate(cue.Concrete(true), cue.Final())
-	if err == nil {
-		return nil
-	}
 	var out []schemaIssue
 	seen := map[string]bool{}
-	for _, e := range cueerrors.Errors(err) {
-		is := v.translate(def, value, e)
+	add := func(is schemaIssue) {
 		k := is.path.String() + "\x00" + is.message
-		if seen[k] {
-			continue
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, is)
 		}
-		seen[k] = true
-		out = append(out, is)
+	}
+	input := any(value)
+	var d *diagnosis
+	sh := v.shapes[kind]
+	if sh != nil {
+		d = newDiagnosis(maxSchemaIssues)
+		input = d.walk(sh, value, nil)
+		for _, p := range d.unknown {
+			add(unknownField(def, p))
+		}
+	}
+	if _, gone := input.(elision); !gone && (sh == nil || !sh.check(input)) {
+		u := def.Unify(v.ctx.Encode(input))
+		err := u.Validate(cue.Concrete(true), cue.Final())
+		for _, e := range cueerrors.Errors(err) {
+			is := v.translate(def, value, e)
+			if d != nil && d.dropped(is.path) {
+				continue
+			}
+			add(is)
+		}
+	}
+	if d != nil && d.more > 0 {
+		add(schemaIssue{message: d.moreMessage()})
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	// One message per field: a disjunction reports a summary ("2 errors in
 	// empty disjunction:") and then each branch; keep the friendliest
@@ -144,13 +167,7 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 				break
 			}
 		}
-		is.path = path
-		last, _ = path[len(path)-1].(string)
-		is.key = true
-		is.message = fmt.Sprintf("unknown field %q (a typo?)", last)
-		if hint := knownFields(def, path[:len(path)-1]); hint != "" {
-			is.message += "; known fields here: " + hint
-		}
+		is = unknownField(def, path)
 	case isSecretField(last):
 		// Never echo the value: it may be the secret itself.
 		is.message = "must name a secret the operator grants (secret:NAME); a secret, or where one is read from (env:, file:), written into the site repo is not allowed"
@@ -175,6 +192,16 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 		} else {
 			is.message = msg
 		}
+	}
+	return is
+}
+
+// unknownField is the issue of a field the definition does not declare.
+func unknownField(def cue.Value, path fieldPath) schemaIssue {
+	last, _ := path[len(path)-1].(string)
+	is := schemaIssue{path: path, key: true, message: fmt.Sprintf("unknown field %q (a typo?)", last)}
+	if hint := knownFields(def, path[:len(path)-1]); hint != "" {
+		is.message += "; known fields here: " + hint
 	}
 	return is
 }

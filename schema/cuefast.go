@@ -71,7 +71,7 @@ func compileFastChecks(src []byte) (map[string]fastCheck, map[string]error) {
 		if f, err := c.definition("#" + k); err != nil {
 			why[k] = err
 		} else {
-			checks[k] = f
+			checks[k] = f.check
 		}
 	}
 	return checks, why
@@ -85,9 +85,13 @@ func unsupported(n ast.Node, what string) error {
 
 type fastCompiler struct {
 	defs  map[string][]ast.Expr // top-level definitions, in declaration order
-	done  map[string]fastCheck
+	done  map[string]*shape
 	busy  map[string]bool
 	struc map[string]*structCheck // definitions that are struct literals, for embedding
+	// tolerant compiles a struct holding a comprehension (#Target's `if
+	// kind == ...`) to a shape whose check never accepts, for diagnosis
+	// only (shape.go); strict compilation refuses it.
+	tolerant bool
 }
 
 func newFastCompiler(src []byte) (*fastCompiler, error) {
@@ -95,7 +99,7 @@ func newFastCompiler(src []byte) (*fastCompiler, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &fastCompiler{defs: map[string][]ast.Expr{}, done: map[string]fastCheck{}, busy: map[string]bool{}, struc: map[string]*structCheck{}}
+	c := &fastCompiler{defs: map[string][]ast.Expr{}, done: map[string]*shape{}, busy: map[string]bool{}, struc: map[string]*structCheck{}}
 	for _, d := range f.Decls {
 		switch x := d.(type) {
 		case *ast.Package, *ast.CommentGroup:
@@ -113,7 +117,7 @@ func newFastCompiler(src []byte) (*fastCompiler, error) {
 	return c, nil
 }
 
-func (c *fastCompiler) definition(name string) (fastCheck, error) {
+func (c *fastCompiler) definition(name string) (*shape, error) {
 	if f, ok := c.done[name]; ok {
 		return f, nil
 	}
@@ -126,7 +130,7 @@ func (c *fastCompiler) definition(name string) (fastCheck, error) {
 	}
 	c.busy[name] = true
 	defer delete(c.busy, name)
-	var parts []fastCheck
+	var parts []*shape
 	for _, e := range exprs {
 		f, err := c.expr(e)
 		if err != nil {
@@ -134,7 +138,7 @@ func (c *fastCompiler) definition(name string) (fastCheck, error) {
 		}
 		parts = append(parts, f)
 	}
-	f := all(parts)
+	f := allShapes(parts)
 	c.done[name] = f
 	return f, nil
 }
@@ -190,14 +194,14 @@ func anyOf(fs []fastCheck) fastCheck {
 	}
 }
 
-func (c *fastCompiler) expr(e ast.Expr) (fastCheck, error) {
+func (c *fastCompiler) expr(e ast.Expr) (*shape, error) {
 	switch x := e.(type) {
 	case *ast.ParenExpr:
 		return c.expr(x.X)
 	case *ast.Ident:
 		return c.ident(x)
 	case *ast.BasicLit:
-		return literalCheck(x)
+		return leafOf(literalCheck(x))
 	case *ast.BinaryExpr:
 		l, err := c.expr(x.X)
 		if err != nil {
@@ -209,38 +213,38 @@ func (c *fastCompiler) expr(e ast.Expr) (fastCheck, error) {
 		}
 		switch x.Op {
 		case token.AND:
-			return all([]fastCheck{l, r}), nil
+			return allShapes([]*shape{l, r}), nil
 		case token.OR:
-			return anyOf([]fastCheck{l, r}), nil
+			return leaf(anyOf([]fastCheck{l.check, r.check})), nil
 		}
 		return nil, unsupported(x, "operator "+x.Op.String())
 	case *ast.UnaryExpr:
-		return boundCheck(x)
+		return leafOf(boundCheck(x))
 	case *ast.StructLit:
 		s, err := c.structLit(x)
 		if err != nil {
 			return nil, err
 		}
-		return s.check, nil
+		return &shape{check: s.check, st: s}, nil
 	case *ast.ListLit:
 		return c.list(x)
 	}
 	return nil, unsupported(e, fmt.Sprintf("%T", e))
 }
 
-func (c *fastCompiler) ident(x *ast.Ident) (fastCheck, error) {
+func (c *fastCompiler) ident(x *ast.Ident) (*shape, error) {
 	if strings.HasPrefix(x.Name, "#") {
 		return c.definition(x.Name)
 	}
 	switch x.Name {
 	case "_":
-		return func(any) bool { return true }, nil
+		return leaf(func(any) bool { return true }), nil
 	case "string":
-		return func(v any) bool { _, ok := v.(string); return ok }, nil
+		return leaf(func(v any) bool { _, ok := v.(string); return ok }), nil
 	case "int":
-		return func(v any) bool { _, ok := v.(int64); return ok }, nil
+		return leaf(func(v any) bool { _, ok := v.(int64); return ok }), nil
 	case "bool":
-		return func(v any) bool { _, ok := v.(bool); return ok }, nil
+		return leaf(func(v any) bool { _, ok := v.(bool); return ok }), nil
 	}
 	return nil, unsupported(x, "identifier "+x.Name)
 }
@@ -338,15 +342,15 @@ func boundCheck(x *ast.UnaryExpr) (fastCheck, error) {
 	return nil, unsupported(x, "bound "+x.Op.String()+" "+lit.Value)
 }
 
-func (c *fastCompiler) list(x *ast.ListLit) (fastCheck, error) {
-	var fixed []fastCheck
-	var rest fastCheck // nil: a closed list
+func (c *fastCompiler) list(x *ast.ListLit) (*shape, error) {
+	var fixed []*shape
+	var rest *shape // nil: a closed list
 	for i, e := range x.Elts {
 		if el, ok := e.(*ast.Ellipsis); ok {
 			if i != len(x.Elts)-1 {
 				return nil, unsupported(e, "an ellipsis before the end of a list")
 			}
-			rest = func(any) bool { return true }
+			rest = leaf(func(any) bool { return true })
 			if el.Type != nil {
 				f, err := c.expr(el.Type)
 				if err != nil {
@@ -362,37 +366,28 @@ func (c *fastCompiler) list(x *ast.ListLit) (fastCheck, error) {
 		}
 		fixed = append(fixed, f)
 	}
-	return func(v any) bool {
-		l, ok := v.([]any)
-		if !ok || len(l) < len(fixed) || rest == nil && len(l) != len(fixed) {
-			return false
-		}
-		for i, x := range l {
-			if i < len(fixed) {
-				if !fixed[i](x) {
-					return false
-				}
-			} else if !rest(x) {
-				return false
-			}
-		}
-		return true
-	}, nil
+	return listShape(&listCheck{fixed: fixed, rest: rest}), nil
 }
 
 // structCheck is a closed struct: its fields, the required ones among them,
 // and pattern constraints on other keys.
 type structCheck struct {
-	fields   map[string]fastCheck
+	fields   map[string]*shape
 	required map[string]bool
 	patterns []pattern
+	// cond holds the fields a comprehension may declare (tolerant
+	// compilation only); a struct with one never passes its check.
+	cond map[string]*shape
 }
 
-type pattern struct{ key, value fastCheck }
+type pattern struct {
+	key   fastCheck
+	value *shape
+}
 
-func (s *structCheck) addField(name string, f fastCheck, required bool) {
+func (s *structCheck) addField(name string, f *shape, required bool) {
 	if prev, ok := s.fields[name]; ok {
-		f = all([]fastCheck{prev, f})
+		f = allShapes([]*shape{prev, f})
 	}
 	s.fields[name] = f
 	if required {
@@ -401,7 +396,7 @@ func (s *structCheck) addField(name string, f fastCheck, required bool) {
 }
 
 func (c *fastCompiler) structLit(x *ast.StructLit) (*structCheck, error) {
-	s := &structCheck{fields: map[string]fastCheck{}, required: map[string]bool{}}
+	s := &structCheck{fields: map[string]*shape{}, required: map[string]bool{}}
 	for _, d := range x.Elts {
 		switch d := d.(type) {
 		case *ast.CommentGroup:
@@ -418,6 +413,16 @@ func (c *fastCompiler) structLit(x *ast.StructLit) (*structCheck, error) {
 				s.addField(name, f, e.required[name])
 			}
 			s.patterns = append(s.patterns, e.patterns...)
+			for name, f := range e.cond {
+				s.addCond(name, f)
+			}
+		case *ast.Comprehension:
+			if !c.tolerant {
+				return nil, unsupported(d, fmt.Sprintf("%T in a struct", d))
+			}
+			if err := c.comprehension(s, d); err != nil {
+				return nil, err
+			}
 		case *ast.Field:
 			if d.Alias != nil || len(d.Attrs) > 0 {
 				return nil, unsupported(d, "a field alias or attribute")
@@ -447,7 +452,7 @@ func (c *fastCompiler) structLit(x *ast.StructLit) (*structCheck, error) {
 				if err != nil {
 					return nil, err
 				}
-				s.patterns = append(s.patterns, pattern{key: k, value: f})
+				s.patterns = append(s.patterns, pattern{key: k.check, value: f})
 			default:
 				return nil, unsupported(d, fmt.Sprintf("a %T label", d.Label))
 			}
@@ -460,7 +465,7 @@ func (c *fastCompiler) structLit(x *ast.StructLit) (*structCheck, error) {
 
 func (s *structCheck) check(v any) bool {
 	m, ok := v.(map[string]any)
-	if !ok {
+	if !ok || s.cond != nil {
 		return false
 	}
 	for name := range s.required {
@@ -473,14 +478,14 @@ func (s *structCheck) check(v any) bool {
 			return false // not a plain regular field: let CUE judge
 		}
 		f, declared := s.fields[k]
-		if declared && !f(x) {
+		if declared && !f.check(x) {
 			return false
 		}
 		matched := false
 		for _, p := range s.patterns {
 			if p.key(k) {
 				matched = true
-				if !p.value(x) {
+				if !p.value.check(x) {
 					return false
 				}
 			}

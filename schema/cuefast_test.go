@@ -127,7 +127,7 @@ func TestFastPathAgreesWithCUE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pure.fast = nil
+	pure.fast, pure.shapes = nil, nil
 	checks, _ := compileFastChecks(schemaSource)
 	cueOK := func(kind string, v any) bool { return len(pure.validate(kind, v)) == 0 }
 
@@ -295,7 +295,7 @@ func FuzzFastPath(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pure.fast = nil
+	pure.fast, pure.shapes = nil, nil
 	checks, _ := compileFastChecks(schemaSource)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var n yaml.Node
