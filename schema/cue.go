@@ -170,7 +170,7 @@ func (v *validator) translate(def cue.Value, doc any, e cueerrors.Error) schemaI
 		is = unknownField(def, path)
 	case isSecretField(last):
 		// Never echo the value: it may be the secret itself.
-		is.message = "must name a secret the operator grants (secret:NAME); a secret, or where one is read from (env:, file:), written into the site repo is not allowed"
+		is.message = "must name a secret the operator grants (secret:NAME); a secret, or where one is read from (env:, file:), written into the site repo is not allowed: grant it in the operator's --secrets file (from: env:NAME) and write secret:NAME here"
 		if present == nil {
 			is.message = "missing required field; " + is.message
 		}

@@ -200,7 +200,25 @@ func TestSecretsGrantsRefused(t *testing.T) {
 	// review and validate check only the form.
 	noGrants := []string{"ANNEAL_SECRETS="}
 	mustExit(t, anneal(t, append(noGrants, l.env...), "plan", "--site", l.site, "--state", l.state), 1,
-		"dns.yaml:", `secret "tsig-key" is not granted: no --secrets file grants any secret [secret-not-granted]`)
+		"no secret grants: give --secrets FILE (or set $ANNEAL_SECRETS)")
+	mustExit(t, anneal(t, append(noGrants, l.env...), "serve", "--site", l.site, "--state", l.state), 1,
+		"no secret grants: give --secrets FILE")
+
+	// A grant whose value cannot be read stops serve at start, naming every
+	// such grant (not a canary's failure in the middle of a rollout).
+	unset := writeGrants(t, `secrets:
+  bmc-password:
+    from: env:ANNEAL_NOPE
+    bmc: [10.10.0.0/24]
+  tsig-key:
+    from: env:ANNEAL_TSIG_SECRET
+    dns: [127.0.0.1]
+  pdns-api-key:
+    from: file:/nonexistent/pdns.key
+    dns: [127.0.0.1]
+`)
+	mustExit(t, anneal(t, l.env, "serve", "--site", l.site, "--state", l.state, "--secrets", unset), 1,
+		unset+`:2: secret "bmc-password"`, "ANNEAL_NOPE is not set", unset+`:8: secret "pdns-api-key"`)
 	mustExit(t, anneal(t, append(noGrants, l.env...), "validate", "--site", l.site), 0)
 
 	narrow := writeGrants(t, `secrets:

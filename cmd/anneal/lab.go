@@ -30,8 +30,10 @@ install callback, then agent reports), and an authoritative DNS server for
 each DNS target of the site (RFC 2136 with the site's TSIG key, or the
 PowerDNS API subset anneal uses) on the target's own address.
 
-The site is used unchanged; secrets resolve from the same references as for
-anneal serve. Run anneal serve --netboot-listen ADDR --lab DIR against it:
+The site is used unchanged; its secrets come from the operator's grants
+(--secrets FILE or $ANNEAL_SECRETS, as for anneal serve; for the example
+site: examples/lab-secrets.yaml), for the addresses the site gives its BMCs
+and DNS servers. Run anneal serve --netboot-listen ADDR --lab DIR against it:
 serve reaches every BMC address through the lab. State (DNS zones, node
 disks) lives in --dir and survives a restart.
 
@@ -58,6 +60,9 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 		s, err := site.loadValid(ctx)
 		if err != nil {
 			return err
+		}
+		if err := site.checkSources(); err != nil {
+			return failure(err)
 		}
 		if err := os.MkdirAll(*dir, 0o755); err != nil {
 			return failure(err)

@@ -54,6 +54,9 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 			return nil, failure(err)
 		}
 	}
+	if err := f.site.checkSources(); err != nil {
+		return nil, failure(err)
+	}
 	targets, err := dnsTargets(site, f.site.resolver())
 	if err != nil {
 		return nil, failure(err)

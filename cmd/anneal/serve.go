@@ -121,6 +121,13 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if err != nil {
 			return failure(err)
 		}
+		if grants == nil {
+			_, err := site.loadOptions() // says what to give
+			return failure(err)
+		}
+		if err := site.checkSources(); err != nil {
+			return failure(err)
+		}
 		m := newMetrics()
 		resolve := grants.Resolve
 		targets := func(s *schema.Site) (map[string]reconcile.DNSTarget, error) { return dnsTargets(s, resolve) }

@@ -155,7 +155,10 @@ func (f *siteFlags) loadOptions() (schema.LoadOptions, error) {
 	if err != nil {
 		return opts, err
 	}
-	if g != nil || f.resolving {
+	if g == nil && f.resolving {
+		return opts, errors.New("no secret grants: give --secrets FILE (or set $ANNEAL_SECRETS), the operator's grants of the secrets the site names and where each may be sent; for the example site and the lab: --secrets examples/lab-secrets.yaml (see docs/security.md)")
+	}
+	if g != nil {
 		opts.Secrets = g
 	}
 	return opts, nil
@@ -165,15 +168,16 @@ func (f *siteFlags) loadOptions() (schema.LoadOptions, error) {
 // the site flags themselves name (the git token, key and passphrase) or of
 // the grants file.
 func (f *siteFlags) secretGrants() (*secret.Grants, error) {
+	what := "--secrets"
 	if f.secretsFile == "" {
-		f.secretsFile = os.Getenv("ANNEAL_SECRETS")
+		f.secretsFile, what = os.Getenv("ANNEAL_SECRETS"), "$ANNEAL_SECRETS"
 	}
 	if f.grants != nil || f.secretsFile == "" {
 		return f.grants, nil
 	}
 	g, err := secret.LoadGrants(f.secretsFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	own := []struct{ what, ref string }{
 		{"--secrets file", f.secretsFile}, {"--git-token", f.token}, {"--git-ssh-key", f.sshKey},
@@ -215,6 +219,20 @@ func (f *siteFlags) forbidState(statePath string) error {
 	}
 	key, _ := os.ReadFile(statePath + ".netboot-key")
 	return f.forbid("netboot key", statePath+".netboot-key", string(key))
+}
+
+// checkSources reads every granted secret once, before anything is sent:
+// a variable not set or a file not readable stops the command at start,
+// all of them named at once.
+func (f *siteFlags) checkSources() error {
+	g, err := f.secretGrants()
+	if err != nil || g == nil {
+		return err
+	}
+	if err := g.CheckSources(); err != nil {
+		return fmt.Errorf("secret grants %s: %w", g.File(), err)
+	}
+	return nil
 }
 
 // resolver sends the site's secrets: the grants, asked per destination.

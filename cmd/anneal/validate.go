@@ -31,6 +31,10 @@ schema, then the rules that span documents (unique names, MACs and addresses,
 references, VLANs, DNS names and zones). It reports every finding with
 file:line:column and the field, not only the first.
 
+Secret references (secret:NAME) are checked for their form; with --secrets
+FILE (or $ANNEAL_SECRETS), also against the operator's grants: every secret
+granted, and only for the addresses it is sent to.
+
 Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 		Args: noArgs,
 	}

@@ -85,15 +85,15 @@ type forbidden struct {
 func LoadGrants(path string) (*Grants, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("--secrets: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxGrantsFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("--secrets %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(data) > maxGrantsFile {
-		return nil, fmt.Errorf("--secrets %s: larger than %d bytes", path, maxGrantsFile)
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxGrantsFile)
 	}
 	return ParseGrants(path, data)
 }
@@ -107,7 +107,14 @@ func ParseGrants(file string, data []byte) (*Grants, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty: want a mapping with secrets", file)
 		}
-		return nil, fmt.Errorf("%s: %w", file, err)
+		// yaml.v3 says "yaml: line N: ...": say file:N like every other error.
+		msg := err.Error()
+		if rest, ok := strings.CutPrefix(msg, "yaml: line "); ok {
+			if n, after, ok := strings.Cut(rest, ":"); ok {
+				return nil, fmt.Errorf("%s:%s:%s", file, n, after)
+			}
+		}
+		return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(msg, "yaml: "))
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -210,7 +217,7 @@ func checkFrom(from string) (string, error) {
 	case strings.HasPrefix(from, "env:"):
 		name := strings.TrimPrefix(from, "env:")
 		if name == "" || strings.ContainsAny(name, "= \t") {
-			return "", fmt.Errorf("bad environment variable name %q", name)
+			return "", fmt.Errorf("bad environment variable name %q (want env:NAME)", redact(name))
 		}
 		return from, nil
 	case strings.HasPrefix(from, "file:"):
@@ -252,13 +259,26 @@ func parseDest(s string) (dest, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return dest{prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), port: port}, nil
 	}
-	if strings.Contains(host, "/") {
-		return dest{}, errors.New("a CIDR takes no port")
+	if strings.Contains(s, "/") {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			return dest{}, fmt.Errorf("not a CIDR: %v", strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(s)+"): "))
+		}
+	}
+	if isNumeric(host) {
+		return dest{}, errors.New("not an IP address (and a host name's last label is never all digits)")
 	}
 	if !validHost(host) {
 		return dest{}, errors.New("want an IP address, a CIDR or a host name")
 	}
 	return dest{host: strings.TrimSuffix(host, "."), port: port}, nil
+}
+
+// isNumeric reports whether a would-be host name's last label is all
+// digits: a mistyped IP address (10.10.0.300), never a host name.
+func isNumeric(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	return last != "" && strings.Trim(last, "0123456789") == ""
 }
 
 func validHost(h string) bool {
@@ -308,7 +328,7 @@ func (g *Grants) AllowSecret(name string, to schema.SecretDest) error {
 	}
 	gr, ok := g.secrets[name]
 	if !ok {
-		return fmt.Errorf("secret %q is not granted by %s (it grants %s)", name, g.file, strings.Join(g.Names(), ", "))
+		return fmt.Errorf("secret %q is not granted by %s", name, g.file)
 	}
 	dests, ok := gr.to[to.Use]
 	if !ok {
@@ -401,4 +421,30 @@ func (g *Grants) Resolve(ref schema.SecretRef, to schema.SecretDest) (string, er
 
 func (g *Grants) forbiddenPath(p string) bool {
 	return slices.ContainsFunc(g.forbidden, func(f forbidden) bool { return f.path != "" && f.path == p })
+}
+
+// CheckSources reads every granted secret once, as a command that sends
+// them will: every variable not set, file not readable or value refused is
+// reported at once, at start, instead of as one node's or target's failure
+// in the middle of a rollout. Values are read and dropped.
+func (g *Grants) CheckSources() error {
+	if g == nil {
+		return nil
+	}
+	var errs []error
+	for _, name := range g.Names() {
+		gr := g.secrets[name]
+		v, err := Resolver{Env: g.Env}.Resolve(gr.from)
+		if err == nil {
+			for _, f := range g.forbidden {
+				if f.value != "" && equal(v, f.value) {
+					err = fmt.Errorf("its value is the daemon's own %s", f.what)
+				}
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: secret %q: %w", gr.where(g.file), name, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -185,13 +185,19 @@ func FromSite(t schema.Target, resolve func(schema.SecretRef, schema.SecretDest)
 	if err != nil {
 		return nil, fmt.Errorf("dns target %s: TSIG key %s: %w", t.Name, t.TSIG.Name, err)
 	}
-	return New(Config{
+	tg, err := New(Config{
 		Name:      t.Name,
 		Server:    t.Server,
 		KeyName:   t.TSIG.Name,
 		Algorithm: t.TSIG.Algorithm,
 		Secret:    secret,
 	})
+	if err != nil {
+		// Say which granted secret holds the bad value (a TSIG secret is
+		// base64, as tsig-keygen prints it).
+		return nil, fmt.Errorf("%w (the value of %s)", err, t.TSIG.Secret)
+	}
+	return tg, nil
 }
 
 // Name is the target's name in the site.
