@@ -33,6 +33,7 @@ type netbootFlags struct {
 	artifacts                      string
 	artifactKeep                   time.Duration
 	artifactMaxSize                int64
+	artifactCacheMax               int64
 	installTimeout, netbootTimeout time.Duration
 	// DHCP and TFTP on the provisioning network (off unless listened on).
 	dhcpListen, dhcpIface, dhcpMode, dhcpServerIP string
@@ -53,6 +54,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.artifacts, "artifact-cache", "", "where the netboot server keeps its verified copies of the images' kernels and initrds, which scripts fetch (default: beside the state file, STATE-artifacts); \"none\": scripts fetch the images' URLs directly, unverified")
 	c.Flags().DurationVar(&f.artifactKeep, "artifact-keep", 7*24*time.Hour, "an artifact copy the site no longer declares is removed once it has not been served this long (checked hourly)")
 	c.Flags().Int64Var(&f.artifactMaxSize, "artifact-max-size", boot.DefaultArtifactMaxSize, "the most bytes one artifact download may bring; an image's declared size, when it gives one, is the bound (and may not be over this): a longer download is cut off and nothing is kept")
+	c.Flags().Int64Var(&f.artifactCacheMax, "artifact-cache-max", boot.DefaultArtifactCacheMax, "the most bytes the artifact cache may hold: a download that could take it over (its declared size, else --artifact-max-size) is not started")
 	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
 	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
 	c.Flags().StringVar(&f.dhcpIface, "dhcp-interface", "", "bind the DHCP server to this interface")
@@ -107,7 +109,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		artifacts = strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-artifacts"
 	}
 	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
-		AgentBinary: exe, ArtifactDir: artifacts, ArtifactMaxSize: f.artifactMaxSize, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
+		AgentBinary: exe, ArtifactDir: artifacts, ArtifactMaxSize: f.artifactMaxSize, ArtifactCacheMax: f.artifactCacheMax, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
 	if err := f.source.apply(srv, f.lab != ""); err != nil {
 		ln.Close()
 		return nil, err

@@ -35,6 +35,18 @@ const (
 // there instead of filling the disk.
 const DefaultArtifactMaxSize int64 = 4 << 30
 
+// DefaultArtifactCacheMax is the default bound of the whole artifact
+// cache, Server.ArtifactCacheMax.
+const DefaultArtifactCacheMax int64 = 64 << 30
+
+// artifactCacheMax is the bound of the whole cache.
+func (s *Server) artifactCacheMax() int64 {
+	if s.ArtifactCacheMax > 0 {
+		return s.ArtifactCacheMax
+	}
+	return DefaultArtifactCacheMax
+}
+
 // artifactMaxSize is the bound of one artifact download.
 func (s *Server) artifactMaxSize() int64 {
 	if s.ArtifactMaxSize > 0 {
@@ -55,6 +67,7 @@ type artifactStore struct {
 	mu       sync.Mutex
 	inflight map[string]*artifactFetch
 	failed   map[string]artifactFailure
+	reserved int64 // the most the downloads in flight may still write
 }
 
 type artifactFetch struct {
@@ -83,8 +96,8 @@ func declared(site *schema.Site, sum string) (schema.Artifact, bool) {
 }
 
 // path returns the verified copy of a, downloading it first if needed (at
-// most maxSize bytes).
-func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize int64) (string, error) {
+// most maxSize bytes, and only if the cache keeps under maxTotal bytes).
+func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize, maxTotal int64) (string, error) {
 	file := filepath.Join(s.dir, a.SHA256)
 	if _, err := os.Stat(file); err == nil {
 		return file, nil
@@ -96,10 +109,24 @@ func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize int
 	}
 	call := s.inflight[a.SHA256]
 	if call == nil {
-		call = &artifactFetch{done: make(chan struct{})}
 		if s.inflight == nil {
 			s.inflight, s.failed = map[string]*artifactFetch{}, map[string]artifactFailure{}
 		}
+		// Room for the whole download, before a byte is fetched: what the
+		// cache holds, what the downloads in flight may still write, and
+		// this one's bound.
+		need := maxSize
+		if a.Size > 0 {
+			need = min(a.Size, maxSize)
+		}
+		if used := s.usage(); used+s.reserved+need > maxTotal {
+			err := fmt.Errorf("artifact cache full: %d bytes kept and %d in flight, %d more would pass its bound of %d (--artifact-cache-max): not fetched", used, s.reserved, need, maxTotal)
+			s.failed[a.SHA256] = artifactFailure{at: s.now(), err: err}
+			s.mu.Unlock()
+			return "", err
+		}
+		s.reserved += need
+		call = &artifactFetch{done: make(chan struct{})}
 		s.inflight[a.SHA256] = call
 		go func() {
 			// Not the first requester's ctx: the others wait on it too.
@@ -107,6 +134,7 @@ func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize int
 			defer cancel()
 			call.err = s.fetch(fctx, a, file, maxSize)
 			s.mu.Lock()
+			s.reserved -= need
 			delete(s.inflight, a.SHA256)
 			if call.err != nil {
 				s.failed[a.SHA256] = artifactFailure{at: s.now(), err: call.err}
@@ -124,6 +152,25 @@ func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize int
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
+}
+
+// usage is the bytes the cache's finished copies take (downloads in
+// flight are counted by their reservation).
+func (s *artifactStore) usage() int64 {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".fetch-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			n += info.Size()
+		}
+	}
+	return n
 }
 
 // fetch downloads a into file through a temporary file in the same
@@ -288,7 +335,7 @@ func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	file, err := s.artifacts.path(r.Context(), a, s.artifactMaxSize())
+	file, err := s.artifacts.path(r.Context(), a, s.artifactMaxSize(), s.artifactCacheMax())
 	if err != nil {
 		if r.Context().Err() == nil {
 			// The details (the mirror's answer, its URL) are the

@@ -496,3 +496,47 @@ func BenchmarkArtifactServe(b *testing.B) {
 		})
 	}
 }
+
+// TestArtifactCacheBound: a download that could take the cache over
+// Server.ArtifactCacheMax is not started (a site declaring many large
+// images cannot fill the disk through requests for them): the client gets
+// the generic 502, the log says why, the mirror is not asked; a copy the
+// cache already holds is still served.
+func TestArtifactCacheBound(t *testing.T) {
+	f, u, img := artifactFixture(t)
+	one, two := []byte(strings.Repeat("1", 4096)), []byte(strings.Repeat("2", 4096))
+	u.put("/one", one)
+	u.put("/two", two)
+	f.srv.ArtifactCacheMax = 6000
+	img.Initrd = schema.Artifact{URL: u.URL + "/one", SHA256: sum(one), Size: int64(len(one))}
+	if code, body := getArtifact(t, f, img); code != http.StatusOK || body != string(one) {
+		t.Fatalf("first copy: %d %q", code, body)
+	}
+	asked := u.hits.Load()
+	for _, a := range []schema.Artifact{
+		{URL: u.URL + "/two", SHA256: sum(two), Size: int64(len(two))}, // 4096 + 4096 > 6000
+		{URL: u.URL + "/two", SHA256: sum(two)},                        // no size: the download bound counts
+	} {
+		img.Initrd = a
+		if code, body := getArtifact(t, f, img); code != http.StatusBadGateway || body != "artifact unavailable: sha256 "+a.SHA256+"\n" {
+			t.Fatalf("over the cache bound: %d %q", code, body)
+		}
+		f.srv.artifacts.mu.Lock()
+		delete(f.srv.artifacts.failed, a.SHA256) // not the retry pause under test
+		f.srv.artifacts.mu.Unlock()
+	}
+	if u.hits.Load() != asked {
+		t.Errorf("the mirror was asked %d more times", u.hits.Load()-asked)
+	}
+	if logs := f.logs.String(); !strings.Contains(logs, "artifact cache full: 4096 bytes kept and 0 in flight, 4096 more would pass its bound of 6000 (--artifact-cache-max): not fetched") {
+		t.Errorf("logs lack the reason:\n%s", logs)
+	}
+	files, _ := filepath.Glob(filepath.Join(f.srv.ArtifactDir, "*"))
+	if len(files) != 1 {
+		t.Errorf("cache holds %v", files)
+	}
+	img.Initrd = schema.Artifact{URL: u.URL + "/one", SHA256: sum(one), Size: int64(len(one))}
+	if code, body := getArtifact(t, f, img); code != http.StatusOK || body != string(one) {
+		t.Fatalf("the copy kept: %d %q", code, body)
+	}
+}

@@ -82,6 +82,10 @@ type Server struct {
 	// ArtifactMaxSize bounds one artifact download in bytes, whether or
 	// not the image declares its size (default DefaultArtifactMaxSize).
 	ArtifactMaxSize int64
+	// ArtifactCacheMax bounds ArtifactDir as a whole, in bytes (default
+	// DefaultArtifactCacheMax): a download that could take it over is not
+	// started, so a site declaring many large images cannot fill the disk.
+	ArtifactCacheMax int64
 
 	once      sync.Once
 	mux       *http.ServeMux
