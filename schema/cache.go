@@ -29,6 +29,13 @@ type cachedFile struct {
 	docs     []cachedDoc
 	rejected []rejected
 	diags    Diagnostics
+	// What the file counts toward the site's limits, as if parsed again.
+	ndocs     int
+	values    int64
+	docValues []docValues
+	// The limits it was parsed under: its diagnostics and where it stopped
+	// depend on them.
+	limits Limits
 }
 
 type cachedDoc struct {
@@ -37,17 +44,17 @@ type cachedDoc struct {
 	obj        any // pristine: cloned out for every load
 }
 
-func (c *Cache) get(path string, sum [sha256.Size]byte, data []byte) (fileResult, bool) {
+func (c *Cache) get(path string, sum [sha256.Size]byte, data []byte, l Limits) (fileResult, bool) {
 	if c == nil {
 		return fileResult{}, false
 	}
 	c.mu.Lock()
 	f, ok := c.files[cacheKey{path, sum}]
 	c.mu.Unlock()
-	if !ok {
+	if !ok || f.limits != l {
 		return fileResult{}, false
 	}
-	res := fileResult{sum: sum, rejected: f.rejected, diags: f.diags}
+	res := fileResult{sum: sum, rejected: f.rejected, diags: f.diags, ndocs: f.ndocs, values: f.values, docValues: f.docValues}
 	for _, d := range f.docs {
 		doc := &document{file: path, kind: d.kind, name: d.name, src: data, index: d.index}
 		obj, meta := cloneObject(d.obj)
@@ -57,11 +64,11 @@ func (c *Cache) get(path string, sum [sha256.Size]byte, data []byte) (fileResult
 	return res, true
 }
 
-func (c *Cache) put(path string, res fileResult, data []byte) {
+func (c *Cache) put(path string, res fileResult, data []byte, l Limits) {
 	if c == nil || res.err != nil {
 		return
 	}
-	f := &cachedFile{rejected: res.rejected, diags: res.diags}
+	f := &cachedFile{rejected: res.rejected, diags: res.diags, ndocs: res.ndocs, values: res.values, docValues: res.docValues, limits: l}
 	for _, p := range res.docs {
 		obj, meta := cloneObject(p.obj)
 		meta.doc = nil

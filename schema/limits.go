@@ -7,7 +7,8 @@ import "fmt"
 // loads every commit: each bound turns an input that would exhaust memory
 // or CPU into a diagnostic naming the file, the field and the limit. The
 // defaults leave room for ten times the 10,000-node site of bench/sitegen
-// (257 files, 9 MB, at most 37 kB a file, a few hundred values a document).
+// (257 files, 9 MB, at most 37 kB a file, a few hundred values a document,
+// 639,287 values in all, at most 2,691 a file).
 const (
 	// DefaultMaxFileBytes bounds one YAML file. A file over it is never
 	// read: its size is checked first.
@@ -29,6 +30,21 @@ const (
 	// DefaultMaxValues bounds the values one document expands to, aliases
 	// expanded: an alias bomb ("billion laughs") is an error, not a hang.
 	DefaultMaxValues = 200_000
+	// DefaultMaxSiteValues bounds the values of all documents together,
+	// aliases expanded. Aliases multiply input: an 80 kB document may
+	// expand to DefaultMaxValues, so a site within its byte limit could
+	// hold thousands of such documents and take many minutes to load.
+	// Ten million is 15 times the 10,000-node site; the worst site under
+	// it (50 documents of 200,000 aliased values) loads in about 4 s on
+	// one core.
+	DefaultMaxSiteValues = 10_000_000
+	// DefaultMaxFileValues bounds the values of one file's documents
+	// together: a file over it is read no further than the document that
+	// crosses it. It also bounds what the loader's workers still convert
+	// once the site is over its limit (each finishes the file in hand).
+	// Two million is ten documents at DefaultMaxValues, 700 times the
+	// largest file of the 10,000-node site, three times that whole site.
+	DefaultMaxFileValues = 2_000_000
 )
 
 // maxNesting is DefaultMaxDepth for code that runs after a document passed
@@ -46,6 +62,11 @@ type Limits struct {
 	Sequence  int   // elements of one list
 	Depth     int   // nesting of mappings and lists
 	Values    int   // values of one document, aliases expanded
+	// SiteValues bounds the values of all documents, FileValues those of
+	// one file's documents, aliases expanded. FileValues is at most
+	// SiteValues.
+	SiteValues int
+	FileValues int
 }
 
 // DefaultLimits returns the default bounds.
@@ -59,6 +80,9 @@ func DefaultLimits() Limits {
 		Sequence:  DefaultMaxSequence,
 		Depth:     DefaultMaxDepth,
 		Values:    DefaultMaxValues,
+
+		SiteValues: DefaultMaxSiteValues,
+		FileValues: DefaultMaxFileValues,
 	}
 }
 
@@ -82,6 +106,9 @@ func (l Limits) orDefaults() Limits {
 	pick(&l.Sequence, d.Sequence)
 	pick(&l.Depth, d.Depth)
 	pick(&l.Values, d.Values)
+	pick(&l.SiteValues, d.SiteValues)
+	pick(&l.FileValues, d.FileValues)
+	l.FileValues = min(l.FileValues, l.SiteValues)
 	return l
 }
 
@@ -95,6 +122,9 @@ const (
 	CodeLimitSequence  = "limit-sequence"
 	CodeLimitDepth     = "limit-depth"
 	CodeLimitValues    = "limit-values"
+	// The values of all documents, and of one file's, aliases expanded.
+	CodeLimitSiteValues = "limit-site-values"
+	CodeLimitFileValues = "limit-file-values"
 )
 
 func limitDiag(code, file, format string, args ...any) Diagnostic {

@@ -116,7 +116,7 @@ func TestWideMappingBelowLimit(t *testing.T) {
 		}
 	}
 	// Decode directly: Load returns no site without a Site document.
-	docs := parseFile(context.Background(), fsys, "a.yaml", mustValidator(t), nil, DefaultLimits()).docs
+	docs := parseFile(context.Background(), fsys, "a.yaml", mustValidator(t), nil, DefaultLimits(), nil).docs
 	if len(docs) != 2 {
 		t.Fatalf("parsed %d documents, want 2", len(docs))
 	}
@@ -212,7 +212,7 @@ func TestParseFileStopsOnCancel(t *testing.T) {
 	fsys := fstest.MapFS{"a.yaml": {Data: manyDocs(1000)}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	res := parseFile(ctx, fsys, "a.yaml", mustValidator(t), nil, DefaultLimits())
+	res := parseFile(ctx, fsys, "a.yaml", mustValidator(t), nil, DefaultLimits(), nil)
 	if len(res.docs)+len(res.rejected) > 0 {
 		t.Fatalf("parsed %d documents after the context was done", len(res.docs)+len(res.rejected))
 	}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"gopkg.in/yaml.v3"
 )
@@ -36,7 +37,8 @@ type LoadOptions struct {
 	// only the references' form is checked (the review, validate in CI).
 	Secrets SecretGrants
 	// Limits bound the input (file and site sizes, files, documents, keys,
-	// list lengths, nesting); the zero value means DefaultLimits.
+	// list lengths, nesting, values with aliases expanded); the zero value
+	// means DefaultLimits.
 	Limits Limits
 }
 
@@ -154,7 +156,7 @@ func Load(ctx context.Context, fsys fs.FS, opts LoadOptions) (*Site, Diagnostics
 	// A file that does not parse may hold the Site document: do not also
 	// claim it is missing.
 	unparsed := slices.ContainsFunc(diags, func(d Diagnostic) bool {
-		return d.Code == "yaml-syntax" || d.Code == CodeLimitFileBytes || d.Code == CodeLimitDocuments
+		return d.Code == "yaml-syntax" || d.Code == CodeLimitFileBytes || d.Code == CodeLimitDocuments || d.Code == CodeLimitFileValues
 	})
 	site, more := assemble(docs, rejected, unparsed)
 	diags = append(diags, more...)
@@ -215,7 +217,32 @@ type fileResult struct {
 	sum      [sha256.Size]byte // of the file's bytes
 	size     int64             // bytes read
 	ndocs    int               // YAML documents, empty ones too
-	err      error
+	values   int64             // values of its documents, aliases expanded
+	// docValues are the documents that expanded to any value, in order:
+	// where the site's value limit is crossed.
+	docValues []docValues
+	err       error
+}
+
+// docValues is one document's share of the value limits.
+type docValues struct {
+	line, column int
+	object       string
+	values       int64
+}
+
+// crossing returns the document of r at which values, already spent
+// before this file, cross max (the last one if none does).
+func (r *fileResult) crossing(spent, max int64) docValues {
+	for _, d := range r.docValues {
+		if spent += d.values; spent > max {
+			return d
+		}
+	}
+	if len(r.docValues) == 0 {
+		return docValues{}
+	}
+	return r.docValues[len(r.docValues)-1]
 }
 
 // rejected names a document that failed its schema check. Cross-document
@@ -271,6 +298,14 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, ca
 	}
 	workers = min(workers, len(files))
 	results := make([]fileResult, len(files))
+	// tally counts the values the workers convert, as they convert them,
+	// so that no file is handed out once the site is over its limit. It
+	// only stops the hand-out; which file crosses the limit is decided
+	// below from each file's own count, in file order, so the diagnostic
+	// is the same whatever the workers' timing. Files are handed out in
+	// order and each is read to its end (or its own limit), so every file
+	// up to the one that crosses the limit has been read.
+	var tally atomic.Int64
 	next := make(chan int)
 	var wg sync.WaitGroup
 	var setupErr error
@@ -287,15 +322,17 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, ca
 				return
 			}
 			for i := range next {
-				results[i] = parseFile(ctx, fsys, files[i], v, cache, l)
+				results[i] = parseFile(ctx, fsys, files[i], v, cache, l, &tally)
 			}
 		}()
 	}
+	handedOut := 0
 	for i := range files {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || tally.Load() > int64(l.SiteValues) {
 			break
 		}
 		next <- i
+		handedOut++
 	}
 	close(next)
 	wg.Wait()
@@ -309,9 +346,9 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, ca
 	var docs []parsed
 	var rej []rejected
 	var diags Diagnostics
-	var read int64
+	var read, values int64
 	ndocs := 0
-	for i, r := range results {
+	for i, r := range results[:handedOut] {
 		if r.err != nil {
 			return nil, nil, nil, "", r.err
 		}
@@ -323,9 +360,20 @@ func parseFiles(ctx context.Context, fsys fs.FS, files []string, workers int, ca
 		if ndocs > l.Documents && r.ndocs <= l.Documents { // else the file says so
 			return nil, nil, nil, "", &limitError{limitDiag(CodeLimitDocuments, files[i], "the site has more than %d YAML documents (limit), counting up to this file", l.Documents)}
 		}
+		if values+r.values > int64(l.SiteValues) {
+			d := r.crossing(values, int64(l.SiteValues))
+			return nil, nil, nil, "", &limitError{Diagnostic{Severity: SeverityError, Code: CodeLimitSiteValues, File: files[i], Line: d.line, Column: d.column, Object: d.object,
+				Message: fmt.Sprintf("the site's documents expand to more than %d values (aliases expanded; limit), counting up to this document", l.SiteValues)}}
+		}
+		values += r.values
 		docs = append(docs, r.docs...)
 		rej = append(rej, r.rejected...)
 		diags = append(diags, r.diags...)
+	}
+	if handedOut < len(files) {
+		// Unreachable: the hand-out stops only once the files handed out
+		// hold more values than the limit.
+		return nil, nil, nil, "", fmt.Errorf("load site: stopped reading at %s under the value limit", files[handedOut])
 	}
 	for i, r := range results {
 		fmt.Fprintf(digest, "%s\x00%x\n", files[i], r.sum)
@@ -353,7 +401,9 @@ var yamlParserProblems = map[string]bool{
 	"found undefined tag handle":             true,
 }
 
-func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache *Cache, l Limits) fileResult {
+// parseFile reads and parses one file. It adds the values its documents
+// expand to into tally (nil: none) as it converts them.
+func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache *Cache, l Limits, tally *atomic.Int64) fileResult {
 	var res fileResult
 	data, ok, err := readLimited(fsys, name, l.FileBytes)
 	if err != nil {
@@ -366,14 +416,17 @@ func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache
 	}
 	res.size = int64(len(data))
 	res.sum = sha256.Sum256(data)
-	if hit, ok := cache.get(name, res.sum, data); ok {
+	if hit, ok := cache.get(name, res.sum, data, l); ok {
 		hit.size = res.size
+		if tally != nil {
+			tally.Add(hit.values)
+		}
 		return hit
 	}
 	complete := true
 	defer func() {
 		if complete {
-			cache.put(name, res, data)
+			cache.put(name, res, data, l)
 		}
 	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -405,11 +458,24 @@ func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache
 				Message: fmt.Sprintf("file has more than %d YAML documents (limit)", l.Documents)})
 			break
 		}
-		p, diags := parseDocument(name, &root, v, l)
+		p, diags, values := parseDocument(name, &root, v, l)
 		if p != nil {
 			p.doc.index = index
 		}
 		res.diags = append(res.diags, diags...)
+		if values > 0 {
+			d := docValues{line: p.doc.root.Line, column: p.doc.root.Column, object: p.doc.object(), values: int64(values)}
+			res.docValues = append(res.docValues, d)
+			res.values += d.values
+			if tally != nil {
+				tally.Add(d.values)
+			}
+			if res.values > int64(l.FileValues) {
+				res.diags = append(res.diags, Diagnostic{Severity: SeverityError, Code: CodeLimitFileValues, File: name, Line: d.line, Column: d.column, Object: d.object,
+					Message: fmt.Sprintf("file's documents expand to more than %d values (aliases expanded; limit), counting up to this one; reading stopped here", l.FileValues)})
+				break
+			}
+		}
 		switch {
 		case p != nil && p.obj != nil:
 			res.docs = append(res.docs, *p)
@@ -420,11 +486,14 @@ func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache
 	return res
 }
 
-func parseDocument(file string, root *yaml.Node, v *validator, l Limits) (*parsed, Diagnostics) {
+// parseDocument checks and decodes one document. It also returns the
+// values the document expanded to, aliases expanded (0 for a document
+// that was never converted; at most l.Values).
+func parseDocument(file string, root *yaml.Node, v *validator, l Limits) (*parsed, Diagnostics, int) {
 	body := root
 	if body.Kind == yaml.DocumentNode {
 		if len(body.Content) == 0 {
-			return nil, nil // an empty document (comments, a lone ---)
+			return nil, nil, 0 // an empty document (comments, a lone ---)
 		}
 		body = body.Content[0]
 	}
@@ -433,34 +502,35 @@ func parseDocument(file string, root *yaml.Node, v *validator, l Limits) (*parse
 		return Diagnostics{{Severity: SeverityError, Code: code, File: file, Line: n.Line, Column: n.Column, Message: msg}}
 	}
 	if body.Kind == yaml.ScalarNode && body.ShortTag() == "!!null" {
-		return nil, nil
+		return nil, nil, 0
 	}
 	if body.Kind != yaml.MappingNode {
-		return nil, at(body, "not-a-document", "a site document must be a YAML mapping with apiVersion and kind; found "+describe(body))
+		return nil, at(body, "not-a-document", "a site document must be a YAML mapping with apiVersion and kind; found "+describe(body)), 0
 	}
 	api, apiNode := scalarString(body, "apiVersion")
 	kind, kindNode := scalarString(body, "kind")
 	name, _ := scalarString(body, "name")
 	switch {
 	case apiNode == nil:
-		return nil, at(body, "missing-api-version", "document has no apiVersion (want apiVersion: "+APIVersion+")")
+		return nil, at(body, "missing-api-version", "document has no apiVersion (want apiVersion: "+APIVersion+")"), 0
 	case api != APIVersion:
-		return nil, at(apiNode, "unknown-api-version", fmt.Sprintf("apiVersion %q is not supported by this anneal (it reads %s)", api, APIVersion))
+		return nil, at(apiNode, "unknown-api-version", fmt.Sprintf("apiVersion %q is not supported by this anneal (it reads %s)", api, APIVersion)), 0
 	case kindNode == nil:
-		return nil, at(body, "missing-kind", "document has no kind (one of "+strings.Join(Kinds(), ", ")+")")
+		return nil, at(body, "missing-kind", "document has no kind (one of "+strings.Join(Kinds(), ", ")+")"), 0
 	case !slices.Contains(Kinds(), kind):
-		return nil, at(kindNode, "unknown-kind", fmt.Sprintf("unknown kind %q (known kinds: %s)", kind, strings.Join(Kinds(), ", ")))
+		return nil, at(kindNode, "unknown-kind", fmt.Sprintf("unknown kind %q (known kinds: %s)", kind, strings.Join(Kinds(), ", "))), 0
 	}
 	doc := &document{file: file, root: body, kind: kind, name: name}
 	r := reporter{}
 	cv := newConverter(l)
 	value := cv.toValue(body, nil, 0)
+	values := cv.used()
 	convErrs := cv.errs
 	for _, e := range convErrs {
 		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: cmp.Or(e.code, "yaml-structure"), File: file, Line: e.node.Line, Column: e.node.Column, Object: doc.object(), Path: e.path.String(), Message: e.msg})
 	}
 	if len(convErrs) > 0 {
-		return &parsed{doc: doc}, r.diags
+		return &parsed{doc: doc}, r.diags, values
 	}
 	var pos positions
 	for _, is := range v.validate(kind, value) {
@@ -468,15 +538,15 @@ func parseDocument(file string, root *yaml.Node, v *validator, l Limits) (*parse
 		r.diags = append(r.diags, Diagnostic{Severity: SeverityError, Code: "schema", File: file, Line: n.Line, Column: n.Column, Object: doc.object(), Path: is.path.String(), Message: is.message})
 	}
 	if len(r.diags) > 0 {
-		return &parsed{doc: doc}, r.diags
+		return &parsed{doc: doc}, r.diags, values
 	}
 	obj, meta := newObject(kind)
 	if err := decodeObject(body, obj); err != nil {
-		return &parsed{doc: doc}, at(body, "decode", fmt.Sprintf("%s: %v", doc.object(), err))
+		return &parsed{doc: doc}, at(body, "decode", fmt.Sprintf("%s: %v", doc.object(), err)), values
 	}
 	meta.Source = Source{File: file, Line: body.Line, Column: body.Column}
 	meta.doc = doc
-	return &parsed{doc: doc, obj: obj}, nil
+	return &parsed{doc: doc, obj: obj}, nil, values
 }
 
 func newObject(kind string) (any, *Meta) {

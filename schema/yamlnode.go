@@ -168,6 +168,11 @@ func newConverter(l Limits) *converter {
 	return &converter{limits: l, budget: l.Values}
 }
 
+// used is the number of values converted so far, aliases expanded: the
+// document's share of the site's value limits. It stops at the document's
+// limit.
+func (cv *converter) used() int { return cv.limits.Values - cv.budget }
+
 // toValue converts a YAML node to plain Go values (map[string]any, []any,
 // string, int64, float64, bool, nil) for CUE, reporting duplicate keys,
 // non-string keys, alias cycles, alias bombs and input over the limits
