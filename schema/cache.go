@@ -42,6 +42,7 @@ type cachedDoc struct {
 	kind, name string
 	index      int
 	obj        any // pristine: cloned out for every load
+	dns        *pendingDNS
 }
 
 func (c *Cache) get(path string, sum [sha256.Size]byte, data []byte, l Limits) (fileResult, bool) {
@@ -57,6 +58,10 @@ func (c *Cache) get(path string, sum [sha256.Size]byte, data []byte, l Limits) (
 	res := fileResult{sum: sum, rejected: f.rejected, diags: f.diags, ndocs: f.ndocs, values: f.values, docValues: f.docValues}
 	for _, d := range f.docs {
 		doc := &document{file: path, kind: d.kind, name: d.name, src: data, index: d.index}
+		if d.dns != nil {
+			res.docs = append(res.docs, parsed{doc: doc, dns: d.dns})
+			continue
+		}
 		obj, meta := cloneObject(d.obj)
 		meta.doc = doc
 		res.docs = append(res.docs, parsed{doc: doc, obj: obj})
@@ -70,6 +75,10 @@ func (c *Cache) put(path string, res fileResult, data []byte, l Limits) {
 	}
 	f := &cachedFile{rejected: res.rejected, diags: res.diags, ndocs: res.ndocs, values: res.values, docValues: res.docValues, limits: l}
 	for _, p := range res.docs {
+		if p.dns != nil {
+			f.docs = append(f.docs, cachedDoc{kind: p.doc.kind, name: p.doc.name, index: p.doc.index, dns: p.dns})
+			continue
+		}
 		obj, meta := cloneObject(p.obj)
 		meta.doc = nil
 		f.docs = append(f.docs, cachedDoc{kind: p.doc.kind, name: p.doc.name, index: p.doc.index, obj: obj})

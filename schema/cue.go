@@ -31,6 +31,9 @@ type validator struct {
 	// shapes bound what CUE is given of a rejected document (shape.go);
 	// nil for a kind means CUE is given the whole document.
 	shapes map[string]*shape
+	// onCUE, when set (by tests), is called with the kind of every
+	// document given to CUE.
+	onCUE func(kind string)
 }
 
 func newValidator() (*validator, error) {
@@ -87,6 +90,9 @@ func (v *validator) validate(kind string, value any) []schemaIssue {
 		}
 	}
 	if _, gone := input.(elision); !gone && (sh == nil || !sh.check(input)) {
+		if v.onCUE != nil {
+			v.onCUE(kind)
+		}
 		u := def.Unify(v.ctx.Encode(input))
 		err := u.Validate(cue.Concrete(true), cue.Final())
 		for _, e := range cueerrors.Errors(err) {
