@@ -3,6 +3,7 @@ package schema
 import (
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -106,6 +107,36 @@ func (t *Target) SecretDest() (SecretDest, bool) {
 		return d, true
 	}
 	return SecretDest{}, false
+}
+
+// SecretNames lists the secrets the site names for the given uses (every
+// use when none is given), sorted, each once.
+func (s *Site) SecretNames(uses ...SecretUse) []string {
+	seen := map[string]bool{}
+	add := func(r SecretRef) {
+		if n := r.Name(); n != "" {
+			seen[n] = true
+		}
+	}
+	if len(uses) == 0 || slices.Contains(uses, UseBMC) {
+		for _, n := range s.Nodes {
+			add(n.BMC.Password)
+		}
+	}
+	if s.DNS != nil && (len(uses) == 0 || slices.Contains(uses, UseDNS)) {
+		for _, t := range s.DNS.Targets {
+			if t.TSIG != nil {
+				add(t.TSIG.Secret)
+			}
+			add(t.APIKey)
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // secrets checks every secret reference of the site against the grants.

@@ -204,8 +204,9 @@ func TestSecretsGrantsRefused(t *testing.T) {
 	mustExit(t, anneal(t, append(noGrants, l.env...), "serve", "--site", l.site, "--state", l.state), 1,
 		"no secret grants: give --secrets FILE")
 
-	// A grant whose value cannot be read stops serve at start, naming every
-	// such grant (not a canary's failure in the middle of a rollout).
+	// A grant whose value cannot be read: plan stops at start, and a serve
+	// pass before it acts, naming every such grant the site uses (not a
+	// canary's failure in the middle of a rollout).
 	unset := writeGrants(t, `secrets:
   bmc-password:
     from: env:ANNEAL_NOPE
@@ -217,8 +218,17 @@ func TestSecretsGrantsRefused(t *testing.T) {
     from: file:/nonexistent/pdns.key
     dns: [127.0.0.1]
 `)
-	mustExit(t, anneal(t, l.env, "serve", "--site", l.site, "--state", l.state, "--secrets", unset), 1,
+	// plan and apply reach DNS only: its secrets are checked; the lab
+	// plays the BMCs too: all of them.
+	mustExit(t, anneal(t, l.env, "plan", "--site", l.site, "--state", l.state, "--secrets", unset), 1,
+		unset+`:8: secret "pdns-api-key"`, "/nonexistent/pdns.key")
+	mustExit(t, anneal(t, l.env, "lab", "--site", l.site, "--dir", t.TempDir(), "--secrets", unset), 1,
 		unset+`:2: secret "bmc-password"`, "ANNEAL_NOPE is not set", unset+`:8: secret "pdns-api-key"`)
+	api, _ := startServe(t, l.env, "--site", l.site, "--state", l.state, "--interval", "200ms", "--secrets", unset)
+	st := waitStatus(t, api, "a pass refused for the unreadable grants", func(s serveStatus) bool { return s.LastError != "" })
+	if st.AppliedRevision != "" || st.LastErrorClass != "targets" || !strings.Contains(st.LastError, `secret "pdns-api-key"`) {
+		t.Fatalf("serve with unreadable grants: %+v", st)
+	}
 	mustExit(t, anneal(t, append(noGrants, l.env...), "validate", "--site", l.site), 0)
 
 	narrow := writeGrants(t, `secrets:

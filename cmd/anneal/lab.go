@@ -61,7 +61,7 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 		if err != nil {
 			return err
 		}
-		if err := site.checkSources(); err != nil {
+		if err := site.checkSources(s); err != nil {
 			return failure(err)
 		}
 		if err := os.MkdirAll(*dir, 0o755); err != nil {

@@ -54,7 +54,7 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 			return nil, failure(err)
 		}
 	}
-	if err := f.site.checkSources(); err != nil {
+	if err := f.site.checkSources(site, schema.UseDNS); err != nil {
 		return nil, failure(err)
 	}
 	targets, err := dnsTargets(site, f.site.resolver())

@@ -125,12 +125,26 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 			_, err := site.loadOptions() // says what to give
 			return failure(err)
 		}
-		if err := site.checkSources(); err != nil {
-			return failure(err)
+		// Every pass reads the secrets its revision names before it acts
+		// (targets, below); a grant that cannot be read at all is said now.
+		if err := grants.CheckSources(); err != nil {
+			log.Warn("secret grants that cannot be read: a revision naming them is not converged", "grants", grants.File(), "err", err)
 		}
 		m := newMetrics()
 		resolve := grants.Resolve
-		targets := func(s *schema.Site) (map[string]reconcile.DNSTarget, error) { return dnsTargets(s, resolve) }
+		targets := func(s *schema.Site) (map[string]reconcile.DNSTarget, error) {
+			// Before a pass acts: every secret the revision names can be
+			// read (a BMC password missing is this error, not a canary's
+			// failure in the middle of a rollout).
+			uses := []schema.SecretUse{schema.UseDNS}
+			if netboot.listen != "" {
+				uses = append(uses, schema.UseBMC) // rebuilds reach the BMCs
+			}
+			if err := grants.CheckSources(s.SecretNames(uses...)...); err != nil {
+				return nil, fmt.Errorf("secret grants %s: %w", grants.File(), err)
+			}
+			return dnsTargets(s, resolve)
+		}
 		r := &reconcile.Reconciler{Source: src, Targets: targets, Secrets: grants, State: st, Mode: reconcile.Mode(mode.value),
 			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.observe}
 		stopNetboot, err := netboot.start(ctx, r, st, statePath, resolve, log)

@@ -221,15 +221,15 @@ func (f *siteFlags) forbidState(statePath string) error {
 	return f.forbid("netboot key", statePath+".netboot-key", string(key))
 }
 
-// checkSources reads every granted secret once, before anything is sent:
-// a variable not set or a file not readable stops the command at start,
-// all of them named at once.
-func (f *siteFlags) checkSources() error {
+// checkSources reads every secret the site names for uses (all when none
+// is given) once, before anything is sent: a variable not set or a file
+// not readable stops the command at start, all of them named at once.
+func (f *siteFlags) checkSources(site *schema.Site, uses ...schema.SecretUse) error {
 	g, err := f.secretGrants()
 	if err != nil || g == nil {
 		return err
 	}
-	if err := g.CheckSources(); err != nil {
+	if err := g.CheckSources(site.SecretNames(uses...)...); err != nil {
 		return fmt.Errorf("secret grants %s: %w", g.File(), err)
 	}
 	return nil

@@ -423,17 +423,25 @@ func (g *Grants) forbiddenPath(p string) bool {
 	return slices.ContainsFunc(g.forbidden, func(f forbidden) bool { return f.path != "" && f.path == p })
 }
 
-// CheckSources reads every granted secret once, as a command that sends
-// them will: every variable not set, file not readable or value refused is
-// reported at once, at start, instead of as one node's or target's failure
-// in the middle of a rollout. Values are read and dropped.
-func (g *Grants) CheckSources() error {
+// CheckSources reads the named granted secrets once (every granted one
+// when no name is given), as a command that sends them will: every
+// variable not set, file not readable or value refused is reported at
+// once, before anything is sent, instead of as one node's or target's
+// failure in the middle of a rollout. Values are read and dropped; names
+// not granted are left to the grant check.
+func (g *Grants) CheckSources(names ...string) error {
 	if g == nil {
 		return nil
 	}
+	if len(names) == 0 {
+		names = g.Names()
+	}
 	var errs []error
-	for _, name := range g.Names() {
-		gr := g.secrets[name]
+	for _, name := range names {
+		gr, ok := g.secrets[name]
+		if !ok {
+			continue
+		}
 		v, err := Resolver{Env: g.Env}.Resolve(gr.from)
 		if err == nil {
 			for _, f := range g.forbidden {

@@ -283,4 +283,12 @@ func TestCheckSources(t *testing.T) {
 	if strings.Contains(err.Error(), `"a"`) || strings.Contains(err.Error(), "value-a") || strings.Contains(err.Error(), "daemon-token") {
 		t.Errorf("error names a good grant or a value:\n%v", err)
 	}
+	// Only the secrets a command will send: a readable one, and a name
+	// not granted (the grant check's business).
+	if err := g.CheckSources("a", "not-granted"); err != nil {
+		t.Errorf("CheckSources(a): %v", err)
+	}
+	if err := g.CheckSources("b"); err == nil || strings.Contains(err.Error(), `"c"`) {
+		t.Errorf("CheckSources(b): %v", err)
+	}
 }
