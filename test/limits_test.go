@@ -87,7 +87,7 @@ func TestServeConnectionLimits(t *testing.T) {
 		"--listen", api, "--netboot-listen", boot,
 		"--max-conns", fmt.Sprint(maxConns), "--max-conns-per-source", fmt.Sprint(perSource),
 		"--http-read-timeout", readLimit.String())
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	cmd.Env = baseEnv(dir) // serve needs grants; the site is empty
 	logs := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
