@@ -204,6 +204,17 @@ type Reconciler struct {
 	// finishes), but a rollout stops starting nodes on it.
 	shutdown <-chan struct{}
 	once     sync.Once
+	// saveMu serializes status saves; each takes its snapshot once it
+	// holds it, so the last save written is of the newest status.
+	saveMu sync.Mutex
+	// bg is the background work (firmware reads): Run waits for it, and
+	// bgCtx (Run's ctx, under mu) cancels it, so nothing touches the
+	// store once Run has returned.
+	bg    sync.WaitGroup
+	bgCtx context.Context
+	// suspendSaving, in tests, is called by SetSuspended between setting
+	// the flag and saving it.
+	suspendSaving func()
 }
 
 func (r *Reconciler) init() {
@@ -224,8 +235,22 @@ func (r *Reconciler) SetSuspended(ctx context.Context, v bool) error {
 	r.mu.Lock()
 	r.status.Suspended = v
 	r.mu.Unlock()
+	if r.suspendSaving != nil {
+		r.suspendSaving()
+	}
+	_, err := r.saveStatus(ctx)
+	return err
+}
+
+// saveStatus persists the status as it is when the save starts. Saves
+// are serialized and each snapshots under the save lock, so a pass that
+// finishes as SetSuspended runs cannot write its older copy of the status
+// (suspended=false) after the suspend was saved.
+func (r *Reconciler) saveStatus(ctx context.Context) (Status, error) {
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
 	st := r.Status()
-	return r.State.SaveStatus(ctx, &st)
+	return st, r.State.SaveStatus(ctx, &st)
 }
 
 // Status returns the current status.
@@ -255,7 +280,9 @@ func (r *Reconciler) Site() *schema.Site {
 }
 
 // Run reconciles at every interval and trigger until ctx ends. An
-// in-flight reconcile finishes (or is journaled) before Run returns.
+// in-flight reconcile finishes (or is journaled) before Run returns, and
+// background firmware reads are cancelled and waited for: once Run has
+// returned, nothing it started uses the store.
 func (r *Reconciler) Run(ctx context.Context) error {
 	r.init()
 	st, err := r.State.LoadStatus(ctx)
@@ -268,7 +295,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 	r.status.Mode = r.Mode
 	r.shutdown = ctx.Done()
+	r.bgCtx = ctx
 	r.mu.Unlock()
+	defer r.bg.Wait()
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
 	for {
@@ -309,7 +338,7 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) {
 	st.Suspended = r.status.Suspended // a suspend during the run wins
 	r.status = st
 	r.mu.Unlock()
-	if serr := r.State.SaveStatus(context.WithoutCancel(ctx), &st); serr != nil {
+	if _, serr := r.saveStatus(context.WithoutCancel(ctx)); serr != nil {
 		r.log().Error("save status", "err", serr)
 	}
 	if r.Observe != nil {
@@ -562,7 +591,8 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 // the firmware of every node whose last reading is older than
 // FirmwareEvery, into its record; the next plan reports drift. A BMC that
 // does not answer or has no inventory (IPMI) is logged and retried at the
-// next interval.
+// next interval. The reads belong to Run: its ctx cancels them (a read
+// cut short is not recorded) and it waits for them before returning.
 func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, records map[string]*NodeRecord) {
 	rb := r.Rebuild
 	every := cmp.Or(rb.FirmwareEvery, DefaultFirmwareEvery)
@@ -580,18 +610,31 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, rec
 		r.firmwareBusy.Store(false)
 		return
 	}
-	go func() {
+	r.mu.Lock()
+	if r.bgCtx != nil {
+		ctx = r.bgCtx // the pass's ctx outlives a shutdown; the reads must not
+	}
+	r.mu.Unlock()
+	r.bg.Go(func() {
 		defer r.firmwareBusy.Store(false)
 		sem := make(chan struct{}, firmwareParallel)
 		var wg sync.WaitGroup
+		defer wg.Wait()
 		for _, n := range due {
-			sem <- struct{}{}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			wg.Go(func() {
 				defer func() { <-sem }()
 				bmc, err := rb.BMC(site, n)
 				var fw Firmware
 				if err == nil {
 					fw, err = bmc.Firmware(ctx)
+				}
+				if ctx.Err() != nil {
+					return // shutting down: read again at the next start
 				}
 				at := time.Now()
 				uerr := rb.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
@@ -608,8 +651,7 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, rec
 				}
 			})
 		}
-		wg.Wait()
-	}()
+	})
 }
 
 // rollout publishes the netboot profiles and runs the rebuilds.

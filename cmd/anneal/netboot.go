@@ -66,6 +66,10 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	return f
 }
 
+// netbootShutdownTimeout bounds how long stop waits for the netboot
+// server's requests in flight before closing it (as serve does the API).
+const netbootShutdownTimeout = 10 * time.Second
+
 // start wires the netboot server and the rebuild layer into r. It returns
 // a stop function, or nil when netboot is not enabled.
 // resolve sends BMC passwords: the operator's grants.
@@ -150,8 +154,15 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		}
 	}()
 	log.Info("netboot", "listen", ln.Addr().String(), "url", base, "lab", f.lab)
-	stops := []func(){func() { _ = hs.Shutdown(context.WithoutCancel(ctx)) }}
-	stop := func(context.Context) {
+	var stops []func()
+	stop := func(sctx context.Context) {
+		// Boot and install downloads in flight get netbootShutdownTimeout
+		// to finish; then they are cut.
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(sctx), netbootShutdownTimeout)
+		defer cancel()
+		if err := hs.Shutdown(shutdown); err != nil {
+			_ = hs.Close()
+		}
 		for _, s := range stops {
 			s()
 		}
