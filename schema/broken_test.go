@@ -113,6 +113,7 @@ var brokenTable = []brokenSite{
 
 	// YAML and documents.
 	{dir: "yaml-syntax-error", code: "yaml-syntax", file: "nodes/west-w1.yaml", line: 45, column: 1, msg: "not valid YAML: did not find expected ',' or '}'"},
+	{dir: "yaml-binary-tag", code: "yaml-tag", file: "images/ubuntu-22.04.yaml", line: 9, column: 11, object: "Image/ubuntu-22.04", path: "kernel.sha256", msg: "YAML tag !!binary is not allowed: write the value as plain text"},
 	{dir: "duplicate-yaml-key", code: "yaml-structure", file: "nodes/east-e2.yaml", line: 107, column: 1, object: "Node/e2n04", path: "rack", msg: `key "rack" is repeated in the same mapping`},
 	{dir: "not-a-mapping", code: "not-a-document", file: "notes.yaml", line: 2, column: 1, msg: "a site document must be a YAML mapping with apiVersion and kind; found a list"},
 	{dir: "unknown-kind", code: "unknown-kind", file: "dns.yaml", line: 4, column: 7, msg: `unknown kind "Dns" (known kinds: DNS, HardwareProfile`},

@@ -19,6 +19,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("apiVersion: anneal.dev/v1alpha1\nkind: Site\nname: s\ndomain: example.net\nregions: [{name: r, racks: [{name: a}]}]\n"))
 	f.Add([]byte("- a\n- b\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("apiVersion: anneal.dev/v1alpha1\nkind: Site\nname: !!binary c2l0ZQ==\ndomain: !e example.net\nregions: !!seq [{<<: {name: r}, racks: !!set {a: null}}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsys := fstest.MapFS{"site.yaml": {Data: data}}
 		ctx := context.Background()

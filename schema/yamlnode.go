@@ -161,6 +161,9 @@ type converter struct {
 	errs   []nodeError
 	limits Limits
 	budget int
+	// tagged are the nodes already reported for their tag: a node reached
+	// through many aliases is reported once.
+	tagged map[*yaml.Node]bool
 }
 
 func newConverter(l Limits) *converter {
@@ -199,6 +202,10 @@ func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
 		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("list %s has %d elements, more than %d (limit)", describePath(path), len(n.Content), cv.limits.Sequence), CodeLimitSequence})
 		return nil
 	}
+	if msg := tagProblem(n); msg != "" {
+		cv.refuseTag(n, path, msg)
+		return nil
+	}
 	switch n.Kind {
 	case yaml.AliasNode:
 		if n.Alias == nil {
@@ -222,6 +229,10 @@ func (cv *converter) toValue(n *yaml.Node, path fieldPath, depth int) any {
 		var merges []*yaml.Node
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if msg := tagProblem(k); msg != "" {
+				cv.refuseTag(k, path.with(k.Value), msg)
+				continue
+			}
 			if isMergeKey(k) {
 				merges = append(merges, v)
 				continue
@@ -290,12 +301,86 @@ func scalarValue(n *yaml.Node, path fieldPath, errs *[]nodeError) any {
 			return 0.0
 		}
 		return f
-	case "!!str", "!!binary", "!!timestamp":
+	case "!!str", "!!timestamp":
+		// An untagged date (2024-05-01) resolves to !!timestamp: it is
+		// text. An explicit tag other than the core schema's never gets
+		// here (tagProblem).
 		return n.Value
 	default:
-		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("unsupported YAML tag %s", n.Tag), ""})
+		// An untagged << as a value (!!merge).
+		*errs = append(*errs, nodeError{n, path, fmt.Sprintf("%q reads as YAML tag %s: quote it to write it as text", n.Value, showTag(n)), CodeYAMLTag})
 		return n.Value
 	}
+}
+
+// CodeYAMLTag is the code of a value written with an explicit YAML tag
+// other than the core schema's (!!binary, !!timestamp, !!set, !foo,
+// !<...>): yaml.v3 would decode some of them into something else than the
+// text written (!!binary into raw bytes), so the loader refuses them.
+const CodeYAMLTag = "yaml-tag"
+
+// coreTags are the explicit tags a site may use, with the kind of node
+// each may tag: they only say what the value already reads as (!!str 123
+// is the text "123").
+var coreTags = map[string]yaml.Kind{
+	"!!str":   yaml.ScalarNode,
+	"!!int":   yaml.ScalarNode,
+	"!!float": yaml.ScalarNode,
+	"!!bool":  yaml.ScalarNode,
+	"!!null":  yaml.ScalarNode,
+	"!!map":   yaml.MappingNode,
+	"!!seq":   yaml.SequenceNode,
+}
+
+// tagProblem returns why n's explicit tag is refused, or "" when n has
+// no explicit tag or one of coreTags on a node of its kind.
+func tagProblem(n *yaml.Node) string {
+	if n == nil || n.Style&yaml.TaggedStyle == 0 {
+		return ""
+	}
+	kind, core := coreTags[n.ShortTag()]
+	if core && kind == n.Kind {
+		return ""
+	}
+	what := "value"
+	switch n.Kind {
+	case yaml.MappingNode:
+		what = "mapping"
+	case yaml.SequenceNode:
+		what = "list"
+	}
+	if n.ShortTag() == "!!merge" && n.Kind == yaml.ScalarNode && n.Value == "<<" {
+		return "YAML tag !!merge is not allowed: write the merge key as a plain <<"
+	}
+	if core {
+		return fmt.Sprintf("YAML tag %s is not allowed on a %s: write the %s without a tag", showTag(n), what, what)
+	}
+	if what == "value" {
+		return fmt.Sprintf("YAML tag %s is not allowed: write the value as plain text", showTag(n))
+	}
+	return fmt.Sprintf("YAML tag %s is not allowed: write the %s without a tag", showTag(n), what)
+}
+
+// refuseTag reports n's tag, once per node.
+func (cv *converter) refuseTag(n *yaml.Node, path fieldPath, msg string) {
+	if cv.tagged[n] {
+		return
+	}
+	if cv.tagged == nil {
+		cv.tagged = map[*yaml.Node]bool{}
+	}
+	cv.tagged[n] = true
+	cv.errs = append(cv.errs, nodeError{n, path, msg, CodeYAMLTag})
+}
+
+// showTag renders n's tag as it could be written: !!binary, !foo, or
+// !<foo> for a verbatim tag outside the core schema's namespace.
+func showTag(n *yaml.Node) string {
+	t := n.ShortTag()
+	if !strings.HasPrefix(t, "!") {
+		return "!<" + t + ">"
+	}
+	return t
 }
 
 // describePath names a mapping or list for a limit's message: "packages",
