@@ -1,36 +1,16 @@
 package test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/anneal-dev/anneal/reconcile"
 )
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestLabRevokedAgentCannotRebuild: the netboot window hijack's second
 // half, end to end on the lab. Once a node's agent token is revoked
@@ -51,7 +31,7 @@ func TestLabRevokedAgentCannotRebuild(t *testing.T) {
 		"--state", filepath.Join(t.TempDir(), "state.db"), "--netboot-listen", boot, "--lab", labDir,
 		"--install-timeout", "20s", "--token", "env:ANNEAL_API_TOKEN")
 	serve.Env = append(baseEnv(t.TempDir()), labEnv...)
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	serve.Stdout, serve.Stderr = logs, logs
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)

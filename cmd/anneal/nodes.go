@@ -171,33 +171,20 @@ func nodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []nodeV
 }
 
 func newNodesRetryCmd() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "retry NODE...",
-		Short: "Retry nodes whose rebuild failed (through a running anneal serve)",
-		Args:  cobra.MinimumNArgs(1),
-	}
-	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
-	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
-	c.RunE = func(c *cobra.Command, args []string) error {
-		token, err := resolveToken(*tokenRef)
-		if err != nil {
-			return failure(err)
-		}
-		for _, n := range args {
-			if err := apiCall(c.Context(), api, http.MethodPost, "/api/v1/nodes/"+n+"/retry", token, nil); err != nil {
-				return failure(err)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "%s: retry requested\n", n)
-		}
-		return nil
-	}
-	return c
+	return newNodesActionCmd("retry", "Retry nodes whose rebuild failed (through a running anneal serve)", "retry requested")
 }
 
 func newNodesRevokeAgentCmd() *cobra.Command {
+	return newNodesActionCmd("revoke-agent", "Revoke nodes' agent tokens (through a running anneal serve): their reports are refused until their next install", "agent token revoked")
+}
+
+// newNodesActionCmd is `anneal nodes ACTION NODE...`: POST
+// /api/v1/nodes/NODE/ACTION on a running serve for each node, with its
+// bearer token.
+func newNodesActionCmd(action, short, done string) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "revoke-agent NODE...",
-		Short: "Revoke nodes' agent tokens (through a running anneal serve): their reports are refused until their next install",
+		Use:   action + " NODE...",
+		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 	}
 	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
@@ -208,10 +195,10 @@ func newNodesRevokeAgentCmd() *cobra.Command {
 			return failure(err)
 		}
 		for _, n := range args {
-			if err := apiCall(c.Context(), api, http.MethodPost, "/api/v1/nodes/"+n+"/revoke-agent", token, nil); err != nil {
+			if err := apiCall(c.Context(), api, http.MethodPost, "/api/v1/nodes/"+n+"/"+action, token, nil); err != nil {
 				return failure(err)
 			}
-			fmt.Fprintf(c.OutOrStdout(), "%s: agent token revoked\n", n)
+			fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", n, done)
 		}
 		return nil
 	}
