@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -63,18 +64,15 @@ func TestSecretsStayWithTheOperator(t *testing.T) {
 	l := newDNSLab(t)
 	attacker := startConnCounter(t)
 	var granted atomic.Int64
-	control := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// A granted PowerDNS address that counts the requests carrying the key.
+	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-API-Key") == l.pdns.APIKey {
 			granted.Add(1)
 		}
 		http.Error(w, "not a PowerDNS", http.StatusServiceUnavailable)
-	})}
-	cln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go control.Serve(cln)
-	t.Cleanup(func() { control.Close() })
+	}))
+	t.Cleanup(control.Close)
+	controlAddr := control.Listener.Addr().String()
 
 	pdnsAPI, err := url.Parse(l.pdns.APIURL)
 	if err != nil {
@@ -90,7 +88,7 @@ func TestSecretsStayWithTheOperator(t *testing.T) {
   pdns-api-key:
     from: env:ANNEAL_PDNS_API_KEY
     dns: [%q, %q]
-`, l.bind.Addr, pdnsAPI.Host, cln.Addr().String()))
+`, l.bind.Addr, pdnsAPI.Host, controlAddr))
 
 	git(t, l.site, "init", "-q", "-b", "main")
 	commit := func(msg string) string {
@@ -164,7 +162,7 @@ func TestSecretsStayWithTheOperator(t *testing.T) {
 	// of commit, aimed where the grants allow, with a record to write.
 	edit(t, l.site, "dns.yaml", func(s string) string {
 		s = strings.Replace(s, "value: 203.0.113.25}", "value: 203.0.113.26}", 1)
-		return strings.Replace(s, "api: "+pdnsURL, "api: http://"+cln.Addr().String(), 1)
+		return strings.Replace(s, "api: "+pdnsURL, "api: http://"+controlAddr, 1)
 	})
 	rev := commit("PowerDNS moved, as granted")
 	waitStatus(t, api, "the granted move attempted", func(s serveStatus) bool {
