@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/providers/lab"
+	"github.com/anneal-dev/anneal/lab"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/miekg/dns"

@@ -40,7 +40,7 @@ import (
 
 	"github.com/anneal-dev/anneal/bench/rollout/ideal"
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
-	"github.com/anneal-dev/anneal/providers/lab"
+	"github.com/anneal-dev/anneal/lab"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 )

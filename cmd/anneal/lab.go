@@ -12,9 +12,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/anneal-dev/anneal/lab"
+	"github.com/anneal-dev/anneal/lab/labdns"
 	"github.com/anneal-dev/anneal/netlimit"
-	"github.com/anneal-dev/anneal/providers/lab"
-	"github.com/anneal-dev/anneal/providers/lab/labdns"
 	"github.com/spf13/cobra"
 )
 

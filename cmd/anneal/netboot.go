@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anneal-dev/anneal/lab"
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/bmc"
-	"github.com/anneal-dev/anneal/providers/lab"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"

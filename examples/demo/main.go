@@ -29,7 +29,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
-	"github.com/anneal-dev/anneal/providers/lab"
+	"github.com/anneal-dev/anneal/lab"
 )
 
 // The example site's secrets, for the lab: the lab's BMCs and DNS servers

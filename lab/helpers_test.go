@@ -31,7 +31,7 @@ func resolver() func(schema.SecretRef, schema.SecretDest) (string, error) {
 
 func exampleSite(t testing.TB) *schema.Site {
 	t.Helper()
-	site, _, err := schema.LoadDir(context.Background(), "../../examples/site-repo", schema.LoadOptions{})
+	site, _, err := schema.LoadDir(context.Background(), "../examples/site-repo", schema.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,9 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/anneal-dev/anneal/lab/labdns"
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
-	"github.com/anneal-dev/anneal/providers/lab/labdns"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dnstest"
@@ -311,7 +311,7 @@ func TestLifecycle(t *testing.T) {
 func TestExampleSite(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	site, diags, err := schema.LoadDir(ctx, "../../../examples/site-repo", schema.LoadOptions{})
+	site, diags, err := schema.LoadDir(ctx, "../../examples/site-repo", schema.LoadOptions{})
 	if err != nil || site == nil {
 		t.Fatalf("load the example site: %v %v", err, diags)
 	}

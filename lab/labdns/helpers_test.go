@@ -15,9 +15,9 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/anneal-dev/anneal/lab/labdns"
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
-	"github.com/anneal-dev/anneal/providers/lab/labdns"
 	"github.com/anneal-dev/anneal/reconcile"
 )
 
