@@ -15,8 +15,8 @@ import (
 
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/secret"
+	"github.com/anneal-dev/anneal/providers/source"
 	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/reconcile/source"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile/source"
+	"github.com/anneal-dev/anneal/providers/source"
 	"github.com/anneal-dev/anneal/schema"
 )
 
