@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"

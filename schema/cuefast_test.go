@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestFastPathCoversKinds: every kind but DNS (whose #Target holds an `if`

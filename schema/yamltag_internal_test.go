@@ -3,7 +3,7 @@ package schema
 import (
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // yaml.v3 decodes a !!binary sha256 of 64 hex digits (valid base64) into
