@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/spf13/cobra"
 )
@@ -69,5 +70,5 @@ func (f *httpLimitFlags) netbootLimits(lab bool) netlimit.Limits {
 // callbacks and agent reports, which pxe/boot bounds at 1 MiB itself).
 const netbootMaxBody = 2 << 20
 
-// apiMaxBody bounds the API's request bodies: only the webhook has one.
-const apiMaxBody = maxWebhookBody
+// apiMaxBody bounds the API's request bodies.
+const apiMaxBody = api.MaxBody

@@ -11,43 +11,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
-
-// nodeView is one row of `anneal nodes -o json`.
-type nodeView struct {
-	Name            string           `json:"name"`
-	Region          string           `json:"region"`
-	Rack            string           `json:"rack"`
-	State           string           `json:"state"`
-	HardwareProfile string           `json:"hardwareProfile"`
-	Image           string           `json:"image"`
-	PatchSet        string           `json:"patchSet"`
-	Roles           []string         `json:"roles"`
-	BMC             string           `json:"bmc"`
-	PrimaryFQDN     string           `json:"primaryFqdn,omitempty"`
-	Addresses       []schema.Address `json:"addresses"`
-	// BuildID is the desired build: a hash of the node's build spec.
-	BuildID string `json:"buildId"`
-	// Live is what anneal knows of the running node (from the daemon's
-	// records: its builds and the facts it reported); nil when unknown.
-	Live *liveView `json:"live,omitempty"`
-}
-
-// liveView is a node's live state.
-type liveView struct {
-	State    string    `json:"state"`
-	BuildID  string    `json:"buildId,omitempty"`
-	Since    time.Time `json:"since,omitzero"`
-	Reason   string    `json:"reason,omitempty"`
-	Target   string    `json:"target,omitempty"`
-	BuiltAt  time.Time `json:"builtAt,omitzero"`
-	FactsAt  time.Time `json:"factsAt,omitzero"`
-	UpToDate bool      `json:"upToDate"`
-}
 
 func newNodesCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -57,7 +25,7 @@ func newNodesCmd() *cobra.Command {
 	}
 	site := addSiteFlags(c)
 	out := addOutputFlag(c, "text", "json")
-	api := addAPIFlags(c, "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
+	server := addAPIFlags(c, "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
 	c.AddCommand(newNodesRetryCmd())
 	c.AddCommand(newNodesRevokeAgentCmd())
 	c.RunE = func(c *cobra.Command, _ []string) error {
@@ -65,13 +33,13 @@ func newNodesCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		views := nodeViews(s, nil)
-		if api.server != "" {
-			var live []nodeView
-			if err := apiCall(c.Context(), api, http.MethodGet, "/api/v1/nodes", "", &live); err != nil {
+		views := api.NodeViews(s, nil)
+		if server.server != "" {
+			var live []api.NodeView
+			if err := apiCall(c.Context(), server, http.MethodGet, "/api/v1/nodes", "", &live); err != nil {
 				return failure(err)
 			}
-			byName := map[string]*liveView{}
+			byName := map[string]*api.LiveView{}
 			for _, v := range live {
 				byName[v.Name] = v.Live
 			}
@@ -89,7 +57,7 @@ func newNodesCmd() *cobra.Command {
 			return nil
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		if api.server != "" {
+		if server.server != "" {
 			fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tBUILD\tLIVE\tLIVE BUILD\tSINCE\tREASON")
 			for _, v := range views {
 				live, lb, since, reason := "unknown", "-", "-", ""
@@ -145,29 +113,6 @@ func newSchemaCmd() *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// nodeViews lists a site's nodes as `anneal nodes -o json` and the API show them.
-func nodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []nodeView {
-	views := make([]nodeView, 0, len(s.Nodes))
-	for _, n := range s.Nodes {
-		roles := n.Roles
-		if roles == nil {
-			roles = []string{}
-		}
-		views = append(views, nodeView{
-			Name: n.Name, Region: n.Region, Rack: n.Rack, State: string(n.State),
-			HardwareProfile: n.HardwareProfile, Image: n.Image, PatchSet: n.PatchSet,
-			Roles: roles, BMC: n.BMC.Address, PrimaryFQDN: n.PrimaryFQDN, Addresses: n.Addresses,
-			BuildID: reconcile.BuildSpecOf(s, n).ID(),
-		})
-		if rec := records[n.Name]; rec != nil {
-			v := &views[len(views)-1]
-			v.Live = &liveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
-				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == reconcile.NodeVerified && rec.BuildID == v.BuildID}
-		}
-	}
-	return views
 }
 
 func newNodesRetryCmd() *cobra.Command {

@@ -2,24 +2,20 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strconv"
 	"time"
 
+	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/providers/source"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 )
 
@@ -130,7 +126,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if err := grants.CheckSources(); err != nil {
 			log.Warn("secret grants that cannot be read: a revision naming them is not converged", "grants", grants.File(), "err", err)
 		}
-		m := newMetrics()
+		m := api.NewMetrics()
 		resolve := grants.Resolve
 		targets := func(s *schema.Site) (map[string]reconcile.DNSTarget, error) {
 			// Before a pass acts: every secret the revision names can be
@@ -146,7 +142,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 			return dnsTargets(s, resolve)
 		}
 		r := &reconcile.Reconciler{Source: src, Targets: targets, Secrets: grants, State: st, Mode: reconcile.Mode(mode.value),
-			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.observe}
+			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.Observe}
 		stopNetboot, err := netboot.start(ctx, r, st, statePath, resolve, log)
 		if err != nil {
 			return failure(err)
@@ -166,7 +162,11 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 			return failure(fmt.Errorf("listen: %w", err))
 		}
 		apiLimits := httpLimits.limits(apiMaxBody)
-		srv := netlimit.NewServer(apiHandler(r, m, token, st.Backup), apiLimits)
+		apiConfig := api.Config{Reconciler: r, Metrics: m, Token: token, Backup: st.Backup, Log: log}
+		if r.Rebuild != nil {
+			apiConfig.Nodes = r.Rebuild.Nodes
+		}
+		srv := netlimit.NewServer(api.New(apiConfig), apiLimits)
 		srv.TLSConfig = tlsConfig
 		ln = netlimit.NewListener(ln, apiLimits, log.With("server", "api"))
 		go func() {
@@ -251,176 +251,4 @@ func shortHash(s string) string {
 		h = (h ^ uint32(s[i])) * 16777619
 	}
 	return fmt.Sprintf("%08x", h)
-}
-
-// metrics are the daemon's Prometheus metrics, on a registry of its own.
-type metrics struct {
-	reg       *prometheus.Registry
-	duration  prometheus.Histogram
-	runs      prometheus.Counter
-	failures  *prometheus.CounterVec
-	drift     *prometheus.GaugeVec
-	revision  *prometheus.GaugeVec
-	suspended prometheus.Gauge
-}
-
-func newMetrics() *metrics {
-	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "anneal_reconcile_duration_seconds",
-			Help: "Duration of one reconcile.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
-		runs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "anneal_reconciles_total", Help: "Reconciles run."}),
-		failures:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anneal_reconcile_failures_total", Help: "Failed reconciles by class."}, []string{"class"}),
-		drift:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_drift", Help: "What the last plan would change, by kind."}, []string{"kind"}),
-		revision:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_applied_revision_info", Help: "The applied and last good revisions (value 1)."}, []string{"revision", "last_good"}),
-		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "anneal_suspended", Help: "1 while reconciling is suspended."}),
-	}
-	m.reg.MustRegister(m.duration, m.runs, m.failures, m.drift, m.revision, m.suspended)
-	return m
-}
-
-func (m *metrics) observe(st reconcile.Status, d time.Duration) {
-	m.duration.Observe(d.Seconds())
-	m.runs.Inc()
-	if st.LastErrorClass != "" {
-		m.failures.WithLabelValues(st.LastErrorClass).Inc()
-	}
-	m.drift.WithLabelValues("create").Set(float64(st.Drift.Creates))
-	m.drift.WithLabelValues("update").Set(float64(st.Drift.Updates))
-	m.drift.WithLabelValues("delete").Set(float64(st.Drift.Deletes))
-	m.drift.WithLabelValues("conflict").Set(float64(st.Drift.Conflicts))
-	m.drift.WithLabelValues("rebuild").Set(float64(st.Drift.Rebuilds))
-	m.drift.WithLabelValues("held").Set(float64(st.Drift.Held))
-	m.revision.Reset()
-	m.revision.WithLabelValues(st.AppliedRevision, st.LastGoodRevision).Set(1)
-	m.setSuspended(st.Suspended)
-}
-
-func (m *metrics) setSuspended(v bool) {
-	if v {
-		m.suspended.Set(1)
-	} else {
-		m.suspended.Set(0)
-	}
-}
-
-func apiHandler(r *reconcile.Reconciler, m *metrics, token string, backup func(context.Context, io.Writer, func(int64)) (int64, error)) http.Handler {
-	mux := http.NewServeMux()
-	writeJSON := func(w http.ResponseWriter, code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(v)
-	}
-	authorized := func(w http.ResponseWriter, req *http.Request) bool {
-		if !bearerOK(req, token) {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a valid bearer token is required (serve --token)"})
-			return false
-		}
-		return true
-	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if st := r.Status(); st.Reconciles == 0 {
-			http.Error(w, "not ready: no reconcile has finished yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, r.Status()) })
-	mux.HandleFunc("GET /api/v1/drift", func(w http.ResponseWriter, _ *http.Request) {
-		p := r.LastPlan()
-		if p == nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no plan computed yet"})
-			return
-		}
-		writeJSON(w, http.StatusOK, p)
-	})
-	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, req *http.Request) {
-		s := r.Site()
-		if s == nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no valid revision loaded yet"})
-			return
-		}
-		var recs map[string]*reconcile.NodeRecord
-		if r.Rebuild != nil {
-			var err error
-			if recs, err = r.Rebuild.Nodes.NodeRecords(req.Context()); err != nil {
-				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-				return
-			}
-		}
-		writeJSON(w, http.StatusOK, nodeViews(s, recs))
-	})
-	mux.HandleFunc("POST /api/v1/nodes/{node}/retry", func(w http.ResponseWriter, req *http.Request) {
-		if !authorized(w, req) {
-			return
-		}
-		if err := r.Retry(req.Context(), req.PathValue("node")); err != nil {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "retry requested; reconcile triggered"})
-	})
-	// Revoke a node's agent token (leaked, or the node left anneal): its
-	// reports are refused until its next install hands it a new one.
-	mux.HandleFunc("POST /api/v1/nodes/{node}/revoke-agent", func(w http.ResponseWriter, req *http.Request) {
-		if !authorized(w, req) {
-			return
-		}
-		if err := r.RevokeAgent(req.Context(), req.PathValue("node")); err != nil {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "agent token revoked"})
-	})
-	// A push webhook: signed with the token as the HMAC key (GitHub's
-	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike);
-	// each delivery accepted once.
-	mux.Handle("POST /api/v1/webhook", newWebhook(token, r.Trigger))
-	mux.HandleFunc("POST /api/v1/reconcile", func(w http.ResponseWriter, req *http.Request) {
-		if authorized(w, req) {
-			r.Trigger()
-			writeJSON(w, http.StatusAccepted, map[string]string{"status": "reconcile triggered"})
-		}
-	})
-	for path, v := range map[string]bool{"POST /api/v1/suspend": true, "POST /api/v1/resume": false} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, req *http.Request) {
-			if !authorized(w, req) {
-				return
-			}
-			if err := r.SetSuspended(req.Context(), v); err != nil {
-				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-				return
-			}
-			m.setSuspended(v)
-			if !v {
-				r.Trigger()
-			}
-			writeJSON(w, http.StatusOK, r.Status())
-		})
-	}
-	// A consistent copy of the state store, taken while the daemon runs
-	// (it holds install nonces: the token is required).
-	mux.HandleFunc("GET /api/v1/state/backup", func(w http.ResponseWriter, req *http.Request) {
-		if !authorized(w, req) {
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Disposition", `attachment; filename="anneal-state.db"`)
-		started := false
-		sized := func(n int64) { started = true; w.Header().Set("Content-Length", strconv.FormatInt(n, 10)) }
-		_, err := backup(req.Context(), w, sized)
-		switch {
-		case err != nil && !started:
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-		case err != nil && r.Log != nil:
-			// Past the header, a body shorter than its Content-Length is
-			// how the client learns of it.
-			r.Log.Error("state backup", "err", err)
-		}
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	return mux
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/spf13/cobra"
 )
@@ -114,12 +115,12 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 
 // printNodeChanges prints each node whose live state changed since the
 // last call.
-func printNodeChanges(c *cobra.Command, w io.Writer, api *apiFlags, seen map[string]string, start time.Time, canaries []string, quiet bool) {
-	var nodes []nodeView
-	if err := apiCall(c.Context(), api, http.MethodGet, "/api/v1/nodes", "", &nodes); err != nil {
+func printNodeChanges(c *cobra.Command, w io.Writer, server *apiFlags, seen map[string]string, start time.Time, canaries []string, quiet bool) {
+	var nodes []api.NodeView
+	if err := apiCall(c.Context(), server, http.MethodGet, "/api/v1/nodes", "", &nodes); err != nil {
 		return
 	}
-	slices.SortFunc(nodes, func(a, b nodeView) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(nodes, func(a, b api.NodeView) int { return strings.Compare(a.Name, b.Name) })
 	for _, n := range nodes {
 		if n.Live == nil {
 			continue

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ func sign(token string, body []byte) string {
 // refused before it could trigger, and a delivery is accepted once.
 func TestWebhook(t *testing.T) {
 	const token = "t0ken"
-	srv := httptest.NewServer(apiHandler(&reconcile.Reconciler{}, newMetrics(), token, nil))
+	srv := httptest.NewServer(New(Config{Reconciler: &reconcile.Reconciler{}, Token: token}))
 	defer srv.Close()
 	push := []byte(`{"ref":"refs/heads/main","after":"1111"}`)
 	next := []byte(`{"ref":"refs/heads/main","after":"2222"}`)

@@ -1,0 +1,65 @@
+package api
+
+import (
+	"time"
+
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// NodeView is one node as GET /api/v1/nodes and `anneal nodes -o json`
+// show it.
+type NodeView struct {
+	Name            string           `json:"name"`
+	Region          string           `json:"region"`
+	Rack            string           `json:"rack"`
+	State           string           `json:"state"`
+	HardwareProfile string           `json:"hardwareProfile"`
+	Image           string           `json:"image"`
+	PatchSet        string           `json:"patchSet"`
+	Roles           []string         `json:"roles"`
+	BMC             string           `json:"bmc"`
+	PrimaryFQDN     string           `json:"primaryFqdn,omitempty"`
+	Addresses       []schema.Address `json:"addresses"`
+	// BuildID is the desired build: a hash of the node's build spec.
+	BuildID string `json:"buildId"`
+	// Live is what anneal knows of the running node (from the daemon's
+	// records: its builds and the facts it reported); nil when unknown.
+	Live *LiveView `json:"live,omitempty"`
+}
+
+// LiveView is a node's live state.
+type LiveView struct {
+	State    string    `json:"state"`
+	BuildID  string    `json:"buildId,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+	Reason   string    `json:"reason,omitempty"`
+	Target   string    `json:"target,omitempty"`
+	BuiltAt  time.Time `json:"builtAt,omitzero"`
+	FactsAt  time.Time `json:"factsAt,omitzero"`
+	UpToDate bool      `json:"upToDate"`
+}
+
+// NodeViews lists a site's nodes, each with its live state when records
+// holds one.
+func NodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []NodeView {
+	views := make([]NodeView, 0, len(s.Nodes))
+	for _, n := range s.Nodes {
+		roles := n.Roles
+		if roles == nil {
+			roles = []string{}
+		}
+		views = append(views, NodeView{
+			Name: n.Name, Region: n.Region, Rack: n.Rack, State: string(n.State),
+			HardwareProfile: n.HardwareProfile, Image: n.Image, PatchSet: n.PatchSet,
+			Roles: roles, BMC: n.BMC.Address, PrimaryFQDN: n.PrimaryFQDN, Addresses: n.Addresses,
+			BuildID: reconcile.BuildSpecOf(s, n).ID(),
+		})
+		if rec := records[n.Name]; rec != nil {
+			v := &views[len(views)-1]
+			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
+				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == reconcile.NodeVerified && rec.BuildID == v.BuildID}
+		}
+	}
+	return views
+}
