@@ -171,10 +171,11 @@ func TestServeBackup(t *testing.T) {
 	if err := os.WriteFile(restored, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	saved, err := bolt.CheckFile(restored)
-	if err != nil || saved == nil || saved.Reconciles < 3 {
-		t.Fatalf("the copy's status: %+v, %v", saved, err)
+	info, err := bolt.CheckFile(restored)
+	if err != nil || info.Status == nil || info.Status.Reconciles < 3 || info.FormatVersion != bolt.FormatVersion {
+		t.Fatalf("the copy's check: %+v, %v", info, err)
 	}
+	saved := info.Status
 	// A daemon on the copy counts on from the copy's passes (one on a
 	// fresh state would start from zero).
 	api2, _ := startServe(t, env, "--site", l.site, "--state", restored, "--interval", "200ms")

@@ -39,44 +39,49 @@ file is written readable by its owner only.`,
 		if err != nil {
 			return failure(err)
 		}
-		n, rev, err := backup(c.Context(), api, token, *out)
+		n, info, err := backup(c.Context(), api, token, *out)
 		if err != nil {
 			return failure(err)
 		}
-		fmt.Fprintf(c.OutOrStdout(), "state backed up to %s: %d bytes, checked; applied revision %s\n", *out, n, cmp.Or(rev, "(none)"))
+		rev := ""
+		if info.Status != nil {
+			rev = info.Status.AppliedRevision
+		}
+		fmt.Fprintf(c.OutOrStdout(), "state backed up to %s: %d bytes, checked; applied revision %s; state format version %d\n",
+			*out, n, cmp.Or(rev, "(none)"), info.FormatVersion)
 		return nil
 	}
 	return c
 }
 
 // backup downloads the state into a temporary file beside out, checks it
-// and renames it into place.
-func backup(ctx context.Context, api *apiFlags, token, out string) (int64, string, error) {
+// and renames it into place; it returns what the check found.
+func backup(ctx context.Context, api *apiFlags, token, out string) (int64, *bolt.FileInfo, error) {
 	client, err := api.client()
 	if err != nil {
-		return 0, "", err
+		return 0, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(api.server, "/")+"/api/v1/state/backup", nil)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, "", fmt.Errorf("backup: %w", err)
+		return 0, nil, fmt.Errorf("backup: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return 0, "", fmt.Errorf("backup: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return 0, nil, fmt.Errorf("backup: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(out), ".anneal-backup-*")
 	if err != nil {
-		return 0, "", fmt.Errorf("backup: %w", err)
+		return 0, nil, fmt.Errorf("backup: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	n, err := io.Copy(tmp, resp.Body)
@@ -90,18 +95,14 @@ func backup(ctx context.Context, api *apiFlags, token, out string) (int64, strin
 		err = fmt.Errorf("the server announced %d bytes", resp.ContentLength)
 	}
 	if err != nil {
-		return n, "", fmt.Errorf("backup: after %d bytes, nothing written to %s: %w", n, out, err)
+		return n, nil, fmt.Errorf("backup: after %d bytes, nothing written to %s: %w", n, out, err)
 	}
-	st, err := bolt.CheckFile(tmp.Name())
+	info, err := bolt.CheckFile(tmp.Name())
 	if err != nil {
-		return n, "", fmt.Errorf("backup: the copy is not whole, nothing written to %s: %w", out, err)
+		return n, nil, fmt.Errorf("backup: the copy is not whole, nothing written to %s: %w", out, err)
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
-		return n, "", fmt.Errorf("backup: %w", err)
+		return n, nil, fmt.Errorf("backup: %w", err)
 	}
-	rev := ""
-	if st != nil {
-		rev = st.AppliedRevision
-	}
-	return n, rev, nil
+	return n, info, nil
 }

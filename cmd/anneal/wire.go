@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -46,10 +47,11 @@ func dnsTargets(site *schema.Site, resolve func(schema.SecretRef, schema.SecretD
 // stateFlags select the state store.
 type stateFlags struct {
 	path string
+	cmd  *cobra.Command // its stderr gets the note of a migration
 }
 
 func addStateFlags(c *cobra.Command) *stateFlags {
-	f := &stateFlags{}
+	f := &stateFlags{cmd: c}
 	c.Flags().StringVar(&f.path, "state", "", "state file (default $XDG_STATE_HOME/anneal/SITE.db, or ~/.local/state/anneal/SITE.db)")
 	return f
 }
@@ -59,7 +61,15 @@ func (f *stateFlags) open(site *schema.Site) (*bolt.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return bolt.Open(path, 5*time.Second)
+	st, err := bolt.Open(path, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if m := st.Migrated(); m != nil {
+		slog.New(slog.NewTextHandler(f.cmd.ErrOrStderr(), nil)).Info("state file migrated to this anneal's format",
+			"file", m.Path, "from", m.From, "to", m.To)
+	}
+	return st, nil
 }
 
 // file is the state file's path.

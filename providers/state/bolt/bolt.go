@@ -4,9 +4,10 @@
 // bbolt over SQLite: the state is a handful of key spaces read and written
 // by one process, with no queries beyond prefix scans; bbolt is pure Go (no
 // cgo, a static binary), crash-safe (copy-on-write B+tree, fsync per
-// transaction) and needs no schema migrations. The store sits behind the
-// small interfaces reconcile declares, so a distributed store can replace
-// it without touching the engine.
+// transaction). Its layout carries a format version (FormatVersion, in the
+// meta bucket): Open migrates an older file and refuses a newer one. The
+// store sits behind the small interfaces reconcile declares, so a
+// distributed store can replace it without touching the engine.
 package bolt
 
 import (
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,14 +35,70 @@ var (
 	bucketSync    = []byte("dns-sync")
 	bucketStatus  = []byte("status")
 	bucketNodes   = []byte("nodes")
+	bucketMeta    = []byte("meta")
 	keyStatus     = []byte("reconciler")
 	keyInFlight   = []byte("in-flight")
+	// keyFormatVersion, in bucketMeta, holds the file's format version in
+	// decimal.
+	keyFormatVersion = []byte("formatVersion")
+
+	// dataBuckets are the buckets of anneal's state (all but meta).
+	dataBuckets = [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes}
 )
+
+// FormatVersion is the state file layout this anneal reads and writes.
+// Version 0 is a file written before the layout was versioned (no meta
+// bucket); its layout is version 1's, so migrating it only stamps the
+// version. A change of layout increments FormatVersion and appends a step
+// to migrations.
+const FormatVersion = 1
+
+// migrations[v] brings a file of format version v to v+1. Open runs the
+// steps a file needs, the missing buckets' creation and the new stamp in
+// one transaction: a failure leaves the file as it was.
+var migrations = []func(*bbolt.Tx) error{
+	// 0 -> 1: the layout is unchanged; the stamp is all that is new. (A
+	// file from before the nodes or status buckets existed gets them from
+	// Open's creation of every missing bucket, as before versioning.)
+	0: func(*bbolt.Tx) error { return nil },
+}
+
+// Migration says that Open brought an older state file to FormatVersion,
+// for the caller to log.
+type Migration struct {
+	Path     string
+	From, To int
+}
+
+func (m *Migration) String() string {
+	return fmt.Sprintf("state file %s migrated from format version %d to %d", m.Path, m.From, m.To)
+}
+
+// ErrFormatTooNew is what every FormatError is (errors.Is).
+var ErrFormatTooNew = errors.New("state file format is newer than this anneal supports")
+
+// FormatError refuses a state file written by a newer anneal, in a format
+// this one does not know. Nothing was written to the file.
+type FormatError struct {
+	Path      string
+	Version   int // the file's
+	Supported int // FormatVersion
+}
+
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("state file %s has format version %d, newer than the version %d this anneal supports: "+
+		"it was written by a newer anneal and was left unchanged; upgrade anneal to that release, or restore "+
+		"the backup taken before the upgrade (see docs/operations.md, Upgrades)", e.Path, e.Version, e.Supported)
+}
+
+// Is makes errors.Is(err, ErrFormatTooNew) true.
+func (e *FormatError) Is(target error) bool { return target == ErrFormatTooNew }
 
 // Store is a bbolt-backed state store. It is safe for concurrent use.
 type Store struct {
-	db   *bbolt.DB
-	path string
+	db       *bbolt.DB
+	path     string
+	migrated *Migration
 }
 
 // ErrCorrupt is what every CorruptError is (errors.Is).
@@ -110,14 +168,74 @@ func (s *Store) decode(what string, v []byte, into any) error {
 // reconcilers never drive one fleet from one state. An existing file is
 // verified first, every page of it: a corrupt one is a *CorruptError
 // (errors.Is ErrCorrupt) that says how to restore it, never a crash later.
+//
+// An existing file is opened read-only first, verified and its format
+// version read: a file newer than FormatVersion is a *FormatError
+// (errors.Is ErrFormatTooNew) and is never opened for writing; a version
+// that is not a number is a *CorruptError. An older file is migrated in
+// one transaction (Migrated says so, for the caller to log); a new file is
+// stamped with FormatVersion.
 func Open(path string, timeout time.Duration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	start := time.Now()
+	verified := false
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		// Under the shared lock nobody writes the file while it is verified.
+		r, err := openDB(path, true, timeout)
+		if err != nil {
+			return nil, err
+		}
+		s := &Store{db: r, path: path}
+		err = s.verify()
+		if err == nil {
+			err = s.view(func(tx *bbolt.Tx) error {
+				_, _, err := s.formatVersion(tx)
+				return err
+			})
+		}
+		r.Close()
+		if err != nil {
+			return nil, err
+		}
+		verified = true
+	}
+	if timeout > 0 { // one wait in all, not one per open
+		timeout = max(timeout-time.Since(start), time.Millisecond)
+	}
+	db, err := openDB(path, false, timeout)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, path: path}
+	// A file that did not exist (or was empty) a moment ago: verified now,
+	// with the lock held.
+	if !verified {
+		if err := s.verify(); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		var ce *CorruptError
+		var fe *FormatError
+		if errors.As(err, &ce) || errors.As(err, &fe) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("init state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openDB opens the bbolt file at path under guard, read-only (a shared
+// lock) or read-write (an exclusive one), and names what went wrong.
+func openDB(path string, readOnly bool, timeout time.Duration) (*bbolt.DB, error) {
 	var db *bbolt.DB
 	err := guard(path, func() error {
 		var err error
-		db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: readOnly, Timeout: timeout})
 		return err
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
@@ -132,29 +250,79 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path}
-	// The lock is held: nobody writes the file while it is verified.
-	if err := s.verify(); err != nil {
-		db.Close()
-		return nil, err
+	return db, nil
+}
+
+// formatVersion reads the file's format version: 0 when it has no meta
+// bucket (fresh when it has no bucket at all). A version newer than
+// FormatVersion is a *FormatError, one that is not a number a
+// *CorruptError.
+func (s *Store) formatVersion(tx *bbolt.Tx) (v int, fresh bool, err error) {
+	b := tx.Bucket(bucketMeta)
+	if b == nil {
+		k, _ := tx.Cursor().First()
+		return 0, k == nil, nil
 	}
-	err = s.update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes} {
+	raw := b.Get(keyFormatVersion)
+	if raw == nil {
+		return 0, false, corrupt(s.path, fmt.Errorf("the %s bucket has no %s", bucketMeta, keyFormatVersion))
+	}
+	n, err := strconv.ParseUint(string(raw), 10, 31)
+	if err != nil {
+		shown := raw
+		if len(shown) > 32 {
+			shown = shown[:32]
+		}
+		return 0, false, corrupt(s.path, fmt.Errorf("format version %q is not a version number (a decimal integer below 2^31)", shown))
+	}
+	if n > FormatVersion {
+		return int(n), false, &FormatError{Path: s.path, Version: int(n), Supported: FormatVersion}
+	}
+	return int(n), false, nil
+}
+
+// migrate brings the file to FormatVersion in one transaction: every
+// missing bucket created, the migration steps the file's version needs
+// run, the version stamped. A newer file is refused before anything is
+// written (the transaction is rolled back).
+func (s *Store) migrate() error {
+	return s.update(func(tx *bbolt.Tx) error {
+		v, fresh, err := s.formatVersion(tx)
+		if err != nil {
+			return err
+		}
+		for _, b := range dataBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
+		if !fresh && v == FormatVersion {
+			return nil
+		}
+		if !fresh {
+			for from := v; from < FormatVersion; from++ {
+				if err := migrations[from](tx); err != nil {
+					return fmt.Errorf("migrate format version %d to %d: %w", from, from+1, err)
+				}
+			}
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyFormatVersion, []byte(strconv.Itoa(FormatVersion))); err != nil {
+			return err
+		}
+		if !fresh {
+			s.migrated = &Migration{Path: s.path, From: v, To: FormatVersion}
+		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		if errors.As(err, &ce) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("init state %s: %w", path, err)
-	}
-	return s, nil
 }
+
+// Migrated says whether Open migrated the file from an older format
+// version, and from which: nil when it was current or new.
+func (s *Store) Migrated() *Migration { return s.migrated }
 
 // verify checks every page of the store's file: first a bounds-checked walk
 // of the file's bytes (verifyFile), then bbolt's consistency check, which
@@ -178,12 +346,23 @@ func (s *Store) verify() error {
 // Close releases the file.
 func (s *Store) Close() error { return s.db.Close() }
 
+// FileInfo is what CheckFile reports of a sound state file.
+type FileInfo struct {
+	// FormatVersion is the file's layout version: 0 for a file written
+	// before versioning, which Open migrates.
+	FormatVersion int
+	// Status is the reconciler's status it holds, nil if none.
+	Status *reconcile.Status
+}
+
 // CheckFile opens a store file read-only, checks every page of it
-// (bbolt's consistency check) and returns the status it holds (nil if
-// none): how a backup is known to be sound before it replaces anything.
-// The file must be as long as Backup announced: bbolt maps a file and
-// reads past the end of a truncated one.
-func CheckFile(path string) (*reconcile.Status, error) {
+// (bbolt's consistency check) and its format version, and reports the
+// version and the status it holds: how a backup is known to be sound
+// before it replaces anything. A file newer than FormatVersion is a
+// *FormatError: this anneal cannot vouch for it. The file must be as long
+// as Backup announced: bbolt maps a file and reads past the end of a
+// truncated one.
+func CheckFile(path string) (*FileInfo, error) {
 	var db *bbolt.DB
 	err := guard(path, func() error {
 		var err error
@@ -198,9 +377,15 @@ func CheckFile(path string) (*reconcile.Status, error) {
 	if err := s.verify(); err != nil {
 		return nil, fmt.Errorf("check %s: %w", path, err)
 	}
+	info := &FileInfo{}
 	err = s.view(func(tx *bbolt.Tx) error {
+		v, _, err := s.formatVersion(tx)
+		if err != nil {
+			return err
+		}
+		info.FormatVersion = v
 		var errs []error
-		for _, b := range [][]byte{bucketOwned, bucketZones, bucketJournal, bucketSync, bucketStatus, bucketNodes} {
+		for _, b := range dataBuckets {
 			if tx.Bucket(b) == nil {
 				errs = append(errs, fmt.Errorf("no %s bucket: not an anneal state file", b))
 			}
@@ -210,11 +395,10 @@ func CheckFile(path string) (*reconcile.Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("check %s: %w", path, err)
 	}
-	st, err := s.LoadStatus(context.Background())
-	if err != nil {
+	if info.Status, err = s.LoadStatus(context.Background()); err != nil {
 		return nil, fmt.Errorf("check %s: %w", path, err)
 	}
-	return st, nil
+	return info, nil
 }
 
 // Backup writes a consistent copy of the whole store to w (one read

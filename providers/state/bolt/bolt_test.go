@@ -208,9 +208,9 @@ func TestBackup(t *testing.T) {
 	if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := CheckFile(file)
-	if err != nil || st == nil || st.AppliedRevision != "abc123" {
-		t.Fatalf("CheckFile: %+v, %v", st, err)
+	info, err := CheckFile(file)
+	if err != nil || info.Status == nil || info.Status.AppliedRevision != "abc123" || info.FormatVersion != FormatVersion {
+		t.Fatalf("CheckFile: %+v, %v", info, err)
 	}
 	// The copy opens as a store.
 	b := open(t, file)
