@@ -1,29 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/anneal-dev/anneal/providers/facts"
+	"github.com/anneal-dev/anneal/agent"
 	"github.com/spf13/cobra"
 )
-
-// agentConfig is /etc/anneal/agent.json, written by the install.
-type agentConfig struct {
-	URL   string `json:"url"`
-	Node  string `json:"node"`
-	Token string `json:"token"`
-}
 
 func newAgentCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -64,155 +49,36 @@ exit 1.`,
 		token := *installToken
 		if *installTokenFile != "" {
 			var err error
-			if token, err = readInstallToken(*installTokenFile, log); err != nil {
+			if token, err = agent.ReadInstallToken(*installTokenFile, log); err != nil {
 				return failure(err)
 			}
 		}
-		cfg, err := readAgentConfig(*config)
+		a, err := agent.New(agent.Options{ConfigPath: *config, BuildIDFile: *buildFile, Root: *root, Interval: *interval, Log: log})
 		if err != nil {
 			return failure(err)
 		}
-		report := func() error {
-			// agent.json is read again for every report: the token in it
-			// is rotated by every install and can be revoked, and a new
-			// file takes effect without a restart.
-			if c, err := readAgentConfig(*config); err == nil {
-				cfg = c
-			} else {
-				log.Warn("agent config: keeping the last good one", "err", err)
-			}
-			f, err := facts.Collect(ctx, *root)
-			if err != nil {
-				return err
-			}
-			build := ""
-			if b, err := os.ReadFile(filepath.Clean(*buildFile)); err == nil {
-				build = strings.TrimSpace(string(b))
-			}
-			if token != "" {
-				return agentPost(ctx, cfg.URL+"/api/v1/nodes/"+cfg.Node+"/installed", "",
-					map[string]any{"token": token, "buildId": build, "facts": f})
-			}
-			return agentPost(ctx, cfg.URL+"/api/v1/nodes/"+cfg.Node+"/facts", cfg.Token,
-				map[string]any{"buildId": build, "facts": f})
-		}
-		if token != "" || *once {
-			err := report()
-			var se *statusError
-			if token != "" && errors.As(err, &se) && se.permanent() {
+		switch {
+		case token != "":
+			err := a.Installed(ctx, token)
+			var se *agent.StatusError
+			if errors.As(err, &se) && se.Permanent() {
 				return &codedError{code: exitAgentRefused, err: err}
 			}
 			if err != nil {
 				return failure(err)
 			}
 			return nil
-		}
-		tick := time.NewTicker(*interval)
-		defer tick.Stop()
-		for {
-			if err := report(); err != nil {
-				var se *statusError
-				if errors.As(err, &se) && se.code == http.StatusForbidden {
-					log.Warn("report refused: this agent's token was revoked or replaced by a newer install of the node; a new one comes with the node's next install",
-						"node", cfg.Node, "err", err)
-				} else {
-					log.Warn("report", "node", cfg.Node, "err", err)
-				}
+		case *once:
+			if err := a.Report(ctx); err != nil {
+				return failure(err)
 			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-			}
+			return nil
 		}
+		return a.Run(ctx)
 	}
 	return c
-}
-
-// readAgentConfig reads agent.json.
-func readAgentConfig(path string) (agentConfig, error) {
-	data, err := os.ReadFile(filepath.Clean(path))
-	if err != nil {
-		return agentConfig{}, fmt.Errorf("agent config: %w", err)
-	}
-	var cfg agentConfig
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return agentConfig{}, fmt.Errorf("agent config %s: %w", path, err)
-	}
-	if cfg.URL == "" || cfg.Node == "" {
-		return agentConfig{}, fmt.Errorf("agent config %s: url and node are required", path)
-	}
-	return cfg, nil
 }
 
 // exitAgentRefused is the exit status of a refused install callback;
 // anneal-installed.service (pxe/boot) names it in RestartPreventExitStatus.
 const exitAgentRefused = 3
-
-// readInstallToken reads the install token from path. The token is never
-// logged nor put in an error.
-func readInstallToken(path string, log *slog.Logger) (string, error) {
-	path = filepath.Clean(path)
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("install token: %w", err)
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
-		log.Warn("install token file is readable by others than its owner", "path", path, "mode", st.Mode().Perm().String())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, 4096))
-	if err != nil {
-		return "", fmt.Errorf("install token: read %s: %w", path, err)
-	}
-	token := strings.TrimSpace(string(data))
-	if token == "" {
-		return "", fmt.Errorf("install token: %s is empty", path)
-	}
-	return token, nil
-}
-
-// statusError is a server's answer other than 2xx.
-type statusError struct {
-	url    string
-	status string
-	code   int
-	msg    string
-}
-
-func (e *statusError) Error() string {
-	return fmt.Sprintf("post %s: %s: %s", e.url, e.status, e.msg)
-}
-
-// permanent reports whether asking again cannot help: a 4xx other than
-// 408 (timeout) and 429 (too many requests).
-func (e *statusError) permanent() bool {
-	return e.code/100 == 4 && e.code != http.StatusRequestTimeout && e.code != http.StatusTooManyRequests
-}
-
-func agentPost(ctx context.Context, url, bearer string, body any) error {
-	data, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("post %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return &statusError{url: url, status: resp.Status, code: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
-	}
-	return nil
-}
