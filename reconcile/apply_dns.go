@@ -10,8 +10,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // MassDeleteError refuses an apply whose deletes exceed the site's
@@ -226,8 +227,9 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 		conc = min(conc, l.ConcurrentWrites())
 	}
 	for i, ph := range phases {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, conc)
+		// A zone's failure is its result's: the other zones go on.
+		var g errgroup.Group
+		g.SetLimit(conc)
 		for _, z := range zones {
 			if z.Reverse != ph.reverse || results[z.Zone].Error != "" {
 				continue
@@ -245,19 +247,16 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 			if len(changes) == 0 && len(adopt) == 0 {
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
+			g.Go(func() error {
 				r := results[z.Zone]
 				a.applyZone(ctx, t, z.Zone, changes, adopt, desired.Zone(z.Zone), r, !saved, serials[z.Zone])
 				if a.Progress != nil {
 					a.Progress(*r)
 				}
-			}()
+				return nil
+			})
 		}
-		wg.Wait()
+		_ = g.Wait() // never an error: each zone's is in its result
 	}
 	out := make([]ZoneResult, 0, len(results))
 	for _, z := range zones {
@@ -511,27 +510,24 @@ func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, chang
 // confirmed reports whether the server answers every change's RRset as
 // the change wrote it (absent for a delete); false means "not sure".
 func confirmed(ctx context.Context, l RRsetLooker, zone string, changes []RRsetChange) bool {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var unsure atomic.Bool
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
+	// The first answer not as written settles it: the rest are cancelled.
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
 	for i := range changes {
 		c := &changes[i]
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			got, sure := l.LookupRRset(ctx, zone, c.Key())
 			if !sure || (c.New == nil) != (got == nil) || c.New != nil && !got.Equal(c.New) {
-				unsure.Store(true)
-				cancel()
+				return errUnsure
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	return !unsure.Load()
+	return g.Wait() == nil
 }
+
+// errUnsure: a DNS answer did not show a change as written (confirmed).
+var errUnsure = errors.New("not confirmed")
 
 func (a *DNSApplier) log() *slog.Logger {
 	if a.Log != nil {

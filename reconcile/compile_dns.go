@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -118,6 +119,10 @@ type Availability struct {
 	OutOfService map[string]bool
 	// Retiring decommissioned nodes keep their own records (not groups).
 	Retiring map[string]bool
+	// Departed are the own records of nodes that left the site and are
+	// not powered off yet (from their records): kept, like Retiring's,
+	// where nothing the site declares now takes the name.
+	Departed map[string][]RRset
 }
 
 // CompileDNSWith is CompileDNS with the live fleet's availability. It is
@@ -131,27 +136,7 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	if d == nil {
 		return out, nil
 	}
-	for _, z := range d.Zones {
-		name := schema.CanonicalName(z.Name)
-		dz := &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
-		out.Zones = append(out.Zones, dz)
-		out.byZone[name] = dz
-	}
-	b := newDNSBuilder(d.ZoneSet().Index(), out.byZone, 24*len(site.Nodes))
-	baseTTL := firstTTL(d.TTL, site.Config.Defaults.DNSTTL, DefaultTTL)
-	zoneTTL := map[string]uint32{}
-	for _, z := range d.Zones {
-		zoneTTL[schema.CanonicalName(z.Name)] = firstTTL(z.TTL, int(baseTTL))
-	}
-	ttlIn := func(name string, own int) uint32 {
-		if own > 0 {
-			return uint32(own)
-		}
-		if t, ok := zoneTTL[b.zone(name)]; ok {
-			return t
-		}
-		return baseTTL
-	}
+	b, ttlIn := newSiteBuilder(site, out, 24*len(site.Nodes))
 	for _, n := range site.Nodes {
 		if n.Exists() {
 			b.node(site, n, ttlIn)
@@ -180,7 +165,7 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	if len(b.errs) > 0 {
 		return nil, fmt.Errorf("compile DNS: %s", strings.Join(b.errs, "; "))
 	}
-	b.retiring(site, av.Retiring, ttlIn)
+	b.retiring(site, av.Retiring, av.Departed, ttlIn)
 	for _, z := range out.Zones {
 		z.RRsets = make([]RRset, 0, b.sizes[z])
 	}
@@ -203,6 +188,59 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	}
 	slices.SortFunc(out.Targets, func(a, b TargetZones) int { return strings.Compare(a.Target, b.Target) })
 	return out, nil
+}
+
+// newSiteBuilder starts compiling site's DNS into out: its zones, and the
+// TTL rule (the record's own, its zone's, the DNS document's, the site's).
+func newSiteBuilder(site *schema.Site, out *DesiredDNS, size int) (*dnsBuilder, func(string, int) uint32) {
+	d := site.DNS
+	for _, z := range d.Zones {
+		name := schema.CanonicalName(z.Name)
+		dz := &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
+		out.Zones = append(out.Zones, dz)
+		out.byZone[name] = dz
+	}
+	b := newDNSBuilder(d.ZoneSet().Index(), out.byZone, size)
+	baseTTL := firstTTL(d.TTL, site.Config.Defaults.DNSTTL, DefaultTTL)
+	zoneTTL := map[string]uint32{}
+	for _, z := range d.Zones {
+		zoneTTL[schema.CanonicalName(z.Name)] = firstTTL(z.TTL, int(baseTTL))
+	}
+	ttlIn := func(name string, own int) uint32 {
+		if own > 0 {
+			return uint32(own)
+		}
+		if t, ok := zoneTTL[b.zone(name)]; ok {
+			return t
+		}
+		return baseTTL
+	}
+	return b, ttlIn
+}
+
+// nodesRRsets compiles each node's own records (addresses, PTRs, primary
+// name, aliases; no groups), sorted by key: what a node that leaves the
+// site keeps until it is powered off.
+func nodesRRsets(site *schema.Site, nodes []*schema.Node) map[string][]RRset {
+	out := map[string][]RRset{}
+	if site.DNS == nil {
+		return out
+	}
+	b, ttlIn := newSiteBuilder(site, &DesiredDNS{byZone: map[string]*DesiredZone{}}, 0)
+	for _, n := range nodes {
+		nb := newDNSBuilder(b.zones, b.byZone, 16)
+		nb.node(site, n, ttlIn)
+		sets := make([]RRset, 0, len(nb.sets))
+		for _, set := range nb.sets {
+			if len(set.Data) > 1 {
+				set.Normalize()
+			}
+			sets = append(sets, set.RRset)
+		}
+		slices.SortFunc(sets, compareRRsets)
+		out[n.Name] = sets
+	}
+	return out
 }
 
 // sortZones sorts each zone's RRsets by key, zones in parallel.
@@ -332,8 +370,8 @@ func (b *dnsBuilder) node(site *schema.Site, n *schema.Node, ttlIn func(string, 
 // retiring keeps the names of decommissioned nodes that are not powered
 // off yet. They come last and yield: a name the site now gives to anything
 // else (a new node on the old address or hostname) is not kept.
-func (b *dnsBuilder) retiring(site *schema.Site, retiring map[string]bool, ttlIn func(string, int) uint32) {
-	if len(retiring) == 0 {
+func (b *dnsBuilder) retiring(site *schema.Site, retiring map[string]bool, departed map[string][]RRset, ttlIn func(string, int) uint32) {
+	if len(retiring) == 0 && len(departed) == 0 {
 		return
 	}
 	taken := map[string]bool{}
@@ -344,6 +382,15 @@ func (b *dnsBuilder) retiring(site *schema.Site, retiring map[string]bool, ttlIn
 	for _, n := range site.Nodes {
 		if !n.Exists() && retiring[n.Name] {
 			rb.node(site, n, ttlIn)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(departed)) {
+		for _, set := range departed[name] {
+			if zone := b.byZone[b.zone(set.Name)]; zone != nil && !taken[set.Name] {
+				if _, dup := rb.index[set.Key()]; !dup {
+					rb.put(pendingSet{RRset: RRset{Name: set.Name, Type: set.Type, TTL: set.TTL, Data: slices.Clone(set.Data)}, zone: zone})
+				}
+			}
 		}
 	}
 	for _, set := range rb.sets {

@@ -8,12 +8,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/anneal-dev/anneal/schema"
+	"golang.org/x/sync/errgroup"
 )
 
 // Source yields revisions of the site: a git branch, or a directory.
@@ -60,6 +62,14 @@ type Status struct {
 	Failures int                `json:"failures"`
 	Drift    Drift              `json:"drift"`
 	Rollout  *RolloutStatus     `json:"rollout,omitempty"`
+	// PendingApproval is the plan that waits for `anneal approve`: the
+	// revision, the plan's digest and why (its guards). Approved is the
+	// last approval given.
+	PendingApproval *Approval `json:"pendingApproval,omitempty"`
+	Approved        *Approval `json:"approved,omitempty"`
+	// ObserveUntil ends the observation that follows a state with no node
+	// records: until then no node without a known build is rebuilt.
+	ObserveUntil time.Time `json:"observeUntil,omitzero"`
 }
 
 // Drift counts what the last plan found.
@@ -123,8 +133,9 @@ type Verifier interface {
 // RebuildConfig is what the reconciler needs to rebuild nodes.
 type RebuildConfig struct {
 	Nodes NodeStore
-	// BMC returns a node's BMC (cmd resolves credentials).
-	BMC func(site *schema.Site, n *schema.Node) (BMC, error)
+	// BMC returns a node's BMC (cmd resolves credentials against the
+	// operator's grants).
+	BMC func(BMCAccess) (BMC, error)
 	// Publish hands the netboot servers (HTTP, DHCP) the site to serve:
 	// the netboot profile step, before any rebuild.
 	Publish func(ctx context.Context, site *schema.Site) error
@@ -138,7 +149,18 @@ type RebuildConfig struct {
 	// BMC, in the background, for drift against its hardware profile
 	// (default DefaultFirmwareEvery; negative: never).
 	FirmwareEvery time.Duration
+	// ObserveGrace is how long a state with no node records is observed
+	// (BMC power of every node, agent reports) before a node without a
+	// known build may be rebuilt (default DefaultObserveGrace).
+	ObserveGrace time.Duration
+	// Executed, when set, is told every action of the plan's DAG as it
+	// completes (tests compare them with the plan).
+	Executed func(revision, action string)
 }
+
+// DefaultObserveGrace is two default agent intervals (5 minutes) and a
+// margin.
+const DefaultObserveGrace = 11 * time.Minute
 
 // Firmware observation defaults.
 const (
@@ -189,17 +211,15 @@ type Reconciler struct {
 	badRev  string
 	badErr  error
 	trigger chan struct{}
-	// compiled is the last site and availability compiled, and the
-	// result: a pass on the same revision with the same nodes out of
-	// service does not compile again.
-	compiledMu sync.Mutex
-	compiled   struct {
-		site    *schema.Site
-		av      Availability
-		desired *DesiredDNS
-	}
 	// consistency keeps each target's consistency index between passes.
 	consistency Consistency
+	// pl is the one planner; its compile cache lives across passes.
+	pl Planner
+	// approvals counts Approve calls: a pass that saw another count
+	// keeps the approval state Approve left.
+	approvals int
+	// declaredSite is the site whose declarations were last recorded.
+	declaredSite *schema.Site
 	// shutdown is Run's ctx.Done(): reconciles run uncancelled (an apply
 	// finishes), but a rollout stops starting nodes on it.
 	shutdown <-chan struct{}
@@ -336,6 +356,9 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) {
 	}
 	r.mu.Lock()
 	st.Suspended = r.status.Suspended // a suspend during the run wins
+	// Approvals are kept in r.status by gate and Approve (which may run
+	// during the pass): theirs win.
+	st.Approved, st.PendingApproval = r.status.Approved, r.status.PendingApproval
 	r.status = st
 	r.mu.Unlock()
 	if _, serr := r.saveStatus(context.WithoutCancel(ctx)); serr != nil {
@@ -409,7 +432,7 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 // rebuildOwnership, once per process and only when anneal's inventory is
 // empty for every zone, unions the RRsets the site declared in its recent
 // history: ownership derived from the site survives the loss of the state.
-func (r *Reconciler) rebuildOwnership(ctx context.Context, desired *DesiredDNS, rev string) {
+func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, rev string) {
 	if r.rebuilt {
 		return
 	}
@@ -417,6 +440,10 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, desired *DesiredDNS, 
 	h, ok := r.Source.(Historian)
 	if !ok {
 		return
+	}
+	desired, err := CompileDNS(site)
+	if err != nil {
+		return // the plan reports it
 	}
 	for _, tz := range desired.Targets {
 		for _, zone := range tz.Zones {
@@ -507,45 +534,43 @@ func (r *Reconciler) loadGood(ctx context.Context, st *Status) error {
 	return nil
 }
 
-// converge plans a site and, in converge mode, applies it, layer by
-// layer: addresses and DNS, then the netboot profiles, then the rebuilds
-// (each verified before its node rejoins its groups).
+// converge plans a site with the one planner and, in converge mode,
+// executes the plan's actions, layer by layer: addresses and DNS, then the
+// netboot profiles, then the rebuilds and decommissions (each node
+// verified before it rejoins its groups). A plan with guards waits for
+// its approval.
 func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site, rev string) (string, error) {
-	var records map[string]*NodeRecord
-	var av Availability
-	if rb := r.Rebuild; rb != nil {
-		recs, err := rb.Nodes.NodeRecords(ctx)
-		if err != nil {
+	rb := r.Rebuild
+	if rb != nil {
+		if err := r.prepareNodes(ctx, st, site, rev); err != nil {
 			return FailApply, err
 		}
-		records, av = recs, AvailabilityOf(site, recs)
 	}
-	tc := time.Now()
-	desired, err := r.compile(site, av)
-	if err != nil {
-		return FailInvalid, err
-	}
-	st.Steps["compile"] = time.Since(tc).Seconds()
 	targets, err := r.Targets(site)
 	if err != nil {
 		return FailTargets, err
 	}
-	r.rebuildOwnership(ctx, desired, rev)
+	r.rebuildOwnership(ctx, site, rev)
+	r.pl.Targets, r.pl.State, r.pl.Log, r.pl.Declared, r.pl.Consistency = targets, r.State, r.Log, r.declared, &r.consistency
+	r.pl.Nodes = nil
+	if rb != nil {
+		r.pl.Nodes = rb.Nodes
+	}
 	t0 := time.Now()
-	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared, Consistency: &r.consistency}
-	dns, err := planner.Plan(ctx, desired)
+	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil})
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
+		var pe *PlanError
+		if errors.As(err, &pe) {
+			return pe.Class, err
+		}
 		return FailApply, err
 	}
-	plan := &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: rev, SiteDigest: site.Digest, DNS: dns}
-	if r.Rebuild != nil {
-		plan.Rebuilds = PlanRebuilds(site, records, time.Now())
-		r.observeFirmware(ctx, site, records)
+	if rb != nil {
+		r.observeFirmware(ctx, site)
 	}
-	plan.Actions = PlanActions(plan)
 	c, u, d, conf := plan.Counts()
-	st.Drift = Drift{Creates: c, Updates: u, Deletes: d, Conflicts: conf, Failures: len(dns.Failures)}
+	st.Drift = Drift{Creates: c, Updates: u, Deletes: d, Conflicts: conf, Failures: len(plan.DNS.Failures)}
 	if plan.Rebuilds != nil {
 		st.Drift.Rebuilds, st.Drift.Held = plan.Rebuilds.Count(), len(plan.Rebuilds.Held)
 	}
@@ -555,19 +580,27 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if r.Mode == ModeReport {
 		// Nothing is armed in report mode: the netboot server only needs
 		// the site to answer boot-from-disk and to take agent reports.
-		if rb := r.Rebuild; rb != nil && rb.Publish != nil {
+		if rb != nil && rb.Publish != nil {
 			if err := rb.Publish(ctx, site); err != nil {
 				return FailApply, fmt.Errorf("netboot profiles: %w", err)
 			}
 		}
 		if plan.HasFailures() {
-			return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read", len(dns.Failures))
+			return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read", len(plan.DNS.Failures))
 		}
 		return "", nil
 	}
+	approved, wait := r.gate(st, rev, plan)
+	if wait {
+		// Nothing of the plan runs; the netboot server keeps serving the
+		// applied site.
+		return "", nil
+	}
+	dns := plan.DNS
+	r.executed(rev, ActAddresses)
 	if dns.HasChanges() || dns.Interrupted != nil {
 		t0 := time.Now()
-		err := r.applyDNS(ctx, targets, dns, desired, rev)
+		err := r.applyPlanDNS(ctx, targets, dns, desired, rev, approved)
 		st.Steps["apply"] = time.Since(t0).Seconds()
 		if err != nil {
 			return FailApply, err
@@ -576,8 +609,8 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if plan.HasFailures() {
 		return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read: %s", len(dns.Failures), dns.Failures[0].Error)
 	}
-	if r.Rebuild != nil {
-		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds); err != nil {
+	if rb != nil {
+		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds, approved); err != nil {
 			return class, err
 		}
 	}
@@ -587,16 +620,232 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	return "", nil
 }
 
+// gate decides whether plan may run. A plan without guards runs. One with
+// guards runs if its revision's approval allows it (that exact plan, or a
+// started approved plan that covered what it guards); otherwise it waits,
+// published in the status as pendingApproval and logged once per plan.
+// approved says the guards were approved (the DNS apply may then delete
+// past dnsMassDeletePercent).
+func (r *Reconciler) gate(st *Status, rev string, plan *Plan) (approved, wait bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.status.Approved // Approve may have run during this pass
+	guards := plan.Guards
+	if r.AllowMassDelete {
+		guards = slices.DeleteFunc(slices.Clone(guards), func(g Guard) bool { return g.Kind == GuardDNSMassDelete })
+	}
+	if len(guards) == 0 {
+		st.PendingApproval = nil
+		r.status.PendingApproval = nil
+		return false, false
+	}
+	if cur.Allows(rev, plan) {
+		if !cur.Started {
+			a := *cur
+			a.Started = true
+			r.status.Approved = &a
+			r.log().Info("executing the approved plan", "revision", rev, "plan", shortDigest(plan.Digest))
+		}
+		st.Approved, st.PendingApproval = r.status.Approved, nil
+		r.status.PendingApproval = nil
+		return true, false
+	}
+	prev := r.status.PendingApproval
+	if prev == nil || prev.Revision != rev || prev.PlanDigest != plan.Digest {
+		reasons := guardReasons(guards)
+		r.status.PendingApproval = &Approval{Revision: rev, PlanDigest: plan.Digest, Reasons: reasons, Items: guardItems(guards), Since: time.Now().UTC()}
+		r.log().Warn("the plan awaits approval: nothing of it runs until `anneal approve` names it",
+			"revision", rev, "plan", shortDigest(plan.Digest), "reasons", strings.Join(reasons, "; "))
+	}
+	st.PendingApproval = r.status.PendingApproval
+	return false, true
+}
+
+func shortDigest(d string) string { return d[:min(len(d), 12)] }
+
+// Approve approves the plan that awaits approval: revision (a full id or a
+// prefix of at least 7 characters) and planDigest (full, or a prefix of
+// at least 12) must name it. The next pass runs that plan; a different
+// plan of the same revision waits for a new approval.
+func (r *Reconciler) Approve(ctx context.Context, revision, planDigest string) (*Approval, error) {
+	r.mu.Lock()
+	p := r.status.PendingApproval
+	switch {
+	case p == nil:
+		r.mu.Unlock()
+		return nil, ErrNothingToApprove
+	case !matchPrefix(p.Revision, revision, 7):
+		r.mu.Unlock()
+		return nil, fmt.Errorf("revision %s does not await approval; %s does (plan %s)", revision, p.Revision, shortDigest(p.PlanDigest))
+	case planDigest != "" && !matchPrefix(p.PlanDigest, planDigest, 12):
+		r.mu.Unlock()
+		return nil, fmt.Errorf("plan %s of revision %s does not await approval: the plan now is %s (the live state or the revision changed since it was shown; review it again)", planDigest, p.Revision, shortDigest(p.PlanDigest))
+	}
+	a := *p
+	a.At = time.Now().UTC()
+	r.status.Approved, r.status.PendingApproval = &a, nil
+	r.approvals++
+	r.mu.Unlock()
+	r.log().Info("plan approved", "revision", a.Revision, "plan", shortDigest(a.PlanDigest), "reasons", strings.Join(a.Reasons, "; "))
+	if _, err := r.saveStatus(ctx); err != nil {
+		return nil, fmt.Errorf("record the approval: %w", err)
+	}
+	r.Trigger()
+	return &a, nil
+}
+
+func matchPrefix(full, given string, minLen int) bool {
+	return given == full || len(given) >= minLen && strings.HasPrefix(full, given)
+}
+
+// executed reports one action of the plan's DAG as done.
+func (r *Reconciler) executed(rev, action string) {
+	r.log().Debug("action done", "revision", rev, "action", action)
+	if rb := r.Rebuild; rb != nil && rb.Executed != nil {
+		rb.Executed(rev, action)
+	}
+}
+
+// prepareNodes keeps the node records in step with the site before a
+// plan: a state with no node records starts an observation (BMC power of
+// every node, agent reports, for ObserveGrace), and every node the site
+// declares gets its declaration recorded (BMC, rack, own names), so that
+// it can be decommissioned if it leaves the site.
+func (r *Reconciler) prepareNodes(ctx context.Context, st *Status, site *schema.Site, rev string) error {
+	rb := r.Rebuild
+	if r.declaredSite == site {
+		return nil
+	}
+	records, err := rb.Nodes.NodeRecords(ctx)
+	if err != nil {
+		return fmt.Errorf("read node records: %w", err)
+	}
+	fresh := len(records) == 0
+	var nodes []*schema.Node
+	for _, n := range site.Nodes {
+		if n.Exists() || records[n.Name] != nil {
+			nodes = append(nodes, n)
+		}
+	}
+	declared := DeclaredOf(site, nodes, rev)
+	changed := map[string]*Declared{}
+	for name, d := range declared {
+		if rec := records[name]; rec == nil || !sameDeclared(rec.Declared, d) {
+			changed[name] = d
+		}
+	}
+	if fresh && len(nodes) > 0 {
+		grace := cmp.Or(rb.ObserveGrace, DefaultObserveGrace)
+		st.ObserveUntil = time.Now().Add(grace).UTC()
+		r.log().Warn("the state has no node records (lost, or new): observing the fleet before any rebuild; a node reporting its desired build is adopted",
+			"nodes", len(nodes), "until", st.ObserveUntil.Format(time.RFC3339))
+	}
+	err = updateNodes(ctx, rb.Nodes, slices.Sorted(maps.Keys(changed)), func(rec *NodeRecord) error {
+		rec.Declared = changed[rec.Name]
+		if fresh {
+			rec.Unobserved = true
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record node declarations: %w", err)
+	}
+	if fresh && len(nodes) > 0 {
+		r.observePower(ctx, site, nodes)
+	}
+	r.declaredSite = site
+	return nil
+}
+
+// powerReadTimeout bounds one BMC power read of the observation.
+const powerReadTimeout = 10 * time.Second
+
+// observePower reads every node's power from its BMC (bounded
+// parallelism, each read bounded) into its record: a node that is off
+// and was never built may be installed; one that is on and silent runs
+// something nobody can vouch for, and rebuilding it waits for approval.
+func (r *Reconciler) observePower(ctx context.Context, site *schema.Site, nodes []*schema.Node) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(firmwareParallel)
+	var mu sync.Mutex
+	seen := map[string]PowerState{}
+	for _, n := range nodes {
+		if !n.Exists() {
+			continue
+		}
+		g.Go(func() error {
+			state := PowerUnknown
+			bmc, err := r.bmcOf(site, n, nil)
+			if err == nil {
+				rctx, cancel := context.WithTimeout(gctx, powerReadTimeout)
+				state, err = bmc.PowerState(rctx)
+				cancel()
+			}
+			if err != nil {
+				state = PowerUnknown
+				r.log().Warn("observe: power not read", "node", n.Name, "err", err)
+			}
+			mu.Lock()
+			seen[n.Name] = state
+			mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait() // every read reports its own error
+	at := time.Now()
+	err := updateNodes(ctx, r.Rebuild.Nodes, slices.Sorted(maps.Keys(seen)), func(rec *NodeRecord) error {
+		rec.Power, rec.PowerAt = seen[rec.Name], at
+		return nil
+	})
+	if err != nil {
+		r.log().Warn("observe: record power", "err", err)
+	}
+	on := 0
+	for _, p := range seen {
+		if p == PowerOn {
+			on++
+		}
+	}
+	r.log().Info("observe: BMC power read", "nodes", len(seen), "on", on)
+}
+
+// NodeBatch is a NodeStore that can update many records in one
+// transaction.
+type NodeBatch interface {
+	UpdateNodes(ctx context.Context, names []string, fn func(*NodeRecord) error) error
+}
+
+func updateNodes(ctx context.Context, s NodeStore, names []string, fn func(*NodeRecord) error) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if b, ok := s.(NodeBatch); ok {
+		return b.UpdateNodes(ctx, names, fn)
+	}
+	for _, name := range names {
+		if err := s.UpdateNode(ctx, name, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // observeFirmware reads, in the background and with bounded parallelism,
 // the firmware of every node whose last reading is older than
 // FirmwareEvery, into its record; the next plan reports drift. A BMC that
 // does not answer or has no inventory (IPMI) is logged and retried at the
 // next interval. The reads belong to Run: its ctx cancels them (a read
 // cut short is not recorded) and it waits for them before returning.
-func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, records map[string]*NodeRecord) {
+func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site) {
 	rb := r.Rebuild
 	every := cmp.Or(rb.FirmwareEvery, DefaultFirmwareEvery)
 	if every < 0 || !r.firmwareBusy.CompareAndSwap(false, true) {
+		return
+	}
+	records, err := rb.Nodes.NodeRecords(ctx)
+	if err != nil {
+		r.firmwareBusy.Store(false)
+		r.log().Warn("firmware: read node records", "err", err)
 		return
 	}
 	now := time.Now()
@@ -628,7 +877,7 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, rec
 			}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				bmc, err := rb.BMC(site, n)
+				bmc, err := r.bmcOf(site, n, nil)
 				var fw Firmware
 				if err == nil {
 					fw, err = bmc.Firmware(ctx)
@@ -655,11 +904,26 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, rec
 }
 
 // rollout publishes the netboot profiles and runs the rebuilds.
-func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]DNSTarget, rp *RebuildPlan) (string, error) {
+func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]DNSTarget, rp *RebuildPlan, approved bool) (string, error) {
 	rb := r.Rebuild
 	if rb.Publish != nil {
 		if err := rb.Publish(ctx, site); err != nil {
 			return FailApply, fmt.Errorf("netboot profiles: %w", err)
+		}
+	}
+	if rp.Count() > 0 {
+		r.executed(rev, ActNetboot)
+	}
+	departed := map[string]BMCAccess{}
+	if len(rp.Removed) > 0 {
+		recs, err := rb.Nodes.NodeRecords(ctx)
+		if err != nil {
+			return FailApply, err
+		}
+		for _, name := range rp.Removed {
+			if rec := recs[name]; rec != nil && rec.Declared != nil {
+				departed[name] = rec.Declared.Access(name)
+			}
 		}
 	}
 	if rp.Count() > 0 {
@@ -676,9 +940,12 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds), Canaries: canaries}
 		r.setRollout(live)
 		ro := &Rollout{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, NetbootTimeout: rb.NetbootTimeout, PollInterval: rb.PollInterval, Log: r.Log,
-			BMC:     func(n *schema.Node) (BMC, error) { return rb.BMC(site, n) },
-			SyncDNS: func(ctx context.Context) error { return r.syncDNS(ctx, site, targets, rev) },
+			BMC:     func(n *schema.Node) (BMC, error) { return r.bmcOf(site, n, departed) },
+			SyncDNS: func(ctx context.Context) error { return r.syncDNS(ctx, site, targets, rev, approved) },
 			Progress: func(e RolloutEvent) {
+				for _, a := range e.Actions() {
+					r.executed(rev, a)
+				}
 				if e.Total > 0 {
 					r.mu.Lock()
 					if r.status.Rollout != nil {
@@ -697,6 +964,9 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 			err = fmt.Errorf("stopped: %w; in-flight rebuilds resume from their records", context.Cause(rctx))
 		}
 		st.Steps["rollout"] = time.Since(t0).Seconds()
+		if res != nil && len(res.Verified) > 0 {
+			r.executed(rev, ActDNSRejoin)
+		}
 		if res != nil {
 			st.Rollout = &RolloutStatus{Revision: rev, RolloutResult: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
 		}
@@ -760,12 +1030,12 @@ func (r *Reconciler) setRollout(ro *RolloutStatus) {
 // syncDNS converges DNS to the site with the node records' availability:
 // the rollout calls it so that nodes leave their groups before they go
 // down and rejoin once verified.
-func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map[string]DNSTarget, rev string) error {
+func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map[string]DNSTarget, rev string, approved bool) error {
 	recs, err := r.Rebuild.Nodes.NodeRecords(ctx)
 	if err != nil {
 		return err
 	}
-	desired, err := r.compile(site, AvailabilityOf(site, recs))
+	desired, err := r.pl.Compile(site, AvailabilityOf(site, recs))
 	if err != nil {
 		return err
 	}
@@ -780,30 +1050,13 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 	if !dns.HasChanges() {
 		return nil
 	}
-	return r.applyDNS(ctx, targets, dns, desired, rev)
-}
-
-// compile is CompileDNSWith, remembered for the last site and
-// availability (it is a pure function of them, and its result immutable).
-func (r *Reconciler) compile(site *schema.Site, av Availability) (*DesiredDNS, error) {
-	r.compiledMu.Lock()
-	defer r.compiledMu.Unlock()
-	c := &r.compiled
-	if c.site == site && c.desired != nil && maps.Equal(c.av.OutOfService, av.OutOfService) && maps.Equal(c.av.Retiring, av.Retiring) {
-		return c.desired, nil
-	}
-	desired, err := CompileDNSWith(site, av)
-	if err != nil {
-		return nil, err
-	}
-	c.site, c.av, c.desired = site, av, desired
-	return desired, nil
+	return r.applyDNS(ctx, targets, dns, desired, rev, approved)
 }
 
 // applyDNS applies a DNS plan; a zone that failed fails it.
-func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]DNSTarget, dns *DNSPlan, desired *DesiredDNS, rev string) error {
+func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]DNSTarget, dns *DNSPlan, desired *DesiredDNS, rev string, approved bool) error {
 	applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
-	res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete, Revision: rev})
+	res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete || approved, Revision: rev})
 	if err != nil {
 		return err
 	}
@@ -811,6 +1064,37 @@ func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]DNSTarget,
 		return fmt.Errorf("apply of %s: %s", rev, firstFailure(res))
 	}
 	return nil
+}
+
+// applyPlanDNS applies the plan's DNS layer and reports each zone's
+// action done.
+func (r *Reconciler) applyPlanDNS(ctx context.Context, targets map[string]DNSTarget, dns *DNSPlan, desired *DesiredDNS, rev string, approved bool) error {
+	if err := r.applyDNS(ctx, targets, dns, desired, rev, approved); err != nil {
+		return err
+	}
+	for _, z := range dns.Zones {
+		if len(z.Changes) > 0 {
+			r.executed(rev, "dns:"+z.Target+"/"+z.Zone)
+		}
+	}
+	return nil
+}
+
+// bmcOf is n's BMC: from the site, or for a node that left it, from its
+// record's declaration.
+func (r *Reconciler) bmcOf(site *schema.Site, n *schema.Node, departed map[string]BMCAccess) (BMC, error) {
+	if site.Node(n.Name) == nil {
+		a, ok := departed[n.Name]
+		if !ok {
+			return nil, fmt.Errorf("node %s left the site and anneal does not know its BMC", n.Name)
+		}
+		return r.Rebuild.BMC(a)
+	}
+	a, err := AccessOf(site, n)
+	if err != nil {
+		return nil, err
+	}
+	return r.Rebuild.BMC(a)
 }
 
 // Report takes a node's report (already stored by the netboot server):
@@ -838,6 +1122,7 @@ func (r *Reconciler) Report(ctx context.Context, rep Report) {
 	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *NodeRecord) error {
 		if rec.State == NodeUnknown {
 			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = NodeVerified, now, spec.ID(), &spec, now
+			rec.Unobserved = false
 			r.log().Info("adopted a node that runs its desired build", "node", rep.Node, "build", rec.BuildID)
 		}
 		return nil

@@ -153,7 +153,7 @@ func TestRunWaitsForFirmwareReads(t *testing.T) {
 	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &memState{}, Mode: ModeReport, Interval: time.Hour,
 		Targets: func(*schema.Site) (map[string]DNSTarget, error) { return map[string]DNSTarget{}, nil },
 		Rebuild: &RebuildConfig{Nodes: nodes,
-			BMC: func(*schema.Site, *schema.Node) (BMC, error) {
+			BMC: func(BMCAccess) (BMC, error) {
 				return &blockingBMC{entered: entered, active: &active}, nil
 			}}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -139,6 +139,18 @@ type NodeRecord struct {
 	// Firmware is what the BMC last reported, at FirmwareAt.
 	Firmware   *Firmware `json:"firmware,omitempty"`
 	FirmwareAt time.Time `json:"firmwareAt,omitzero"`
+	// Declared is what the last revision that declared the node said of
+	// it (rack, roles, BMC, own DNS records): a node that leaves the site
+	// is decommissioned with it.
+	Declared *Declared `json:"declared,omitempty"`
+	// Power is the server's power as its BMC reported it at PowerAt: read
+	// when anneal does not know what a node runs (a lost or fresh state).
+	Power   PowerState `json:"power,omitempty"`
+	PowerAt time.Time  `json:"powerAt,omitzero"`
+	// Unobserved: the node was in the site when anneal's state had no
+	// record of any node, and it has not been heard from since. Rebuilding
+	// it is a change nobody reviewed: it waits for approval.
+	Unobserved bool `json:"unobserved,omitempty"`
 }
 
 // Armed reports whether the node's next netboot installs its target.

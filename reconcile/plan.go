@@ -18,10 +18,18 @@ type Plan struct {
 	// Rebuilds is the rebuild layer; nil when anneal does not know the
 	// live nodes (no node records to compare with).
 	Rebuilds *RebuildPlan `json:"rebuilds,omitempty"`
+	// Only is the layer the plan is limited to ("" or "all": every layer;
+	// "dns").
+	Only string `json:"only,omitempty"`
+	// Guards are the changes in the plan that wait for approval.
+	Guards []Guard `json:"guards,omitempty"`
 	// Actions is the plan as a DAG: every action with the actions it
 	// waits for (addresses → DNS → netboot → rebuild → verify; a
-	// decommission runs the other way).
+	// decommission runs the other way). It is what the executor runs.
 	Actions []Action `json:"actions,omitempty"`
+	// Digest fingerprints the plan's decisions (ComputeDigest): an
+	// approval names it.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Counts totals a plan's changes and conflicts.

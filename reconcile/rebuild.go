@@ -30,10 +30,13 @@ const (
 // RebuildPlan is the rebuild layer of a plan: which nodes are rebuilt and
 // why, which are held back, which are decommissioned.
 type RebuildPlan struct {
-	Rebuilds     []NodeRebuild   `json:"rebuilds,omitempty"`
-	Held         []HeldNode      `json:"held,omitempty"`
-	Decommission []string        `json:"decommission,omitempty"`
-	Firmware     []FirmwareDrift `json:"firmware,omitempty"`
+	Rebuilds     []NodeRebuild `json:"rebuilds,omitempty"`
+	Held         []HeldNode    `json:"held,omitempty"`
+	Decommission []string      `json:"decommission,omitempty"`
+	// Removed are the nodes of Decommission that left the site (no
+	// document declares them): decommissioned from their records.
+	Removed  []string        `json:"removed,omitempty"`
+	Firmware []FirmwareDrift `json:"firmware,omitempty"`
 }
 
 // NodeRebuild is one node to rebuild.
@@ -54,6 +57,9 @@ type NodeRebuild struct {
 	// Resume: the node is already installing To (an interrupted apply);
 	// it is waited for, not power-cycled again.
 	Resume bool `json:"resume,omitempty"`
+	// Unobserved: anneal lost its state while the node was in the site and
+	// has not heard from it since; rebuilding it waits for approval.
+	Unobserved bool `json:"unobserved,omitempty"`
 }
 
 // HeldNode would be rebuilt but is held back, with why.
@@ -84,6 +90,23 @@ func (p *RebuildPlan) Count() int {
 // of the live node and lists the rebuilds, in name order. It is a pure
 // function of the site, the records and now.
 func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Time) *RebuildPlan {
+	return PlanRebuildsWith(site, records, RebuildOptions{Now: now})
+}
+
+// RebuildOptions are the inputs of a rebuild plan besides the site and
+// the records.
+type RebuildOptions struct {
+	Now time.Time
+	// ObserveUntil ends the observation of a lost or fresh state: until
+	// then a node anneal has no build of is held (its agent may yet report
+	// that it runs its desired build), never rebuilt.
+	ObserveUntil time.Time
+}
+
+// PlanRebuildsWith is PlanRebuilds with options. Nodes that left the site
+// (records no document declares any more) are decommissioned too.
+func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o RebuildOptions) *RebuildPlan {
+	now := o.Now
 	p := &RebuildPlan{}
 	nodes := slices.Clone(site.Nodes)
 	slices.SortFunc(nodes, func(a, b *schema.Node) int { return cmp.Compare(a.Name, b.Name) })
@@ -143,8 +166,16 @@ func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Ti
 			// is on its disk is unknown.
 			nr.Reasons = []RebuildReason{ReasonRecover}
 			nr.Drift = []string{fmt.Sprintf("its rebuild to %s failed (%s)", rec.Target, rec.Reason)}
+		case (rec == nil || rec.BuildID == "" && rec.Power != PowerOff && rec.State == NodeUnknown) && now.Before(o.ObserveUntil):
+			p.Held = append(p.Held, HeldNode{Node: n.Name,
+				Reason: fmt.Sprintf("observing: anneal has no record of its build; waiting until %s for its agent to report (a lost or fresh state)", o.ObserveUntil.UTC().Format(time.RFC3339))})
+			continue
 		case rec == nil || rec.BuildID == "":
 			nr.Reasons = []RebuildReason{ReasonNew}
+			if rec != nil && rec.Unobserved && rec.Power != PowerOff {
+				nr.Unobserved = true
+				nr.Drift = []string{fmt.Sprintf("anneal lost its state while the node was in the site, its agent did not report its build, and its BMC says power %s", cmp.Or(string(rec.Power), "unknown"))}
+			}
 		case rec.BuildID != id:
 			if rec.Spec != nil {
 				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
@@ -166,6 +197,14 @@ func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Ti
 		}
 		p.Rebuilds = append(p.Rebuilds, nr)
 	}
+	for _, rec := range Departed(site, records) {
+		p.Decommission = append(p.Decommission, rec.Name)
+		p.Removed = append(p.Removed, rec.Name)
+	}
+	for _, name := range Unreachable(site, records) {
+		p.Held = append(p.Held, HeldNode{Node: name, Reason: "left the site, but its record predates anneal keeping each node's BMC: power it off by hand"})
+	}
+	slices.Sort(p.Decommission)
 	pickCanaries(p.Rebuilds, site.Config.Policies.Canaries)
 	return p
 }

@@ -89,7 +89,25 @@ const (
 	StepVerified  = "verified"
 	StepFailed    = "failed"
 	StepRetired   = "decommissioned"
+	StepPowerOff  = "powered-off"
 )
+
+// Actions are the plan's DAG actions the event completes.
+func (e RolloutEvent) Actions() []string {
+	switch e.Step {
+	case StepLeave:
+		return []string{"leave:" + e.Node}
+	case StepInstalled:
+		return []string{"rebuild:" + e.Node}
+	case StepVerified:
+		return []string{"verify:" + e.Node}
+	case StepPowerOff:
+		return []string{"power-off:" + e.Node}
+	case StepRetired:
+		return []string{"retire:" + e.Node}
+	}
+	return nil
+}
 
 // RolloutResult is what a rollout did.
 type RolloutResult struct {
@@ -134,6 +152,14 @@ func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) Availabil
 			}
 		case rec == nil || rec.State != NodeVerified:
 			av.OutOfService[n.Name] = true
+		}
+	}
+	for _, rec := range Departed(site, records) {
+		if rec.Declared != nil && len(rec.Declared.RRsets) > 0 {
+			if av.Departed == nil {
+				av.Departed = map[string][]RRset{}
+			}
+			av.Departed[rec.Name] = rec.Declared.RRsets
 		}
 	}
 	return av
@@ -436,14 +462,21 @@ func (s *scheduler) leave(ctx context.Context, batch []NodeRebuild) error {
 		return err
 	}
 	for _, r := range batch {
-		if r.Resume || !inGroups(s.ro.Site, s.nodes[r.Node]) {
-			continue
+		if !r.Resume && inGroups(s.ro.Site, s.nodes[r.Node]) {
+			grouped = true
 		}
-		grouped = true
-		s.ro.emit(RolloutEvent{Node: r.Node, Step: StepLeave, Done: s.done, Total: s.total})
 	}
 	if grouped && s.ro.SyncDNS != nil {
-		return s.ro.SyncDNS(ctx)
+		if err := s.ro.SyncDNS(ctx); err != nil {
+			return err
+		}
+	}
+	for _, r := range batch {
+		detail := ""
+		if r.Resume || !inGroups(s.ro.Site, s.nodes[r.Node]) {
+			detail = "in no DNS group (or out already)"
+		}
+		s.ro.emit(RolloutEvent{Node: r.Node, Step: StepLeave, Detail: detail, Done: s.done, Total: s.total})
 	}
 	return nil
 }
@@ -499,6 +532,7 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 			// and the install hands the new agent a token of this generation.
 			rec.AgentGen = gen
 			rec.Attempts++
+			rec.Unobserved = false
 			return nil
 		})
 		if err != nil {
@@ -682,20 +716,23 @@ func (ro *Rollout) fail(ctx context.Context, node, reason string) string {
 // decommission: leave groups (names kept) → power off → disarm netboot →
 // retired, then DNS drops its names.
 func (ro *Rollout) decommission(ctx context.Context, name string) error {
-	var n *schema.Node
-	for _, x := range ro.Site.Nodes {
-		if x.Name == name {
-			n = x
-		}
-	}
+	n := ro.Site.Node(name)
 	if n == nil {
-		return fmt.Errorf("node %s is not in the site", name)
+		rec, err := ro.Nodes.NodeRecord(ctx, name)
+		if err != nil {
+			return err
+		}
+		if rec == nil || rec.Declared == nil {
+			return fmt.Errorf("node %s left the site and anneal does not know its BMC", name)
+		}
+		n = departedNode(rec)
 	}
 	if ro.SyncDNS != nil {
 		if err := ro.SyncDNS(ctx); err != nil { // retiring: out of groups, names kept
 			return fmt.Errorf("leave groups: %w", err)
 		}
 	}
+	ro.emit(RolloutEvent{Node: name, Step: StepLeave, Detail: "decommission: out of its groups, names kept"})
 	bmc, err := ro.BMC(n)
 	if err != nil {
 		return fmt.Errorf("bmc: %w", err)
@@ -703,6 +740,7 @@ func (ro *Rollout) decommission(ctx context.Context, name string) error {
 	if err := bmc.SetPower(ctx, ActionOff); err != nil {
 		return fmt.Errorf("power off: %w", err)
 	}
+	ro.emit(RolloutEvent{Node: name, Step: StepPowerOff, Detail: "powered off through its BMC"})
 	now := ro.now()
 	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *NodeRecord) error {
 		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = NodeRetired, now, "", "", ""
@@ -710,12 +748,12 @@ func (ro *Rollout) decommission(ctx context.Context, name string) error {
 	}); err != nil {
 		return err
 	}
-	ro.emit(RolloutEvent{Node: name, Step: StepRetired, Detail: "powered off, netboot removed"})
 	if ro.SyncDNS != nil {
 		if err := ro.SyncDNS(ctx); err != nil {
 			return fmt.Errorf("remove DNS records: %w", err)
 		}
 	}
+	ro.emit(RolloutEvent{Node: name, Step: StepRetired, Detail: "powered off, netboot and DNS names removed"})
 	return nil
 }
 

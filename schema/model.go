@@ -101,6 +101,11 @@ type Policies struct {
 	DNSMassDeletePercent  int            `yaml:"dnsMassDeletePercent" json:"dnsMassDeletePercent"`
 	MaxConcurrentInstalls int            `yaml:"maxConcurrentInstalls" json:"maxConcurrentInstalls"`
 	MaxFailures           IntOrPercent   `yaml:"maxFailures" json:"maxFailures"`
+	// MaxRemovePercent and MaxRebuildPercent bound, as shares of the
+	// fleet, the nodes one revision removes or rebuilds without approval
+	// (0: the default).
+	MaxRemovePercent  int `yaml:"maxRemovePercent" json:"maxRemovePercent,omitempty"`
+	MaxRebuildPercent int `yaml:"maxRebuildPercent" json:"maxRebuildPercent,omitempty"`
 }
 
 // MaxUnavailable caps nodes down at once, per rack and per role.

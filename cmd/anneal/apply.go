@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/anneal-dev/anneal/reconcile"
@@ -42,9 +43,9 @@ apply completes it), 64 usage error.`,
 		var plan *reconcile.Plan
 		saved := len(args) == 1
 		if saved {
-			plan, err = s.savedPlan(ctx, args[0])
+			plan, err = s.savedPlan(ctx, args[0], log)
 		} else {
-			plan, err = s.plan(ctx, log)
+			plan, err = s.plan(ctx, log, f.only.value)
 		}
 		if err != nil {
 			return err
@@ -52,6 +53,11 @@ apply completes it), 64 usage error.`,
 		w := c.OutOrStdout()
 		color := colorFor(w)
 		renderText(w, plan, f.full, color)
+		if n := plan.Rebuilds.Count(); n > 0 {
+			// apply writes DNS; rebuilds and decommissions need the
+			// netboot server and the BMCs, which only the daemon runs.
+			return failure(fmt.Errorf("this plan rebuilds or decommissions %s: only anneal serve --netboot-listen executes that layer; apply --only dns writes the DNS layer alone", plural(n, "node")))
+		}
 		if !plan.DNS.HasChanges() && plan.DNS.Interrupted == nil {
 			if plan.HasFailures() {
 				return &silentError{code: exitError}
@@ -83,7 +89,7 @@ apply completes it), 64 usage error.`,
 
 // savedPlan reads a plan written by `anneal plan -o json` and checks that
 // it still describes this site and the live zones.
-func (s *session) savedPlan(ctx context.Context, path string) (*reconcile.Plan, error) {
+func (s *session) savedPlan(ctx context.Context, path string, log *slog.Logger) (*reconcile.Plan, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, failure(fmt.Errorf("read plan: %w", err))
@@ -105,6 +111,18 @@ func (s *session) savedPlan(ctx context.Context, path string) (*reconcile.Plan, 
 	}
 	if err := reconcile.CheckFresh(ctx, plan.DNS, s.targets); err != nil {
 		return nil, failure(err)
+	}
+	// What runs is what was reviewed: the plan made now, by the same
+	// planner, must make the same decisions.
+	if plan.Digest == "" || plan.ComputeDigest() != plan.Digest {
+		return nil, failure(fmt.Errorf("refusing to apply plan %s: its digest is missing or does not match its content (written by an older anneal, or edited); run plan again", path))
+	}
+	now, err := s.plan(ctx, log, plan.Only)
+	if err != nil {
+		return nil, err
+	}
+	if now.Digest != plan.Digest {
+		return nil, failure(fmt.Errorf("refusing to apply plan %s (digest %.12s): the plan made now differs (digest %.12s); the live state changed since it was saved: run plan again", path, plan.Digest, now.Digest))
 	}
 	return &plan, nil
 }

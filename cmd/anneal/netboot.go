@@ -130,8 +130,8 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 			current.Store(s)
 			return nil
 		},
-		BMC: func(s *schema.Site, n *schema.Node) (reconcile.BMC, error) {
-			b, err := bmc.FromNode(s, n, resolve)
+		BMC: func(a reconcile.BMCAccess) (reconcile.BMC, error) {
+			b, err := bmc.FromAccess(a, resolve)
 			if err != nil || httpClient == nil {
 				return b, err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -160,15 +161,31 @@ func resolveToken(ref string) (string, error) {
 // apiCall calls a running anneal serve and decodes its JSON answer into
 // out (when not nil).
 func apiCall(ctx context.Context, api *apiFlags, method, path, token string, out any) error {
+	return apiSend(ctx, api, method, path, token, nil, out)
+}
+
+// apiSend is apiCall with a JSON request body (when in is not nil).
+func apiSend(ctx context.Context, api *apiFlags, method, path, token string, in, out any) error {
 	client, err := api.client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(api.server, "/")+path, nil)
+	var reqBody io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		reqBody = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(api.server, "/")+path, reqBody)
 	if err != nil {
 		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

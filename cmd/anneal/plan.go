@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
@@ -22,8 +23,8 @@ type planFlags struct {
 
 func addPlanFlags(c *cobra.Command) *planFlags {
 	f := &planFlags{site: addSiteFlags(c), state: addStateFlags(c)}
-	f.only = &outputFlag{value: "all", allowed: []string{"all", "dns"}}
-	c.Flags().Var(f.only, "only", "converge only one layer: dns (the only layer so far)")
+	f.only = &outputFlag{value: "all", allowed: []string{reconcile.LayerAll, reconcile.LayerDNS}}
+	c.Flags().Var(f.only, "only", "plan one layer only: all (DNS, and the nodes when the state has node records) or dns")
 	c.Flags().BoolVar(&f.full, "full", false, "print every change (default: at most 100 per zone)")
 	return f
 }
@@ -70,13 +71,29 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 
 func (s *session) close() { s.state.Close() }
 
-func (s *session) plan(ctx context.Context, log *slog.Logger) (*reconcile.Plan, error) {
-	planner := reconcile.DNSPlanner{Targets: s.targets, State: s.state, Log: log}
-	dnsPlan, err := planner.Plan(ctx, s.desired)
+// plan is the one planner's plan (the daemon's): DNS, and when the state
+// holds node records (anneal rebuilds this site's nodes), the rebuild
+// layer with DNS following the nodes' availability, the guards and the
+// action DAG.
+func (s *session) plan(ctx context.Context, log *slog.Logger, only string) (*reconcile.Plan, error) {
+	p := reconcile.Planner{Targets: s.targets, State: s.state, Log: log}
+	recs, err := s.state.NodeRecords(ctx)
 	if err != nil {
 		return nil, failure(err)
 	}
-	return &reconcile.Plan{FormatVersion: reconcile.PlanFormatVersion, Site: s.site.Config.Name, Source: s.source, SiteDigest: s.site.Digest, DNS: dnsPlan}, nil
+	if len(recs) > 0 {
+		p.Nodes = s.state
+	}
+	var observe time.Time
+	if st, err := s.state.LoadStatus(ctx); err == nil && st != nil {
+		observe = st.ObserveUntil
+	}
+	plan, desired, err := p.Plan(ctx, reconcile.PlanInput{Site: s.site, Source: s.source, Only: only, Now: time.Now(), ObserveUntil: observe})
+	if err != nil {
+		return nil, failure(err)
+	}
+	s.desired = desired
+	return plan, nil
 }
 
 func newPlanCmd() *cobra.Command {
@@ -110,7 +127,7 @@ read, or the site is invalid), 64 usage error. CI can gate on drift.`,
 			return err
 		}
 		defer s.close()
-		plan, err := s.plan(ctx, logger(c))
+		plan, err := s.plan(ctx, logger(c), f.only.value)
 		if err != nil {
 			return err
 		}

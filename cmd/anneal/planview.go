@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -111,6 +112,9 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 		}
 	}
 	renderRebuilds(w, p.Rebuilds, pal)
+	for _, g := range p.Guards {
+		fmt.Fprintf(w, "%sguarded (%s): %s: it waits for approval (anneal approve), or apply --allow-mass-delete for DNS%s\n", pal.warn, g.Kind, g.Reason, pal.reset)
+	}
 	creates, updates, deletes, conflicts := p.Counts()
 	if !p.HasChanges() && !p.HasFailures() {
 		fleet := ""
@@ -125,6 +129,9 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 		fmt.Fprintf(w, "; %s to rebuild, %d to decommission, %d held", plural(len(rp.Rebuilds), "node"), len(rp.Decommission), len(rp.Held))
 	}
 	fmt.Fprintln(w, ".")
+	if p.Digest != "" {
+		fmt.Fprintf(w, "Plan digest %s (%s).\n", p.Digest[:12], plural(len(p.Actions), "action"))
+	}
 }
 
 // renderRebuilds prints the rebuild layer: each node, why, and the field
@@ -154,7 +161,11 @@ func renderRebuilds(w io.Writer, rp *reconcile.RebuildPlan, pal palette) {
 		}
 	}
 	for _, n := range rp.Decommission {
-		fmt.Fprintf(w, "%s- decommission %s%s: leave groups, power off, remove netboot and DNS names\n", pal.del, n, pal.reset)
+		why := "state: decommissioned"
+		if slices.Contains(rp.Removed, n) {
+			why = "left the site"
+		}
+		fmt.Fprintf(w, "%s- decommission %s%s (%s): leave groups, power off, remove netboot and DNS names\n", pal.del, n, pal.reset, why)
 	}
 	for _, h := range rp.Held {
 		fmt.Fprintf(w, "%s! held %s%s: %s\n", pal.warn, h.Node, pal.reset, h.Reason)

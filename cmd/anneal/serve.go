@@ -54,7 +54,8 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the bearer token for mutating endpoints")
 	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
 	trustFile := c.Flags().String("verify-signatures", "", "apply only commits signed by a key in this file: an armored OpenPGP keyring or an SSH allowed-signers file")
-	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
+	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent (lifts that guard for every revision; anneal approve lifts it for one plan)")
+	observeGrace := c.Flags().Duration("observe-grace", reconcile.DefaultObserveGrace, "on a state with no node records, how long to wait for agents to report before a powered-on node without a known build may be rebuilt (at least two agent intervals)")
 	tlsCert := c.Flags().String("tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain) file, read again when it changes")
 	tlsKey := c.Flags().String("tls-key", "", "the PEM private key of --tls-cert")
 	pprofListen := c.Flags().String("pprof-listen", "", "serve Go's /debug/pprof profiles on this address (off by default; keep it on loopback)")
@@ -149,6 +150,12 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		if stopNetboot != nil {
 			defer stopNetboot(context.WithoutCancel(ctx))
+		}
+		if r.Rebuild != nil {
+			if *observeGrace <= 0 {
+				return fmt.Errorf("%s: --observe-grace must be positive, got %s", c.CommandPath(), *observeGrace)
+			}
+			r.Rebuild.ObserveGrace = *observeGrace
 		}
 		if (*tlsCert == "") != (*tlsKey == "") {
 			return fmt.Errorf("%s: --tls-cert and --tls-key go together", c.CommandPath())

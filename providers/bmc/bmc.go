@@ -192,24 +192,32 @@ func New(cfg Config) (*BMC, error) {
 // asked for the BMC's address), the protocol from its
 // hardware profile.
 func FromNode(site *schema.Site, n *schema.Node, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*BMC, error) {
-	p := site.HardwareProfile(n.HardwareProfile)
-	if p == nil {
-		return nil, fmt.Errorf("bmc %s: hardware profile %q not in the site", n.Name, n.HardwareProfile)
-	}
-	if n.BMC.Password == "" {
-		return nil, fmt.Errorf("bmc %s: node has no bmc password reference", n.Name)
-	}
-	pw, err := resolve(n.BMC.Password, n.BMCSecretDest())
+	a, err := reconcile.AccessOf(site, n)
 	if err != nil {
-		return nil, fmt.Errorf("bmc %s: password: %w", n.Name, err)
+		return nil, err
+	}
+	return FromAccess(a, resolve)
+}
+
+// FromAccess builds the BMC client of a node from how to reach it (the
+// site's declaration, or for a node that left the site, its record's):
+// the password is resolved through the operator's grants for exactly
+// that address.
+func FromAccess(a reconcile.BMCAccess, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*BMC, error) {
+	if a.BMC.Password == "" {
+		return nil, fmt.Errorf("bmc %s: node has no bmc password reference", a.Node)
+	}
+	pw, err := resolve(a.BMC.Password, a.SecretDest())
+	if err != nil {
+		return nil, fmt.Errorf("bmc %s: password: %w", a.Node, err)
 	}
 	return New(Config{
-		Name:     n.Name,
-		Host:     n.BMC.Address,
-		Port:     n.BMC.Port,
-		Username: n.BMC.Username,
+		Name:     a.Node,
+		Host:     a.BMC.Address,
+		Port:     a.BMC.Port,
+		Username: a.BMC.Username,
 		Password: pw,
-		Kind:     p.BMC,
+		Kind:     a.Kind,
 	})
 }
 

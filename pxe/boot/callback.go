@@ -145,8 +145,12 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 	// The token is checked against the record inside the update, so a
 	// revoke or an arming racing this report wins.
 	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
-		if !checkAgentToken(s.Key, name, rec.AgentGen, presented) {
+		ok, adopt := checkAgentToken(s.Key, name, rec.AgentGen, presented)
+		if !ok {
 			return errAgentToken
+		}
+		if adopt != "" {
+			rec.AgentGen = adopt
 		}
 		facts := req.Facts
 		rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, reconcile.ReportAgent, req.BuildID

@@ -102,17 +102,31 @@ func CheckInstallToken(key []byte, token string, now time.Time) (InstallClaims, 
 }
 
 // AgentToken is the bearer token of node's `anneal agent`: hex
-// HMAC-SHA256(key, "agent\x00"+node+"\x00"+gen), gen being the token
-// generation in the node's record (reconcile.NodeRecord.AgentGen). Every
-// arming draws a new generation, so each install hands its agent a new
-// token and the old one dies; a revoke draws one too. An empty gen gives
-// the token of anneal before generations (HMAC over "agent\x00"+node),
-// accepted only while the record has no generation. Changing the key
-// revokes every agent token.
+// HMAC-SHA256(key, "agent\x00"+node+"\x00"+gen), then "-" and gen, gen
+// being the token generation in the node's record
+// (reconcile.NodeRecord.AgentGen). Every arming draws a new generation, so
+// each install hands its agent a new token and the old one dies; a revoke
+// draws one too. An empty gen gives the token of anneal before
+// generations (the bare HMAC over "agent\x00"+node), accepted only while
+// the record has no generation. Changing the key revokes every agent
+// token.
+//
+// The token carries its generation so that a state that lost it (a lost
+// or fresh state file, with the netboot key kept) can still hear from the
+// fleet: the key vouches for the token, and the record adopts its
+// generation (checkAgentToken).
 func AgentToken(key []byte, node, gen string) string {
 	if len(key) == 0 {
 		panic("boot: AgentToken with an empty key")
 	}
+	mac := agentMAC(key, node, gen)
+	if gen == "" {
+		return mac
+	}
+	return mac + "-" + gen
+}
+
+func agentMAC(key []byte, node, gen string) string {
 	msg := "agent\x00" + node
 	if gen != "" {
 		msg += "\x00" + gen
@@ -120,13 +134,34 @@ func AgentToken(key []byte, node, gen string) string {
 	return hex.EncodeToString(sign(key, []byte(msg)))
 }
 
-// checkAgentToken compares a presented agent token with the one of the
-// node's current generation, in constant time.
-func checkAgentToken(key []byte, node, gen, got string) bool {
+// agentMACLen is the length of an agent token's HMAC in hex.
+const agentMACLen = 2 * sha256.Size
+
+// checkAgentToken checks a presented agent token against node's record
+// generation gen, in constant time. A token of another generation is
+// refused, except when the record has none and the token has one: the
+// record was lost (or never written) while the node kept the token an
+// install gave it. The key vouches for it, and adopt is the generation the
+// record takes from now on (a revoke or the next arming replaces it).
+func checkAgentToken(key []byte, node, gen, got string) (ok bool, adopt string) {
 	if len(key) == 0 || got == "" {
-		return false
+		return false, ""
 	}
-	return subtle.ConstantTimeCompare([]byte(AgentToken(key, node, gen)), []byte(got)) == 1
+	mac, tgen := got, ""
+	if len(got) > agentMACLen+1 && got[agentMACLen] == '-' {
+		mac, tgen = got[:agentMACLen], got[agentMACLen+1:]
+	}
+	if subtle.ConstantTimeCompare([]byte(agentMAC(key, node, tgen)), []byte(mac)) != 1 {
+		return false, ""
+	}
+	switch {
+	case tgen == "":
+		return gen == "", "" // a token from before generations
+	case gen == "":
+		return true, tgen
+	default:
+		return subtle.ConstantTimeCompare([]byte(tgen), []byte(gen)) == 1, ""
+	}
 }
 
 func sign(key, msg []byte) []byte {

@@ -81,6 +81,9 @@ func TestAgentToken(t *testing.T) {
 	}{
 		{"own token", "e1n01", "g1", a, true},
 		{"own token, no generation", "e1n01", "", legacy, true},
+		{"a record that lost its generation", "e1n01", "", a, true},
+		{"forged generation", "e1n01", "", legacy + "-g9", false},
+		{"generation swapped", "e1n01", "g2", a[:64] + "-g2", false},
 		{"another node's token", "e1n01", "g1", b, false},
 		{"an older generation", "e1n01", "g2", a, false},
 		{"no generation, once there is one", "e1n01", "g1", legacy, false},
@@ -90,13 +93,19 @@ func TestAgentToken(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := checkAgentToken(testKey, tc.node, tc.gen, tc.got); got != tc.want {
+			if got, _ := checkAgentToken(testKey, tc.node, tc.gen, tc.got); got != tc.want {
 				t.Errorf("checkAgentToken = %v, want %v", got, tc.want)
 			}
 		})
 	}
-	if len(a) != 64 || a == b || a == legacy || a != AgentToken(testKey, "e1n01", "g1") {
-		t.Errorf("agent tokens %q, %q: want distinct, stable, 64 hex digits", a, b)
+	if len(legacy) != 64 || a != legacy[:0]+a[:64]+"-g1" || a == b || a[:64] == legacy || a != AgentToken(testKey, "e1n01", "g1") {
+		t.Errorf("agent tokens %q, %q: want distinct, stable, 64 hex digits then -GEN", a, b)
+	}
+	if _, adopt := checkAgentToken(testKey, "e1n01", "", a); adopt != "g1" {
+		t.Errorf("a record without generation adopts %q from the token, want g1", adopt)
+	}
+	if _, adopt := checkAgentToken(testKey, "e1n01", "g1", a); adopt != "" {
+		t.Errorf("a record with its generation adopts %q", adopt)
 	}
 	if strings.Contains(a, ".") {
 		t.Error("an agent token must not look like an install token")

@@ -714,3 +714,38 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*reconcile.
 	}
 	return nil
 }
+
+// UpdateNodes is UpdateNode for many nodes in one transaction: every
+// record is updated, or none (the first error aborts them all).
+func (s *Store) UpdateNodes(ctx context.Context, names []string, fn func(*reconcile.NodeRecord) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketNodes)
+		for _, name := range names {
+			r := &reconcile.NodeRecord{Name: name}
+			if v := b.Get([]byte(name)); v != nil {
+				if err := s.decode("node "+name, v, r); err != nil {
+					return err
+				}
+			}
+			if err := fn(r); err != nil {
+				return fmt.Errorf("node %s: %w", name, err)
+			}
+			r.Name = name
+			v, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(name), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("update %d node records: %w", len(names), err)
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/spf13/cobra"
+)
+
+func newApproveCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "approve REVISION",
+		Short: "Approve the guarded plan a running anneal serve waits on",
+		Long: `A plan with a guarded change (a rack leaving the site, a DNS mass delete, a
+rebuild of nodes anneal lost track of, more rebuilds than the site's policy
+allows) waits: anneal status shows the revision, the plan's digest and why.
+approve lets exactly that plan run, without a restart. A different plan for
+the same revision (the live state or the revision moved since) waits for a
+new approval; the daemon refuses an approval that names another plan.
+
+Without --plan, the digest is read from the daemon's status and printed
+with the reasons before it is approved.`,
+		Args: cobra.ExactArgs(1),
+	}
+	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
+	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
+	digest := c.Flags().String("plan", "", "the digest of the plan to approve, as anneal status shows it (default: the plan that awaits approval now)")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		rev := args[0]
+		token, err := resolveToken(*tokenRef)
+		if err != nil {
+			return failure(err)
+		}
+		w := c.OutOrStdout()
+		if *digest == "" {
+			var st reconcile.Status
+			if err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &st); err != nil {
+				return failure(err)
+			}
+			p := st.PendingApproval
+			if p == nil {
+				return failure(fmt.Errorf("no plan awaits approval on %s", api.server))
+			}
+			if !strings.HasPrefix(p.Revision, rev) {
+				return failure(fmt.Errorf("revision %s does not await approval; %s does", rev, p.Revision))
+			}
+			fmt.Fprintf(w, "revision %s, plan %s awaits approval:\n", p.Revision, p.PlanDigest)
+			for _, r := range p.Reasons {
+				fmt.Fprintf(w, "  - %s\n", r)
+			}
+			*digest = p.PlanDigest
+		}
+		var a reconcile.Approval
+		if err := apiSend(ctx, api, http.MethodPost, "/api/v1/approve", token, map[string]string{"revision": rev, "planDigest": *digest}, &a); err != nil {
+			return failure(err)
+		}
+		fmt.Fprintf(w, "approved: revision %s, plan %s; the daemon runs it at its next pass\n", a.Revision, a.PlanDigest)
+		return nil
+	}
+	return c
+}

@@ -1,0 +1,346 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// Layers a plan can be limited to.
+const (
+	LayerAll = "all"
+	LayerDNS = "dns"
+)
+
+// Planner computes the one plan every path shows and executes: `plan`,
+// `apply`, a saved plan, and the daemon. Its inputs are the site at a
+// revision, the state store (DNS ownership and journal; node records when
+// anneal rebuilds nodes) and the live observations (the DNS targets; the
+// node records hold what agents and BMCs reported).
+type Planner struct {
+	Targets map[string]DNSTarget
+	State   DNSState
+	// Nodes, when set, adds the rebuild layer (rebuilds, decommissions,
+	// holds) and makes DNS follow the nodes' availability. Without it the
+	// plan is DNS only.
+	Nodes NodeStore
+	Log   *slog.Logger
+	// Declared and Consistency: see DNSPlanner.
+	Declared    map[string]map[RRsetKey]bool
+	Consistency *Consistency
+
+	// compiled is the last site and availability compiled and the result.
+	mu       sync.Mutex
+	compiled struct {
+		site    *schema.Site
+		av      Availability
+		desired *DesiredDNS
+	}
+}
+
+// PlanInput is what one plan is of.
+type PlanInput struct {
+	Site *schema.Site
+	// Source names where the site came from: a revision, or a directory.
+	Source string
+	// Only limits the plan to a layer (LayerDNS); "" or LayerAll is all.
+	Only string
+	Now  time.Time
+	// ObserveUntil: see RebuildOptions.
+	ObserveUntil time.Time
+}
+
+// PlanError is a plan that could not be made, with its class (FailInvalid
+// when the site does not compile, FailApply when the state cannot be
+// read).
+type PlanError struct {
+	Class string
+	Err   error
+}
+
+func (e *PlanError) Error() string { return e.Err.Error() }
+func (e *PlanError) Unwrap() error { return e.Err }
+
+// Plan observes the live fleet and computes the plan, with its guards, its
+// action DAG and its digest. desired is the DNS it converges to.
+func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *DesiredDNS, err error) {
+	site := in.Site
+	var records map[string]*NodeRecord
+	var av Availability
+	if p.Nodes != nil {
+		records, err = p.Nodes.NodeRecords(ctx)
+		if err != nil {
+			return nil, nil, &PlanError{Class: FailApply, Err: fmt.Errorf("read node records: %w", err)}
+		}
+		av = AvailabilityOf(site, records)
+	}
+	desired, err = p.compile(site, av)
+	if err != nil {
+		return nil, nil, &PlanError{Class: FailInvalid, Err: err}
+	}
+	dp := DNSPlanner{Targets: p.Targets, State: p.State, Log: p.Log, Declared: p.Declared, Consistency: p.Consistency}
+	dns, err := dp.Plan(ctx, desired)
+	if err != nil {
+		return nil, nil, &PlanError{Class: FailApply, Err: err}
+	}
+	plan = &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: in.Source, SiteDigest: site.Digest, DNS: dns, Only: in.Only}
+	if p.Nodes != nil && in.Only != LayerDNS {
+		plan.Rebuilds = PlanRebuildsWith(site, records, RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil})
+	}
+	plan.Guards = Guards(site, plan, records)
+	plan.Actions = PlanActions(plan)
+	plan.Digest = plan.ComputeDigest()
+	return plan, desired, nil
+}
+
+// Compile is CompileDNSWith, remembered for the last site and availability
+// (a pure function of them; its result is immutable).
+func (p *Planner) Compile(site *schema.Site, av Availability) (*DesiredDNS, error) {
+	return p.compile(site, av)
+}
+
+func (p *Planner) compile(site *schema.Site, av Availability) (*DesiredDNS, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := &p.compiled
+	if c.site == site && c.desired != nil && maps.Equal(c.av.OutOfService, av.OutOfService) && maps.Equal(c.av.Retiring, av.Retiring) &&
+		slices.Equal(slices.Sorted(maps.Keys(c.av.Departed)), slices.Sorted(maps.Keys(av.Departed))) {
+		return c.desired, nil
+	}
+	desired, err := CompileDNSWith(site, av)
+	if err != nil {
+		return nil, err
+	}
+	c.site, c.av, c.desired = site, av, desired
+	return desired, nil
+}
+
+// Guard kinds: changes that wait for approval.
+const (
+	GuardDNSMassDelete = "dns-mass-delete" // a target loses more than dnsMassDeletePercent of its records
+	GuardMassRemove    = "mass-remove"     // more than maxRemovePercent of the nodes leave or are decommissioned
+	GuardMassRebuild   = "mass-rebuild"    // more than maxRebuildPercent of the built nodes are rebuilt
+	GuardUnobserved    = "unobserved"      // a rebuild of a node anneal lost track of and has not heard from
+)
+
+// Default guard shares of the fleet.
+const (
+	DefaultMaxRemovePercent  = 10
+	DefaultMaxRebuildPercent = 100
+)
+
+// Guard is a change in a plan that nobody may have meant: the plan waits
+// for an approval of exactly it (anneal approve). The operator's
+// --allow-mass-delete lifts the DNS one.
+type Guard struct {
+	Kind   string `json:"kind"`
+	Reason string `json:"reason"`
+	// Items are what the guard covers (dns-mass-delete:TARGET,
+	// decommission:NODE, rebuild:NODE): once a plan is approved, later
+	// plans of the same revision whose guarded items it covered go on (a
+	// rollout in progress is not approved again at every pass).
+	Items []string `json:"items"`
+}
+
+// share is a policy's share of n, never below one node.
+func share(n, percent int) int { return max(1, n*percent/100) }
+
+// Guards lists what in plan waits for approval.
+func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord) []Guard {
+	var out []Guard
+	if plan.DNS != nil {
+		for _, m := range plan.DNS.MassDelete {
+			if m.Exceeded {
+				out = append(out, Guard{Kind: GuardDNSMassDelete, Items: []string{GuardDNSMassDelete + ":" + m.Target},
+					Reason: fmt.Sprintf("DNS target %s: %d of its %d records would be deleted (%d%%), over the site's dnsMassDeletePercent %d%%", m.Target, m.Deletes, m.Owned, m.Percent, m.Limit)})
+			}
+		}
+	}
+	rp := plan.Rebuilds
+	if rp == nil {
+		return out
+	}
+	pol := site.Config.Policies
+	fleet, built := 0, 0
+	for _, n := range site.Nodes {
+		if n.Exists() {
+			fleet++
+		}
+		if rec := records[n.Name]; rec != nil && rec.BuildID != "" {
+			built++
+		}
+	}
+	fleet += len(rp.Removed)
+	removePct := cmp0(pol.MaxRemovePercent, DefaultMaxRemovePercent)
+	if limit := share(fleet, removePct); len(rp.Decommission) > limit {
+		g := Guard{Kind: GuardMassRemove,
+			Reason: fmt.Sprintf("%d of the fleet's %d nodes would be decommissioned (%d left the site), over the site's maxRemovePercent %d%% (%d nodes)", len(rp.Decommission), fleet, len(rp.Removed), removePct, limit)}
+		for _, n := range rp.Decommission {
+			g.Items = append(g.Items, "decommission:"+n)
+		}
+		out = append(out, g)
+	}
+	var unobserved, rebuiltBuilt []string
+	for _, r := range rp.Rebuilds {
+		if r.Unobserved {
+			unobserved = append(unobserved, r.Node)
+		}
+		if r.From != "" && !r.Resume {
+			rebuiltBuilt = append(rebuiltBuilt, r.Node)
+		}
+	}
+	if len(unobserved) > 0 {
+		g := Guard{Kind: GuardUnobserved,
+			Reason: fmt.Sprintf("%d node(s) would be rebuilt that anneal lost track of (its state had no record of any node) and that did not report their build: %s", len(unobserved), summarize(unobserved))}
+		for _, n := range unobserved {
+			g.Items = append(g.Items, "rebuild:"+n)
+		}
+		out = append(out, g)
+	}
+	rebuildPct := cmp0(pol.MaxRebuildPercent, DefaultMaxRebuildPercent)
+	if limit := share(built, rebuildPct); rebuildPct < 100 && len(rebuiltBuilt) > limit {
+		g := Guard{Kind: GuardMassRebuild,
+			Reason: fmt.Sprintf("%d of the fleet's %d built nodes would be rebuilt, over the site's maxRebuildPercent %d%% (%d nodes)", len(rebuiltBuilt), built, rebuildPct, limit)}
+		for _, n := range rebuiltBuilt {
+			g.Items = append(g.Items, "rebuild:"+n)
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+func cmp0(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// summarize names up to five items.
+func summarize(names []string) string {
+	if len(names) <= 5 {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:5], ", ") + fmt.Sprintf(" and %d more", len(names)-5)
+}
+
+// ComputeDigest fingerprints what the plan would do: the site's content,
+// every DNS change (target, zone, operation, RRset before and after),
+// every rebuild (node, build, reasons), every decommission and every guard.
+// Observation details that do not change what runs (SOA serials, counts)
+// are left out, so the same decisions on the same live state give the
+// same digest; an approval names it.
+func (p *Plan) ComputeDigest() string {
+	type change struct {
+		Op       ChangeOp `json:"op"`
+		Old, New *RRset
+	}
+	type zone struct {
+		Target, Zone string
+		Changes      []change
+		Adopt        []RRsetKey
+	}
+	type rebuild struct {
+		Node, To string
+		Reasons  []RebuildReason
+		Resume   bool
+	}
+	d := struct {
+		Site, SiteDigest, Only string
+		Zones                  []zone
+		Rebuilds               []rebuild
+		Decommission, Removed  []string
+		Guards                 []Guard
+	}{Site: p.Site, SiteDigest: p.SiteDigest, Only: p.Only, Guards: p.Guards}
+	if p.DNS != nil {
+		for _, z := range p.DNS.Zones {
+			if len(z.Changes) == 0 && len(z.Adopt) == 0 {
+				continue
+			}
+			zd := zone{Target: z.Target, Zone: z.Zone, Adopt: z.Adopt}
+			for _, c := range z.Changes {
+				zd.Changes = append(zd.Changes, change{Op: c.Op, Old: c.Old, New: c.New})
+			}
+			d.Zones = append(d.Zones, zd)
+		}
+	}
+	if rp := p.Rebuilds; rp != nil {
+		for _, r := range rp.Rebuilds {
+			d.Rebuilds = append(d.Rebuilds, rebuild{Node: r.Node, To: r.To, Reasons: r.Reasons, Resume: r.Resume})
+		}
+		d.Decommission, d.Removed = rp.Decommission, rp.Removed
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		panic(fmt.Sprintf("plan digest: %v", err)) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Approval is a plan that waits for approval, or one that was approved.
+type Approval struct {
+	Revision   string    `json:"revision"`
+	PlanDigest string    `json:"planDigest"`
+	Reasons    []string  `json:"reasons,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
+	// Items are the guarded items the plan covers.
+	Items []string `json:"items,omitempty"`
+	// At is when it was approved; Started once the daemon began executing
+	// it (from then, later plans of the revision whose guarded items it
+	// covers go on: the rollout's progress changes the plan, not intent).
+	At      time.Time `json:"at,omitzero"`
+	Started bool      `json:"started,omitempty"`
+}
+
+// Allows reports whether the approval lets plan, of revision rev, run:
+// it is that exact plan, or the approved plan started and covered every
+// item plan's guards hold.
+func (a *Approval) Allows(rev string, plan *Plan) bool {
+	if a == nil || a.Revision != rev {
+		return false
+	}
+	return a.PlanDigest == plan.Digest || a.Started && a.covers(plan.Guards)
+}
+
+func (a *Approval) covers(guards []Guard) bool {
+	for _, g := range guards {
+		for _, it := range g.Items {
+			if !slices.Contains(a.Items, it) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ErrNothingToApprove is Approve's error when no plan waits.
+var ErrNothingToApprove = errors.New("no plan awaits approval")
+
+func guardItems(guards []Guard) []string {
+	var out []string
+	for _, g := range guards {
+		out = append(out, g.Items...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func guardReasons(guards []Guard) []string {
+	out := make([]string, len(guards))
+	for i, g := range guards {
+		out[i] = g.Reason
+	}
+	return out
+}
