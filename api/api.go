@@ -39,6 +39,9 @@ type Reconciler interface {
 	Retry(ctx context.Context, node string) error
 	// RevokeAgent invalidates a node's agent token.
 	RevokeAgent(ctx context.Context, node string) error
+	// Approve approves the plan that awaits approval, named by its
+	// revision and digest.
+	Approve(ctx context.Context, revision, planDigest string) (*reconcile.Approval, error)
 }
 
 // NodeRecords lists the node records (reconcile.NodeStore has it).
@@ -147,6 +150,29 @@ func New(cfg Config) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "agent token revoked"})
 	})
+	// Approve the guarded plan that waits (anneal approve): the body names
+	// its revision and plan digest; another plan is refused (409).
+	mux.HandleFunc("POST /api/v1/approve", func(w http.ResponseWriter, req *http.Request) {
+		if !authorized(w, req) {
+			return
+		}
+		var body struct {
+			Revision   string `json:"revision"`
+			PlanDigest string `json:"planDigest"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, approveMaxBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil || body.Revision == "" || body.PlanDigest == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the body must be JSON {\"revision\": REV, \"planDigest\": DIGEST}"})
+			return
+		}
+		a, err := r.Approve(req.Context(), body.Revision, body.PlanDigest)
+		if err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, a)
+	})
 	// A push webhook: signed with the token as the HMAC key (GitHub's
 	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike);
 	// each delivery accepted once.
@@ -202,6 +228,9 @@ func New(cfg Config) http.Handler {
 }
 
 // writeJSON answers code with v, indented.
+// approveMaxBody bounds an approval's body.
+const approveMaxBody = 4 << 10
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)

@@ -34,6 +34,7 @@ type fakeReconciler struct {
 	suspended []bool
 	retried   []string
 	revoked   []string
+	approved  []string
 	err       error // returned by SetSuspended, Retry, RevokeAgent
 }
 
@@ -65,6 +66,16 @@ func (f *fakeReconciler) Retry(_ context.Context, node string) error {
 	f.retried = append(f.retried, node)
 	return f.err
 }
+func (f *fakeReconciler) Approve(_ context.Context, rev, digest string) (*reconcile.Approval, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.approved = append(f.approved, rev+"/"+digest)
+	if rev != "rev1" || digest != "d1" {
+		return nil, errors.New("plan d2 of rev1 awaits approval")
+	}
+	return &reconcile.Approval{Revision: rev, PlanDigest: digest}, nil
+}
+
 func (f *fakeReconciler) RevokeAgent(_ context.Context, node string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -179,7 +190,7 @@ func TestNodes(t *testing.T) {
 // acts and answers as the CLI expects.
 func TestMutatingRoutes(t *testing.T) {
 	const token = "s3cret"
-	routes := []string{"/api/v1/reconcile", "/api/v1/suspend", "/api/v1/resume", "/api/v1/nodes/e1n01/retry", "/api/v1/nodes/e1n01/revoke-agent", "/api/v1/webhook"}
+	routes := []string{"/api/v1/reconcile", "/api/v1/suspend", "/api/v1/resume", "/api/v1/nodes/e1n01/retry", "/api/v1/nodes/e1n01/revoke-agent", "/api/v1/webhook", "/api/v1/approve"}
 	for _, cfgToken := range []string{token, ""} {
 		f := &fakeReconciler{}
 		h := New(Config{Reconciler: f, Token: cfgToken})
@@ -193,7 +204,7 @@ func TestMutatingRoutes(t *testing.T) {
 		if w := do(t, h, http.MethodGet, "/api/v1/state/backup", "", nil); w.Code != http.StatusForbidden {
 			t.Errorf("backup without token: %d", w.Code)
 		}
-		if f.triggers != 0 || f.suspended != nil || f.retried != nil || f.revoked != nil {
+		if f.triggers != 0 || f.suspended != nil || f.retried != nil || f.revoked != nil || f.approved != nil {
 			t.Errorf("token %q: refused requests acted: %+v", cfgToken, f)
 		}
 	}
@@ -251,6 +262,32 @@ func TestMutatingRoutes(t *testing.T) {
 
 // TestBackup: the copy with its length; an error before the first byte
 // is a 500, and a server without a backup says so.
+// TestApprove: POST /api/v1/approve passes the revision and digest to the
+// reconciler; a bad body is 400 (and nothing is approved), a plan that
+// does not await approval 409.
+func TestApprove(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       int
+		calls      int
+	}{
+		{"the plan that waits", `{"revision": "rev1", "planDigest": "d1"}`, http.StatusOK, 1},
+		{"another plan", `{"revision": "rev1", "planDigest": "d0"}`, http.StatusConflict, 1},
+		{"no digest", `{"revision": "rev1"}`, http.StatusBadRequest, 0},
+		{"unknown field", `{"revision": "rev1", "planDigest": "d1", "force": true}`, http.StatusBadRequest, 0},
+		{"not JSON", `rev1`, http.StatusBadRequest, 0},
+		{"too large", `{"revision": "` + strings.Repeat("a", 8<<10) + `", "planDigest": "d1"}`, http.StatusBadRequest, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeReconciler{}
+			w := do(t, New(Config{Reconciler: f, Token: "t"}), http.MethodPost, "/api/v1/approve", "t", strings.NewReader(tc.body))
+			if w.Code != tc.want || len(f.approved) != tc.calls {
+				t.Errorf("%d with %d approval call(s), want %d with %d: %s", w.Code, len(f.approved), tc.want, tc.calls, w.Body)
+			}
+		})
+	}
+}
+
 func TestBackup(t *testing.T) {
 	const token = "t"
 	f := &fakeReconciler{}

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
@@ -61,5 +63,23 @@ func NodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []NodeV
 				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == reconcile.NodeVerified && rec.BuildID == v.BuildID}
 		}
 	}
+	// Nodes that left the site: "removed" until decommissioned, then
+	// "removed, decommissioned" (their records are kept).
+	for _, name := range slices.Sorted(maps.Keys(records)) {
+		rec := records[name]
+		if s.Node(name) != nil || rec.Declared == nil {
+			continue
+		}
+		d := rec.Declared
+		v := NodeView{Name: name, Region: d.Region, Rack: d.Rack, State: StateRemoved, Roles: d.Roles, BMC: d.BMC.Address, Addresses: []schema.Address{},
+			Live: &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt}}
+		if v.Roles == nil {
+			v.Roles = []string{}
+		}
+		views = append(views, v)
+	}
 	return views
 }
+
+// StateRemoved is the state of a node no document declares any more.
+const StateRemoved = "removed"

@@ -139,8 +139,10 @@ func (r *RolloutResult) Err() error {
 }
 
 // AvailabilityOf derives who serves from the records when anneal rebuilds
-// nodes: a node is in its groups only once verified on a build, and a
-// decommissioned node keeps its names until it is powered off.
+// nodes: a node is in its groups only once verified on a build (or, when
+// anneal lost its state, while it runs unobserved), and a decommissioned
+// node, or one that left the site, keeps its names until it is powered
+// off.
 func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) Availability {
 	av := Availability{OutOfService: map[string]bool{}, Retiring: map[string]bool{}}
 	for _, n := range site.Nodes {
@@ -150,6 +152,10 @@ func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) Availabil
 			if rec != nil && rec.State != NodeRetired {
 				av.Retiring[n.Name] = true
 			}
+		case rec != nil && rec.State == NodeUnknown && rec.Unobserved && rec.Power != PowerOff:
+			// anneal lost track of it while it ran: its DNS stays as it
+			// is (round-robin groups included) until it reports or is
+			// rebuilt.
 		case rec == nil || rec.State != NodeVerified:
 			av.OutOfService[n.Name] = true
 		}

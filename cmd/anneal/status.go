@@ -41,8 +41,21 @@ fails when the reconcile reports an error for REV or --timeout passes.`,
 			return failure(err)
 		}
 		fmt.Fprintf(w, "applied revision:   %s\nlast good revision: %s\n", cmp.Or(st.AppliedRevision, "(none)"), cmp.Or(st.LastGoodRevision, "(none)"))
+		if st.Suspended {
+			fmt.Fprintln(w, "suspended: reconciling is paused (resume with POST /api/v1/resume)")
+		}
 		if st.LastError != "" {
 			fmt.Fprintf(w, "last error (%s): %s\n", st.LastErrorClass, st.LastError)
+		}
+		if p := st.PendingApproval; p != nil {
+			fmt.Fprintf(w, "awaiting approval: revision %s, plan %s (since %s); nothing of it runs until anneal approve %s:\n",
+				short(p.Revision), shortDigest(p.PlanDigest), p.Since.Format(time.RFC3339), short(p.Revision))
+			for _, r := range p.Reasons {
+				fmt.Fprintf(w, "  - %s\n", r)
+			}
+		}
+		if !st.ObserveUntil.IsZero() && time.Now().Before(st.ObserveUntil) {
+			fmt.Fprintf(w, "observing: the state had no node records; no node without a known build is rebuilt before %s\n", st.ObserveUntil.Format(time.RFC3339))
 		}
 		if ro := st.Rollout; ro != nil {
 			fmt.Fprintf(w, "last rollout (%s): %d verified, %d failed, %d not started", short(ro.Revision), len(ro.Verified), len(ro.Failed), len(ro.NotStarted))
@@ -64,6 +77,8 @@ fails when the reconcile reports an error for REV or --timeout passes.`,
 	return c
 }
 
+func shortDigest(d string) string { return d[:min(len(d), 12)] }
+
 func short(rev string) string {
 	if len(rev) > 12 {
 		return rev[:12]
@@ -79,7 +94,7 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 	deadline := time.Now().Add(timeout)
 	seen := map[string]string{}
 	start := time.Now()
-	seeded := false
+	seeded, seenPending := false, false
 	for {
 		var st reconcile.Status
 		err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &st)
@@ -91,6 +106,10 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 			// The first look only learns where nodes are; changes print.
 			printNodeChanges(c, w, api, seen, start, canaries, !seeded)
 			seeded = true
+			if p := st.PendingApproval; p != nil && strings.HasPrefix(p.Revision, rev) && !seenPending {
+				seenPending = true
+				fmt.Fprintf(w, "%6.1fs  revision %s awaits approval (plan %s): %s\n", time.Since(start).Seconds(), short(rev), shortDigest(p.PlanDigest), strings.Join(p.Reasons, "; "))
+			}
 			if st.AppliedRevision == rev && !(st.Rollout != nil && st.Rollout.Running) {
 				fmt.Fprintf(w, "%6.1fs  revision %s applied\n", time.Since(start).Seconds(), short(rev))
 				return nil
