@@ -5,6 +5,7 @@ import (
 
 	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/netlimit"
+	"github.com/anneal-dev/anneal/pxe/stack"
 	"github.com/spf13/cobra"
 )
 
@@ -59,16 +60,12 @@ func (f *httpLimitFlags) limits(maxBody int64) netlimit.Limits {
 // netbootLimits are the netboot server's: with --lab, every virtual node
 // comes from 127.0.0.1, so the per-source bound is off unless given.
 func (f *httpLimitFlags) netbootLimits(lab bool) netlimit.Limits {
-	l := f.limits(netbootMaxBody)
+	l := f.limits(stack.MaxBody)
 	if lab && !f.perSourceSet() {
 		l.MaxConnsPerSource = -1
 	}
 	return l
 }
-
-// netbootMaxBody bounds the netboot server's request bodies (install
-// callbacks and agent reports, which pxe/boot bounds at 1 MiB itself).
-const netbootMaxBody = 2 << 20
 
 // apiMaxBody bounds the API's request bodies.
 const apiMaxBody = api.MaxBody

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,15 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/anneal-dev/anneal/lab"
-	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/bmc"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
+	"github.com/anneal-dev/anneal/pxe/stack"
 	"github.com/anneal-dev/anneal/pxe/tftp"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
@@ -66,12 +64,8 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	return f
 }
 
-// netbootShutdownTimeout bounds how long stop waits for the netboot
-// server's requests in flight before closing it (as serve does the API).
-const netbootShutdownTimeout = 10 * time.Second
-
-// start wires the netboot server and the rebuild layer into r. It returns
-// a stop function, or nil when netboot is not enabled.
+// start wires the netboot stack (pxe/stack) and the rebuild layer into r.
+// It returns a stop function, or nil when netboot is not enabled.
 // resolve sends BMC passwords: the operator's grants.
 func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes reconcile.NodeStore, statePath string, resolve func(schema.SecretRef, schema.SecretDest) (string, error), log *slog.Logger) (func(context.Context), error) {
 	if f.listen == "" {
@@ -92,17 +86,6 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		}
 		httpClient = lab.RedirectClient(e.Redfish)
 	}
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return nil, fmt.Errorf("netboot listen: %w", err)
-	}
-	base := f.url
-	if base == "" {
-		base = "http://" + ln.Addr().String()
-	}
-	var current atomic.Pointer[schema.Site]
-	var leases atomic.Pointer[map[string]dhcp.Lease]
-	wake := &reconcile.Waker{}
 	exe, _ := os.Executable()
 	artifacts := f.artifacts
 	switch artifacts {
@@ -112,24 +95,33 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		// Per state file: two daemons (two sites) never prune each other's.
 		artifacts = strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-artifacts"
 	}
-	srv := &boot.Server{Site: current.Load, Nodes: nodes, Key: key, BaseURL: base, Log: log.With("component", "netboot"),
-		AgentBinary: exe, ArtifactDir: artifacts, ArtifactMaxSize: f.artifactMaxSize, ArtifactCacheMax: f.artifactCacheMax, OnReport: func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) }}
-	if err := f.source.apply(srv, f.lab != ""); err != nil {
-		ln.Close()
+	cfg := stack.Config{Listen: f.listen, URL: f.url, Key: key, Nodes: nodes, Log: log,
+		OnReport:    func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) },
+		AgentBinary: exe, ArtifactDir: artifacts, ArtifactKeep: f.artifactKeep, ArtifactMaxSize: f.artifactMaxSize, ArtifactCacheMax: f.artifactCacheMax}
+	if cfg.Binding, cfg.TrustedProxies, err = f.source.parse(f.lab != ""); err != nil {
 		return nil, err
 	}
-	if err := srv.Check(); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("netboot: %w", err)
+	if f.http != nil {
+		limits := f.http.netbootLimits(f.lab != "")
+		cfg.Limits = &limits
+	}
+	if f.dhcpListen != "" {
+		if cfg.DHCP, err = f.dhcpConfig(); err != nil {
+			return nil, err
+		}
+	}
+	if f.tftpListen != "" {
+		// Only the boot files: allow-listed, Debian's ipxe.efi symlink to
+		// /boot is served too.
+		cfg.TFTP = &stack.TFTPConfig{Listen: f.tftpListen, Root: f.tftpRoot}
+	}
+	st, err := stack.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
 	r.Rebuild = &reconcile.RebuildConfig{
-		Nodes: nodes, Wake: wake, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout,
-		Publish: func(_ context.Context, s *schema.Site) error {
-			l := dhcp.LeasesFromSite(s)
-			leases.Store(&l)
-			current.Store(s)
-			return nil
-		},
+		Nodes: nodes, Wake: &reconcile.Waker{}, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout,
+		Publish: st.Publish,
 		BMC: func(a reconcile.BMCAccess) (reconcile.BMC, error) {
 			b, err := bmc.FromAccess(a, resolve)
 			if err != nil || httpClient == nil {
@@ -140,93 +132,13 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 			return bmc.New(cfg)
 		},
 	}
-	limits := netlimit.Limits{MaxBodyBytes: netbootMaxBody}
-	if f.http != nil {
-		limits = f.http.netbootLimits(f.lab != "")
-	}
-	// A progress deadline, not a fixed one: kernels, initrds and disk
-	// images are long downloads; a reader that stalls is cut.
-	hs := netlimit.NewServer(srv, limits)
-	bounded := netlimit.NewListener(ln, limits, log.With("server", "netboot"))
-	go func() {
-		if err := hs.Serve(bounded); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("netboot server", "err", err)
-		}
-	}()
-	log.Info("netboot", "listen", ln.Addr().String(), "url", base, "lab", f.lab)
-	var stops []func()
-	stop := func(sctx context.Context) {
-		// Boot and install downloads in flight get netbootShutdownTimeout
-		// to finish; then they are cut.
-		shutdown, cancel := context.WithTimeout(context.WithoutCancel(sctx), netbootShutdownTimeout)
-		defer cancel()
-		if err := hs.Shutdown(shutdown); err != nil {
-			_ = hs.Close()
-		}
-		for _, s := range stops {
-			s()
-		}
-	}
-	if f.dhcpListen != "" {
-		lookup := func(mac net.HardwareAddr) (dhcp.Lease, bool) {
-			l := leases.Load()
-			if l == nil {
-				return dhcp.Lease{}, false // nothing published yet
-			}
-			return dhcp.LookupFrom(*l)(mac)
-		}
-		srv, err := f.dhcpServer(lookup, base, log)
-		if err != nil {
-			stop(ctx)
-			return nil, err
-		}
-		go func() {
-			if err := srv.Serve(ctx); err != nil && ctx.Err() == nil {
-				log.Error("dhcp server", "err", err)
-			}
-		}()
-		stops = append(stops, func() { _ = srv.Close() })
-	}
-	if srv.ArtifactDir != "" {
-		pctx, cancel := context.WithCancel(ctx)
-		stops = append(stops, cancel)
-		go func() {
-			tick := time.NewTicker(time.Hour)
-			defer tick.Stop()
-			for {
-				select {
-				case <-pctx.Done():
-					return
-				case <-tick.C:
-				}
-				if _, err := srv.PruneArtifacts(f.artifactKeep); err != nil {
-					log.Warn("artifact copies: prune", "err", err)
-				}
-			}
-		}()
-	}
-	if f.tftpListen != "" {
-		// Only the boot files: allow-listed, Debian's ipxe.efi symlink to
-		// /boot is served too.
-		srv, err := tftp.New(tftp.Config{Listen: f.tftpListen, Root: f.tftpRoot, Log: log.With("component", "tftp"),
-			Files: []string{dhcp.DefaultBIOSBootFile, dhcp.DefaultUEFIBootFile, "snponly.efi"}})
-		if err != nil {
-			stop(ctx)
-			return nil, fmt.Errorf("tftp: %w", err)
-		}
-		go func() {
-			if err := srv.Serve(ctx); err != nil && ctx.Err() == nil {
-				log.Error("tftp server", "err", err)
-			}
-		}()
-		stops = append(stops, func() { _ = srv.Close() })
-	}
-	return stop, nil
+	log.Info("netboot", "listen", st.Addr().String(), "url", st.URL, "lab", f.lab)
+	return st.Stop, nil
 }
 
-// dhcpServer builds the provisioning network's DHCP server: iPXE clients
-// get their per-MAC script URL on the netboot server.
-func (f *netbootFlags) dhcpServer(lookup func(net.HardwareAddr) (dhcp.Lease, bool), base string, log *slog.Logger) (*dhcp.Server, error) {
+// dhcpConfig is the provisioning network's DHCP server: iPXE clients get
+// their per-MAC script URL on the netboot server.
+func (f *netbootFlags) dhcpConfig() (*stack.DHCPConfig, error) {
 	addr, err := net.ResolveUDPAddr("udp4", f.dhcpListen)
 	if err != nil {
 		return nil, fmt.Errorf("--dhcp-listen: %w", err)
@@ -235,13 +147,7 @@ func (f *netbootFlags) dhcpServer(lookup func(net.HardwareAddr) (dhcp.Lease, boo
 	if ip == nil {
 		return nil, fmt.Errorf("--dhcp-listen needs --dhcp-server-ip, this server's IPv4 address on the provisioning network (got %q)", f.dhcpServerIP)
 	}
-	srv, err := dhcp.New(dhcp.Config{Mode: dhcp.Mode(f.dhcpMode), Interface: f.dhcpIface, Addr: addr, ServerIP: ip, Lookup: lookup,
-		IPXEScriptURL: func(mac net.HardwareAddr) string { return base + "/ipxe/" + mac.String() },
-		Log:           log.With("component", "dhcp")})
-	if err != nil {
-		return nil, fmt.Errorf("dhcp: %w", err)
-	}
-	return srv, nil
+	return &stack.DHCPConfig{Mode: dhcp.Mode(f.dhcpMode), Interface: f.dhcpIface, Addr: addr, ServerIP: ip}, nil
 }
 
 // key resolves the token key, or keeps a random one beside the state.
@@ -253,16 +159,5 @@ func (f *netbootFlags) key(statePath string) ([]byte, error) {
 		}
 		return []byte(k), nil
 	}
-	path := statePath + ".netboot-key"
-	if k, err := os.ReadFile(path); err == nil && len(k) >= 32 {
-		return k, nil
-	}
-	k := make([]byte, 32)
-	if _, err := rand.Read(k); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(path, k, 0o600); err != nil {
-		return nil, fmt.Errorf("netboot key: %w", err)
-	}
-	return k, nil
+	return stack.KeyFile(statePath + ".netboot-key")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/spf13/cobra"
@@ -23,23 +24,22 @@ func addNetbootSourceFlags(c *cobra.Command) *netbootSourceFlags {
 	return f
 }
 
-// apply sets the binding and the trusted proxies of srv; serve --lab (the
+// parse returns the binding and the trusted proxies; serve --lab (the
 // lab's virtual nodes all come from loopback) turns node into lab.
-func (f *netbootSourceFlags) apply(srv *boot.Server, lab bool) error {
+func (f *netbootSourceFlags) parse(lab bool) (boot.SourceBinding, []netip.Prefix, error) {
 	if f == nil {
 		f = &netbootSourceFlags{}
 	}
 	b, err := boot.ParseSourceBinding(f.binding)
 	if err != nil || b == boot.BindLab {
-		return fmt.Errorf("--netboot-source-binding %q: want %s or %s", f.binding, boot.BindNode, boot.BindOff)
+		return "", nil, fmt.Errorf("--netboot-source-binding %q: want %s or %s", f.binding, boot.BindNode, boot.BindOff)
 	}
 	if lab && b == boot.BindNode {
 		b = boot.BindLab
 	}
 	proxies, err := boot.ParseTrustedProxies(f.proxies)
 	if err != nil {
-		return fmt.Errorf("--netboot-trusted-proxy: %w", err)
+		return "", nil, fmt.Errorf("--netboot-trusted-proxy: %w", err)
 	}
-	srv.Binding, srv.TrustedProxies = b, proxies
-	return nil
+	return b, proxies, nil
 }
