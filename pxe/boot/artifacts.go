@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -64,15 +66,14 @@ type artifactStore struct {
 	client *http.Client
 	now    func() time.Time
 
+	// downloads runs one download per SHA-256 however many requests
+	// wait for it.
+	downloads singleflight.Group
+
 	mu       sync.Mutex
-	inflight map[string]*artifactFetch
 	failed   map[string]artifactFailure
 	reserved int64 // the most the downloads in flight may still write
-}
-
-type artifactFetch struct {
-	done chan struct{}
-	err  error
+	inflight int   // downloads running: PruneArtifacts spares their temporary files
 }
 
 type artifactFailure struct {
@@ -97,61 +98,95 @@ func declared(site *schema.Site, sum string) (schema.Artifact, bool) {
 
 // path returns the verified copy of a, downloading it first if needed (at
 // most maxSize bytes, and only if the cache keeps under maxTotal bytes).
+// A caller whose ctx ends stops waiting; the download goes on for the
+// others, under a context of its own bounded by artifactFetchTimeout.
 func (s *artifactStore) path(ctx context.Context, a schema.Artifact, maxSize, maxTotal int64) (string, error) {
 	file := filepath.Join(s.dir, a.SHA256)
 	if _, err := os.Stat(file); err == nil {
 		return file, nil
 	}
 	s.mu.Lock()
-	if f, ok := s.failed[a.SHA256]; ok && s.now().Sub(f.at) < artifactRetryAfter {
-		s.mu.Unlock()
-		return "", f.err
-	}
-	call := s.inflight[a.SHA256]
-	if call == nil {
-		if s.inflight == nil {
-			s.inflight, s.failed = map[string]*artifactFetch{}, map[string]artifactFailure{}
-		}
-		// Room for the whole download, before a byte is fetched: what the
-		// cache holds, what the downloads in flight may still write, and
-		// this one's bound.
-		need := maxSize
-		if a.Size > 0 {
-			need = min(a.Size, maxSize)
-		}
-		if used := s.usage(); used+s.reserved+need > maxTotal {
-			err := fmt.Errorf("artifact cache full: %d bytes kept and %d in flight, %d more would pass its bound of %d (--artifact-cache-max): not fetched", used, s.reserved, need, maxTotal)
-			s.failed[a.SHA256] = artifactFailure{at: s.now(), err: err}
-			s.mu.Unlock()
-			return "", err
-		}
-		s.reserved += need
-		call = &artifactFetch{done: make(chan struct{})}
-		s.inflight[a.SHA256] = call
-		go func() {
-			// Not the first requester's ctx: the others wait on it too.
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), artifactFetchTimeout)
-			defer cancel()
-			call.err = s.fetch(fctx, a, file, maxSize)
-			s.mu.Lock()
-			s.reserved -= need
-			delete(s.inflight, a.SHA256)
-			if call.err != nil {
-				s.failed[a.SHA256] = artifactFailure{at: s.now(), err: call.err}
-			} else {
-				delete(s.failed, a.SHA256)
-			}
-			s.mu.Unlock()
-			close(call.done)
-		}()
-	}
+	err := s.recentFailure(a.SHA256)
 	s.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	// Not this requester's ctx: the others wait on the download too.
+	dctx := context.WithoutCancel(ctx)
+	ch := s.downloads.DoChan(a.SHA256, func() (any, error) {
+		return nil, s.download(dctx, a, file, maxSize, maxTotal)
+	})
 	select {
-	case <-call.done:
-		return file, call.err
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return file, nil
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
+}
+
+// recentFailure is the error of the artifact's last download if it failed
+// less than artifactRetryAfter ago. s.mu must be held.
+func (s *artifactStore) recentFailure(sum string) error {
+	if f, ok := s.failed[sum]; ok && s.now().Sub(f.at) < artifactRetryAfter {
+		return f.err
+	}
+	return nil
+}
+
+// download is the one download of a into file that concurrent requests
+// share (downloads runs it): it reserves room in the cache for it, fetches,
+// and records a failure so that requests within artifactRetryAfter are
+// answered from memory.
+func (s *artifactStore) download(ctx context.Context, a schema.Artifact, file string, maxSize, maxTotal int64) error {
+	// A download that ended between the caller's look and this one
+	// (downloads forgets a key once its download returns).
+	if _, err := os.Stat(file); err == nil {
+		return nil
+	}
+	s.mu.Lock()
+	if err := s.recentFailure(a.SHA256); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if s.failed == nil {
+		s.failed = map[string]artifactFailure{}
+	}
+	// Room for the whole download, before a byte is fetched: what the
+	// cache holds, what the downloads in flight may still write, and this
+	// one's bound.
+	need := maxSize
+	if a.Size > 0 {
+		need = min(a.Size, maxSize)
+	}
+	if used := s.usage(); used+s.reserved+need > maxTotal {
+		err := fmt.Errorf("artifact cache full: %d bytes kept and %d in flight, %d more would pass its bound of %d (--artifact-cache-max): not fetched", used, s.reserved, need, maxTotal)
+		s.failed[a.SHA256] = artifactFailure{at: s.now(), err: err}
+		s.mu.Unlock()
+		return err
+	}
+	s.reserved += need
+	s.inflight++
+	s.mu.Unlock()
+
+	fctx, cancel := context.WithTimeout(ctx, artifactFetchTimeout)
+	defer cancel()
+	err := s.fetch(fctx, a, file, maxSize)
+
+	// Recorded before downloads forgets the key: a request after that
+	// finds the copy or the failure.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reserved -= need
+	s.inflight--
+	if err != nil {
+		s.failed[a.SHA256] = artifactFailure{at: s.now(), err: err}
+	} else {
+		delete(s.failed, a.SHA256)
+	}
+	return err
 }
 
 // usage is the bytes the cache's finished copies take (downloads in
@@ -398,7 +433,7 @@ func (s *Server) PruneArtifacts(unused time.Duration) (int, error) {
 		name, age := e.Name(), s.now().Sub(info.ModTime())
 		switch {
 		case strings.HasPrefix(name, ".fetch-"):
-			if len(s.artifacts.inflight) > 0 || age < artifactFetchTimeout {
+			if s.artifacts.inflight > 0 || age < artifactFetchTimeout {
 				continue
 			}
 		case age < unused:

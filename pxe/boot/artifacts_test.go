@@ -166,6 +166,48 @@ func TestArtifacts(t *testing.T) {
 	}
 }
 
+// TestArtifactDownloadOutlivesCaller: the machine whose request started a
+// download hanging up does not cut the download short: a machine asking
+// while it runs gets the copy, and the mirror is asked once.
+func TestArtifactDownloadOutlivesCaller(t *testing.T) {
+	f, u, img := artifactFixture(t)
+	kernelPath := "/artifacts/" + img.Kernel.SHA256 + "/vmlinuz"
+	u.mu.Lock()
+	u.delay = time.Second
+	u.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.ts.URL+kernelPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() {
+		resp, err := f.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		first <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); u.hits.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the download did not start")
+		}
+	}
+	cancel() // the first machine hangs up mid-download
+	if err := <-first; err == nil {
+		t.Fatal("the cancelled request got an answer")
+	}
+
+	if code, body := f.get(kernelPath); code != http.StatusOK || sum([]byte(body)) != img.Kernel.SHA256 {
+		t.Fatalf("a machine asking after the first hung up: %d, %d bytes", code, len(body))
+	}
+	if n := u.hits.Load(); n != 1 {
+		t.Fatalf("the mirror was asked %d times for one artifact", n)
+	}
+}
+
 // TestArtifactsOff: without ArtifactDir the script fetches the site's URLs
 // directly and says they are not verified, and /artifacts is 404.
 func TestArtifactsOff(t *testing.T) {
