@@ -9,11 +9,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/anneal-dev/anneal/reconcile"
 )
@@ -280,35 +279,28 @@ func (t *Target) checkAXFR(ctx context.Context, z string, changes []reconcile.RR
 // checkDNS reports whether DNS answers show every RRset as its change saw
 // it; false means "not sure", never "conflict".
 func (t *Target) checkDNS(ctx context.Context, z string, changes []reconcile.RRsetChange) bool {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan *reconcile.RRsetChange)
-	var unsure atomic.Bool
-	var wg sync.WaitGroup
-	for range min(dnsCheckParallel, len(changes)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range work {
-				if cur, sure := t.LookupRRset(ctx, z, c.Key()); !sure || !same(c.Old, cur) {
-					unsure.Store(true)
-					cancel() // the API settles it: stop asking
-				}
-			}
-		}()
-	}
-send:
+	// The first answer not as its change saw it cancels the rest: the API
+	// settles it, stop asking.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(dnsCheckParallel)
 	for i := range changes {
-		select {
-		case work <- &changes[i]:
-		case <-ctx.Done():
-			break send
+		if gctx.Err() != nil {
+			break
 		}
+		c := &changes[i]
+		g.Go(func() error {
+			if cur, sure := t.LookupRRset(gctx, z, c.Key()); !sure || !same(c.Old, cur) {
+				return errNotSure
+			}
+			return nil
+		})
 	}
-	close(work)
-	wg.Wait()
-	return !unsure.Load() && ctx.Err() == nil
+	return g.Wait() == nil && ctx.Err() == nil
 }
+
+// errNotSure: a DNS answer did not show an RRset as its change saw it
+// (checkDNS).
+var errNotSure = errors.New("not sure")
 
 // LookupRRset asks the DNS address for one RRset (reconcile.RRsetLooker);
 // sure is false without a DNS address, and unless the answer is
