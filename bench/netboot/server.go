@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/pxe/boot"
@@ -320,42 +322,38 @@ func startServer(o serverOptions) (*netbootServer, error) {
 // batches the transactions).
 func armAll(ctx context.Context, st reconcile.NodeStore, site *schema.Site) (int, error) {
 	now := time.Now()
-	work := make(chan *schema.Node)
 	var (
-		wg    sync.WaitGroup
+		g     errgroup.Group // a node that fails does not stop the others
 		armed atomic.Int64
 		mu    sync.Mutex
 		errs  []error
 	)
-	for range 32 {
-		wg.Go(func() {
-			for n := range work {
-				b := make([]byte, 16)
-				_, _ = rand.Read(b)
-				target := reconcile.BuildSpecOf(site, n).ID()
-				err := st.UpdateNode(ctx, n.Name, func(r *reconcile.NodeRecord) error {
-					r.State, r.Since, r.Reason = reconcile.NodeProvisioning, now, ""
-					r.Target, r.Nonce, r.TokenExpires = target, hex.EncodeToString(b), now.Add(time.Hour)
-					r.Attempts = 1
-					return nil
-				})
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					continue
-				}
-				armed.Add(1)
+	g.SetLimit(32)
+	for _, n := range site.Nodes {
+		if !n.Exists() {
+			continue
+		}
+		g.Go(func() error {
+			b := make([]byte, 16)
+			_, _ = rand.Read(b)
+			target := reconcile.BuildSpecOf(site, n).ID()
+			err := st.UpdateNode(ctx, n.Name, func(r *reconcile.NodeRecord) error {
+				r.State, r.Since, r.Reason = reconcile.NodeProvisioning, now, ""
+				r.Target, r.Nonce, r.TokenExpires = target, hex.EncodeToString(b), now.Add(time.Hour)
+				r.Attempts = 1
+				return nil
+			})
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return nil
 			}
+			armed.Add(1)
+			return nil
 		})
 	}
-	for _, n := range site.Nodes {
-		if n.Exists() {
-			work <- n
-		}
-	}
-	close(work)
-	wg.Wait()
+	_ = g.Wait() // never an error: each node's is in errs
 	return int(armed.Load()), errors.Join(errs...)
 }
 
