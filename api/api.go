@@ -77,7 +77,7 @@ type Config struct {
 //
 //	GET  /healthz, /readyz, /metrics
 //	GET  /api/v1/status, /api/v1/drift, /api/v1/nodes
-//	POST /api/v1/reconcile, /api/v1/suspend, /api/v1/resume,
+//	POST /api/v1/reconcile, /api/v1/suspend, /api/v1/resume, /api/v1/approve,
 //	     /api/v1/nodes/{node}/retry, /api/v1/nodes/{node}/revoke-agent (bearer token)
 //	GET  /api/v1/state/backup (bearer token)
 //	POST /api/v1/webhook (bearer token, or a body signed with it)
@@ -227,10 +227,10 @@ func New(cfg Config) http.Handler {
 	return mux
 }
 
-// writeJSON answers code with v, indented.
 // approveMaxBody bounds an approval's body.
 const approveMaxBody = 4 << 10
 
+// writeJSON answers code with v, indented.
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)

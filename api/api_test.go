@@ -260,8 +260,6 @@ func TestMutatingRoutes(t *testing.T) {
 	}
 }
 
-// TestBackup: the copy with its length; an error before the first byte
-// is a 500, and a server without a backup says so.
 // TestApprove: POST /api/v1/approve passes the revision and digest to the
 // reconciler; a bad body is 400 (and nothing is approved), a plan that
 // does not await approval 409.
@@ -288,6 +286,8 @@ func TestApprove(t *testing.T) {
 	}
 }
 
+// TestBackup: the copy with its length; an error before the first byte
+// is a 500, and a server without a backup says so.
 func TestBackup(t *testing.T) {
 	const token = "t"
 	f := &fakeReconciler{}
