@@ -14,6 +14,7 @@ import (
 
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/miekg/dns"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultTTL applies when neither the record, its network, the DNS
@@ -245,22 +246,15 @@ func nodesRRsets(site *schema.Site, nodes []*schema.Node) map[string][]RRset {
 
 // sortZones sorts each zone's RRsets by key, zones in parallel.
 func sortZones(zones []*DesiredZone) {
-	work := make(chan *DesiredZone)
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(zones)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for z := range work {
-				slices.SortFunc(z.RRsets, compareRRsets)
-			}
-		}()
-	}
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, z := range zones {
-		work <- z
+		g.Go(func() error {
+			slices.SortFunc(z.RRsets, compareRRsets)
+			return nil
+		})
 	}
-	close(work)
-	wg.Wait()
+	_ = g.Wait() // sorting does not fail
 }
 
 func firstTTL(vals ...int) uint32 {
