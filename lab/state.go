@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/anneal-dev/anneal/reconcile"
 )
 
@@ -119,22 +121,17 @@ func (f *Fleet) flush() {
 	}
 	clear(p.dirty)
 	p.mu.Unlock()
-	work := make(chan *Node)
-	var wg sync.WaitGroup
-	for range min(persistWorkers, len(nodes)) {
-		wg.Go(func() {
-			for n := range work {
-				if err := n.save(); err != nil {
-					f.log.Error("lab: node state not saved", "node", n.name, "err", err)
-				}
+	var g errgroup.Group // a node not saved does not stop the others
+	g.SetLimit(persistWorkers)
+	for _, n := range nodes {
+		g.Go(func() error {
+			if err := n.save(); err != nil {
+				f.log.Error("lab: node state not saved", "node", n.name, "err", err)
 			}
+			return nil
 		})
 	}
-	for _, n := range nodes {
-		work <- n
-	}
-	close(work)
-	wg.Wait()
+	_ = g.Wait() // never an error: each node's is logged
 }
 
 // save writes the node's state file.
