@@ -218,6 +218,8 @@ type Reconciler struct {
 	// approvals counts Approve calls: a pass that saw another count
 	// keeps the approval state Approve left.
 	approvals int
+	// lastExecuted is the digest of the last plan logged as executing.
+	lastExecuted string
 	// declaredSite is the site whose declarations were last recorded.
 	declaredSite *schema.Site
 	// shutdown is Run's ctx.Done(): reconciles run uncancelled (an apply
@@ -597,7 +599,13 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		return "", nil
 	}
 	dns := plan.DNS
-	r.executed(rev, ActAddresses)
+	if len(plan.Actions) > 1 { // more than the addresses: something to do
+		if r.lastExecuted != plan.Digest {
+			r.lastExecuted = plan.Digest
+			r.log().Info("executing the plan", "revision", rev, "plan", shortDigest(plan.Digest), "actions", len(plan.Actions))
+		}
+		r.executed(rev, ActAddresses)
+	}
 	if dns.HasChanges() || dns.Interrupted != nil {
 		t0 := time.Now()
 		err := r.applyPlanDNS(ctx, targets, dns, desired, rev, approved)
@@ -700,7 +708,13 @@ func matchPrefix(full, given string, minLen int) bool {
 
 // executed reports one action of the plan's DAG as done.
 func (r *Reconciler) executed(rev, action string) {
-	r.log().Debug("action done", "revision", rev, "action", action)
+	r.mu.Lock()
+	digest := ""
+	if r.plan != nil {
+		digest = shortDigest(r.plan.Digest)
+	}
+	r.mu.Unlock()
+	r.log().Info("plan action done", "revision", rev, "plan", digest, "action", action)
 	if rb := r.Rebuild; rb != nil && rb.Executed != nil {
 		rb.Executed(rev, action)
 	}

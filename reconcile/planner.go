@@ -76,6 +76,9 @@ func (e *PlanError) Unwrap() error { return e.Err }
 // action DAG and its digest. desired is the DNS it converges to.
 func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *DesiredDNS, err error) {
 	site := in.Site
+	if in.Only == LayerAll {
+		in.Only = ""
+	}
 	var records map[string]*NodeRecord
 	var av Availability
 	if p.Nodes != nil {

@@ -166,7 +166,11 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 			// is on its disk is unknown.
 			nr.Reasons = []RebuildReason{ReasonRecover}
 			nr.Drift = []string{fmt.Sprintf("its rebuild to %s failed (%s)", rec.Target, rec.Reason)}
-		case (rec == nil || rec.BuildID == "" && rec.Power != PowerOff && rec.State == NodeUnknown) && now.Before(o.ObserveUntil):
+		case rec != nil && rec.State == NodeRetired:
+			// Decommissioned (powered off), now back in the fleet.
+			nr.Reasons = []RebuildReason{ReasonNew}
+			nr.Drift = []string{"it was decommissioned and powered off"}
+		case rec != nil && rec.Unobserved && rec.BuildID == "" && rec.Power != PowerOff && rec.State == NodeUnknown && now.Before(o.ObserveUntil):
 			p.Held = append(p.Held, HeldNode{Node: n.Name,
 				Reason: fmt.Sprintf("observing: anneal has no record of its build; waiting until %s for its agent to report (a lost or fresh state)", o.ObserveUntil.UTC().Format(time.RFC3339))})
 			continue
