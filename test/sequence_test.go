@@ -121,7 +121,9 @@ func TestLabPlanIsWhatRuns(t *testing.T) {
 			out = append(out, d)
 		}
 	}
-	docs = slices.DeleteFunc(docs, func(d siteDoc) bool { return slices.ContainsFunc(out, func(o siteDoc) bool { return o.name == d.name }) })
+	docs = slices.DeleteFunc(docs, func(d siteDoc) bool {
+		return slices.ContainsFunc(out, func(o siteDoc) bool { return o.name == d.name })
+	})
 	writeNodeDocs(t, site, docs)
 	git(t, site, "init", "-q", "-b", "main")
 	git(t, site, "add", "-A")
