@@ -8,6 +8,8 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -162,13 +164,29 @@ func New(cfg Config) http.Handler {
 		}
 		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, approveMaxBody))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil || body.Revision == "" || body.PlanDigest == "" {
+		err := dec.Decode(&body)
+		if err == nil && dec.More() {
+			err = errors.New("more than one JSON value")
+		}
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("the body is over %d bytes", approveMaxBody)})
+			return
+		case err != nil || body.Revision == "" || body.PlanDigest == "":
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the body must be JSON {\"revision\": REV, \"planDigest\": DIGEST}"})
 			return
 		}
 		a, err := r.Approve(req.Context(), body.Revision, body.PlanDigest)
-		if err != nil {
+		switch {
+		case errors.Is(err, reconcile.ErrNothingToApprove) || errors.Is(err, reconcile.ErrNotPending):
 			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		case err != nil:
+			if cfg.Log != nil {
+				cfg.Log.Error("approve", "err", err)
+			}
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, a)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -70,8 +71,11 @@ func (f *fakeReconciler) Approve(_ context.Context, rev, digest string) (*reconc
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.approved = append(f.approved, rev+"/"+digest)
+	if rev == "broken" {
+		return nil, errors.New("record the approval: disk full")
+	}
 	if rev != "rev1" || digest != "d1" {
-		return nil, errors.New("plan d2 of rev1 awaits approval")
+		return nil, fmt.Errorf("%w: plan d2 of rev1 awaits approval", reconcile.ErrNotPending)
 	}
 	return &reconcile.Approval{Revision: rev, PlanDigest: digest}, nil
 }
@@ -274,7 +278,9 @@ func TestApprove(t *testing.T) {
 		{"no digest", `{"revision": "rev1"}`, http.StatusBadRequest, 0},
 		{"unknown field", `{"revision": "rev1", "planDigest": "d1", "force": true}`, http.StatusBadRequest, 0},
 		{"not JSON", `rev1`, http.StatusBadRequest, 0},
-		{"too large", `{"revision": "` + strings.Repeat("a", 8<<10) + `", "planDigest": "d1"}`, http.StatusBadRequest, 0},
+		{"too large", `{"revision": "` + strings.Repeat("a", 8<<10) + `", "planDigest": "d1"}`, http.StatusRequestEntityTooLarge, 0},
+		{"two values", `{"revision": "rev1", "planDigest": "d1"} {}`, http.StatusBadRequest, 0},
+		{"the approval cannot be saved", `{"revision": "broken", "planDigest": "d1"}`, http.StatusInternalServerError, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeReconciler{}

@@ -684,10 +684,10 @@ func (r *Reconciler) Approve(ctx context.Context, revision, planDigest string) (
 		return nil, ErrNothingToApprove
 	case !matchPrefix(p.Revision, revision, 7):
 		r.mu.Unlock()
-		return nil, fmt.Errorf("revision %s does not await approval; %s does (plan %s)", revision, p.Revision, shortDigest(p.PlanDigest))
+		return nil, fmt.Errorf("%w: revision %s does not await approval; %s does (plan %s)", ErrNotPending, revision, p.Revision, shortDigest(p.PlanDigest))
 	case planDigest != "" && !matchPrefix(p.PlanDigest, planDigest, 12):
 		r.mu.Unlock()
-		return nil, fmt.Errorf("plan %s of revision %s does not await approval: the plan now is %s (the live state or the revision changed since it was shown; review it again)", planDigest, p.Revision, shortDigest(p.PlanDigest))
+		return nil, fmt.Errorf("%w: plan %s of revision %s does not await approval: the plan now is %s (the live state or the revision changed since it was shown; review it again)", ErrNotPending, planDigest, p.Revision, shortDigest(p.PlanDigest))
 	}
 	a := *p
 	a.At = time.Now().UTC()

@@ -245,13 +245,9 @@ func summarize(names []string) string {
 // are left out, so the same decisions on the same live state give the
 // same digest; an approval names it.
 func (p *Plan) ComputeDigest() string {
-	type change struct {
-		Op       ChangeOp `json:"op"`
-		Old, New *RRset
-	}
 	type zone struct {
 		Target, Zone string
-		Changes      []change
+		Changes      []RRsetChange
 		Adopt        []RRsetKey
 	}
 	type rebuild struct {
@@ -271,11 +267,7 @@ func (p *Plan) ComputeDigest() string {
 			if len(z.Changes) == 0 && len(z.Adopt) == 0 {
 				continue
 			}
-			zd := zone{Target: z.Target, Zone: z.Zone, Adopt: z.Adopt}
-			for _, c := range z.Changes {
-				zd.Changes = append(zd.Changes, change{Op: c.Op, Old: c.Old, New: c.New})
-			}
-			d.Zones = append(d.Zones, zd)
+			d.Zones = append(d.Zones, zone{Target: z.Target, Zone: z.Zone, Changes: z.Changes, Adopt: z.Adopt})
 		}
 	}
 	if rp := p.Rebuilds; rp != nil {
@@ -328,8 +320,12 @@ func (a *Approval) covers(guards []Guard) bool {
 	return true
 }
 
-// ErrNothingToApprove is Approve's error when no plan waits.
-var ErrNothingToApprove = errors.New("no plan awaits approval")
+// Approve's errors when what it names is not what waits: no plan waits,
+// or another revision or plan does.
+var (
+	ErrNothingToApprove = errors.New("no plan awaits approval")
+	ErrNotPending       = errors.New("not the plan that awaits approval")
+)
 
 func guardItems(guards []Guard) []string {
 	var out []string

@@ -189,7 +189,7 @@ func TestLabTrust(t *testing.T) {
 	if err := os.Rename(state, state+".lost"); err != nil {
 		t.Fatal(err)
 	}
-	api, logs, stop = startServeLogged(t, labEnv, serveArgs...)
+	api, logs, _ = startServeLogged(t, labEnv, serveArgs...)
 	st := waitTrust("the fresh daemon's observation", func(s trustStatus) bool { return !s.ObserveUntil.IsZero() })
 	applied(revB)
 	var nodes []apiNode
