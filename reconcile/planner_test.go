@@ -1,0 +1,269 @@
+package reconcile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// verifiedRecords has every active node of site verified on its build,
+// with its declaration.
+func verifiedRecords(site *schema.Site) map[string]*NodeRecord {
+	recs := map[string]*NodeRecord{}
+	decl := DeclaredOf(site, site.Nodes, "A")
+	for _, n := range site.Nodes {
+		if n.State != schema.StateActive {
+			continue
+		}
+		spec := BuildSpecOf(site, n)
+		recs[n.Name] = &NodeRecord{Name: n.Name, State: NodeVerified, BuildID: spec.ID(), Spec: &spec, Declared: decl[n.Name], Power: PowerOn}
+	}
+	return recs
+}
+
+// variant loads the example site with the named nodes' documents deleted
+// and the site's policies edited.
+func variant(t *testing.T, policies string, drop ...string) *schema.Site {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../examples/site-repo")); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "nodes", "*.yaml"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keep []string
+		for doc := range strings.SplitSeq(string(b), "---\n") {
+			if !slices.ContainsFunc(drop, func(n string) bool { return strings.Contains(doc, "\nname: "+n+"\n") }) {
+				keep = append(keep, doc)
+			}
+		}
+		out := strings.Join(keep, "---\n")
+		if strings.TrimSpace(out) == "" {
+			err = os.Remove(f)
+		} else {
+			err = os.WriteFile(f, []byte(out), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if policies != "" {
+		p := filepath.Join(dir, "site.yaml")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), "policies:\n", "policies:\n"+policies, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestDepartedNodes(t *testing.T) {
+	site := exampleSite(t)
+	recs := verifiedRecords(site)
+	gone := variant(t, "", "w1n04")
+	p := PlanRebuildsWith(gone, recs, RebuildOptions{Now: time.Now()})
+	if !slices.Equal(p.Decommission, []string{"w1n04"}) || !slices.Equal(p.Removed, []string{"w1n04"}) || len(p.Rebuilds) != 0 {
+		t.Fatalf("plan for w1n04 leaving: decommission %v removed %v rebuilds %d", p.Decommission, p.Removed, len(p.Rebuilds))
+	}
+	// Until it is powered off, it keeps its own names (not its groups).
+	av := AvailabilityOf(gone, recs)
+	d, err := CompileDNSWith(gone, av)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(d *DesiredDNS, name string) bool {
+		for _, z := range d.Zones {
+			for _, s := range z.RRsets {
+				if s.Name == name {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if !has(d, "w1n04.west.example.net") {
+		t.Error("w1n04 lost its name before it was powered off")
+	}
+	recs["w1n04"].State = NodeRetired
+	d, err = CompileDNSWith(gone, AvailabilityOf(gone, recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if has(d, "w1n04.west.example.net") {
+		t.Error("w1n04 kept its name once decommissioned")
+	}
+	if p := PlanRebuildsWith(gone, recs, RebuildOptions{Now: time.Now()}); len(p.Decommission) != 0 {
+		t.Errorf("a decommissioned node that left is decommissioned again: %v", p.Decommission)
+	}
+	// Back in the site: rebuilt (it was powered off).
+	p = PlanRebuildsWith(site, recs, RebuildOptions{Now: time.Now()})
+	if len(p.Rebuilds) != 1 || p.Rebuilds[0].Node != "w1n04" {
+		t.Errorf("w1n04 back in the site: rebuilds %+v", p.Rebuilds)
+	}
+	// A record from before declarations cannot be powered off: held.
+	recs = verifiedRecords(site)
+	recs["w1n04"].Declared = nil
+	p = PlanRebuildsWith(gone, recs, RebuildOptions{Now: time.Now()})
+	if len(p.Decommission) != 0 || !slices.ContainsFunc(p.Held, func(h HeldNode) bool { return h.Node == "w1n04" && strings.Contains(h.Reason, "by hand") }) {
+		t.Errorf("an undeclared departed node: decommission %v held %+v", p.Decommission, p.Held)
+	}
+}
+
+func TestObservationHolds(t *testing.T) {
+	site := exampleSite(t)
+	now := time.Now()
+	until := now.Add(time.Minute)
+	tests := []struct {
+		name   string
+		rec    *NodeRecord
+		until  time.Time
+		held   bool
+		unobs  bool
+		reason RebuildReason
+	}{
+		{"on, unobserved, in the window", &NodeRecord{Unobserved: true, Power: PowerOn}, until, true, false, ""},
+		{"power unknown, in the window", &NodeRecord{Unobserved: true, Power: PowerUnknown}, until, true, false, ""},
+		{"off and never built: installed", &NodeRecord{Unobserved: true, Power: PowerOff}, until, false, false, ReasonNew},
+		{"on, after the window: guarded", &NodeRecord{Unobserved: true, Power: PowerOn}, now.Add(-time.Second), false, true, ReasonNew},
+		{"added after the state was found empty", &NodeRecord{}, until, false, false, ReasonNew},
+		{"no record", nil, until, false, false, ReasonNew},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs := map[string]*NodeRecord{}
+			if tc.rec != nil {
+				tc.rec.Name = "e1n01"
+				recs["e1n01"] = tc.rec
+			}
+			p := PlanRebuildsWith(site, recs, RebuildOptions{Now: now, ObserveUntil: tc.until})
+			held := slices.ContainsFunc(p.Held, func(h HeldNode) bool { return h.Node == "e1n01" })
+			i := slices.IndexFunc(p.Rebuilds, func(r NodeRebuild) bool { return r.Node == "e1n01" })
+			if held != tc.held {
+				t.Errorf("held %v, want %v", held, tc.held)
+			}
+			if tc.reason == "" {
+				if i >= 0 {
+					t.Errorf("rebuilt: %+v", p.Rebuilds[i])
+				}
+				return
+			}
+			if i < 0 {
+				t.Fatal("not rebuilt")
+			}
+			if r := p.Rebuilds[i]; r.Unobserved != tc.unobs || !slices.Contains(r.Reasons, tc.reason) {
+				t.Errorf("rebuild %+v, want unobserved %v reason %s", r, tc.unobs, tc.reason)
+			}
+		})
+	}
+}
+
+func TestGuards(t *testing.T) {
+	site := exampleSite(t)
+	recs := verifiedRecords(site)
+	kinds := func(g []Guard) []string {
+		var out []string
+		for _, x := range g {
+			out = append(out, x.Kind)
+		}
+		return out
+	}
+	plan := func(s *schema.Site, recs map[string]*NodeRecord) *Plan {
+		return &Plan{Rebuilds: PlanRebuildsWith(s, recs, RebuildOptions{Now: time.Now()})}
+	}
+	// One node leaving never waits; a rack (5 of 13) does.
+	if g := Guards(site, plan(variant(t, "", "w1n04"), recs), recs); len(g) != 0 {
+		t.Errorf("one node leaving: guards %v", kinds(g))
+	}
+	rack := variant(t, "", "e2n01", "e2n02", "e2n03", "e2n04", "e2n05")
+	g := Guards(rack, plan(rack, recs), recs)
+	if !slices.Equal(kinds(g), []string{GuardMassRemove}) || len(g[0].Items) != 4 {
+		t.Errorf("a rack leaving: guards %+v", g)
+	}
+	// A policy that allows it.
+	lenient := variant(t, "  maxRemovePercent: 50\n", "e2n01", "e2n02", "e2n03", "e2n04", "e2n05")
+	if g := Guards(lenient, plan(lenient, recs), recs); len(g) != 0 {
+		t.Errorf("maxRemovePercent 50: guards %v", kinds(g))
+	}
+	// Rebuilds of built nodes over maxRebuildPercent.
+	stale := map[string]*NodeRecord{}
+	for name, r := range recs {
+		c := *r
+		c.BuildID = "0000000000000000"
+		c.Spec = nil
+		stale[name] = &c
+	}
+	strict := variant(t, "  maxRebuildPercent: 25\n")
+	if g := Guards(strict, plan(strict, stale), stale); !slices.Equal(kinds(g), []string{GuardMassRebuild}) {
+		t.Errorf("every node rebuilt, maxRebuildPercent 25: guards %v", kinds(g))
+	}
+	if g := Guards(site, plan(site, stale), stale); len(g) != 0 {
+		t.Errorf("every node rebuilt, no rebuild policy: guards %v", kinds(g))
+	}
+	// A rebuild of a node anneal lost track of always waits.
+	lost := map[string]*NodeRecord{"e1n01": {Name: "e1n01", Unobserved: true, Power: PowerOn}}
+	if g := Guards(site, plan(site, lost), lost); !slices.Contains(kinds(g), GuardUnobserved) {
+		t.Errorf("an unobserved rebuild: guards %v", kinds(g))
+	}
+}
+
+func TestApprovalAllows(t *testing.T) {
+	guarded := &Plan{Digest: "d1", Guards: []Guard{{Kind: GuardMassRemove, Items: []string{"decommission:a", "decommission:b"}}}}
+	later := &Plan{Digest: "d2", Guards: []Guard{{Kind: GuardMassRemove, Items: []string{"decommission:b"}}}}
+	more := &Plan{Digest: "d3", Guards: []Guard{{Kind: GuardMassRemove, Items: []string{"decommission:b", "decommission:c"}}}}
+	approved := &Approval{Revision: "r1", PlanDigest: "d1", Items: []string{"decommission:a", "decommission:b"}}
+	started := *approved
+	started.Started = true
+	tests := []struct {
+		name string
+		a    *Approval
+		rev  string
+		plan *Plan
+		want bool
+	}{
+		{"none", nil, "r1", guarded, false},
+		{"that plan", approved, "r1", guarded, true},
+		{"another revision", approved, "r2", guarded, false},
+		{"another plan, not started", approved, "r1", later, false},
+		{"the rest of a started plan", &started, "r1", later, true},
+		{"a started plan, with more", &started, "r1", more, false},
+	}
+	for _, tc := range tests {
+		if got := tc.a.Allows(tc.rev, tc.plan); got != tc.want {
+			t.Errorf("%s: Allows = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPlanDigest(t *testing.T) {
+	mk := func(serial uint32, data string) *Plan {
+		return &Plan{Site: "s", SiteDigest: "x", DNS: &DNSPlan{Zones: []ZoneDiff{{Target: "bind", Zone: "example.net", Serial: serial, Owned: int(serial),
+			Changes: []RRsetChange{{Op: OpCreate, New: &RRset{Name: "a.example.net", Type: TypeA, TTL: 300, Data: []string{data}}}}}}}}
+	}
+	a, b, c := mk(1, "10.0.0.1").ComputeDigest(), mk(2, "10.0.0.1").ComputeDigest(), mk(1, "10.0.0.2").ComputeDigest()
+	if a != b {
+		t.Error("the digest changed with the SOA serial only")
+	}
+	if a == c {
+		t.Error("the digest did not change with what is written")
+	}
+	if len(a) != 64 {
+		t.Errorf("digest %q", a)
+	}
+}
