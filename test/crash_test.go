@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -9,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/reconcile"
@@ -20,6 +20,14 @@ import (
 // TestKillDuringApply kills anneal with SIGKILL in the middle of a large
 // first apply, then shows that the next run reports the interrupted apply,
 // completes it, and does not rewrite the zones that were already done.
+//
+// anneal talks to BIND through a proxy of the test's (holdProxy) that stops
+// relaying, both ways, when anneal starts reading back the second zone it
+// wrote: two zones are then complete, and the apply cannot finish, however
+// fast the machine. The largest forward zone is left partly written (the
+// proxy relays only its first UPDATE), and the reverse zones, which come
+// after every forward zone, are not written at all. The kill follows the
+// proxy's holding; the runs after it talk to BIND directly.
 func TestKillDuringApply(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a large apply")
@@ -44,8 +52,15 @@ func TestKillDuringApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	zones := desired.Targets[0].Zones
+	partial, size := "", 0 // the largest forward zone
+	for _, z := range zones {
+		if dz := desired.Zone(z); !dz.Reverse && len(dz.RRsets) > size {
+			partial, size = z, len(dz.RRsets)
+		}
+	}
 	b := servers.StartBIND(t, servers.BINDOptions{Zones: zones})
-	edit(t, dir, "dns.yaml", func(s string) string { return strings.Replace(s, "127.0.0.1:5301", b.Addr, 1) })
+	proxy := startHoldProxy(t, b.Addr, zones, 2, partial)
+	edit(t, dir, "dns.yaml", func(s string) string { return strings.Replace(s, "127.0.0.1:5301", proxy.Addr, 1) })
 	grants := filepath.Join(t.TempDir(), "secrets.yaml")
 	if err := os.WriteFile(grants, []byte(gen.Grants), 0o600); err != nil {
 		t.Fatal(err)
@@ -53,38 +68,34 @@ func TestKillDuringApply(t *testing.T) {
 	env := []string{"ANNEAL_TSIG_SECRET=" + b.Secret, "ANNEAL_SECRETS=" + grants}
 	state := filepath.Join(t.TempDir(), "state.db")
 
-	serials := func() map[string]uint32 {
-		out := map[string]uint32{}
-		for _, z := range zones {
-			out[z] = soaSerial(b.AXFR(t, z)[:1])
-		}
-		return out
-	}
-	start := serials()
-
-	// Start the apply and kill it once some zones have been written to.
+	// Start the apply and kill it once the proxy holds.
 	cmd := exec.Command(annealBin, "apply", "--site", dir, "--state", state)
 	cmd.Env = append(baseEnv(t.TempDir()), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		moved := 0
-		for z, s := range serials() {
-			if s != start[z] {
-				moved++
-			}
-		}
-		if moved >= 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-proxy.Held():
+	case err := <-exited:
+		t.Fatalf("anneal apply ended (%v) before it read back two zones it wrote:\n%s", err, out.String())
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
+	err = <-exited
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		// The proxy answers nothing once it holds: anneal can only have
+		// ended on its own by giving up on it.
+		t.Fatalf("anneal apply was not killed, it ended on its own (%v) while the proxy held:\n%s", err, out.String())
+	}
+	// Every UPDATE BIND was given is answered (applied or refused): the
+	// zones are as the kill left them.
+	proxy.Settle()
+	proxy.Close()
 
 	// Which zones were complete at the kill, and which were not.
 	done := map[string]uint32{}
@@ -97,11 +108,24 @@ func TestKillDuringApply(t *testing.T) {
 			incomplete++
 		}
 	}
-	t.Logf("killed with %d of %d zones complete", len(done), len(zones))
-	if incomplete == 0 {
-		t.Skip("the apply finished before the kill; nothing to resume (machine too fast for this size)")
+	t.Logf("killed with %d of %d zones complete; anneal had read back %v", len(done), len(zones), proxy.ReadBack())
+	for _, z := range proxy.ReadBack() {
+		if _, ok := done[z]; !ok {
+			t.Errorf("anneal was reading back zone %s at the kill, but BIND does not hold all of it", z)
+		}
 	}
+	if incomplete == 0 {
+		t.Fatal("every zone was complete at the kill: the proxy held too late to interrupt the apply")
+	}
+	// The stalled zone holds its first UPDATE's records and no more.
+	n := len(reconcile.RRsetsFromRRs(b.AXFR(t, partial)))
+	if n <= 2 || n >= size {
+		t.Fatalf("zone %s holds %d RRsets at the kill, want some but not all of its %d (the proxy relayed one UPDATE)", partial, n, size)
+	}
+	t.Logf("zone %s partly written: %d of %d RRsets", partial, n, size)
 
+	// From here on, anneal talks to BIND directly.
+	edit(t, dir, "dns.yaml", func(s string) string { return strings.Replace(s, proxy.Addr, b.Addr, 1) })
 	r := anneal(t, env, "plan", "--site", dir, "--state", state)
 	mustExit(t, r, 2, "did not finish")
 	mustExit(t, anneal(t, env, "apply", "--site", dir, "--state", state), 0, "0 zones failed")

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/anneal-dev/anneal/internal/testenv"
 )
 
 const serviceUnit = "../../examples/deploy/anneal.service"
@@ -38,10 +40,7 @@ func TestDeployUnitFlags(t *testing.T) {
 // TestDeployUnitVerifies runs systemd-analyze verify on the example unit
 // (its ExecStart pointed at an executable that exists here).
 func TestDeployUnitVerifies(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("NOT RUN: systemd-analyze is not installed")
-	}
+	analyze := testenv.LookPath(t, "systemd-analyze", "systemd")
 	data, err := os.ReadFile(serviceUnit)
 	if err != nil {
 		t.Fatal(err)

@@ -19,8 +19,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/anneal-dev/anneal/internal/testenv"
 	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/test/servers"
 )
 
 // helperEnv makes the test binary print Collect(ctx, "/") as JSON and exit.
@@ -45,7 +45,7 @@ func TestCollectRunningSystem(t *testing.T) {
 	physical := 0
 	ents, err := os.ReadDir("/sys/class/net")
 	if err != nil {
-		servers.Unavailable(t, fmt.Sprintf("no /sys/class/net: %v", err))
+		testenv.Unavailable(t, fmt.Sprintf("no /sys/class/net: %v", err))
 		return
 	}
 	for _, e := range ents {
@@ -54,7 +54,7 @@ func TestCollectRunningSystem(t *testing.T) {
 		}
 	}
 	if physical == 0 {
-		servers.Unavailable(t, "no network device with a device link in /sys/class/net (a container with only veths?)")
+		testenv.Unavailable(t, "no network device with a device link in /sys/class/net (a container with only veths?)")
 		return
 	}
 
@@ -110,11 +110,11 @@ type netns struct{ name string }
 func newNetns(t *testing.T) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		servers.Unavailable(t, "facts namespace test: needs root for network namespaces")
+		testenv.Unavailable(t, "facts namespace test: needs root for network namespaces")
 		return nil
 	}
 	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil {
-		servers.Unavailable(t, fmt.Sprintf("facts namespace test: ip netns unavailable (install iproute2): %v\n%s", err, out))
+		testenv.Unavailable(t, fmt.Sprintf("facts namespace test: ip netns unavailable (install iproute2): %v\n%s", err, out))
 		return nil
 	}
 	var b [4]byte
@@ -156,6 +156,44 @@ func (n *netns) tryLink(t *testing.T, args ...string) bool {
 		t.Fatalf("ip link add %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return true
+}
+
+// noDriver stops a test whose link type the kernel does not know (ip link
+// add type kind: Unknown device type). The kernel loads a driver built as a
+// module on demand, through modprobe: if the running kernel has the module,
+// the machine is missing something .ci/run installs (kmod), and the test
+// fails under CI. If the kernel has the driver neither built in nor as a
+// module, no package can give it one: that is the kernel the machine boots,
+// so the test skips, saying so, even under CI (the fake sysfs trees cover
+// the same facts).
+func noDriver(t *testing.T, kind, module, what string) {
+	t.Helper()
+	release := uname(t, "-r")
+	dir := filepath.Join("/lib/modules", release)
+	if path, ok := kernelModule(dir, module); ok {
+		testenv.Unavailable(t, fmt.Sprintf("ip link add type %s: unknown device type, but kernel %s has the %s module (%s): it could not be loaded (is modprobe there? apt package kmod; are we root in the initial namespace?)",
+			kind, release, module, path))
+	}
+	t.Skipf("SKIPPED, also under CI (a property of the booted kernel, not of the installed packages): kernel %s has no %s driver, neither built in nor as a module in %s (ip link add type %s: unknown device type); %s are covered by the fake-tree tests",
+		release, module, dir, kind, what)
+}
+
+// kernelModule finds module in the kernel's module lists (loadable, or
+// built in, which a failed ip link add rules out).
+func kernelModule(dir, module string) (string, bool) {
+	for _, list := range []string{"modules.dep", "modules.builtin"} {
+		data, err := os.ReadFile(filepath.Join(dir, list))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			path, _, _ := strings.Cut(line, ":")
+			if base := filepath.Base(path); base == module+".ko" || strings.HasPrefix(base, module+".ko.") {
+				return filepath.Join(dir, path), true
+			}
+		}
+	}
+	return "", false
 }
 
 // collect runs Collect(ctx, "/") inside the namespace.
@@ -231,15 +269,12 @@ func TestCollectNetnsBridge(t *testing.T) {
 func TestCollectNetnsBondVLAN(t *testing.T) {
 	n := newNetns(t)
 	if !n.tryLink(t, "bond0", "address", "02:00:00:b0:00:01", "type", "bond", "mode", "active-backup") {
-		// The kernel, not the machine's packages: nothing .ci/run can
-		// install fixes it, so this skips loudly even under CI (the fake
-		// sysfs tree covers bonds and VLANs).
-		t.Skip("SKIPPED: the kernel has no bonding driver (ip link add type bond: Unknown device type); bonds are covered by the fake-tree tests")
+		noDriver(t, "bond", "bonding", "bonds")
 	}
 	n.in(t, "link", "add", "vC", "type", "veth", "peer", "name", "vD")
 	n.in(t, "link", "set", "vC", "master", "bond0")
 	if !n.tryLink(t, "link", "bond0", "name", "bond0.100", "type", "vlan", "id", "100") {
-		t.Skip("SKIPPED: the kernel has no 802.1Q VLAN driver (ip link add type vlan: Unknown device type); VLANs are covered by the fake-tree tests")
+		noDriver(t, "vlan", "8021q", "VLANs")
 	}
 	for _, l := range []string{"lo", "vC", "vD", "bond0", "bond0.100"} {
 		n.in(t, "link", "set", l, "up")

@@ -775,9 +775,7 @@ func TestCommit(t *testing.T) {
 		t.Errorf("committer time %v", info.Committer.When)
 	}
 
-	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		t.Skip("ssh-keygen not installed: signed commit not tested")
-	}
+	needTool(t, "ssh-keygen")
 	key := filepath.Join(t.TempDir(), "key")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)

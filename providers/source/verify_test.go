@@ -12,16 +12,22 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/anneal-dev/anneal/internal/testenv"
 )
 
 // Signatures here are made by the real tools: ssh-keygen (through git's
 // gpg.format=ssh) and gpg, in temporary key stores.
 
+// toolPackages are the Debian packages, in .ci/run's PACKAGES, of the
+// tools these tests run.
+var toolPackages = map[string]string{"gpg": "gnupg", "ssh-keygen": "openssh-client"}
+
+// needTool stops the test when a tool is missing: skipped, or failed under
+// CI.
 func needTool(t *testing.T, name string) {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed", name)
-	}
+	testenv.LookPath(t, name, toolPackages[name])
 }
 
 // run runs a command with extra environment and returns its trimmed output.

@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/anneal-dev/anneal/internal/testenv"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -59,10 +60,7 @@ func TestFirstBootUnits(t *testing.T) {
 // TestFirstBootUnitsVerify runs systemd-analyze verify on both units, the
 // binary they start replaced by an executable that exists.
 func TestFirstBootUnitsVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("NOT RUN: systemd-analyze is not installed")
-	}
+	analyze := testenv.LookPath(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "anneal")
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
@@ -124,10 +122,7 @@ func TestNoCallbackInInstaller(t *testing.T) {
 // systemctl, curtin, in-target and restorecon stubbed and the installed
 // system in a scratch directory, and checks the files it leaves there.
 func TestFirstBootRuns(t *testing.T) {
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("NOT RUN: no sh")
-	}
+	sh := testenv.LookPath(t, "sh", "dash")
 	for _, kind := range allInstallers {
 		t.Run(string(kind), func(t *testing.T) {
 			site := loadSite(t)

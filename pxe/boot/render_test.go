@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/anneal-dev/anneal/internal/testenv"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/schema"
 )
@@ -361,10 +362,7 @@ func TestIPXEText(t *testing.T) {
 // TestNetplanGenerate feeds every node's network-config to the real
 // netplan, which writes systemd-networkd units into a scratch root.
 func TestNetplanGenerate(t *testing.T) {
-	netplan, err := exec.LookPath("netplan")
-	if err != nil {
-		t.Skip("NOT RUN: netplan is not installed (apt-get install netplan.io)")
-	}
+	netplan := testenv.LookPath(t, "netplan", "netplan.io")
 	site := loadSite(t)
 	for _, node := range site.Nodes {
 		t.Run(node.Name, func(t *testing.T) {
@@ -410,10 +408,7 @@ func TestNetplanGenerate(t *testing.T) {
 // TestIfupdownParses reads every node's interfaces file with the real
 // ifupdown (ifquery), as the installed Debian system will.
 func TestIfupdownParses(t *testing.T) {
-	ifquery, err := exec.LookPath("ifquery")
-	if err != nil {
-		t.Skip("NOT RUN: ifquery is not installed (apt-get install ifupdown)")
-	}
+	ifquery := testenv.LookPath(t, "ifquery", "ifupdown")
 	site := loadSite(t)
 	withInstaller(site, schema.InstallerPreseed)
 	for _, node := range site.Nodes {

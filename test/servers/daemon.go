@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/anneal-dev/anneal/internal/testenv"
 )
 
 // daemon is a server process a test runs in the foreground, its output in
@@ -154,13 +156,11 @@ func axfr(t testing.TB, addr, zone string, readTimeout time.Duration) []dns.RR {
 
 // Unavailable stops a test that needs something this machine lacks: it
 // fails under CI (where .ci/run must have installed everything) and is
-// skipped, loudly, elsewhere.
+// skipped, loudly, elsewhere. It is testenv.Unavailable, the one place
+// that policy lives.
 func Unavailable(t testing.TB, why string) {
 	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatal("CANNOT RUN under CI: " + why)
-	}
-	t.Skip("NOT RUN (set CI to make this fail): " + why)
+	testenv.Unavailable(t, why)
 }
 
 // ServeUntilCleanup runs serve in the background until the test ends, then
