@@ -15,6 +15,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/providers/source"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -30,10 +31,20 @@ fleet to it (--mode converge) or only computes and publishes drift
 reconciler stays on the last good one and reports the error. A force-push
 that rewrites applied history is refused unless --allow-rewrite.
 
+Every plan is the one anneal plan shows. A plan with a guarded change
+(more than the site's maxRemovePercent of the nodes decommissioned,
+maxRebuildPercent rebuilt, dnsMassDeletePercent of a DNS target deleted, or
+a rebuild of a node anneal lost track of) runs nothing until anneal approve
+(POST /api/v1/approve) names its revision and digest. On a state with no
+node records, the fleet is observed first (BMC power, agent reports for
+--observe-grace) and nodes running their desired build are adopted.
+
 HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
 /api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
-/api/v1/resume (bearer token from --token, a secret reference; without one
-the mutating endpoints are disabled) and /api/v1/webhook (the bearer token,
+/api/v1/resume, /api/v1/approve, /api/v1/nodes/NODE/retry,
+/api/v1/nodes/NODE/revoke-agent and GET /api/v1/state/backup (bearer token
+from --token, a secret reference; without one the mutating endpoints are
+disabled) and /api/v1/webhook (the bearer token,
 or a body signed with it: X-Hub-Signature-256 over the whole body, at most
 25 MiB; a delivery id or signature seen in the last 24 h is refused as a
 replay). A --site directory is watched: a burst of edits triggers a
@@ -129,7 +140,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		m := api.NewMetrics()
 		resolve := grants.Resolve
-		targets := func(s *schema.Site) (map[string]reconcile.DNSTarget, error) {
+		targets := func(s *schema.Site) (map[string]dns.Target, error) {
 			// Before a pass acts: every secret the revision names can be
 			// read (a BMC password missing is this error, not a canary's
 			// failure in the middle of a rollout).
