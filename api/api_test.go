@@ -19,6 +19,7 @@ import (
 
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -340,8 +341,8 @@ func TestRealReconciler(t *testing.T) {
 	defer st.Close()
 	m := NewMetrics()
 	r := &reconcile.Reconciler{Source: dirSource(exampleSite), State: st, Mode: reconcile.ModeReport, Observe: m.Observe,
-		Targets: func(*schema.Site) (map[string]reconcile.DNSTarget, error) {
-			return map[string]reconcile.DNSTarget{}, nil
+		Targets: func(*schema.Site) (map[string]dns.Target, error) {
+			return map[string]dns.Target{}, nil
 		}}
 	const token = "t0ken"
 	h := New(Config{Reconciler: r, Metrics: m, Token: token, Backup: st.Backup})

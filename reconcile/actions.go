@@ -1,6 +1,10 @@
 package reconcile
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/anneal-dev/anneal/reconcile/dns"
+)
 
 // Action kinds of a plan's DAG.
 const (
@@ -37,7 +41,7 @@ func PlanActions(p *Plan) []Action {
 	if p.DNS != nil {
 		forward := map[string][]string{}
 		zones := slices.Clone(p.DNS.Zones)
-		slices.SortStableFunc(zones, func(a, b ZoneDiff) int {
+		slices.SortStableFunc(zones, func(a, b dns.ZoneDiff) int {
 			if a.Reverse != b.Reverse {
 				if a.Reverse {
 					return 1

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -25,7 +26,7 @@ type Declared struct {
 	BMC     schema.NodeBMC `json:"bmc"`
 	// RRsets are the node's own records (addresses, PTRs, primary name,
 	// aliases; never its groups'), kept until it is powered off.
-	RRsets []RRset `json:"rrsets,omitempty"`
+	RRsets []dns.RRset `json:"rrsets,omitempty"`
 }
 
 // BMCAccess is how to reach one node's BMC: from the site, or for a node
@@ -59,7 +60,7 @@ func (d *Declared) Access(node string) BMCAccess {
 // DeclaredOf is what site at rev declares of each of nodes, for their
 // records.
 func DeclaredOf(site *schema.Site, nodes []*schema.Node, rev string) map[string]*Declared {
-	own := nodesRRsets(site, nodes)
+	own := dns.NodesRRsets(site, nodes)
 	out := make(map[string]*Declared, len(nodes))
 	for _, n := range nodes {
 		d := &Declared{Revision: rev, Region: n.Region, Rack: n.Rack, Roles: slices.Clone(n.Roles), BMC: n.BMC, RRsets: own[n.Name]}

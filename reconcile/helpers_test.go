@@ -1,15 +1,17 @@
 package reconcile
 
 import (
-	"net/netip"
+	"context"
 	"testing"
+
+	"github.com/anneal-dev/anneal/schema"
 )
 
-func mustAddr(t *testing.T, s string) netip.Addr {
+func exampleSite(t testing.TB) *schema.Site {
 	t.Helper()
-	a, err := netip.ParseAddr(s)
+	s, _, err := schema.LoadDir(context.Background(), "../examples/site-repo", schema.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	return s
 }

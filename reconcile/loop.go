@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"golang.org/x/sync/errgroup"
 )
@@ -173,13 +174,13 @@ const (
 type Reconciler struct {
 	Source Source
 	// Targets builds the DNS providers of a site (cmd wires the concrete ones).
-	Targets func(*schema.Site) (map[string]DNSTarget, error)
+	Targets func(*schema.Site) (map[string]dns.Target, error)
 	// Secrets are the operator's grants: a revision that names a secret
 	// they do not grant, or aims one at an address they do not allow, is
 	// invalid (never applied, nothing sent). Nil checks only the form.
 	Secrets schema.SecretGrants
 	State   interface {
-		DNSState
+		dns.State
 		StatusStore
 	}
 	Mode            Mode
@@ -204,7 +205,7 @@ type Reconciler struct {
 	status   Status
 	plan     *Plan
 	goodSite *schema.Site // the last revision that validated
-	declared map[string]map[RRsetKey]bool
+	declared map[string]map[dns.RRsetKey]bool
 	rebuilt  bool          // ownership from history was looked at once
 	cache    *schema.Cache // parsed files, reused across revisions
 	// badRev and badErr remember the newest revision if it did not validate.
@@ -212,7 +213,7 @@ type Reconciler struct {
 	badErr  error
 	trigger chan struct{}
 	// consistency keeps each target's consistency index between passes.
-	consistency Consistency
+	consistency dns.Consistency
 	// pl is the one planner; its compile cache lives across passes.
 	pl Planner
 	// approvals counts Approve calls: a pass that saw another count
@@ -443,7 +444,7 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 	if !ok {
 		return
 	}
-	desired, err := CompileDNS(site)
+	desired, err := dns.Compile(site)
 	if err != nil {
 		return // the plan reports it
 	}
@@ -460,11 +461,11 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 		r.log().Warn("ownership from history: cannot list history", "err", err)
 		return
 	}
-	declared := map[string]map[RRsetKey]bool{}
-	add := func(d *DesiredDNS) {
+	declared := map[string]map[dns.RRsetKey]bool{}
+	add := func(d *dns.Desired) {
 		for _, z := range d.Zones {
 			if declared[z.Zone] == nil {
-				declared[z.Zone] = map[RRsetKey]bool{}
+				declared[z.Zone] = map[dns.RRsetKey]bool{}
 			}
 			for _, s := range z.RRsets {
 				declared[z.Zone][s.Key()] = true
@@ -478,7 +479,7 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 		if err != nil {
 			continue // an invalid past commit declared nothing anneal applied
 		}
-		d, err := CompileDNS(site)
+		d, err := dns.Compile(site)
 		if err != nil {
 			continue
 		}
@@ -598,7 +599,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		// applied site.
 		return "", nil
 	}
-	dns := plan.DNS
+	dp := plan.DNS
 	if len(plan.Actions) > 1 { // more than the addresses: something to do
 		if r.lastExecuted != plan.Digest {
 			r.lastExecuted = plan.Digest
@@ -606,16 +607,16 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		}
 		r.executed(rev, ActAddresses)
 	}
-	if dns.HasChanges() || dns.Interrupted != nil {
+	if dp.HasChanges() || dp.Interrupted != nil {
 		t0 := time.Now()
-		err := r.applyPlanDNS(ctx, targets, dns, desired, rev, approved)
+		err := r.applyPlanDNS(ctx, targets, dp, desired, rev, approved)
 		st.Steps["apply"] = time.Since(t0).Seconds()
 		if err != nil {
 			return FailApply, err
 		}
 	}
 	if plan.HasFailures() {
-		return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read: %s", len(dns.Failures), dns.Failures[0].Error)
+		return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read: %s", len(dp.Failures), dp.Failures[0].Error)
 	}
 	if rb != nil {
 		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds, approved); err != nil {
@@ -918,7 +919,7 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site) {
 }
 
 // rollout publishes the netboot profiles and runs the rebuilds.
-func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]DNSTarget, rp *RebuildPlan, approved bool) (string, error) {
+func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]dns.Target, rp *RebuildPlan, approved bool) (string, error) {
 	rb := r.Rebuild
 	if rb.Publish != nil {
 		if err := rb.Publish(ctx, site); err != nil {
@@ -1044,7 +1045,7 @@ func (r *Reconciler) setRollout(ro *RolloutStatus) {
 // syncDNS converges DNS to the site with the node records' availability:
 // the rollout calls it so that nodes leave their groups before they go
 // down and rejoin once verified.
-func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map[string]DNSTarget, rev string, approved bool) error {
+func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map[string]dns.Target, rev string, approved bool) error {
 	recs, err := r.Rebuild.Nodes.NodeRecords(ctx)
 	if err != nil {
 		return err
@@ -1053,24 +1054,24 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 	if err != nil {
 		return err
 	}
-	planner := DNSPlanner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared, Consistency: &r.consistency}
-	dns, err := planner.Plan(ctx, desired)
+	planner := dns.Planner{Targets: targets, State: r.State, Log: r.Log, Declared: r.declared, Consistency: &r.consistency}
+	dp, err := planner.Plan(ctx, desired)
 	if err != nil {
 		return err
 	}
-	if len(dns.Failures) > 0 {
-		return fmt.Errorf("DNS target %s: %s", dns.Failures[0].Target, dns.Failures[0].Error)
+	if len(dp.Failures) > 0 {
+		return fmt.Errorf("DNS target %s: %s", dp.Failures[0].Target, dp.Failures[0].Error)
 	}
-	if !dns.HasChanges() {
+	if !dp.HasChanges() {
 		return nil
 	}
-	return r.applyDNS(ctx, targets, dns, desired, rev, approved)
+	return r.applyDNS(ctx, targets, dp, desired, rev, approved)
 }
 
 // applyDNS applies a DNS plan; a zone that failed fails it.
-func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]DNSTarget, dns *DNSPlan, desired *DesiredDNS, rev string, approved bool) error {
-	applier := DNSApplier{Targets: targets, State: r.State, Log: r.Log}
-	res, err := applier.Apply(ctx, dns, desired, ApplyOptions{AllowMassDelete: r.AllowMassDelete || approved, Revision: rev})
+func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]dns.Target, dp *dns.Plan, desired *dns.Desired, rev string, approved bool) error {
+	applier := dns.Applier{Targets: targets, State: r.State, Log: r.Log}
+	res, err := applier.Apply(ctx, dp, desired, dns.ApplyOptions{AllowMassDelete: r.AllowMassDelete || approved, Revision: rev})
 	if err != nil {
 		return err
 	}
@@ -1082,11 +1083,11 @@ func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]DNSTarget,
 
 // applyPlanDNS applies the plan's DNS layer and reports each zone's
 // action done.
-func (r *Reconciler) applyPlanDNS(ctx context.Context, targets map[string]DNSTarget, dns *DNSPlan, desired *DesiredDNS, rev string, approved bool) error {
-	if err := r.applyDNS(ctx, targets, dns, desired, rev, approved); err != nil {
+func (r *Reconciler) applyPlanDNS(ctx context.Context, targets map[string]dns.Target, dp *dns.Plan, desired *dns.Desired, rev string, approved bool) error {
+	if err := r.applyDNS(ctx, targets, dp, desired, rev, approved); err != nil {
 		return err
 	}
-	for _, z := range dns.Zones {
+	for _, z := range dp.Zones {
 		if len(z.Changes) > 0 {
 			r.executed(rev, "dns:"+z.Target+"/"+z.Zone)
 		}
@@ -1171,7 +1172,7 @@ func (r *Reconciler) Retry(ctx context.Context, node string) error {
 	return nil
 }
 
-func firstFailure(res *DNSResult) string {
+func firstFailure(res *dns.Result) string {
 	for _, z := range res.Zones {
 		if z.Error != "" {
 			return fmt.Sprintf("%s zone %s: %s", z.Target, z.Zone, z.Error)

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
-// memState is an in-memory DNSState and StatusStore. onSave, when set,
+// memState is an in-memory dns.State and StatusStore. onSave, when set,
 // sees every status save before it is stored (and may hold it).
 type memState struct {
 	mu     sync.Mutex
@@ -21,24 +22,24 @@ type memState struct {
 	onSave func(*Status)
 }
 
-func (m *memState) OwnedRRsets(context.Context, string, string) (map[RRsetKey]bool, error) {
+func (m *memState) OwnedRRsets(context.Context, string, string) (map[dns.RRsetKey]bool, error) {
 	return nil, nil
 }
-func (m *memState) RecordOwned(context.Context, string, string, []RRsetKey, []RRsetKey) error {
+func (m *memState) RecordOwned(context.Context, string, string, []dns.RRsetKey, []dns.RRsetKey) error {
 	return nil
 }
-func (m *memState) CachedZone(context.Context, string, string) (*ZoneContent, error) {
+func (m *memState) CachedZone(context.Context, string, string) (*dns.ZoneContent, error) {
 	return nil, nil
 }
-func (m *memState) CacheZone(context.Context, string, *ZoneContent) error { return nil }
-func (m *memState) SyncMark(context.Context, string, string) (*SyncMark, error) {
+func (m *memState) CacheZone(context.Context, string, *dns.ZoneContent) error { return nil }
+func (m *memState) SyncMark(context.Context, string, string) (*dns.SyncMark, error) {
 	return nil, nil
 }
-func (m *memState) SetSyncMark(context.Context, string, string, *SyncMark) error { return nil }
-func (m *memState) InFlight(context.Context) (*ApplyRecord, error)               { return nil, nil }
-func (m *memState) BeginApply(context.Context, *ApplyRecord) error               { return nil }
-func (m *memState) ZoneDone(context.Context, string, string) error               { return nil }
-func (m *memState) EndApply(context.Context) error                               { return nil }
+func (m *memState) SetSyncMark(context.Context, string, string, *dns.SyncMark) error { return nil }
+func (m *memState) InFlight(context.Context) (*dns.ApplyRecord, error)               { return nil, nil }
+func (m *memState) BeginApply(context.Context, *dns.ApplyRecord) error               { return nil }
+func (m *memState) ZoneDone(context.Context, string, string) error                   { return nil }
+func (m *memState) EndApply(context.Context) error                                   { return nil }
 
 func (m *memState) LoadStatus(context.Context) (*Status, error) {
 	m.mu.Lock()
@@ -151,7 +152,7 @@ func TestRunWaitsForFirmwareReads(t *testing.T) {
 	var active atomic.Int32
 	nodes := &memNodes{}
 	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &memState{}, Mode: ModeReport, Interval: time.Hour,
-		Targets: func(*schema.Site) (map[string]DNSTarget, error) { return map[string]DNSTarget{}, nil },
+		Targets: func(*schema.Site) (map[string]dns.Target, error) { return map[string]dns.Target{}, nil },
 		Rebuild: &RebuildConfig{Nodes: nodes,
 			BMC: func(BMCAccess) (BMC, error) {
 				return &blockingBMC{entered: entered, active: &active}, nil

@@ -1,5 +1,7 @@
 package reconcile
 
+import "github.com/anneal-dev/anneal/reconcile/dns"
+
 // PlanFormatVersion is the version of the Plan JSON (`anneal plan -o json`).
 const PlanFormatVersion = 1
 
@@ -13,8 +15,8 @@ type Plan struct {
 	Source string `json:"source"`
 	// SiteDigest is the content digest of the site the plan was computed
 	// from: a saved plan is applied only to that same content.
-	SiteDigest string   `json:"siteDigest"`
-	DNS        *DNSPlan `json:"dns,omitempty"`
+	SiteDigest string    `json:"siteDigest"`
+	DNS        *dns.Plan `json:"dns,omitempty"`
 	// Rebuilds is the rebuild layer; nil when anneal does not know the
 	// live nodes (no node records to compare with).
 	Rebuilds *RebuildPlan `json:"rebuilds,omitempty"`

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -29,23 +30,23 @@ const (
 // anneal rebuilds nodes) and the live observations (the DNS targets; the
 // node records hold what agents and BMCs reported).
 type Planner struct {
-	Targets map[string]DNSTarget
-	State   DNSState
+	Targets map[string]dns.Target
+	State   dns.State
 	// Nodes, when set, adds the rebuild layer (rebuilds, decommissions,
 	// holds) and makes DNS follow the nodes' availability. Without it the
 	// plan is DNS only.
 	Nodes NodeStore
 	Log   *slog.Logger
-	// Declared and Consistency: see DNSPlanner.
-	Declared    map[string]map[RRsetKey]bool
-	Consistency *Consistency
+	// Declared and Consistency: see dns.Planner.
+	Declared    map[string]map[dns.RRsetKey]bool
+	Consistency *dns.Consistency
 
 	// compiled is the last site and availability compiled and the result.
 	mu       sync.Mutex
 	compiled struct {
 		site    *schema.Site
-		av      Availability
-		desired *DesiredDNS
+		av      dns.Availability
+		desired *dns.Desired
 	}
 }
 
@@ -74,13 +75,13 @@ func (e *PlanError) Unwrap() error { return e.Err }
 
 // Plan observes the live fleet and computes the plan, with its guards, its
 // action DAG and its digest. desired is the DNS it converges to.
-func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *DesiredDNS, err error) {
+func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *dns.Desired, err error) {
 	site := in.Site
 	if in.Only == LayerAll {
 		in.Only = ""
 	}
 	var records map[string]*NodeRecord
-	var av Availability
+	var av dns.Availability
 	if p.Nodes != nil {
 		records, err = p.Nodes.NodeRecords(ctx)
 		if err != nil {
@@ -92,12 +93,12 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 	if err != nil {
 		return nil, nil, &PlanError{Class: FailInvalid, Err: err}
 	}
-	dp := DNSPlanner{Targets: p.Targets, State: p.State, Log: p.Log, Declared: p.Declared, Consistency: p.Consistency}
-	dns, err := dp.Plan(ctx, desired)
+	planner := dns.Planner{Targets: p.Targets, State: p.State, Log: p.Log, Declared: p.Declared, Consistency: p.Consistency}
+	dp, err := planner.Plan(ctx, desired)
 	if err != nil {
 		return nil, nil, &PlanError{Class: FailApply, Err: err}
 	}
-	plan = &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: in.Source, SiteDigest: site.Digest, DNS: dns, Only: in.Only}
+	plan = &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: in.Source, SiteDigest: site.Digest, DNS: dp, Only: in.Only}
 	if p.Nodes != nil && in.Only != LayerDNS {
 		plan.Rebuilds = PlanRebuildsWith(site, records, RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil})
 	}
@@ -107,13 +108,13 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 	return plan, desired, nil
 }
 
-// Compile is CompileDNSWith, remembered for the last site and availability
+// Compile is dns.CompileWith, remembered for the last site and availability
 // (a pure function of them; its result is immutable).
-func (p *Planner) Compile(site *schema.Site, av Availability) (*DesiredDNS, error) {
+func (p *Planner) Compile(site *schema.Site, av dns.Availability) (*dns.Desired, error) {
 	return p.compile(site, av)
 }
 
-func (p *Planner) compile(site *schema.Site, av Availability) (*DesiredDNS, error) {
+func (p *Planner) compile(site *schema.Site, av dns.Availability) (*dns.Desired, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := &p.compiled
@@ -121,7 +122,7 @@ func (p *Planner) compile(site *schema.Site, av Availability) (*DesiredDNS, erro
 		slices.Equal(slices.Sorted(maps.Keys(c.av.Departed)), slices.Sorted(maps.Keys(av.Departed))) {
 		return c.desired, nil
 	}
-	desired, err := CompileDNSWith(site, av)
+	desired, err := dns.CompileWith(site, av)
 	if err != nil {
 		return nil, err
 	}
@@ -247,8 +248,8 @@ func summarize(names []string) string {
 func (p *Plan) ComputeDigest() string {
 	type zone struct {
 		Target, Zone string
-		Changes      []RRsetChange
-		Adopt        []RRsetKey
+		Changes      []dns.RRsetChange
+		Adopt        []dns.RRsetKey
 	}
 	type rebuild struct {
 		Node, To string

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -84,11 +85,11 @@ func TestDepartedNodes(t *testing.T) {
 	}
 	// Until it is powered off, it keeps its own names (not its groups).
 	av := AvailabilityOf(gone, recs)
-	d, err := CompileDNSWith(gone, av)
+	d, err := dns.CompileWith(gone, av)
 	if err != nil {
 		t.Fatal(err)
 	}
-	has := func(d *DesiredDNS, name string) bool {
+	has := func(d *dns.Desired, name string) bool {
 		for _, z := range d.Zones {
 			for _, s := range z.RRsets {
 				if s.Name == name {
@@ -102,7 +103,7 @@ func TestDepartedNodes(t *testing.T) {
 		t.Error("w1n04 lost its name before it was powered off")
 	}
 	recs["w1n04"].State = NodeRetired
-	d, err = CompileDNSWith(gone, AvailabilityOf(gone, recs))
+	d, err = dns.CompileWith(gone, AvailabilityOf(gone, recs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,8 +254,8 @@ func TestApprovalAllows(t *testing.T) {
 
 func TestPlanDigest(t *testing.T) {
 	mk := func(serial uint32, data string) *Plan {
-		return &Plan{Site: "s", SiteDigest: "x", DNS: &DNSPlan{Zones: []ZoneDiff{{Target: "bind", Zone: "example.net", Serial: serial, Owned: int(serial),
-			Changes: []RRsetChange{{Op: OpCreate, New: &RRset{Name: "a.example.net", Type: TypeA, TTL: 300, Data: []string{data}}}}}}}}
+		return &Plan{Site: "s", SiteDigest: "x", DNS: &dns.Plan{Zones: []dns.ZoneDiff{{Target: "bind", Zone: "example.net", Serial: serial, Owned: int(serial),
+			Changes: []dns.RRsetChange{{Op: dns.OpCreate, New: &dns.RRset{Name: "a.example.net", Type: dns.TypeA, TTL: 300, Data: []string{data}}}}}}}}
 	}
 	a, b, c := mk(1, "10.0.0.1").ComputeDigest(), mk(2, "10.0.0.1").ComputeDigest(), mk(1, "10.0.0.2").ComputeDigest()
 	if a != b {

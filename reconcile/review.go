@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -15,13 +16,13 @@ import (
 // requests: which nodes would be rebuilt and exactly why, which DNS
 // records change, and which policies the change runs into.
 type Review struct {
-	FormatVersion int          `json:"formatVersion"`
-	Site          string       `json:"site"`
-	Base          string       `json:"base"`
-	Head          string       `json:"head"`
-	Nodes         []NodeReview `json:"nodes"`
-	DNS           []ZoneDiff   `json:"dns"`
-	Policies      []PolicyHit  `json:"policies"`
+	FormatVersion int            `json:"formatVersion"`
+	Site          string         `json:"site"`
+	Base          string         `json:"base"`
+	Head          string         `json:"head"`
+	Nodes         []NodeReview   `json:"nodes"`
+	DNS           []dns.ZoneDiff `json:"dns"`
+	Policies      []PolicyHit    `json:"policies"`
 }
 
 // NodeChangeKind says what happens to a node.
@@ -64,7 +65,7 @@ type PolicyHit struct {
 
 // HasChanges reports whether the range changes anything.
 func (r *Review) HasChanges() bool {
-	return len(r.Nodes) > 0 || slices.ContainsFunc(r.DNS, func(z ZoneDiff) bool { return len(z.Changes) > 0 })
+	return len(r.Nodes) > 0 || slices.ContainsFunc(r.DNS, func(z dns.ZoneDiff) bool { return len(z.Changes) > 0 })
 }
 
 // Rebuilds counts the nodes the range rebuilds.
@@ -82,11 +83,11 @@ func (r *Review) Rebuilds() int {
 func ReviewRange(base, head *schema.Site, baseRev, headRev string) (*Review, error) {
 	r := &Review{FormatVersion: PlanFormatVersion, Site: head.Config.Name, Base: baseRev, Head: headRev}
 	r.Nodes = reviewNodes(base, head)
-	bd, err := CompileDNS(base)
+	bd, err := dns.Compile(base)
 	if err != nil {
 		return nil, fmt.Errorf("base: %w", err)
 	}
-	hd, err := CompileDNS(head)
+	hd, err := dns.Compile(head)
 	if err != nil {
 		return nil, fmt.Errorf("head: %w", err)
 	}
@@ -157,7 +158,7 @@ func otherFields(b, h *schema.Node) []FieldChange {
 
 // reviewDNS diffs the desired records of two commits zone by zone, as if
 // the base's records were live and all anneal's.
-func reviewDNS(bd, hd *DesiredDNS) []ZoneDiff {
+func reviewDNS(bd, hd *dns.Desired) []dns.ZoneDiff {
 	zones := map[string]bool{}
 	for _, z := range bd.Zones {
 		zones[z.Zone] = true
@@ -165,18 +166,18 @@ func reviewDNS(bd, hd *DesiredDNS) []ZoneDiff {
 	for _, z := range hd.Zones {
 		zones[z.Zone] = true
 	}
-	all := func(RRsetKey) bool { return true }
-	var out []ZoneDiff
+	all := func(dns.RRsetKey) bool { return true }
+	var out []dns.ZoneDiff
 	for _, name := range slices.Sorted(maps.Keys(zones)) {
 		want := hd.Zone(name)
 		if want == nil {
-			want = &DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
+			want = &dns.DesiredZone{Zone: name, Reverse: strings.HasSuffix(name, ".arpa")}
 		}
-		live := &ZoneContent{Zone: name}
+		live := &dns.ZoneContent{Zone: name}
 		if b := bd.Zone(name); b != nil {
 			live.RRsets = b.RRsets
 		}
-		zd := DiffZone("", want, live, all)
+		zd := dns.DiffZone("", want, live, all)
 		if len(zd.Changes) > 0 {
 			out = append(out, zd)
 		}
@@ -250,8 +251,8 @@ func waves(policy, scope string, n, limit int) PolicyHit {
 
 // reviewMassDelete finds targets whose deletes would exceed the site's
 // threshold, as apply would refuse them.
-func reviewMassDelete(bd, hd *DesiredDNS, zones []ZoneDiff) []PolicyHit {
-	byZone := map[string]ZoneDiff{}
+func reviewMassDelete(bd, hd *dns.Desired, zones []dns.ZoneDiff) []PolicyHit {
+	byZone := map[string]dns.ZoneDiff{}
 	for _, z := range zones {
 		byZone[z.Zone] = z
 	}

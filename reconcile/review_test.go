@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -125,9 +126,9 @@ func TestReviewRange(t *testing.T) {
 					for _, c := range z.Changes {
 						line := ""
 						switch c.Op {
-						case OpCreate:
+						case dns.OpCreate:
 							line = "+ " + c.New.Name + " " + string(c.New.Type)
-						case OpDelete:
+						case dns.OpDelete:
 							line = "- " + c.Old.Name + " " + string(c.Old.Type)
 						default:
 							line = "~ " + c.New.Name + " " + string(c.New.Type)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -143,8 +144,8 @@ func (r *RolloutResult) Err() error {
 // anneal lost its state, while it runs unobserved), and a decommissioned
 // node, or one that left the site, keeps its names until it is powered
 // off.
-func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) Availability {
-	av := Availability{OutOfService: map[string]bool{}, Retiring: map[string]bool{}}
+func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) dns.Availability {
+	av := dns.Availability{OutOfService: map[string]bool{}, Retiring: map[string]bool{}}
 	for _, n := range site.Nodes {
 		rec := records[n.Name]
 		switch {
@@ -163,7 +164,7 @@ func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) Availabil
 	for _, rec := range Departed(site, records) {
 		if rec.Declared != nil && len(rec.Declared.RRsets) > 0 {
 			if av.Departed == nil {
-				av.Departed = map[string][]RRset{}
+				av.Departed = map[string][]dns.RRset{}
 			}
 			av.Departed[rec.Name] = rec.Declared.RRsets
 		}

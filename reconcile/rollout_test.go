@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -445,7 +446,7 @@ func TestRolloutDecommission(t *testing.T) {
 	}
 	ro.SyncDNS = func(ctx context.Context) error {
 		recs, _ := f.store.NodeRecords(ctx)
-		d, err := CompileDNSWith(gone, AvailabilityOf(gone, recs))
+		d, err := dns.CompileWith(gone, AvailabilityOf(gone, recs))
 		if err != nil {
 			return err
 		}

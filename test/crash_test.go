@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -47,7 +47,7 @@ func TestKillDuringApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	desired, err := reconcile.CompileDNS(site)
+	desired, err := dns.Compile(site)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestKillDuringApply(t *testing.T) {
 	incomplete := 0
 	for _, z := range zones {
 		rrs := b.AXFR(t, z)
-		if slices.Equal(zoneLines(z, reconcile.RRsetsFromRRs(rrs)), zoneLines(z, desired.Zone(z).RRsets)) {
+		if slices.Equal(zoneLines(z, dns.RRsetsFromRRs(rrs)), zoneLines(z, desired.Zone(z).RRsets)) {
 			done[z] = soaSerial(rrs)
 		} else {
 			incomplete++
@@ -118,7 +118,7 @@ func TestKillDuringApply(t *testing.T) {
 		t.Fatal("every zone was complete at the kill: the proxy held too late to interrupt the apply")
 	}
 	// The stalled zone holds its first UPDATE's records and no more.
-	n := len(reconcile.RRsetsFromRRs(b.AXFR(t, partial)))
+	n := len(dns.RRsetsFromRRs(b.AXFR(t, partial)))
 	if n <= 2 || n >= size {
 		t.Fatalf("zone %s holds %d RRsets at the kill, want some but not all of its %d (the proxy relayed one UPDATE)", partial, n, size)
 	}
@@ -131,7 +131,7 @@ func TestKillDuringApply(t *testing.T) {
 	mustExit(t, anneal(t, env, "apply", "--site", dir, "--state", state), 0, "0 zones failed")
 	for _, z := range zones {
 		rrs := b.AXFR(t, z)
-		if got, want := zoneLines(z, reconcile.RRsetsFromRRs(rrs)), zoneLines(z, desired.Zone(z).RRsets); !slices.Equal(got, want) {
+		if got, want := zoneLines(z, dns.RRsetsFromRRs(rrs)), zoneLines(z, desired.Zone(z).RRsets); !slices.Equal(got, want) {
 			t.Errorf("zone %s not converged after the restart:\n%s", z, lineDiff(want, got))
 		}
 		if s, ok := done[z]; ok && soaSerial(rrs) != s {

@@ -16,7 +16,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -39,7 +39,7 @@ func BenchmarkDNSScale(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(records), "records")
-	only := func(target string) *reconcile.DesiredDNS {
+	only := func(target string) *dns.Desired {
 		d := *desired
 		d.Targets = nil
 		for _, tz := range desired.Targets {
@@ -61,7 +61,7 @@ func BenchmarkDNSScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		targets := map[string]reconcile.DNSTarget{"bind": bt}
+		targets := map[string]dns.Target{"bind": bt}
 		start := time.Now()
 		applyAll(b, ctx, targets, st, bindWant)
 		firstApply := time.Since(start)
@@ -122,28 +122,28 @@ func BenchmarkDNSScale(b *testing.B) {
 			b.Fatal(err)
 		}
 		start = time.Now()
-		applyAll(b, ctx, map[string]reconcile.DNSTarget{"pdns": pt}, pst, pdnsWant)
+		applyAll(b, ctx, map[string]dns.Target{"pdns": pt}, pst, pdnsWant)
 		b.ReportMetric(time.Since(start).Seconds(), "pdns_first_apply_s")
 		pst.Close()
 	}
 }
 
-func applyAll(b *testing.B, ctx context.Context, targets map[string]reconcile.DNSTarget, st reconcile.DNSState, want *reconcile.DesiredDNS) *reconcile.DNSPlan {
+func applyAll(b *testing.B, ctx context.Context, targets map[string]dns.Target, st dns.State, want *dns.Desired) *dns.Plan {
 	b.Helper()
-	plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, want)
+	plan, err := (&dns.Planner{Targets: targets, State: st}).Plan(ctx, want)
 	if err != nil || len(plan.Failures) > 0 {
 		b.Fatalf("plan: %v %+v", err, plan.Failures)
 	}
-	res, err := (&reconcile.DNSApplier{Targets: targets, State: st}).Apply(ctx, plan, want, reconcile.ApplyOptions{AllowMassDelete: true})
+	res, err := (&dns.Applier{Targets: targets, State: st}).Apply(ctx, plan, want, dns.ApplyOptions{AllowMassDelete: true})
 	if err != nil || res.Failed() {
 		b.Fatalf("apply: %v %+v", err, res)
 	}
 	return plan
 }
 
-func mustPlanEmpty(b *testing.B, ctx context.Context, targets map[string]reconcile.DNSTarget, st reconcile.DNSState, want *reconcile.DesiredDNS) {
+func mustPlanEmpty(b *testing.B, ctx context.Context, targets map[string]dns.Target, st dns.State, want *dns.Desired) {
 	b.Helper()
-	plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, want)
+	plan, err := (&dns.Planner{Targets: targets, State: st}).Plan(ctx, want)
 	if err != nil || len(plan.Failures) > 0 || plan.HasChanges() || plan.HasConflicts() {
 		b.Fatalf("plan after apply is not empty: %v %+v", err, plan.Failures)
 	}
@@ -151,21 +151,21 @@ func mustPlanEmpty(b *testing.B, ctx context.Context, targets map[string]reconci
 
 // noCache hides the zone cache and the sync marks, forcing full transfers
 // (a cold plan); marks it sets still land, for the warm plan after it.
-type noCache struct{ reconcile.DNSState }
+type noCache struct{ dns.State }
 
-func (noCache) SyncMark(context.Context, string, string) (*reconcile.SyncMark, error) {
+func (noCache) SyncMark(context.Context, string, string) (*dns.SyncMark, error) {
 	return nil, nil
 }
 
-func (noCache) CachedZone(context.Context, string, string) (*reconcile.ZoneContent, error) {
+func (noCache) CachedZone(context.Context, string, string) (*dns.ZoneContent, error) {
 	return nil, nil
 }
 
-func (noCache) CacheZone(context.Context, string, *reconcile.ZoneContent) error { return nil }
+func (noCache) CacheZone(context.Context, string, *dns.ZoneContent) error { return nil }
 
 // moveOneNode moves the first node's IPv4 addresses to free ones (as an
 // address override would) and recompiles the DNS.
-func moveOneNode(b *testing.B, site *schema.Site) *reconcile.DesiredDNS {
+func moveOneNode(b *testing.B, site *schema.Site) *dns.Desired {
 	b.Helper()
 	n := site.Nodes[0]
 	for i := range n.Addresses {
@@ -176,7 +176,7 @@ func moveOneNode(b *testing.B, site *schema.Site) *reconcile.DesiredDNS {
 			a.IPv4 = netip.AddrFrom4(v)
 		}
 	}
-	d, err := reconcile.CompileDNS(site)
+	d, err := dns.Compile(site)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func moveOneNode(b *testing.B, site *schema.Site) *reconcile.DesiredDNS {
 }
 
 // nsupdateScript writes every record as nsupdate adds, perMsg to a send.
-func nsupdateScript(d *reconcile.DesiredDNS, perMsg int) string {
+func nsupdateScript(d *dns.Desired, perMsg int) string {
 	var sb strings.Builder
 	for _, zone := range d.Targets[0].Zones {
 		z := d.Zone(zone)
@@ -213,7 +213,7 @@ func nsupdateScript(d *reconcile.DesiredDNS, perMsg int) string {
 
 // generatedSite writes a generated site of ANNEAL_BENCH_NODES nodes
 // (default 10,000) and compiles its DNS.
-func generatedSite(b *testing.B) (string, *schema.Site, *reconcile.DesiredDNS) {
+func generatedSite(b *testing.B) (string, *schema.Site, *dns.Desired) {
 	b.Helper()
 	nodes := 10000
 	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
@@ -227,7 +227,7 @@ func generatedSite(b *testing.B) (string, *schema.Site, *reconcile.DesiredDNS) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	desired, err := reconcile.CompileDNS(site)
+	desired, err := dns.Compile(site)
 	if err != nil {
 		b.Fatal(err)
 	}

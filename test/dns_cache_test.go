@@ -11,7 +11,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -30,9 +30,9 @@ func TestZoneCacheFollowsApply(t *testing.T) {
 	}
 	secrets := map[schema.SecretRef]string{"secret:tsig-key": l.bind.Secret, "secret:pdns-api-key": l.pdns.APIKey}
 	resolve := func(r schema.SecretRef, _ schema.SecretDest) (string, error) { return secrets[r], nil }
-	targets := map[string]reconcile.DNSTarget{}
+	targets := map[string]dns.Target{}
 	for _, tg := range site.DNS.Targets {
-		var dt reconcile.DNSTarget
+		var dt dns.Target
 		if tg.Kind == schema.TargetPowerDNS {
 			dt, err = powerdns.FromSite(tg, resolve)
 		} else {
@@ -49,16 +49,16 @@ func TestZoneCacheFollowsApply(t *testing.T) {
 	}
 	defer st.Close()
 
-	apply := func(d *reconcile.DesiredDNS, between func()) *reconcile.DNSPlan {
+	apply := func(d *dns.Desired, between func()) *dns.Plan {
 		t.Helper()
-		plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, d)
+		plan, err := (&dns.Planner{Targets: targets, State: st}).Plan(ctx, d)
 		if err != nil || len(plan.Failures) > 0 {
 			t.Fatalf("plan: %v %+v", err, plan.Failures)
 		}
 		if between != nil {
 			between()
 		}
-		res, err := (&reconcile.DNSApplier{Targets: targets, State: st}).Apply(ctx, plan, d, reconcile.ApplyOptions{AllowMassDelete: true})
+		res, err := (&dns.Applier{Targets: targets, State: st}).Apply(ctx, plan, d, dns.ApplyOptions{AllowMassDelete: true})
 		if err != nil || res.Failed() {
 			t.Fatalf("apply: %v %+v", err, res)
 		}
@@ -83,11 +83,11 @@ func TestZoneCacheFollowsApply(t *testing.T) {
 		}
 		return true, ""
 	}
-	alias := func(name string) *reconcile.DesiredDNS {
+	alias := func(name string) *dns.Desired {
 		t.Helper()
 		n := site.Nodes[0]
 		n.AliasFQDNs = append(n.AliasFQDNs, name+"."+n.Region+".example.net")
-		d, err := reconcile.CompileDNS(site)
+		d, err := dns.Compile(site)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +127,7 @@ func TestZoneCacheFollowsApply(t *testing.T) {
 	if ok, why := cached("pdns", zone); !ok {
 		t.Errorf("pdns/%s, which nobody else wrote to: %s", zone, why)
 	}
-	again, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, d)
+	again, err := (&dns.Planner{Targets: targets, State: st}).Plan(ctx, d)
 	if err != nil || again.HasChanges() || len(again.Failures) > 0 {
 		t.Fatalf("plan after apply: %v, changes %v, failures %+v", err, again.HasChanges(), again.Failures)
 	}

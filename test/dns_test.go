@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 // dnsLab is the example site wired to a real BIND and a real PowerDNS.
@@ -66,13 +66,13 @@ func (l *dnsLab) run(t *testing.T, args ...string) result {
 }
 
 // want compiles the lab's site into the records each zone should hold.
-func (l *dnsLab) want(t *testing.T) *reconcile.DesiredDNS {
+func (l *dnsLab) want(t *testing.T) *dns.Desired {
 	t.Helper()
 	s, _, err := schema.LoadDir(context.Background(), l.site, schema.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := reconcile.CompileDNS(s)
+	d, err := dns.Compile(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,10 +81,10 @@ func (l *dnsLab) want(t *testing.T) *reconcile.DesiredDNS {
 
 // zoneLines renders RRsets as sorted "name TYPE ttl data" lines, skipping
 // the SOA and the apex NS the server owns.
-func zoneLines(zone string, sets []reconcile.RRset) []string {
+func zoneLines(zone string, sets []dns.RRset) []string {
 	var out []string
 	for _, s := range sets {
-		if s.Type == reconcile.TypeSOA || s.Type == reconcile.TypeNS && s.Name == zone {
+		if s.Type == dns.TypeSOA || s.Type == dns.TypeNS && s.Name == zone {
 			continue
 		}
 		for _, d := range s.Data {
@@ -97,13 +97,13 @@ func zoneLines(zone string, sets []reconcile.RRset) []string {
 
 func (l *dnsLab) live(t *testing.T, target, zone string) []string {
 	t.Helper()
-	var rrs []dns.RR
+	var rrs []mdns.RR
 	if target == "bind" {
 		rrs = l.bind.AXFR(t, zone)
 	} else {
 		rrs = l.pdns.AXFR(t, zone)
 	}
-	return zoneLines(zone, reconcile.RRsetsFromRRs(rrs))
+	return zoneLines(zone, dns.RRsetsFromRRs(rrs))
 }
 
 // assertConverged checks every zone on every target equals the site exactly.
@@ -258,9 +258,9 @@ func TestDNSFailures(t *testing.T) {
 	l.assertConverged(t)
 }
 
-func soaSerial(rrs []dns.RR) uint32 {
+func soaSerial(rrs []mdns.RR) uint32 {
 	for _, rr := range rrs {
-		if soa, ok := rr.(*dns.SOA); ok {
+		if soa, ok := rr.(*mdns.SOA); ok {
 			return soa.Serial
 		}
 	}
@@ -281,7 +281,7 @@ func TestDNSExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := reconcile.CompileDNS(s)
+	d, err := dns.Compile(s)
 	if err != nil {
 		t.Fatal(err)
 	}

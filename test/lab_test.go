@@ -16,8 +16,9 @@ import (
 
 	"github.com/anneal-dev/anneal/lab"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 // labEnv are the example site's secrets as the lab and anneal both
@@ -195,14 +196,14 @@ func TestLabRollout(t *testing.T) {
 		return drift.Rebuilds != nil && len(drift.Rebuilds.Firmware) == 1 && drift.Rebuilds.Firmware[0].Node == "e1n03" &&
 			drift.Rebuilds.Firmware[0].Found.BIOS == "1.2.0"
 	})
-	desired, err := reconcile.CompileDNS(loaded)
+	desired, err := dns.Compile(loaded)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want []string
 	for _, z := range desired.Zones {
 		for _, s := range z.RRsets {
-			if strings.TrimSuffix(s.Name, ".") == "api.example.net" && s.Type == reconcile.TypeA {
+			if strings.TrimSuffix(s.Name, ".") == "api.example.net" && s.Type == dns.TypeA {
 				want = slices.Sorted(slices.Values(s.Data))
 			}
 		}
@@ -332,15 +333,15 @@ func setPatchSet(ps string) func(string) string {
 // queryA asks a DNS server for a name's A records.
 func queryA(t *testing.T, server, name string) []string {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	r, _, err := new(dns.Client).Exchange(m, server)
+	m := new(mdns.Msg)
+	m.SetQuestion(name, mdns.TypeA)
+	r, _, err := new(mdns.Client).Exchange(m, server)
 	if err != nil {
 		t.Fatalf("query %s at %s: %v", name, server, err)
 	}
 	var out []string
 	for _, rr := range r.Answer {
-		if a, ok := rr.(*dns.A); ok {
+		if a, ok := rr.(*mdns.A); ok {
 			out = append(out, a.A.String())
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+
 	"github.com/spf13/cobra"
 )
 
@@ -66,10 +68,10 @@ apply completes it), 64 usage error.`,
 		}
 		fmt.Fprintln(w)
 		prog := newProgress(c.ErrOrStderr(), plan.DNS)
-		applier := reconcile.DNSApplier{Targets: s.targets, State: s.state, Log: log, Progress: prog.update}
-		res, err := applier.Apply(ctx, plan.DNS, s.desired, reconcile.ApplyOptions{AllowMassDelete: *allowMass, Revision: s.source, Saved: saved})
+		applier := dns.Applier{Targets: s.targets, State: s.state, Log: log, Progress: prog.update}
+		res, err := applier.Apply(ctx, plan.DNS, s.desired, dns.ApplyOptions{AllowMassDelete: *allowMass, Revision: s.source, Saved: saved})
 		prog.finish()
-		var mass *reconcile.MassDeleteError
+		var mass *dns.MassDeleteError
 		if errors.As(err, &mass) {
 			return failure(err)
 		}
@@ -109,7 +111,7 @@ func (s *session) savedPlan(ctx context.Context, path string, log *slog.Logger) 
 	case len(plan.DNS.Failures) > 0:
 		return nil, failure(fmt.Errorf("refusing to apply plan %s: it could not read %d target(s) or zone(s)", path, len(plan.DNS.Failures)))
 	}
-	if err := reconcile.CheckFresh(ctx, plan.DNS, s.targets); err != nil {
+	if err := dns.CheckFresh(ctx, plan.DNS, s.targets); err != nil {
 		return nil, failure(err)
 	}
 	// What runs is what was reviewed: the plan made now, by the same

@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/spf13/cobra"
 )
 
@@ -37,7 +37,7 @@ declares, valid for BIND's named-checkzone.`,
 		if err != nil {
 			return err
 		}
-		desired, err := reconcile.CompileDNS(s)
+		desired, err := dns.Compile(s)
 		if err != nil {
 			return failure(err)
 		}
@@ -60,13 +60,13 @@ declares, valid for BIND's named-checkzone.`,
 	return c
 }
 
-func zoneFile(z *reconcile.DesiredZone, ns string, serial uint32) ([]byte, error) {
+func zoneFile(z *dns.DesiredZone, ns string, serial uint32) ([]byte, error) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "; zone %s, written by anneal dns export\n$ORIGIN %s.\n$TTL %d\n", z.Zone, z.Zone, reconcile.DefaultTTL)
+	fmt.Fprintf(&b, "; zone %s, written by anneal dns export\n$ORIGIN %s.\n$TTL %d\n", z.Zone, z.Zone, dns.DefaultTTL)
 	fmt.Fprintf(&b, "@ IN SOA %s hostmaster.%s. %d 3600 600 1209600 300\n", ns, z.Zone, serial)
 	hasNS := false
 	for _, s := range z.RRsets {
-		if s.Name == z.Zone && s.Type == reconcile.TypeNS {
+		if s.Name == z.Zone && s.Type == dns.TypeNS {
 			hasNS = true
 		}
 	}

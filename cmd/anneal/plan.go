@@ -9,6 +9,7 @@ import (
 
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -32,8 +33,8 @@ func addPlanFlags(c *cobra.Command) *planFlags {
 // session is a loaded site with its providers and state, ready to plan.
 type session struct {
 	site    *schema.Site
-	desired *reconcile.DesiredDNS
-	targets map[string]reconcile.DNSTarget
+	desired *dns.Desired
+	targets map[string]dns.Target
 	state   *bolt.Store
 	source  string
 }
@@ -44,7 +45,7 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	desired, err := reconcile.CompileDNS(site)
+	desired, err := dns.Compile(site)
 	if err != nil {
 		return nil, failure(err)
 	}

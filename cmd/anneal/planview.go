@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // palette colours plan lines on a terminal; the zero value prints plain.
@@ -29,16 +30,16 @@ func colorFor(w io.Writer) palette {
 
 const changesPerZone = 100
 
-func rdata(s *reconcile.RRset) string {
+func rdata(s *dns.RRset) string {
 	return fmt.Sprintf("%d %s", s.TTL, strings.Join(s.Data, ", "))
 }
 
 // changeLine renders one change as "+ name TYPE ttl data" (or old → new).
-func changeLine(c reconcile.RRsetChange) (sign, line string) {
+func changeLine(c dns.RRsetChange) (sign, line string) {
 	switch c.Op {
-	case reconcile.OpCreate:
+	case dns.OpCreate:
 		return "+", fmt.Sprintf("%s %s %s", c.New.Name, c.New.Type, rdata(c.New))
-	case reconcile.OpDelete:
+	case dns.OpDelete:
 		return "-", fmt.Sprintf("%s %s %s", c.Old.Name, c.Old.Type, rdata(c.Old))
 	default:
 		return "~", fmt.Sprintf("%s %s %s → %s", c.New.Name, c.New.Type, rdata(c.Old), rdata(c.New))
@@ -47,7 +48,7 @@ func changeLine(c reconcile.RRsetChange) (sign, line string) {
 
 // writeChangeLines prints a zone's changes as +/~/- lines, coloured on a
 // terminal, at most changesPerZone unless full.
-func writeChangeLines(w io.Writer, changes []reconcile.RRsetChange, full bool, pal palette) {
+func writeChangeLines(w io.Writer, changes []dns.RRsetChange, full bool, pal palette) {
 	for i, ch := range changes {
 		if i == changesPerZone && !full {
 			fmt.Fprintf(w, "    … and %d more (--full or -o json shows all)\n", len(changes)-i)
@@ -61,7 +62,7 @@ func writeChangeLines(w io.Writer, changes []reconcile.RRsetChange, full bool, p
 
 // writeChangeDiff prints a zone's changes as the lines of a ```diff block
 // (GitHub colours + and -, and ! as a change).
-func writeChangeDiff(w io.Writer, changes []reconcile.RRsetChange, full bool) {
+func writeChangeDiff(w io.Writer, changes []dns.RRsetChange, full bool) {
 	for i, ch := range changes {
 		if i == changesPerZone && !full {
 			fmt.Fprintf(w, "# … and %d more\n", len(changes)-i)
@@ -236,7 +237,7 @@ type progress struct {
 	start  time.Time
 }
 
-func newProgress(w io.Writer, plan *reconcile.DNSPlan) *progress {
+func newProgress(w io.Writer, plan *dns.Plan) *progress {
 	p := &progress{w: w, tty: colorFor(w) != palette{}, done: map[string]int{}, start: time.Now()}
 	for _, z := range plan.Zones {
 		if n := len(z.Changes) + len(z.Adopt); n > 0 {
@@ -247,7 +248,7 @@ func newProgress(w io.Writer, plan *reconcile.DNSPlan) *progress {
 	return p
 }
 
-func (p *progress) update(r reconcile.ZoneResult) {
+func (p *progress) update(r dns.ZoneResult) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done[r.Target+"/"+r.Zone] = r.Created + r.Updated + r.Deleted + r.Adopted
@@ -277,7 +278,7 @@ func (p *progress) finish() {
 	}
 }
 
-func renderResult(w io.Writer, res *reconcile.DNSResult) {
+func renderResult(w io.Writer, res *dns.Result) {
 	var c, u, d, failed int
 	for _, z := range res.Zones {
 		c += z.Created

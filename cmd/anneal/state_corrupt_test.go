@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/providers/state/bolt"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // corruptState writes a real state file with an ownership inventory and
@@ -22,7 +22,7 @@ func corruptState(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owned := []reconcile.RRsetKey{{Name: "e1n01.example.net", Type: reconcile.TypeA}}
+	owned := []dns.RRsetKey{{Name: "e1n01.example.net", Type: dns.TypeA}}
 	if err := s.RecordOwned(context.Background(), "bind", "example.net", owned, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -18,14 +18,14 @@ import (
 // dnsTargets builds a provider for every DNS target of the site. Secrets
 // are resolved here through the operator's grants (resolve), once; a
 // missing or refused one fails before anything is read or sent.
-func dnsTargets(site *schema.Site, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (map[string]reconcile.DNSTarget, error) {
-	out := map[string]reconcile.DNSTarget{}
+func dnsTargets(site *schema.Site, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (map[string]dns.Target, error) {
+	out := map[string]dns.Target{}
 	if site.DNS == nil {
 		return out, nil
 	}
 	for _, t := range site.DNS.Targets {
 		var (
-			target reconcile.DNSTarget
+			target dns.Target
 			err    error
 		)
 		switch t.Kind {

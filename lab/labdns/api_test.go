@@ -11,11 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
-	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/reconcile/dnstest"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 )
 
 // call sends one request to the API with the server's key (or key, when
@@ -73,19 +73,19 @@ func TestPowerDNSRoundTrip(t *testing.T) {
 		tg := l.pdnsTarget(t, withDNS)
 		viaAPI, viaDNS := l.pdnsTarget(t, false), l.pdnsTarget(t, true)
 		ctx := context.Background()
-		www := dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
-		mx := dnstest.Set(t, "example.net", reconcile.TypeMX, 300, "10 Mail.Example.net.")
-		txt := dnstest.Set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`, `"`+strings.Repeat("x", 300)+`"`)
-		alias := dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "www.example.net.")
-		srv := dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
-		mapped := dnstest.Set(t, "v4.example.net", reconcile.TypeAAAA, 300, "::ffff:192.0.2.1")
-		wild := dnstest.Set(t, "*.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
-		x := dnstest.Set(t, "x.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
-		ptr := dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "www.example.net.")
-		steps := [][]reconcile.RRsetChange{
+		www := dnstest.Set(t, "www.example.net", dns.TypeA, 300, "192.0.2.1", "192.0.2.2")
+		mx := dnstest.Set(t, "example.net", dns.TypeMX, 300, "10 Mail.Example.net.")
+		txt := dnstest.Set(t, "example.net", dns.TypeTXT, 300, `"v=spf1 mx -all"`, `"`+strings.Repeat("x", 300)+`"`)
+		alias := dnstest.Set(t, "alias.example.net", dns.TypeCNAME, 60, "www.example.net.")
+		srv := dnstest.Set(t, "_ldap._tcp.example.net", dns.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
+		mapped := dnstest.Set(t, "v4.example.net", dns.TypeAAAA, 300, "::ffff:192.0.2.1")
+		wild := dnstest.Set(t, "*.apps.example.net", dns.TypeA, 60, "192.0.2.80")
+		x := dnstest.Set(t, "x.apps.example.net", dns.TypeA, 60, "192.0.2.80")
+		ptr := dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", dns.TypePTR, 300, "www.example.net.")
+		steps := [][]dns.RRsetChange{
 			{dnstest.Create(www), dnstest.Create(mx), dnstest.Create(txt), dnstest.Create(alias), dnstest.Create(srv), dnstest.Create(mapped), dnstest.Create(wild), dnstest.Create(x)},
-			{dnstest.Update(www, dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.3")), dnstest.Update(alias, dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net."))},
-			{dnstest.Delete(x), dnstest.Delete(mapped), dnstest.Delete(dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net."))},
+			{dnstest.Update(www, dnstest.Set(t, "www.example.net", dns.TypeA, 60, "192.0.2.3")), dnstest.Update(alias, dnstest.Set(t, "alias.example.net", dns.TypeCNAME, 60, "mail.example.net."))},
+			{dnstest.Delete(x), dnstest.Delete(mapped), dnstest.Delete(dnstest.Set(t, "alias.example.net", dns.TypeCNAME, 60, "mail.example.net."))},
 		}
 		want := model{}
 		prev := uint32(0)
@@ -105,7 +105,7 @@ func TestPowerDNSRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := withoutApexNS(reconcile.RRsetsFromRRs(rrs), fwd); !sameRRsets(got, want.sorted()) {
+			if got := withoutApexNS(dns.RRsetsFromRRs(rrs), fwd); !sameRRsets(got, want.sorted()) {
 				t.Fatalf("step %d: AXFR holds\n%v\nwant\n%v", i, got, want.sorted())
 			}
 			s1, err1 := viaAPI.Serial(ctx, fwd)
@@ -116,7 +116,7 @@ func TestPowerDNSRoundTrip(t *testing.T) {
 			prev = s1
 		}
 		apply(t, tg, rev6, dnstest.Create(ptr))
-		if _, got := content(t, tg, rev6); !sameRRsets(got, []reconcile.RRset{*ptr}) {
+		if _, got := content(t, tg, rev6); !sameRRsets(got, []dns.RRset{*ptr}) {
 			t.Fatalf("reverse zone: %v", got)
 		}
 	})
@@ -129,7 +129,7 @@ func TestPowerDNSMarks(t *testing.T) {
 	t.Parallel()
 	l := start(t, pdnsConfig(t))
 	tg := l.pdnsTarget(t, true)
-	ours := dnstest.Set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	ours := dnstest.Set(t, "ours.example.net", dns.TypeA, 300, "192.0.2.1")
 	apply(t, tg, fwd, dnstest.Create(ours))
 	l.patch(t, fwd,
 		`{"name":"theirs.example.net.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.2","disabled":false}]},`+
@@ -138,10 +138,10 @@ func TestPowerDNSMarks(t *testing.T) {
 			`{"name":"off.example.net.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.4","disabled":true}],"comments":[{"content":"x","account":"anneal"}]},`+
 			`{"name":"svc.example.net.","type":"CNAME","ttl":300,"changetype":"REPLACE","records":[{"content":"elsewhere.example.org.","disabled":false}]}`)
 	zc, got := content(t, tg, fwd)
-	want := []reconcile.RRset{*ours,
-		*dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2"),
-		*dnstest.Set(t, "noted.example.net", reconcile.TypeA, 300, "192.0.2.3"),
-		*dnstest.Set(t, "svc.example.net", reconcile.TypeCNAME, 300, "elsewhere.example.org.")}
+	want := []dns.RRset{*ours,
+		*dnstest.Set(t, "theirs.example.net", dns.TypeA, 300, "192.0.2.2"),
+		*dnstest.Set(t, "noted.example.net", dns.TypeA, 300, "192.0.2.3"),
+		*dnstest.Set(t, "svc.example.net", dns.TypeCNAME, 300, "elsewhere.example.org.")}
 	if !sameRRsets(got, want) {
 		t.Fatalf("zone holds %v\nwant %v", got, want)
 	}
@@ -149,17 +149,17 @@ func TestPowerDNSMarks(t *testing.T) {
 		t.Fatalf("Marked = %v", zc.Marked)
 	}
 	for _, name := range []string{"off.example.net", "ghost.example.net"} {
-		if r := query(t, l.DNSAddr(), "udp", name, dns.TypeA); r.Rcode != dns.RcodeNameError {
+		if r := query(t, l.DNSAddr(), "udp", name, mdns.TypeA); r.Rcode != mdns.RcodeNameError {
 			t.Errorf("%s is served: %v", name, r)
 		}
 	}
-	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "svc.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
-	if te := dnstest.WantClass(t, err, reconcile.ClassConflict, "pdns"); n != 0 || !strings.Contains(te.Error(), "Conflicts with pre-existing RRset") {
+	n, err := tg.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "svc.example.net", dns.TypeA, 300, "192.0.2.1"))})
+	if te := dnstest.WantClass(t, err, dns.ClassConflict, "pdns"); n != 0 || !strings.Contains(te.Error(), "Conflicts with pre-existing RRset") {
 		t.Fatalf("Apply = %d, %v", n, err)
 	}
 	// Adopting a foreign RRset marks it.
-	theirs := dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2")
-	apply(t, tg, fwd, dnstest.Update(theirs, dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.9")))
+	theirs := dnstest.Set(t, "theirs.example.net", dns.TypeA, 300, "192.0.2.2")
+	apply(t, tg, fwd, dnstest.Update(theirs, dnstest.Set(t, "theirs.example.net", dns.TypeA, 300, "192.0.2.9")))
 	if zc, _ := content(t, tg, fwd); !zc.Marked[theirs.Key()] || len(zc.Marked) != 2 {
 		t.Fatalf("Marked = %v", zc.Marked)
 	}
@@ -172,7 +172,7 @@ func TestPowerDNSErrors(t *testing.T) {
 	l := start(t, pdnsConfig(t))
 	ctx := context.Background()
 	const key = "not-the-key-0123456789"
-	a := []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1"))}
+	a := []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.1"))}
 	wrongKey := l.pdnsTarget(t, false, func(c *powerdns.Config) { c.APIKey = key })
 	withDNS := l.pdnsTarget(t, true, func(c *powerdns.Config) { c.APIKey = key })
 	_, err1 := wrongKey.Serial(ctx, fwd)
@@ -180,7 +180,7 @@ func TestPowerDNSErrors(t *testing.T) {
 	_, err3 := wrongKey.Apply(ctx, fwd, a)
 	_, err4 := withDNS.ReadZone(ctx, fwd)
 	for _, err := range []error{err1, err2, err3, err4} {
-		if te := dnstest.WantClass(t, err, reconcile.ClassPermanent, "pdns"); !strings.Contains(err.Error(), "API key refused") || te.Zone != fwd {
+		if te := dnstest.WantClass(t, err, dns.ClassPermanent, "pdns"); !strings.Contains(err.Error(), "API key refused") || te.Zone != fwd {
 			t.Errorf("wrong key: %v", err)
 		}
 	}
@@ -192,9 +192,9 @@ func TestPowerDNSErrors(t *testing.T) {
 	const missing = "missing.example"
 	_, err1 = tg.Serial(ctx, missing)
 	_, err2 = tg.ReadZone(ctx, missing)
-	_, err3 = tg.Apply(ctx, missing, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.missing.example", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err3 = tg.Apply(ctx, missing, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "a.missing.example", dns.TypeA, 300, "192.0.2.1"))})
 	for _, err := range []error{err1, err2, err3} {
-		if dnstest.WantClass(t, err, reconcile.ClassPermanent, "pdns"); !strings.Contains(err.Error(), "zone not found on target") {
+		if dnstest.WantClass(t, err, dns.ClassPermanent, "pdns"); !strings.Contains(err.Error(), "zone not found on target") {
 			t.Errorf("missing zone: %v", err)
 		}
 	}
@@ -206,10 +206,10 @@ func TestPowerDNSErrors(t *testing.T) {
 		t.Errorf("wrong server id: %v", err)
 	}
 	// The DNS side takes no UPDATEs, as PowerDNS with dnsupdate=no.
-	m := new(dns.Msg)
+	m := new(mdns.Msg)
 	m.SetUpdate(fwd + ".")
 	m.Insert(rrs(t, "u.example.net 300 IN A 192.0.2.1"))
-	if r, err := exchange(t, l.DNSAddr(), "tcp", m, nil); err != nil || r.Rcode != dns.RcodeRefused {
+	if r, err := exchange(t, l.DNSAddr(), "tcp", m, nil); err != nil || r.Rcode != mdns.RcodeRefused {
 		t.Errorf("UPDATE to the PowerDNS stand-in: %v %v", r, err)
 	}
 }
@@ -292,7 +292,7 @@ func TestAPI(t *testing.T) {
 	if meta["serial"] != float64(4) || meta["rrsets"] != nil {
 		t.Fatalf("zone after the PATCHes: %s", body)
 	}
-	if r := query(t, l.DNSAddr(), "udp", "b.example.net", dns.TypeA); r.Rcode != dns.RcodeNameError {
+	if r := query(t, l.DNSAddr(), "udp", "b.example.net", mdns.TypeA); r.Rcode != mdns.RcodeNameError {
 		t.Fatalf("a refused PATCH landed: %v", r)
 	}
 }
@@ -350,10 +350,10 @@ func TestPowerDNSBatches(t *testing.T) {
 	l := start(t, cfg)
 	tg := l.pdnsTarget(t, true)
 	const n = 8000
-	changes := make([]reconcile.RRsetChange, n)
+	changes := make([]dns.RRsetChange, n)
 	want := model{}
 	for i := range changes {
-		changes[i] = dnstest.Create(dnstest.Set(t, fmt.Sprintf("host%05d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
+		changes[i] = dnstest.Create(dnstest.Set(t, fmt.Sprintf("host%05d.example.net", i), dns.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
 	}
 	want.apply(changes...)
 	apply(t, tg, fwd, changes...)

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
 	"github.com/anneal-dev/anneal/lab/labdns"
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 const (
@@ -160,7 +160,7 @@ func (l *lab) pdnsTarget(t testing.TB, withDNS bool, edit ...func(*powerdns.Conf
 	return tg
 }
 
-func apply(t testing.TB, tg reconcile.DNSTarget, zone string, changes ...reconcile.RRsetChange) {
+func apply(t testing.TB, tg dns.Target, zone string, changes ...dns.RRsetChange) {
 	t.Helper()
 	n, err := tg.Apply(context.Background(), zone, changes)
 	if err != nil || n != len(changes) {
@@ -169,9 +169,9 @@ func apply(t testing.TB, tg reconcile.DNSTarget, zone string, changes ...reconci
 }
 
 // model is what a zone should hold besides its apex NS, RRset by key.
-type model map[reconcile.RRsetKey]reconcile.RRset
+type model map[dns.RRsetKey]dns.RRset
 
-func (m model) apply(changes ...reconcile.RRsetChange) {
+func (m model) apply(changes ...dns.RRsetChange) {
 	for _, c := range changes {
 		if c.New == nil {
 			delete(m, c.Key())
@@ -181,8 +181,8 @@ func (m model) apply(changes ...reconcile.RRsetChange) {
 	}
 }
 
-func (m model) sorted() []reconcile.RRset {
-	out := make([]reconcile.RRset, 0, len(m))
+func (m model) sorted() []dns.RRset {
+	out := make([]dns.RRset, 0, len(m))
 	for _, s := range m {
 		out = append(out, s)
 	}
@@ -190,15 +190,15 @@ func (m model) sorted() []reconcile.RRset {
 	return out
 }
 
-func sortSets(s []reconcile.RRset) {
-	slices.SortFunc(s, func(a, b reconcile.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
+func sortSets(s []dns.RRset) {
+	slices.SortFunc(s, func(a, b dns.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
 }
 
 // withoutApexNS drops the NS the server made the zone with.
-func withoutApexNS(sets []reconcile.RRset, zone string) []reconcile.RRset {
-	var out []reconcile.RRset
+func withoutApexNS(sets []dns.RRset, zone string) []dns.RRset {
+	var out []dns.RRset
 	for _, s := range sets {
-		if s.Name != zone || s.Type != reconcile.TypeNS {
+		if s.Name != zone || s.Type != dns.TypeNS {
 			out = append(out, s)
 		}
 	}
@@ -206,14 +206,14 @@ func withoutApexNS(sets []reconcile.RRset, zone string) []reconcile.RRset {
 	return out
 }
 
-func sameRRsets(a, b []reconcile.RRset) bool {
+func sameRRsets(a, b []dns.RRset) bool {
 	sortSets(a)
 	sortSets(b)
-	return slices.EqualFunc(a, b, func(x, y reconcile.RRset) bool { return x.Equal(&y) })
+	return slices.EqualFunc(a, b, func(x, y dns.RRset) bool { return x.Equal(&y) })
 }
 
 // content reads a zone through a target, without the apex NS.
-func content(t testing.TB, tg reconcile.DNSTarget, zone string) (*reconcile.ZoneContent, []reconcile.RRset) {
+func content(t testing.TB, tg dns.Target, zone string) (*dns.ZoneContent, []dns.RRset) {
 	t.Helper()
 	zc, err := tg.ReadZone(context.Background(), zone)
 	if err != nil {
@@ -223,12 +223,12 @@ func content(t testing.TB, tg reconcile.DNSTarget, zone string) (*reconcile.Zone
 }
 
 // exchange sends one message to addr over network ("udp" or "tcp").
-func exchange(t testing.TB, addr, network string, m *dns.Msg, tsig *labdns.TSIGKey) (*dns.Msg, error) {
+func exchange(t testing.TB, addr, network string, m *mdns.Msg, tsig *labdns.TSIGKey) (*mdns.Msg, error) {
 	t.Helper()
-	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
+	c := &mdns.Client{Net: network, Timeout: 2 * time.Second}
 	if tsig != nil {
-		c.TsigSecret = map[string]string{dns.Fqdn(tsig.Name): tsig.Secret}
-		m.SetTsig(dns.Fqdn(tsig.Name), dns.Fqdn(tsig.Algorithm), 300, time.Now().Unix())
+		c.TsigSecret = map[string]string{mdns.Fqdn(tsig.Name): tsig.Secret}
+		m.SetTsig(mdns.Fqdn(tsig.Name), mdns.Fqdn(tsig.Algorithm), 300, time.Now().Unix())
 	}
 	r, _, err := c.Exchange(m, addr)
 	return r, err
@@ -236,13 +236,13 @@ func exchange(t testing.TB, addr, network string, m *dns.Msg, tsig *labdns.TSIGK
 
 // query asks addr one question over network and fails the test on a
 // transport error.
-func query(t testing.TB, addr, network, name string, qtype uint16) *dns.Msg {
+func query(t testing.TB, addr, network, name string, qtype uint16) *mdns.Msg {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(name), qtype)
 	r, err := exchange(t, addr, network, m, nil)
 	if err != nil {
-		t.Fatalf("query %s %s over %s: %v", name, dns.TypeToString[qtype], network, err)
+		t.Fatalf("query %s %s over %s: %v", name, mdns.TypeToString[qtype], network, err)
 	}
 	return r
 }

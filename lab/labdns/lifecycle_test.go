@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
 	"github.com/anneal-dev/anneal/lab/labdns"
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
-	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/reconcile/dnstest"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -50,12 +50,12 @@ func TestPersistence(t *testing.T) {
 		l := start(t, bindConfig(t))
 		tg := l.rfc2136Target(t)
 		want := model{}
-		changes := []reconcile.RRsetChange{
-			dnstest.Create(dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")),
-			dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeTXT, 60, `"v=spf1 mx -all"`, `"a \"quoted\" string; with a semicolon"`)),
-			dnstest.Create(dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")),
-			dnstest.Create(dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")),
-			dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`)),
+		changes := []dns.RRsetChange{
+			dnstest.Create(dnstest.Set(t, "www.example.net", dns.TypeA, 300, "192.0.2.1", "192.0.2.2")),
+			dnstest.Create(dnstest.Set(t, "example.net", dns.TypeTXT, 60, `"v=spf1 mx -all"`, `"a \"quoted\" string; with a semicolon"`)),
+			dnstest.Create(dnstest.Set(t, "*.apps.example.net", dns.TypeCNAME, 60, "ingress.example.net.")),
+			dnstest.Create(dnstest.Set(t, "_ldap._tcp.example.net", dns.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")),
+			dnstest.Create(dnstest.Set(t, "example.net", dns.TypeCAA, 300, `0 issue "letsencrypt.org"`)),
 		}
 		apply(t, tg, fwd, changes...)
 		want.apply(changes...)
@@ -68,7 +68,7 @@ func TestPersistence(t *testing.T) {
 			t.Fatalf("after a restart: serial %d (was %d), zone\n%v\nwant\n%v", after.Serial, before.Serial, got, want.sorted())
 		}
 		// The next change goes on from there.
-		apply(t, tg, fwd, dnstest.Create(dnstest.Set(t, "more.example.net", reconcile.TypeA, 300, "192.0.2.3")))
+		apply(t, tg, fwd, dnstest.Create(dnstest.Set(t, "more.example.net", dns.TypeA, 300, "192.0.2.3")))
 		if s, _ := tg.Serial(context.Background(), fwd); s != before.Serial+1 {
 			t.Fatalf("serial %d after one more change from %d", s, before.Serial)
 		}
@@ -79,15 +79,15 @@ func TestPersistence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		zp := dns.NewZoneParser(bytes.NewReader(data), "", file)
-		var parsed []dns.RR
+		zp := mdns.NewZoneParser(bytes.NewReader(data), "", file)
+		var parsed []mdns.RR
 		for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 			parsed = append(parsed, rr)
 		}
 		if err := zp.Err(); err != nil {
 			t.Fatal(err)
 		}
-		if parsed[0].Header().Rrtype != dns.TypeSOA || len(withoutApexNS(reconcile.RRsetsFromRRs(parsed), fwd)) != len(want)+1 {
+		if parsed[0].Header().Rrtype != mdns.TypeSOA || len(withoutApexNS(dns.RRsetsFromRRs(parsed), fwd)) != len(want)+1 {
 			t.Fatalf("the zone file holds %v", parsed)
 		}
 		entries, _ := os.ReadDir(l.cfg.StateDir)
@@ -104,7 +104,7 @@ func TestPersistence(t *testing.T) {
 		t.Parallel()
 		l := start(t, pdnsConfig(t))
 		tg := l.pdnsTarget(t, false)
-		ours := dnstest.Set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
+		ours := dnstest.Set(t, "ours.example.net", dns.TypeA, 300, "192.0.2.1")
 		apply(t, tg, fwd, dnstest.Create(ours))
 		l.patch(t, fwd,
 			`{"name":"off.example.net.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.4","disabled":true},{"content":"192.0.2.5","disabled":false}]},`+
@@ -120,7 +120,7 @@ func TestPersistence(t *testing.T) {
 		if !zc.Marked[ours.Key()] {
 			t.Fatal("the mark was lost")
 		}
-		if r := query(t, l.DNSAddr(), "udp", "off.example.net", dns.TypeA); len(r.Answer) != 1 {
+		if r := query(t, l.DNSAddr(), "udp", "off.example.net", mdns.TypeA); len(r.Answer) != 1 {
 			t.Fatalf("off.example.net: %v", r.Answer)
 		}
 	})
@@ -158,7 +158,7 @@ func TestSetDown(t *testing.T) {
 	t.Parallel()
 	bind := start(t, bindConfig(t))
 	pdns := start(t, pdnsConfig(t))
-	targets := []reconcile.DNSTarget{
+	targets := []dns.Target{
 		bind.rfc2136Target(t, func(c *rfc2136.Config) { c.Timeout = time.Second }),
 		pdns.pdnsTarget(t, false, func(c *powerdns.Config) { c.Timeout = time.Second }),
 		pdns.pdnsTarget(t, true, func(c *powerdns.Config) { c.Timeout = time.Second }),
@@ -173,25 +173,25 @@ func TestSetDown(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	a := dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.1")
 	for _, tg := range targets {
 		for name, op := range map[string]func() error{
 			"serial": func() error { _, err := tg.Serial(ctx, fwd); return err },
 			"read":   func() error { _, err := tg.ReadZone(ctx, fwd); return err },
-			"apply":  func() error { _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(a)}); return err },
+			"apply":  func() error { _, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(a)}); return err },
 		} {
 			begin := time.Now()
 			err := op()
-			dnstest.WantClass(t, err, reconcile.ClassTransient, tg.Name())
+			dnstest.WantClass(t, err, dns.ClassTransient, tg.Name())
 			if took := time.Since(begin); took > 3*time.Second {
 				t.Errorf("%s %s: took %s with a 1 s timeout", tg.Name(), name, took)
 			}
 		}
 	}
 	// A plain query gets no answer.
-	m := new(dns.Msg)
-	m.SetQuestion("example.net.", dns.TypeSOA)
-	c := &dns.Client{Timeout: 500 * time.Millisecond}
+	m := new(mdns.Msg)
+	m.SetQuestion("example.net.", mdns.TypeSOA)
+	c := &mdns.Client{Timeout: 500 * time.Millisecond}
 	if _, _, err := c.Exchange(m, bind.DNSAddr()); err == nil {
 		t.Fatal("a server held down answered")
 	}
@@ -205,7 +205,7 @@ func TestSetDown(t *testing.T) {
 		t.Fatalf("back on %v, was %v", got, addrs)
 	}
 	for i, tg := range targets {
-		apply(t, tg, fwd, dnstest.Create(dnstest.Set(t, fmt.Sprintf("back%d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
+		apply(t, tg, fwd, dnstest.Create(dnstest.Set(t, fmt.Sprintf("back%d.example.net", i), dns.TypeA, 300, "192.0.2.1")))
 	}
 }
 
@@ -279,7 +279,7 @@ func TestLifecycle(t *testing.T) {
 		t.Error("started twice")
 	}
 	addr := s.DNSAddr()
-	if r := query(t, addr, "udp", fwd, dns.TypeSOA); !r.Authoritative {
+	if r := query(t, addr, "udp", fwd, mdns.TypeSOA); !r.Authoritative {
 		t.Fatalf("SOA: %v", r)
 	}
 	cancel()
@@ -296,9 +296,9 @@ func TestLifecycle(t *testing.T) {
 	if err := s.Start(context.Background()); err == nil {
 		t.Error("started after Close")
 	}
-	c := &dns.Client{Timeout: 300 * time.Millisecond}
-	m := new(dns.Msg)
-	m.SetQuestion("example.net.", dns.TypeSOA)
+	c := &mdns.Client{Timeout: 300 * time.Millisecond}
+	m := new(mdns.Msg)
+	m.SetQuestion("example.net.", mdns.TypeSOA)
 	if _, _, err := c.Exchange(m, addr); err == nil {
 		t.Error("a closed server answered")
 	}
@@ -315,7 +315,7 @@ func TestExampleSite(t *testing.T) {
 	if err != nil || site == nil {
 		t.Fatalf("load the example site: %v %v", err, diags)
 	}
-	desired, err := reconcile.CompileDNS(site)
+	desired, err := dns.Compile(site)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,8 +344,8 @@ func TestExampleSite(t *testing.T) {
 		local[tg.Name] = tg
 	}
 	servers := map[string]*labdns.Server{}
-	startAll := func() map[string]reconcile.DNSTarget {
-		targets := map[string]reconcile.DNSTarget{}
+	startAll := func() map[string]dns.Target {
+		targets := map[string]dns.Target{}
 		for name, tg := range local {
 			s, err := labdns.FromSite(site, tg, resolve, filepath.Join(stateDir, name), log)
 			if err != nil {
@@ -358,7 +358,7 @@ func TestExampleSite(t *testing.T) {
 			servers[name] = s
 			// The provider, from the same target at the bound addresses.
 			tg.Server = s.DNSAddr()
-			var dt reconcile.DNSTarget
+			var dt dns.Target
 			if tg.Kind == schema.TargetPowerDNS {
 				tg.API = s.APIURL()
 				dt, err = powerdns.FromSite(tg, resolve)
@@ -380,17 +380,17 @@ func TestExampleSite(t *testing.T) {
 	}
 	defer st.Close()
 
-	plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, desired)
+	plan, err := (&dns.Planner{Targets: targets, State: st}).Plan(ctx, desired)
 	if err != nil || len(plan.Failures) > 0 || !plan.HasChanges() || plan.HasConflicts() {
 		t.Fatalf("first plan: %v %+v", err, plan.Failures)
 	}
-	res, err := (&reconcile.DNSApplier{Targets: targets, State: st}).Apply(ctx, plan, desired, reconcile.ApplyOptions{AllowMassDelete: true})
+	res, err := (&dns.Applier{Targets: targets, State: st}).Apply(ctx, plan, desired, dns.ApplyOptions{AllowMassDelete: true})
 	if err != nil || res.Failed() {
 		t.Fatalf("apply: %v %+v", err, res)
 	}
-	empty := func(when string, targets map[string]reconcile.DNSTarget) {
+	empty := func(when string, targets map[string]dns.Target) {
 		t.Helper()
-		plan, err := (&reconcile.DNSPlanner{Targets: targets, State: st}).Plan(ctx, desired)
+		plan, err := (&dns.Planner{Targets: targets, State: st}).Plan(ctx, desired)
 		if err != nil || len(plan.Failures) > 0 || plan.HasChanges() || plan.HasConflicts() {
 			t.Fatalf("plan %s is not empty: %v %+v %+v", when, err, plan.Failures, plan.Zones)
 		}
@@ -398,7 +398,7 @@ func TestExampleSite(t *testing.T) {
 	empty("after the apply", targets)
 
 	// A name of the site, by DNS: the wildcard of the example.
-	r := query(t, servers["bind"].DNSAddr(), "udp", "web.apps.east.example.net", dns.TypeCNAME)
+	r := query(t, servers["bind"].DNSAddr(), "udp", "web.apps.east.example.net", mdns.TypeCNAME)
 	if len(r.Answer) != 1 || !r.Authoritative {
 		t.Fatalf("wildcard: %v", r)
 	}

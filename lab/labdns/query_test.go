@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
 	"github.com/anneal-dev/anneal/lab/labdns"
-	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/reconcile/dnstest"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 )
 
 // seedQueries writes the records the query tests ask about, through the
@@ -27,30 +27,30 @@ func seedQueries(t *testing.T, l *lab) {
 		mid = append(mid, fmt.Sprintf("198.51.100.%d", i+1))
 	}
 	apply(t, tg, fwd,
-		dnstest.Create(dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")),
-		dnstest.Create(dnstest.Set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")),
-		dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeMX, 300, "10 mail.example.net.")),
-		dnstest.Create(dnstest.Set(t, "example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`)),
-		dnstest.Create(dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
-		dnstest.Create(dnstest.Set(t, "chain.example.net", reconcile.TypeCNAME, 300, "alias.example.net.")),
-		dnstest.Create(dnstest.Set(t, "dangling.example.net", reconcile.TypeCNAME, 300, "nowhere.example.net.")),
-		dnstest.Create(dnstest.Set(t, "out.example.net", reconcile.TypeCNAME, 300, "www.example.org.")),
-		dnstest.Create(dnstest.Set(t, "cross.example.net", reconcile.TypeCNAME, 300, "host.east.example.net.")),
-		dnstest.Create(dnstest.Set(t, "loop1.example.net", reconcile.TypeCNAME, 300, "loop2.example.net.")),
-		dnstest.Create(dnstest.Set(t, "loop2.example.net", reconcile.TypeCNAME, 300, "loop1.example.net.")),
-		dnstest.Create(dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")),
-		dnstest.Create(dnstest.Set(t, "ingress.example.net", reconcile.TypeA, 60, "192.0.2.80")),
-		dnstest.Create(dnstest.Set(t, "*.wild.example.net", reconcile.TypeA, 60, "192.0.2.90")),
-		dnstest.Create(dnstest.Set(t, "exists.wild.example.net", reconcile.TypeTXT, 60, `"here"`)),
-		dnstest.Create(dnstest.Set(t, "deep.ent.example.net", reconcile.TypeA, 300, "192.0.2.5")),
-		dnstest.Create(dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 300, "ns1.sub.example.net.")),
-		dnstest.Create(dnstest.Set(t, "ns1.sub.example.net", reconcile.TypeA, 300, "192.0.2.53")),
-		dnstest.Create(dnstest.Set(t, "big.example.net", reconcile.TypeA, 300, big...)),
-		dnstest.Create(dnstest.Set(t, "mid.example.net", reconcile.TypeA, 300, mid...)),
+		dnstest.Create(dnstest.Set(t, "www.example.net", dns.TypeA, 300, "192.0.2.1", "192.0.2.2")),
+		dnstest.Create(dnstest.Set(t, "www.example.net", dns.TypeAAAA, 300, "2001:db8::1")),
+		dnstest.Create(dnstest.Set(t, "example.net", dns.TypeMX, 300, "10 mail.example.net.")),
+		dnstest.Create(dnstest.Set(t, "example.net", dns.TypeTXT, 300, `"v=spf1 mx -all"`)),
+		dnstest.Create(dnstest.Set(t, "alias.example.net", dns.TypeCNAME, 300, "www.example.net.")),
+		dnstest.Create(dnstest.Set(t, "chain.example.net", dns.TypeCNAME, 300, "alias.example.net.")),
+		dnstest.Create(dnstest.Set(t, "dangling.example.net", dns.TypeCNAME, 300, "nowhere.example.net.")),
+		dnstest.Create(dnstest.Set(t, "out.example.net", dns.TypeCNAME, 300, "www.example.org.")),
+		dnstest.Create(dnstest.Set(t, "cross.example.net", dns.TypeCNAME, 300, "host.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, "loop1.example.net", dns.TypeCNAME, 300, "loop2.example.net.")),
+		dnstest.Create(dnstest.Set(t, "loop2.example.net", dns.TypeCNAME, 300, "loop1.example.net.")),
+		dnstest.Create(dnstest.Set(t, "*.apps.example.net", dns.TypeCNAME, 60, "ingress.example.net.")),
+		dnstest.Create(dnstest.Set(t, "ingress.example.net", dns.TypeA, 60, "192.0.2.80")),
+		dnstest.Create(dnstest.Set(t, "*.wild.example.net", dns.TypeA, 60, "192.0.2.90")),
+		dnstest.Create(dnstest.Set(t, "exists.wild.example.net", dns.TypeTXT, 60, `"here"`)),
+		dnstest.Create(dnstest.Set(t, "deep.ent.example.net", dns.TypeA, 300, "192.0.2.5")),
+		dnstest.Create(dnstest.Set(t, "sub.example.net", dns.TypeNS, 300, "ns1.sub.example.net.")),
+		dnstest.Create(dnstest.Set(t, "ns1.sub.example.net", dns.TypeA, 300, "192.0.2.53")),
+		dnstest.Create(dnstest.Set(t, "big.example.net", dns.TypeA, 300, big...)),
+		dnstest.Create(dnstest.Set(t, "mid.example.net", dns.TypeA, 300, mid...)),
 	)
-	apply(t, tg, east, dnstest.Create(dnstest.Set(t, "host.east.example.net", reconcile.TypeA, 300, "10.10.2.11")))
-	apply(t, tg, rev4, dnstest.Create(dnstest.Set(t, "11.2.10.10.in-addr.arpa", reconcile.TypePTR, 300, "host.east.example.net.")))
-	apply(t, tg, rev6, dnstest.Create(dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", reconcile.TypePTR, 300, "host.east.example.net.")))
+	apply(t, tg, east, dnstest.Create(dnstest.Set(t, "host.east.example.net", dns.TypeA, 300, "10.10.2.11")))
+	apply(t, tg, rev4, dnstest.Create(dnstest.Set(t, "11.2.10.10.in-addr.arpa", dns.TypePTR, 300, "host.east.example.net.")))
+	apply(t, tg, rev6, dnstest.Create(dnstest.Set(t, "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", dns.TypePTR, 300, "host.east.example.net.")))
 }
 
 func TestQueries(t *testing.T) {
@@ -67,45 +67,45 @@ func TestQueries(t *testing.T) {
 		ns     int      // NS records in the authority section (a referral)
 		extra  int
 	}{
-		{name: "www.example.net", qtype: dns.TypeA, aa: true, answer: []string{"www.example.net. A 192.0.2.1", "www.example.net. A 192.0.2.2"}},
-		{name: "WWW.Example.NET", qtype: dns.TypeA, aa: true, answer: []string{"www.example.net. A 192.0.2.1", "www.example.net. A 192.0.2.2"}},
-		{name: "www.example.net", qtype: dns.TypeAAAA, aa: true, answer: []string{"www.example.net. AAAA 2001:db8::1"}},
-		{name: "www.example.net", qtype: dns.TypeMX, aa: true, soa: true},
-		{name: "nope.example.net", qtype: dns.TypeA, rcode: dns.RcodeNameError, aa: true, soa: true},
-		{name: "example.net", qtype: dns.TypeSOA, aa: true, answer: []string{"example.net. SOA ns1.example.net. hostmaster.example.net."}},
-		{name: "example.net", qtype: dns.TypeMX, aa: true, answer: []string{"example.net. MX 10 mail.example.net."}},
-		{name: "example.net", qtype: dns.TypeTXT, aa: true, answer: []string{`example.net. TXT "v=spf1 mx -all"`}},
-		{name: "alias.example.net", qtype: dns.TypeA, aa: true, answer: []string{"alias.example.net. CNAME www.example.net.", "www.example.net. A 192.0.2.1", "www.example.net. A 192.0.2.2"}},
-		{name: "alias.example.net", qtype: dns.TypeCNAME, aa: true, answer: []string{"alias.example.net. CNAME www.example.net."}},
-		{name: "chain.example.net", qtype: dns.TypeAAAA, aa: true, answer: []string{"chain.example.net. CNAME alias.example.net.", "alias.example.net. CNAME www.example.net.", "www.example.net. AAAA 2001:db8::1"}},
-		{name: "dangling.example.net", qtype: dns.TypeA, rcode: dns.RcodeNameError, aa: true, answer: []string{"dangling.example.net. CNAME nowhere.example.net."}, soa: true},
-		{name: "out.example.net", qtype: dns.TypeA, aa: true, answer: []string{"out.example.net. CNAME www.example.org."}},
-		{name: "cross.example.net", qtype: dns.TypeA, aa: true, answer: []string{"cross.example.net. CNAME host.east.example.net.", "host.east.example.net. A 10.10.2.11"}},
-		{name: "loop1.example.net", qtype: dns.TypeA, aa: true, answer: []string{"loop1.example.net. CNAME loop2.example.net.", "loop2.example.net. CNAME loop1.example.net."}},
-		{name: "foo.apps.example.net", qtype: dns.TypeA, aa: true, answer: []string{"foo.apps.example.net. CNAME ingress.example.net.", "ingress.example.net. A 192.0.2.80"}},
-		{name: "a.b.apps.example.net", qtype: dns.TypeA, aa: true, answer: []string{"a.b.apps.example.net. CNAME ingress.example.net.", "ingress.example.net. A 192.0.2.80"}},
-		{name: "apps.example.net", qtype: dns.TypeA, aa: true, soa: true}, // an empty non-terminal
-		{name: "x.wild.example.net", qtype: dns.TypeA, aa: true, answer: []string{"x.wild.example.net. A 192.0.2.90"}},
-		{name: "x.wild.example.net", qtype: dns.TypeTXT, aa: true, soa: true},
-		{name: "exists.wild.example.net", qtype: dns.TypeA, aa: true, soa: true}, // no synthesis at an existing name
-		{name: "*.wild.example.net", qtype: dns.TypeA, aa: true, answer: []string{"*.wild.example.net. A 192.0.2.90"}},
-		{name: "ent.example.net", qtype: dns.TypeA, aa: true, soa: true},
-		{name: "deep.ent.example.net", qtype: dns.TypeA, aa: true, answer: []string{"deep.ent.example.net. A 192.0.2.5"}},
-		{name: "x.sub.example.net", qtype: dns.TypeA, ns: 1, extra: 1},
-		{name: "sub.example.net", qtype: dns.TypeNS, ns: 1, extra: 1},
-		{name: "host.east.example.net", qtype: dns.TypeA, aa: true, answer: []string{"host.east.example.net. A 10.10.2.11"}},
-		{name: "east.example.net", qtype: dns.TypeSOA, aa: true, answer: []string{"east.example.net. SOA ns1.east.example.net. hostmaster.east.example.net."}},
-		{name: "nope.east.example.net", qtype: dns.TypeA, rcode: dns.RcodeNameError, aa: true, soa: true},
-		{name: "11.2.10.10.in-addr.arpa", qtype: dns.TypePTR, aa: true, answer: []string{"11.2.10.10.in-addr.arpa. PTR host.east.example.net."}},
-		{name: "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", qtype: dns.TypePTR, aa: true, answer: []string{"1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa. PTR host.east.example.net."}},
-		{name: "www.example.org", qtype: dns.TypeA, rcode: dns.RcodeRefused},
-		{name: "net", qtype: dns.TypeSOA, rcode: dns.RcodeRefused},
+		{name: "www.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"www.example.net. A 192.0.2.1", "www.example.net. A 192.0.2.2"}},
+		{name: "WWW.Example.NET", qtype: mdns.TypeA, aa: true, answer: []string{"www.example.net. A 192.0.2.1", "www.example.net. A 192.0.2.2"}},
+		{name: "www.example.net", qtype: mdns.TypeAAAA, aa: true, answer: []string{"www.example.net. AAAA 2001:db8::1"}},
+		{name: "www.example.net", qtype: mdns.TypeMX, aa: true, soa: true},
+		{name: "nope.example.net", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, aa: true, soa: true},
+		{name: "example.net", qtype: mdns.TypeSOA, aa: true, answer: []string{"example.net. SOA ns1.example.net. hostmaster.example.net."}},
+		{name: "example.net", qtype: mdns.TypeMX, aa: true, answer: []string{"example.net. MX 10 mail.example.net."}},
+		{name: "example.net", qtype: mdns.TypeTXT, aa: true, answer: []string{`example.net. TXT "v=spf1 mx -all"`}},
+		{name: "alias.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"alias.example.net. CNAME www.example.net.", "www.example.net. A 192.0.2.1", "www.example.net. A 192.0.2.2"}},
+		{name: "alias.example.net", qtype: mdns.TypeCNAME, aa: true, answer: []string{"alias.example.net. CNAME www.example.net."}},
+		{name: "chain.example.net", qtype: mdns.TypeAAAA, aa: true, answer: []string{"chain.example.net. CNAME alias.example.net.", "alias.example.net. CNAME www.example.net.", "www.example.net. AAAA 2001:db8::1"}},
+		{name: "dangling.example.net", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, aa: true, answer: []string{"dangling.example.net. CNAME nowhere.example.net."}, soa: true},
+		{name: "out.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"out.example.net. CNAME www.example.org."}},
+		{name: "cross.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"cross.example.net. CNAME host.east.example.net.", "host.east.example.net. A 10.10.2.11"}},
+		{name: "loop1.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"loop1.example.net. CNAME loop2.example.net.", "loop2.example.net. CNAME loop1.example.net."}},
+		{name: "foo.apps.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"foo.apps.example.net. CNAME ingress.example.net.", "ingress.example.net. A 192.0.2.80"}},
+		{name: "a.b.apps.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"a.b.apps.example.net. CNAME ingress.example.net.", "ingress.example.net. A 192.0.2.80"}},
+		{name: "apps.example.net", qtype: mdns.TypeA, aa: true, soa: true}, // an empty non-terminal
+		{name: "x.wild.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"x.wild.example.net. A 192.0.2.90"}},
+		{name: "x.wild.example.net", qtype: mdns.TypeTXT, aa: true, soa: true},
+		{name: "exists.wild.example.net", qtype: mdns.TypeA, aa: true, soa: true}, // no synthesis at an existing name
+		{name: "*.wild.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"*.wild.example.net. A 192.0.2.90"}},
+		{name: "ent.example.net", qtype: mdns.TypeA, aa: true, soa: true},
+		{name: "deep.ent.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"deep.ent.example.net. A 192.0.2.5"}},
+		{name: "x.sub.example.net", qtype: mdns.TypeA, ns: 1, extra: 1},
+		{name: "sub.example.net", qtype: mdns.TypeNS, ns: 1, extra: 1},
+		{name: "host.east.example.net", qtype: mdns.TypeA, aa: true, answer: []string{"host.east.example.net. A 10.10.2.11"}},
+		{name: "east.example.net", qtype: mdns.TypeSOA, aa: true, answer: []string{"east.example.net. SOA ns1.east.example.net. hostmaster.east.example.net."}},
+		{name: "nope.east.example.net", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, aa: true, soa: true},
+		{name: "11.2.10.10.in-addr.arpa", qtype: mdns.TypePTR, aa: true, answer: []string{"11.2.10.10.in-addr.arpa. PTR host.east.example.net."}},
+		{name: "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa", qtype: mdns.TypePTR, aa: true, answer: []string{"1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.1.0.8.b.d.0.1.0.0.2.ip6.arpa. PTR host.east.example.net."}},
+		{name: "www.example.org", qtype: mdns.TypeA, rcode: mdns.RcodeRefused},
+		{name: "net", qtype: mdns.TypeSOA, rcode: mdns.RcodeRefused},
 	} {
 		for _, network := range []string{"udp", "tcp"} {
-			t.Run(fmt.Sprintf("%s/%s/%s", tc.name, dns.TypeToString[tc.qtype], network), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/%s/%s", tc.name, mdns.TypeToString[tc.qtype], network), func(t *testing.T) {
 				r := query(t, l.DNSAddr(), network, tc.name, tc.qtype)
 				if r.Rcode != tc.rcode || r.Authoritative != tc.aa || r.Truncated || r.RecursionAvailable {
-					t.Fatalf("rcode %s aa %v tc %v ra %v, want %s aa %v:\n%v", dns.RcodeToString[r.Rcode], r.Authoritative, r.Truncated, r.RecursionAvailable, dns.RcodeToString[tc.rcode], tc.aa, r)
+					t.Fatalf("rcode %s aa %v tc %v ra %v, want %s aa %v:\n%v", mdns.RcodeToString[r.Rcode], r.Authoritative, r.Truncated, r.RecursionAvailable, mdns.RcodeToString[tc.rcode], tc.aa, r)
 				}
 				var got []string
 				for _, rr := range r.Answer {
@@ -119,10 +119,10 @@ func TestQueries(t *testing.T) {
 						t.Fatalf("answer %q, want %q", got, tc.answer)
 					}
 				}
-				soa := slices.ContainsFunc(r.Ns, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeSOA })
+				soa := slices.ContainsFunc(r.Ns, func(rr mdns.RR) bool { return rr.Header().Rrtype == mdns.TypeSOA })
 				ns := 0
 				for _, rr := range r.Ns {
-					if rr.Header().Rrtype == dns.TypeNS {
+					if rr.Header().Rrtype == mdns.TypeNS {
 						ns++
 					}
 				}
@@ -131,7 +131,7 @@ func TestQueries(t *testing.T) {
 				}
 				if soa {
 					// RFC 2308: the negative TTL is the lesser of the SOA's TTL and minimum.
-					s := r.Ns[0].(*dns.SOA)
+					s := r.Ns[0].(*mdns.SOA)
 					if s.Hdr.Ttl > s.Minttl {
 						t.Errorf("negative SOA TTL %d over its minimum %d", s.Hdr.Ttl, s.Minttl)
 					}
@@ -142,9 +142,9 @@ func TestQueries(t *testing.T) {
 }
 
 // brief renders a record without its TTL and class: "owner TYPE rdata".
-func brief(rr dns.RR) string {
+func brief(rr mdns.RR) string {
 	h := rr.Header()
-	return h.Name + " " + dns.TypeToString[h.Rrtype] + " " + strings.TrimPrefix(rr.String(), h.String())
+	return h.Name + " " + mdns.TypeToString[h.Rrtype] + " " + strings.TrimPrefix(rr.String(), h.String())
 }
 
 // TestOtherQueries: ANY, another class, EDNS versions, NOTIFY.
@@ -154,33 +154,33 @@ func TestOtherQueries(t *testing.T) {
 	seedQueries(t, l)
 	addr := l.DNSAddr()
 
-	r := query(t, addr, "tcp", fwd, dns.TypeANY)
+	r := query(t, addr, "tcp", fwd, mdns.TypeANY)
 	types := map[uint16]bool{}
 	for _, rr := range r.Answer {
 		types[rr.Header().Rrtype] = true
 	}
-	if !r.Authoritative || !types[dns.TypeSOA] || !types[dns.TypeNS] || !types[dns.TypeMX] || !types[dns.TypeTXT] {
+	if !r.Authoritative || !types[mdns.TypeSOA] || !types[mdns.TypeNS] || !types[mdns.TypeMX] || !types[mdns.TypeTXT] {
 		t.Errorf("ANY at the apex: %v", r)
 	}
 
-	m := new(dns.Msg)
-	m.SetQuestion("version.bind.", dns.TypeTXT)
-	m.Question[0].Qclass = dns.ClassCHAOS
-	if r, err := exchange(t, addr, "udp", m, nil); err != nil || r.Rcode != dns.RcodeRefused {
+	m := new(mdns.Msg)
+	m.SetQuestion("version.bind.", mdns.TypeTXT)
+	m.Question[0].Qclass = mdns.ClassCHAOS
+	if r, err := exchange(t, addr, "udp", m, nil); err != nil || r.Rcode != mdns.RcodeRefused {
 		t.Errorf("CH TXT version.bind: %v %v", r, err)
 	}
 
-	m = new(dns.Msg)
-	m.SetQuestion("www.example.net.", dns.TypeA)
+	m = new(mdns.Msg)
+	m.SetQuestion("www.example.net.", mdns.TypeA)
 	m.SetEdns0(1232, false)
 	m.IsEdns0().SetVersion(1)
-	if r, err := exchange(t, addr, "udp", m, nil); err != nil || r.Rcode != dns.RcodeBadVers || r.IsEdns0() == nil {
+	if r, err := exchange(t, addr, "udp", m, nil); err != nil || r.Rcode != mdns.RcodeBadVers || r.IsEdns0() == nil {
 		t.Errorf("EDNS version 1: %v %v", r, err)
 	}
 
-	m = new(dns.Msg)
+	m = new(mdns.Msg)
 	m.SetNotify("example.net.")
-	if r, err := exchange(t, addr, "udp", m, nil); err != nil || r.Rcode != dns.RcodeNotImplemented {
+	if r, err := exchange(t, addr, "udp", m, nil); err != nil || r.Rcode != mdns.RcodeNotImplemented {
 		t.Errorf("NOTIFY: %v %v", r, err)
 	}
 }
@@ -207,8 +207,8 @@ func TestTruncation(t *testing.T) {
 		{"www.example.net", "udp", 0, false, 2},
 	} {
 		t.Run(fmt.Sprintf("%s/%s/%d", tc.name, tc.network, tc.edns), func(t *testing.T) {
-			m := new(dns.Msg)
-			m.SetQuestion(tc.name+".", dns.TypeA)
+			m := new(mdns.Msg)
+			m.SetQuestion(tc.name+".", mdns.TypeA)
 			if tc.edns > 0 {
 				m.SetEdns0(tc.edns, false)
 			}
@@ -244,9 +244,9 @@ func TestTransfer(t *testing.T) {
 	seedQueries(t, l)
 	// Enough records for several messages.
 	tg := l.rfc2136Target(t)
-	var many []reconcile.RRsetChange
+	var many []dns.RRsetChange
 	for i := range 3000 {
-		many = append(many, dnstest.Create(dnstest.Set(t, fmt.Sprintf("h%04d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.0.%d.%d", i/256, i%256))))
+		many = append(many, dnstest.Create(dnstest.Set(t, fmt.Sprintf("h%04d.example.net", i), dns.TypeA, 300, fmt.Sprintf("10.0.%d.%d", i/256, i%256))))
 	}
 	apply(t, tg, fwd, many...)
 
@@ -261,16 +261,16 @@ func TestTransfer(t *testing.T) {
 		rcode   int
 		err     bool
 	}{
-		{"unsigned", fwd, nil, "tcp", dns.RcodeSuccess, false},
-		{"signed", fwd, key, "tcp", dns.RcodeSuccess, false},
-		{"wrong secret", fwd, &wrong, "tcp", dns.RcodeNotAuth, true},
-		{"over UDP", fwd, nil, "udp", dns.RcodeRefused, false},
-		{"not served", "example.org", nil, "tcp", dns.RcodeNotAuth, false},
+		{"unsigned", fwd, nil, "tcp", mdns.RcodeSuccess, false},
+		{"signed", fwd, key, "tcp", mdns.RcodeSuccess, false},
+		{"wrong secret", fwd, &wrong, "tcp", mdns.RcodeNotAuth, true},
+		{"over UDP", fwd, nil, "udp", mdns.RcodeRefused, false},
+		{"not served", "example.org", nil, "tcp", mdns.RcodeNotAuth, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.network == "udp" {
-				m := new(dns.Msg)
-				m.SetAxfr(dns.Fqdn(tc.zone))
+				m := new(mdns.Msg)
+				m.SetAxfr(mdns.Fqdn(tc.zone))
 				r, err := exchange(t, l.DNSAddr(), "udp", m, nil)
 				if err != nil || r.Rcode != tc.rcode {
 					t.Fatalf("AXFR over UDP: %v %v", r, err)
@@ -278,9 +278,9 @@ func TestTransfer(t *testing.T) {
 				return
 			}
 			rrs, msgs, err := axfr(l.DNSAddr(), tc.zone, tc.key)
-			if tc.err || tc.rcode != dns.RcodeSuccess {
+			if tc.err || tc.rcode != mdns.RcodeSuccess {
 				if err == nil {
-					t.Fatalf("transfer worked, want rcode %s", dns.RcodeToString[tc.rcode])
+					t.Fatalf("transfer worked, want rcode %s", mdns.RcodeToString[tc.rcode])
 				}
 				t.Log(err)
 				return
@@ -289,10 +289,10 @@ func TestTransfer(t *testing.T) {
 				t.Fatal(err)
 			}
 			first, last := rrs[0], rrs[len(rrs)-1]
-			if first.Header().Rrtype != dns.TypeSOA || last.Header().Rrtype != dns.TypeSOA || msgs < 2 {
+			if first.Header().Rrtype != mdns.TypeSOA || last.Header().Rrtype != mdns.TypeSOA || msgs < 2 {
 				t.Fatalf("%d records in %d messages, first %v, last %v", len(rrs), msgs, first, last)
 			}
-			sets := reconcile.RRsetsFromRRs(rrs)
+			sets := dns.RRsetsFromRRs(rrs)
 			if got := len(withoutApexNS(sets, fwd)); got != 3000+20 {
 				t.Fatalf("%d RRsets transferred", got)
 			}
@@ -300,29 +300,29 @@ func TestTransfer(t *testing.T) {
 	}
 
 	// IXFR over UDP: the SOA alone (RFC 1995 section 4).
-	m := new(dns.Msg)
+	m := new(mdns.Msg)
 	m.SetIxfr(fwd+".", 1, "ns1.example.net.", "hostmaster.example.net.")
 	r, err := exchange(t, l.DNSAddr(), "udp", m, nil)
-	if err != nil || len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeSOA {
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != mdns.TypeSOA {
 		t.Fatalf("IXFR over UDP: %v %v", r, err)
 	}
 }
 
 // axfr transfers a zone with miekg/dns's client, signed with key when
 // given, and returns the records and how many messages carried them.
-func axfr(addr, zone string, key *labdns.TSIGKey) ([]dns.RR, int, error) {
-	m := new(dns.Msg)
-	m.SetAxfr(dns.Fqdn(zone))
-	tr := &dns.Transfer{}
+func axfr(addr, zone string, key *labdns.TSIGKey) ([]mdns.RR, int, error) {
+	m := new(mdns.Msg)
+	m.SetAxfr(mdns.Fqdn(zone))
+	tr := &mdns.Transfer{}
 	if key != nil {
-		tr.TsigSecret = map[string]string{dns.Fqdn(key.Name): key.Secret}
-		m.SetTsig(dns.Fqdn(key.Name), dns.HmacSHA256, 300, time.Now().Unix())
+		tr.TsigSecret = map[string]string{mdns.Fqdn(key.Name): key.Secret}
+		m.SetTsig(mdns.Fqdn(key.Name), mdns.HmacSHA256, 300, time.Now().Unix())
 	}
 	env, err := tr.In(m, addr)
 	if err != nil {
 		return nil, 0, err
 	}
-	var rrs []dns.RR
+	var rrs []mdns.RR
 	var first error
 	msgs := 0
 	for e := range env {

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // httpError is an API answer with a status other than 2xx.
@@ -101,24 +101,24 @@ func (t *Target) errorText(raw []byte) string {
 
 // classify turns a failed call into a classified error for op on zone.
 // 404 answers are the caller's to interpret (see notFound).
-func (t *Target) classify(ctx context.Context, zone, op string, err error) *reconcile.TargetError {
+func (t *Target) classify(ctx context.Context, zone, op string, err error) *dns.TargetError {
 	var he *httpError
 	if errors.As(err, &he) {
 		switch {
 		case he.Status == http.StatusUnauthorized:
-			return t.fail(zone, op, reconcile.ClassPermanent, fmt.Errorf("API key refused by %s: %w", t.apiURL, he))
+			return t.fail(zone, op, dns.ClassPermanent, fmt.Errorf("API key refused by %s: %w", t.apiURL, he))
 		case he.Status == http.StatusForbidden:
-			return t.fail(zone, op, reconcile.ClassPermanent, fmt.Errorf("API access refused by %s (check the API key and webserver-allow-from): %w", t.apiURL, he))
+			return t.fail(zone, op, dns.ClassPermanent, fmt.Errorf("API access refused by %s (check the API key and webserver-allow-from): %w", t.apiURL, he))
 		case he.Status == http.StatusTooManyRequests || he.Status >= 500:
-			return t.fail(zone, op, reconcile.ClassTransient, fmt.Errorf("API %s: %w", t.apiURL, he))
+			return t.fail(zone, op, dns.ClassTransient, fmt.Errorf("API %s: %w", t.apiURL, he))
 		case he.Status == http.StatusRequestEntityTooLarge:
-			return t.fail(zone, op, reconcile.ClassPermanent, fmt.Errorf("API %s: %w: lower the target's maximum body size", t.apiURL, he))
+			return t.fail(zone, op, dns.ClassPermanent, fmt.Errorf("API %s: %w: lower the target's maximum body size", t.apiURL, he))
 		default:
-			return t.fail(zone, op, reconcile.ClassPermanent, fmt.Errorf("API %s: %w", t.apiURL, he))
+			return t.fail(zone, op, dns.ClassPermanent, fmt.Errorf("API %s: %w", t.apiURL, he))
 		}
 	}
 	if cerr := ctx.Err(); cerr != nil {
-		return t.fail(zone, op, reconcile.ClassTransient, fmt.Errorf("API %s: %w", t.apiURL, cerr))
+		return t.fail(zone, op, dns.ClassTransient, fmt.Errorf("API %s: %w", t.apiURL, cerr))
 	}
 	// The URL is in every message already: keep what went wrong.
 	var ue *url.Error
@@ -133,16 +133,16 @@ func (t *Target) classify(ctx context.Context, zone, op string, err error) *reco
 	var invalid x509.CertificateInvalidError
 	switch {
 	case errors.As(err, &syn) || errors.As(err, &typ):
-		return t.fail(zone, op, reconcile.ClassPermanent, fmt.Errorf("API %s: unexpected answer: %w", t.apiURL, err))
+		return t.fail(zone, op, dns.ClassPermanent, fmt.Errorf("API %s: unexpected answer: %w", t.apiURL, err))
 	case errors.As(err, &cert) || errors.As(err, &unknownCA) || errors.As(err, &host) || errors.As(err, &invalid):
-		return t.fail(zone, op, reconcile.ClassPermanent, fmt.Errorf("API %s: TLS: %w", t.apiURL, err))
+		return t.fail(zone, op, dns.ClassPermanent, fmt.Errorf("API %s: TLS: %w", t.apiURL, err))
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-		return t.fail(zone, op, reconcile.ClassTransient, fmt.Errorf("API %s: no answer in time: %w", t.apiURL, err))
+		return t.fail(zone, op, dns.ClassTransient, fmt.Errorf("API %s: no answer in time: %w", t.apiURL, err))
 	}
 	// Refused or reset connections, a body cut short: try again later.
-	return t.fail(zone, op, reconcile.ClassTransient, fmt.Errorf("API %s: %w", t.apiURL, err))
+	return t.fail(zone, op, dns.ClassTransient, fmt.Errorf("API %s: %w", t.apiURL, err))
 }
 
 // isStatus reports whether err is an API answer with this status.
@@ -154,12 +154,12 @@ func isStatus(err error, status int) bool {
 // notFound explains a 404 about a zone: the server id is wrong (or the URL
 // is not PowerDNS's API), or the zone does not exist, which anneal does
 // not fix: the operator creates zones.
-func (t *Target) notFound(ctx context.Context, zone, op string) *reconcile.TargetError {
+func (t *Target) notFound(ctx context.Context, zone, op string) *dns.TargetError {
 	err := t.call(ctx, http.MethodGet, "", nil, t.timeout, nil)
 	if isStatus(err, http.StatusNotFound) {
-		return t.fail(zone, op, reconcile.ClassPermanent, &missingError{fmt.Sprintf("server %q not found at %s: check the API URL and server id", t.serverID, t.apiURL)})
+		return t.fail(zone, op, dns.ClassPermanent, &missingError{fmt.Sprintf("server %q not found at %s: check the API URL and server id", t.serverID, t.apiURL)})
 	}
-	return t.fail(zone, op, reconcile.ClassPermanent, &missingError{fmt.Sprintf("zone not found on target (%s server %s): anneal does not create zones; create it with an SOA and NS records", t.apiURL, t.serverID)})
+	return t.fail(zone, op, dns.ClassPermanent, &missingError{fmt.Sprintf("zone not found on target (%s server %s): anneal does not create zones; create it with an SOA and NS records", t.apiURL, t.serverID)})
 }
 
 // missingError is a zone or server the API does not have.

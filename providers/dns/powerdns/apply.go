@@ -11,10 +11,10 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // patchRRset is one RRset of a PATCH body. PowerDNS 4.7 knows two
@@ -48,7 +48,7 @@ const (
 // replaces the RRset's other comments. Apply returns how many leading
 // changes were committed; a PATCH whose answer was lost is not counted.
 // It does not create zones: a missing zone is a permanent error.
-func (t *Target) Apply(ctx context.Context, zone string, changes []reconcile.RRsetChange) (int, error) {
+func (t *Target) Apply(ctx context.Context, zone string, changes []dns.RRsetChange) (int, error) {
 	z := zoneName(zone)
 	if len(changes) == 0 {
 		return 0, nil
@@ -57,18 +57,18 @@ func (t *Target) Apply(ctx context.Context, zone string, changes []reconcile.RRs
 	for i := range changes {
 		item, err := t.render(z, &changes[i])
 		if err != nil {
-			return 0, t.fail(z, "apply", reconcile.ClassPermanent, fmt.Errorf("change %d of %d: %w", i+1, len(changes), err))
+			return 0, t.fail(z, "apply", dns.ClassPermanent, fmt.Errorf("change %d of %d: %w", i+1, len(changes), err))
 		}
 		items[i] = item
 	}
 	batches, err := t.pack(changes, items, t.bodyLimit(ctx))
 	if err != nil {
-		return 0, t.fail(z, "apply", reconcile.ClassPermanent, err)
+		return 0, t.fail(z, "apply", dns.ClassPermanent, err)
 	}
 	applied := 0
 	for _, b := range batches {
 		if err := ctx.Err(); err != nil {
-			return applied, t.fail(z, "apply", reconcile.ClassTransient, err)
+			return applied, t.fail(z, "apply", dns.ClassTransient, err)
 		}
 		if err := t.check(ctx, z, changes[b.lo:b.hi]); err != nil {
 			return applied, err
@@ -82,23 +82,23 @@ func (t *Target) Apply(ctx context.Context, zone string, changes []reconcile.RRs
 }
 
 // render checks a change and returns its RRset as a PATCH item.
-func (t *Target) render(z string, c *reconcile.RRsetChange) ([]byte, error) {
+func (t *Target) render(z string, c *dns.RRsetChange) ([]byte, error) {
 	switch {
 	case c.Old == nil && c.New == nil:
 		return nil, errors.New("a change with neither old nor new RRset")
 	case c.Old != nil && c.New != nil && c.Old.Key() != c.New.Key():
 		return nil, fmt.Errorf("a change from %s to %s: old and new name different RRsets", c.Old.Key(), c.New.Key())
-	case (c.Op == reconcile.OpCreate) != (c.Old == nil), (c.Op == reconcile.OpDelete) != (c.New == nil):
+	case (c.Op == dns.OpCreate) != (c.Old == nil), (c.Op == dns.OpDelete) != (c.New == nil):
 		return nil, fmt.Errorf("%s of %s: the op does not match the old and new RRsets", c.Op, c.Key())
 	}
 	k := c.Key()
-	if k.Type == reconcile.TypeSOA {
+	if k.Type == dns.TypeSOA {
 		return nil, fmt.Errorf("%s: the server owns the SOA", k)
 	}
-	if k.Name == "" || !dns.IsSubDomain(dns.Fqdn(z), dns.Fqdn(k.Name)) {
+	if k.Name == "" || !mdns.IsSubDomain(mdns.Fqdn(z), mdns.Fqdn(k.Name)) {
 		return nil, fmt.Errorf("%s is not in zone %s", k, z)
 	}
-	p := patchRRset{Name: dns.Fqdn(k.Name), Type: string(k.Type), ChangeType: "DELETE"}
+	p := patchRRset{Name: mdns.Fqdn(k.Name), Type: string(k.Type), ChangeType: "DELETE"}
 	if c.New != nil {
 		if len(c.New.Data) == 0 {
 			return nil, fmt.Errorf("%s: an RRset without records (delete it instead)", k)
@@ -123,10 +123,10 @@ type batch struct{ lo, hi, size int }
 // pack groups items, in order, into PATCH bodies of at most limit bytes,
 // never two changes of one RRset in one body (PowerDNS would apply both to
 // the state before the PATCH).
-func (t *Target) pack(changes []reconcile.RRsetChange, items [][]byte, limit int) ([]batch, error) {
+func (t *Target) pack(changes []dns.RRsetChange, items [][]byte, limit int) ([]batch, error) {
 	var out []batch
 	cur := batch{size: len(bodyHead) + len(bodyTail)}
-	seen := map[reconcile.RRsetKey]bool{}
+	seen := map[dns.RRsetKey]bool{}
 	for i, item := range items {
 		if len(bodyHead)+len(item)+len(bodyTail) > limit {
 			return nil, fmt.Errorf("change %d of %d (%s) alone is a %d-byte PATCH, over the maximum body size of %d bytes",
@@ -208,15 +208,15 @@ func (t *Target) patch(ctx context.Context, z string, body []byte) error {
 		case he.Status == http.StatusUnprocessableEntity && strings.Contains(he.Text, "Conflicts with pre-existing RRset"):
 			// A CNAME and other data at one name: someone wrote the other
 			// since the plan. Re-planning shows it as a conflict.
-			return t.fail(z, "apply", reconcile.ClassConflict, fmt.Errorf("API %s: %w", t.apiURL, he))
+			return t.fail(z, "apply", dns.ClassConflict, fmt.Errorf("API %s: %w", t.apiURL, he))
 		case he.Status == http.StatusBadRequest && !strings.HasPrefix(he.Text, "{") && strings.EqualFold(he.Text, "Bad Request"):
-			return t.fail(z, "apply", reconcile.ClassPermanent, fmt.Errorf("API %s: %w (PowerDNS answers so to a body over webserver-max-bodysize: this one was %d bytes; lower the target's maximum body size or raise webserver-max-bodysize)", t.apiURL, he, len(body)))
+			return t.fail(z, "apply", dns.ClassPermanent, fmt.Errorf("API %s: %w (PowerDNS answers so to a body over webserver-max-bodysize: this one was %d bytes; lower the target's maximum body size or raise webserver-max-bodysize)", t.apiURL, he, len(body)))
 		}
 	}
 	if len(body) > 1<<20 && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 		// PowerDNS closes the connection on a body over its limit,
 		// sometimes before the client has read its 400.
-		return t.fail(z, "apply", reconcile.ClassTransient, fmt.Errorf("API %s: PATCH of %d bytes: %w (a body over the server's webserver-max-bodysize can end so: lower the target's maximum body size or raise webserver-max-bodysize)", t.apiURL, len(body), err))
+		return t.fail(z, "apply", dns.ClassTransient, fmt.Errorf("API %s: PATCH of %d bytes: %w (a body over the server's webserver-max-bodysize can end so: lower the target's maximum body size or raise webserver-max-bodysize)", t.apiURL, len(body), err))
 	}
 	return t.classify(ctx, z, "apply", err)
 }
@@ -227,7 +227,7 @@ func (t *Target) patch(ctx context.Context, z string, body []byte) error {
 // Any doubt there (a difference, a referral, a wildcard's synthesized
 // answer, an error) is settled by reading the zone through the API, which
 // alone declares a conflict.
-func (t *Target) check(ctx context.Context, z string, changes []reconcile.RRsetChange) error {
+func (t *Target) check(ctx context.Context, z string, changes []dns.RRsetChange) error {
 	if t.dnsAddr != "" {
 		if len(changes) <= t.dnsLimit {
 			if t.checkDNS(ctx, z, changes) {
@@ -242,21 +242,21 @@ func (t *Target) check(ctx context.Context, z string, changes []reconcile.RRsetC
 		return err
 	}
 	if c := conflict(live.RRsets, changes); c != nil {
-		return t.fail(z, "apply", reconcile.ClassConflict, fmt.Errorf("%s changed since the plan: the plan saw %s, the server holds %s; this batch of %d changes was not sent",
+		return t.fail(z, "apply", dns.ClassConflict, fmt.Errorf("%s changed since the plan: the plan saw %s, the server holds %s; this batch of %d changes was not sent",
 			c.change.Key(), describe(c.change.Old), describe(c.cur), len(changes)))
 	}
 	return nil
 }
 
 type mismatch struct {
-	change *reconcile.RRsetChange
-	cur    *reconcile.RRset
+	change *dns.RRsetChange
+	cur    *dns.RRset
 }
 
 // conflict returns the first change whose RRset in live is not the one it
 // saw.
-func conflict(live []reconcile.RRset, changes []reconcile.RRsetChange) *mismatch {
-	have := make(map[reconcile.RRsetKey]*reconcile.RRset, len(live))
+func conflict(live []dns.RRset, changes []dns.RRsetChange) *mismatch {
+	have := make(map[dns.RRsetKey]*dns.RRset, len(live))
 	for i := range live {
 		have[live[i].Key()] = &live[i]
 	}
@@ -271,14 +271,14 @@ func conflict(live []reconcile.RRset, changes []reconcile.RRsetChange) *mismatch
 
 // checkAXFR reports whether a transfer of the zone shows every RRset as
 // its change saw it.
-func (t *Target) checkAXFR(ctx context.Context, z string, changes []reconcile.RRsetChange) bool {
+func (t *Target) checkAXFR(ctx context.Context, z string, changes []dns.RRsetChange) bool {
 	rrs, err := t.axfr(ctx, z)
-	return err == nil && conflict(reconcile.RRsetsFromRRs(rrs), changes) == nil
+	return err == nil && conflict(dns.RRsetsFromRRs(rrs), changes) == nil
 }
 
 // checkDNS reports whether DNS answers show every RRset as its change saw
 // it; false means "not sure", never "conflict".
-func (t *Target) checkDNS(ctx context.Context, z string, changes []reconcile.RRsetChange) bool {
+func (t *Target) checkDNS(ctx context.Context, z string, changes []dns.RRsetChange) bool {
 	// The first answer not as its change saw it cancels the rest: the API
 	// settles it, stop asking.
 	g, gctx := errgroup.WithContext(ctx)
@@ -302,16 +302,16 @@ func (t *Target) checkDNS(ctx context.Context, z string, changes []reconcile.RRs
 // (checkDNS).
 var errNotSure = errors.New("not sure")
 
-// LookupRRset asks the DNS address for one RRset (reconcile.RRsetLooker);
+// LookupRRset asks the DNS address for one RRset (dns.RRsetLooker);
 // sure is false without a DNS address, and unless the answer is
 // authoritative and final (no referral, no error). The API purges
 // PowerDNS's caches of a zone it changes, so an answer after a PATCH is
 // the PATCH's result.
-func (t *Target) LookupRRset(ctx context.Context, zone string, k reconcile.RRsetKey) (*reconcile.RRset, bool) {
+func (t *Target) LookupRRset(ctx context.Context, zone string, k dns.RRsetKey) (*dns.RRset, bool) {
 	if t.dnsAddr == "" {
 		return nil, false
 	}
-	m, ok := reconcile.LookupQuery(k)
+	m, ok := dns.LookupQuery(k)
 	if !ok {
 		return nil, false
 	}
@@ -319,12 +319,12 @@ func (t *Target) LookupRRset(ctx context.Context, zone string, k reconcile.RRset
 	if err != nil {
 		return nil, false
 	}
-	return reconcile.AnswerRRset(r, k)
+	return dns.AnswerRRset(r, k)
 }
 
 // same reports whether the server's RRset is the one a change saw (both
 // absent, or equal TTL and records).
-func same(saw, cur *reconcile.RRset) bool {
+func same(saw, cur *dns.RRset) bool {
 	if saw == nil || cur == nil {
 		return saw == nil && cur == nil
 	}
@@ -336,7 +336,7 @@ func same(saw, cur *reconcile.RRset) bool {
 }
 
 // describe renders an RRset briefly for a conflict message.
-func describe(s *reconcile.RRset) string {
+func describe(s *dns.RRset) string {
 	if s == nil {
 		return "no such RRset"
 	}

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // PowerDNS's API takes and returns a record's RDATA as "content" in zone
@@ -25,44 +25,44 @@ import (
 //     PowerDNS wrote it: anneal never writes those.
 
 // toContent renders one RDATA of an RRset as PowerDNS content.
-func toContent(name string, typ reconcile.RRType, ttl uint32, data string) (string, error) {
+func toContent(name string, typ dns.RRType, ttl uint32, data string) (string, error) {
 	rr, err := parseRR(name, typ, ttl, data)
 	if err != nil {
 		return "", err
 	}
-	if a, ok := rr.(*dns.AAAA); ok {
+	if a, ok := rr.(*mdns.AAAA); ok {
 		if v4 := a.AAAA.To4(); v4 != nil {
 			return fmt.Sprintf("::ffff:%x:%x", uint16(v4[0])<<8|uint16(v4[1]), uint16(v4[2])<<8|uint16(v4[3])), nil
 		}
 	}
-	return reconcile.CanonicalRData(rr), nil
+	return dns.CanonicalRData(rr), nil
 }
 
 // fromContent turns PowerDNS content into reconcile's canonical RDATA; ok
 // is false when miekg/dns cannot parse it, and the content is returned as
 // it is.
-func fromContent(name string, typ reconcile.RRType, ttl uint32, content string) (string, bool) {
+func fromContent(name string, typ dns.RRType, ttl uint32, content string) (string, bool) {
 	rr, err := parseRR(name, typ, ttl, content)
 	if err != nil {
 		return content, false
 	}
-	return reconcile.CanonicalRData(rr), true
+	return dns.CanonicalRData(rr), true
 }
 
 // parseRR parses one record of name and type from its RDATA.
-func parseRR(name string, typ reconcile.RRType, ttl uint32, data string) (dns.RR, error) {
+func parseRR(name string, typ dns.RRType, ttl uint32, data string) (mdns.RR, error) {
 	if strings.ContainsAny(data, "\n\r") {
 		return nil, fmt.Errorf("%s %s %q: a line break in RDATA", name, typ, data)
 	}
-	rr, err := dns.NewRR(fmt.Sprintf("%s %d IN %s %s", dns.Fqdn(name), ttl, typ, data))
+	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN %s %s", mdns.Fqdn(name), ttl, typ, data))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s %q: %w", name, typ, data, err)
 	}
 	if rr == nil {
 		return nil, fmt.Errorf("%s %s: empty RDATA", name, typ)
 	}
-	if want, ok := dns.StringToType[string(typ)]; ok && rr.Header().Rrtype != want {
-		return nil, fmt.Errorf("%s %s %q: parses as %s", name, typ, data, dns.TypeToString[rr.Header().Rrtype])
+	if want, ok := mdns.StringToType[string(typ)]; ok && rr.Header().Rrtype != want {
+		return nil, fmt.Errorf("%s %s %q: parses as %s", name, typ, data, mdns.TypeToString[rr.Header().Rrtype])
 	}
 	return rr, nil
 }

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // TestContentRoundTrip converts canonical RDATA to PowerDNS content and
@@ -17,26 +17,26 @@ func TestContentRoundTrip(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("x", 300)
 	for _, tc := range []struct {
-		typ       reconcile.RRType
+		typ       dns.RRType
 		canonical string // reconcile's form
 		content   string // what anneal sends
 		returned  string // a form PowerDNS may return for it ("" = content)
 	}{
-		{reconcile.TypeA, "192.0.2.1", "192.0.2.1", ""},
-		{reconcile.TypeAAAA, "2001:db8::1", "2001:db8::1", ""},
-		{reconcile.TypeAAAA, "::ffff:192.0.2.1", "::ffff:c000:201", "::ffff:192.0.2.1"},
-		{reconcile.TypePTR, "host.example.net.", "host.example.net.", "Host.Example.NET."},
-		{reconcile.TypeCNAME, "target.example.org.", "target.example.org.", "TARGET.example.org."},
-		{reconcile.TypeNS, "ns1.example.org.", "ns1.example.org.", ""},
-		{reconcile.TypeMX, "10 mail.example.net.", "10 mail.example.net.", "10 Mail.Example.net."},
-		{reconcile.TypeMX, "0 .", "0 .", ""},
-		{reconcile.TypeSRV, "0 100 389 ldap.example.net.", "0 100 389 ldap.example.net.", ""},
-		{reconcile.TypeTXT, `"v=spf1 mx -all"`, `"v=spf1 mx -all"`, ""},
-		{reconcile.TypeTXT, `"a" "b c"`, `"a" "b c"`, ""},
-		{reconcile.TypeTXT, `"q \" b \\ s ;"`, `"q \" b \\ s ;"`, ""},
-		{reconcile.TypeTXT, `"caf\195\169"`, `"caf\195\169"`, ""},
-		{reconcile.TypeTXT, `"` + long[:255] + `" "` + long[255:] + `"`, `"` + long[:255] + `" "` + long[255:] + `"`, `"` + long + `"`},
-		{reconcile.TypeCAA, `0 issue "letsencrypt.org"`, `0 issue "letsencrypt.org"`, ""},
+		{dns.TypeA, "192.0.2.1", "192.0.2.1", ""},
+		{dns.TypeAAAA, "2001:db8::1", "2001:db8::1", ""},
+		{dns.TypeAAAA, "::ffff:192.0.2.1", "::ffff:c000:201", "::ffff:192.0.2.1"},
+		{dns.TypePTR, "host.example.net.", "host.example.net.", "Host.Example.NET."},
+		{dns.TypeCNAME, "target.example.org.", "target.example.org.", "TARGET.example.org."},
+		{dns.TypeNS, "ns1.example.org.", "ns1.example.org.", ""},
+		{dns.TypeMX, "10 mail.example.net.", "10 mail.example.net.", "10 Mail.Example.net."},
+		{dns.TypeMX, "0 .", "0 .", ""},
+		{dns.TypeSRV, "0 100 389 ldap.example.net.", "0 100 389 ldap.example.net.", ""},
+		{dns.TypeTXT, `"v=spf1 mx -all"`, `"v=spf1 mx -all"`, ""},
+		{dns.TypeTXT, `"a" "b c"`, `"a" "b c"`, ""},
+		{dns.TypeTXT, `"q \" b \\ s ;"`, `"q \" b \\ s ;"`, ""},
+		{dns.TypeTXT, `"caf\195\169"`, `"caf\195\169"`, ""},
+		{dns.TypeTXT, `"` + long[:255] + `" "` + long[255:] + `"`, `"` + long[:255] + `" "` + long[255:] + `"`, `"` + long + `"`},
+		{dns.TypeCAA, `0 issue "letsencrypt.org"`, `0 issue "letsencrypt.org"`, ""},
 	} {
 		content, err := toContent("n.example.net", tc.typ, 300, tc.canonical)
 		if err != nil {
@@ -55,15 +55,15 @@ func TestContentRoundTrip(t *testing.T) {
 			}
 		}
 		// The canonical form is miekg/dns's, which is what DNS serves.
-		rr, err := dns.NewRR("n.example.net. 300 IN " + string(tc.typ) + " " + tc.canonical)
-		if err != nil || reconcile.CanonicalRData(rr) != tc.canonical {
+		rr, err := mdns.NewRR("n.example.net. 300 IN " + string(tc.typ) + " " + tc.canonical)
+		if err != nil || dns.CanonicalRData(rr) != tc.canonical {
 			t.Errorf("%s %q is not canonical: %v", tc.typ, tc.canonical, err)
 		}
 	}
 	for _, bad := range []struct {
-		typ  reconcile.RRType
+		typ  dns.RRType
 		data string
-	}{{reconcile.TypeA, "not-an-ip"}, {reconcile.TypeMX, "mail.example.net."}, {reconcile.TypeA, "192.0.2.1\n192.0.2.2"}, {reconcile.TypeA, ""}} {
+	}{{dns.TypeA, "not-an-ip"}, {dns.TypeMX, "mail.example.net."}, {dns.TypeA, "192.0.2.1\n192.0.2.2"}, {dns.TypeA, ""}} {
 		if c, err := toContent("n.example.net", bad.typ, 300, bad.data); err == nil {
 			t.Errorf("%s %q rendered as %q", bad.typ, bad.data, c)
 		}
@@ -102,13 +102,13 @@ func TestDecodeZone(t *testing.T) {
 	  {"name": "c.example.net.", "type": "A", "ttl": 300, "records": [{"content": "192.0.2.3", "disabled": true}], "comments": [{"account": "anneal", "content": "x"}]},
 	  {"name": "ghost.example.net.", "type": "TXT", "ttl": 0, "records": [], "comments": [{"account": "anneal", "content": "x"}]}
 	 ], "url": "/api/v1/servers/localhost/zones/example.net."}`
-	zc := &reconcile.ZoneContent{Zone: "example.net", Marked: map[reconcile.RRsetKey]bool{}}
+	zc := &dns.ZoneContent{Zone: "example.net", Marked: map[dns.RRsetKey]bool{}}
 	if err := decodeZone(strings.NewReader(body), zc); err != nil {
 		t.Fatal(err)
 	}
-	want := []reconcile.RRset{
-		{Name: "a.example.net", Type: reconcile.TypeA, TTL: 60, Data: []string{"192.0.2.1", "192.0.2.2"}},
-		{Name: "b.example.net", Type: reconcile.TypeMX, TTL: 300, Data: []string{"10 mail.example.net."}},
+	want := []dns.RRset{
+		{Name: "a.example.net", Type: dns.TypeA, TTL: 60, Data: []string{"192.0.2.1", "192.0.2.2"}},
+		{Name: "b.example.net", Type: dns.TypeMX, TTL: 300, Data: []string{"10 mail.example.net."}},
 	}
 	if zc.Serial != 2026010102 || len(zc.RRsets) != len(want) {
 		t.Fatalf("serial %d, RRsets %+v", zc.Serial, zc.RRsets)
@@ -123,12 +123,12 @@ func TestDecodeZone(t *testing.T) {
 	}
 
 	off := strings.Replace(body, `"soa_edit_api": "DEFAULT"`, `"soa_edit_api": ""`, 1)
-	zc = &reconcile.ZoneContent{Marked: map[reconcile.RRsetKey]bool{}}
+	zc = &dns.ZoneContent{Marked: map[dns.RRsetKey]bool{}}
 	if err := decodeZone(strings.NewReader(off), zc); err != nil || zc.Serial != 0 {
 		t.Fatalf("soa_edit_api off: serial %d, %v", zc.Serial, err)
 	}
 	for _, bad := range []string{`[]`, `{"rrsets": [}`, `{"rrsets": []}`, `{"serial": "x"}`} {
-		if err := decodeZone(strings.NewReader(bad), &reconcile.ZoneContent{Marked: map[reconcile.RRsetKey]bool{}}); err == nil {
+		if err := decodeZone(strings.NewReader(bad), &dns.ZoneContent{Marked: map[dns.RRsetKey]bool{}}); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
 	}
@@ -139,12 +139,12 @@ func TestDecodeZone(t *testing.T) {
 func TestPack(t *testing.T) {
 	t.Parallel()
 	tg := &Target{maxBody: minBodyBytes}
-	var changes []reconcile.RRsetChange
+	var changes []dns.RRsetChange
 	var items [][]byte
 	for i := range 300 {
 		name := fmt.Sprintf("h%d.example.net", i%120) // names repeat
-		s := &reconcile.RRset{Name: name, Type: reconcile.TypeA, TTL: 300, Data: []string{"192.0.2.1"}}
-		changes = append(changes, reconcile.RRsetChange{Op: reconcile.OpCreate, New: s})
+		s := &dns.RRset{Name: name, Type: dns.TypeA, TTL: 300, Data: []string{"192.0.2.1"}}
+		changes = append(changes, dns.RRsetChange{Op: dns.OpCreate, New: s})
 		item, err := tg.render("example.net", &changes[i])
 		if err != nil {
 			t.Fatal(err)

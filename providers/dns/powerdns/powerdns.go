@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -140,7 +140,7 @@ type Target struct {
 	fallbacks  atomic.Int64
 }
 
-var _ reconcile.DNSTarget = (*Target)(nil)
+var _ dns.Target = (*Target)(nil)
 
 // New checks a configuration and returns its target. It does not contact
 // the server.
@@ -149,7 +149,7 @@ func New(cfg Config) (*Target, error) {
 		return nil, errors.New("powerdns: target has no name")
 	}
 	fail := func(format string, args ...any) error {
-		return &reconcile.TargetError{Target: cfg.Name, Op: "configure", Class: reconcile.ClassPermanent, Err: fmt.Errorf(format, args...)}
+		return &dns.TargetError{Target: cfg.Name, Op: "configure", Class: dns.ClassPermanent, Err: fmt.Errorf(format, args...)}
 	}
 	if cfg.APIURL == "" {
 		return nil, fail("no API URL")
@@ -316,8 +316,8 @@ func (t *Target) countPatch(size int) {
 	}
 }
 
-func (t *Target) fail(zone, op string, class reconcile.ErrorClass, err error) *reconcile.TargetError {
-	return &reconcile.TargetError{Target: t.name, Zone: zone, Op: op, Class: class, Err: err}
+func (t *Target) fail(zone, op string, class dns.ErrorClass, err error) *dns.TargetError {
+	return &dns.TargetError{Target: t.name, Zone: zone, Op: op, Class: class, Err: err}
 }
 
 // zoneName returns a zone's canonical name: lower case, no trailing dot.

@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
 	"github.com/anneal-dev/anneal/providers/dns/powerdns"
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/reconcile/dnstest"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -67,7 +67,7 @@ func both(t *testing.T, f func(t *testing.T, withDNS bool)) {
 	}
 }
 
-func apply(t *testing.T, tg *powerdns.Target, zone string, changes ...reconcile.RRsetChange) {
+func apply(t *testing.T, tg *powerdns.Target, zone string, changes ...dns.RRsetChange) {
 	t.Helper()
 	n, err := tg.Apply(context.Background(), zone, changes)
 	if err != nil || n != len(changes) {
@@ -76,7 +76,7 @@ func apply(t *testing.T, tg *powerdns.Target, zone string, changes ...reconcile.
 }
 
 // content reads the zone and drops the apex NS the harness put there.
-func content(t *testing.T, tg *powerdns.Target, zone string) (*reconcile.ZoneContent, []reconcile.RRset) {
+func content(t *testing.T, tg *powerdns.Target, zone string) (*dns.ZoneContent, []dns.RRset) {
 	t.Helper()
 	zc, err := tg.ReadZone(context.Background(), zone)
 	if err != nil {
@@ -85,10 +85,10 @@ func content(t *testing.T, tg *powerdns.Target, zone string) (*reconcile.ZoneCon
 	return zc, withoutApexNS(zc.RRsets, zone)
 }
 
-func withoutApexNS(sets []reconcile.RRset, zone string) []reconcile.RRset {
-	var out []reconcile.RRset
+func withoutApexNS(sets []dns.RRset, zone string) []dns.RRset {
+	var out []dns.RRset
 	for _, s := range sets {
-		if s.Name == zone && s.Type == reconcile.TypeNS {
+		if s.Name == zone && s.Type == dns.TypeNS {
 			continue
 		}
 		out = append(out, s)
@@ -97,15 +97,15 @@ func withoutApexNS(sets []reconcile.RRset, zone string) []reconcile.RRset {
 }
 
 // axfrContent is the zone as DNS serves it, grouped as reconcile does.
-func axfrContent(t *testing.T, p *servers.PowerDNS, zone string) []reconcile.RRset {
+func axfrContent(t *testing.T, p *servers.PowerDNS, zone string) []dns.RRset {
 	t.Helper()
-	return withoutApexNS(reconcile.RRsetsFromRRs(p.AXFR(t, zone)), zone)
+	return withoutApexNS(dns.RRsetsFromRRs(p.AXFR(t, zone)), zone)
 }
 
 // model is what the zone should hold, RRset by key.
-type model map[reconcile.RRsetKey]reconcile.RRset
+type model map[dns.RRsetKey]dns.RRset
 
-func (m model) apply(changes []reconcile.RRsetChange) {
+func (m model) apply(changes []dns.RRsetChange) {
 	for _, c := range changes {
 		if c.New == nil {
 			delete(m, c.Key())
@@ -115,8 +115,8 @@ func (m model) apply(changes []reconcile.RRsetChange) {
 	}
 }
 
-func (m model) sorted() []reconcile.RRset {
-	var out []reconcile.RRset
+func (m model) sorted() []dns.RRset {
+	var out []dns.RRset
 	for _, s := range m {
 		out = append(out, s)
 	}
@@ -124,17 +124,17 @@ func (m model) sorted() []reconcile.RRset {
 	return out
 }
 
-func sortSets(s []reconcile.RRset) {
-	slices.SortFunc(s, func(a, b reconcile.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
+func sortSets(s []dns.RRset) {
+	slices.SortFunc(s, func(a, b dns.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
 }
 
-func sameRRsets(a, b []reconcile.RRset) bool {
+func sameRRsets(a, b []dns.RRset) bool {
 	sortSets(a)
 	sortSets(b)
-	return slices.EqualFunc(a, b, func(x, y reconcile.RRset) bool { return x.Equal(&y) })
+	return slices.EqualFunc(a, b, func(x, y dns.RRset) bool { return x.Equal(&y) })
 }
 
-func dump(sets []reconcile.RRset) string {
+func dump(sets []dns.RRset) string {
 	var b strings.Builder
 	for _, s := range sets {
 		fmt.Fprintf(&b, "\n  %s %d %q", s.Key(), s.TTL, s.Data)
@@ -144,7 +144,7 @@ func dump(sets []reconcile.RRset) string {
 
 // checkZone compares the zone, read through the API and by AXFR, with m,
 // and checks that every RRset of m carries anneal's mark.
-func checkZone(t *testing.T, tg *powerdns.Target, p *servers.PowerDNS, zone string, m model) *reconcile.ZoneContent {
+func checkZone(t *testing.T, tg *powerdns.Target, p *servers.PowerDNS, zone string, m model) *dns.ZoneContent {
 	t.Helper()
 	zc, got := content(t, tg, zone)
 	if want := m.sorted(); !sameRRsets(got, want) {
@@ -161,7 +161,7 @@ func checkZone(t *testing.T, tg *powerdns.Target, p *servers.PowerDNS, zone stri
 	return zc
 }
 
-func wantClass(t *testing.T, err error, class reconcile.ErrorClass) *reconcile.TargetError {
+func wantClass(t *testing.T, err error, class dns.ErrorClass) *dns.TargetError {
 	t.Helper()
 	return dnstest.WantClass(t, err, class, "pdns")
 }
@@ -182,18 +182,18 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		www := dnstest.Set(t, "www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
-		www6 := dnstest.Set(t, "www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")
-		mx := dnstest.Set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.", "20 mx2.example.org.")
-		txt := dnstest.Set(t, "example.net", reconcile.TypeTXT, 3600, `"v=spf1 mx -all"`)
-		srv := dnstest.Set(t, "_ldap._tcp.example.net", reconcile.TypeSRV, 600, "0 100 389 ldap1.example.net.", "10 50 389 ldap2.example.net.")
-		cname := dnstest.Set(t, "vault.example.net", reconcile.TypeCNAME, 300, "vault1.example.net.")
-		caa := dnstest.Set(t, "example.net", reconcile.TypeCAA, 3600, `0 issue "letsencrypt.org"`)
-		star := dnstest.Set(t, "*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")
+		www := dnstest.Set(t, "www.example.net", dns.TypeA, 300, "192.0.2.1", "192.0.2.2")
+		www6 := dnstest.Set(t, "www.example.net", dns.TypeAAAA, 300, "2001:db8::1")
+		mx := dnstest.Set(t, "example.net", dns.TypeMX, 3600, "10 mail.example.net.", "20 mx2.example.org.")
+		txt := dnstest.Set(t, "example.net", dns.TypeTXT, 3600, `"v=spf1 mx -all"`)
+		srv := dnstest.Set(t, "_ldap._tcp.example.net", dns.TypeSRV, 600, "0 100 389 ldap1.example.net.", "10 50 389 ldap2.example.net.")
+		cname := dnstest.Set(t, "vault.example.net", dns.TypeCNAME, 300, "vault1.example.net.")
+		caa := dnstest.Set(t, "example.net", dns.TypeCAA, 3600, `0 issue "letsencrypt.org"`)
+		star := dnstest.Set(t, "*.apps.example.net", dns.TypeCNAME, 60, "ingress.example.net.")
 		// A delegation: DNS answers it with a referral, so the check asks
 		// the API.
-		deleg := dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 3600, "ns1.example.org.", "ns2.example.org.")
-		step1 := []reconcile.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(mx), dnstest.Create(txt), dnstest.Create(srv), dnstest.Create(cname), dnstest.Create(caa), dnstest.Create(star), dnstest.Create(deleg)}
+		deleg := dnstest.Set(t, "sub.example.net", dns.TypeNS, 3600, "ns1.example.org.", "ns2.example.org.")
+		step1 := []dns.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(mx), dnstest.Create(txt), dnstest.Create(srv), dnstest.Create(cname), dnstest.Create(caa), dnstest.Create(star), dnstest.Create(deleg)}
 		apply(t, tg, fwd, step1...)
 		m.apply(step1)
 		zc := checkZone(t, tg, p, fwd, m)
@@ -204,15 +204,15 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("Serial = %d, %v; ReadZone's serial %d", s, err, zc.Serial)
 		}
 
-		www2 := dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.3")
-		mx2 := dnstest.Set(t, "example.net", reconcile.TypeMX, 3600, "10 mail.example.net.")
-		txt2 := dnstest.Set(t, "example.net", reconcile.TypeTXT, 3600, `"v=spf1 mx -all"`, `"google-site-verification=abc"`)
-		cname2 := dnstest.Set(t, "vault.example.net", reconcile.TypeCNAME, 300, "vault2.example.net.")
-		deleg2 := dnstest.Set(t, "sub.example.net", reconcile.TypeNS, 3600, "ns1.example.org.")
-		step2 := []reconcile.RRsetChange{
+		www2 := dnstest.Set(t, "www.example.net", dns.TypeA, 60, "192.0.2.3")
+		mx2 := dnstest.Set(t, "example.net", dns.TypeMX, 3600, "10 mail.example.net.")
+		txt2 := dnstest.Set(t, "example.net", dns.TypeTXT, 3600, `"v=spf1 mx -all"`, `"google-site-verification=abc"`)
+		cname2 := dnstest.Set(t, "vault.example.net", dns.TypeCNAME, 300, "vault2.example.net.")
+		deleg2 := dnstest.Set(t, "sub.example.net", dns.TypeNS, 3600, "ns1.example.org.")
+		step2 := []dns.RRsetChange{
 			dnstest.Delete(srv), dnstest.Delete(www6), dnstest.Delete(star),
 			dnstest.Update(www, www2), dnstest.Update(mx, mx2), dnstest.Update(txt, txt2), dnstest.Update(cname, cname2), dnstest.Update(deleg, deleg2),
-			dnstest.Create(dnstest.Set(t, "ntp.example.net", reconcile.TypeA, 300, "10.10.2.2")),
+			dnstest.Create(dnstest.Set(t, "ntp.example.net", dns.TypeA, 300, "10.10.2.2")),
 		}
 		apply(t, tg, fwd, step2...)
 		m.apply(step2)
@@ -220,15 +220,15 @@ func TestRoundTrip(t *testing.T) {
 		if zc2.Serial == zc.Serial {
 			t.Fatalf("serial still %d after the second apply", zc2.Serial)
 		}
-		for _, gone := range []reconcile.RRsetKey{srv.Key(), www6.Key(), star.Key()} {
+		for _, gone := range []dns.RRsetKey{srv.Key(), www6.Key(), star.Key()} {
 			if zc2.Marked[gone] {
 				t.Fatalf("deleted %s is still marked", gone)
 			}
 		}
 
 		// The same RRset twice in one call: two PATCHes, in order.
-		www3 := dnstest.Set(t, "www.example.net", reconcile.TypeA, 60, "192.0.2.4")
-		step3 := []reconcile.RRsetChange{dnstest.Update(www2, www3), dnstest.Delete(www3)}
+		www3 := dnstest.Set(t, "www.example.net", dns.TypeA, 60, "192.0.2.4")
+		step3 := []dns.RRsetChange{dnstest.Update(www2, www3), dnstest.Delete(www3)}
 		before := tg.Stats().Patches
 		apply(t, tg, fwd, step3...)
 		m.apply(step3)
@@ -250,24 +250,24 @@ func TestTypesRoundTrip(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
 	long := strings.Repeat("k", 300) // one string over 255 bytes: two on the wire
-	sets := []*reconcile.RRset{
-		dnstest.Set(t, "txt.example.net", reconcile.TypeTXT, 300,
+	sets := []*dns.RRset{
+		dnstest.Set(t, "txt.example.net", dns.TypeTXT, 300,
 			`"hello world" "second string"`,
 			`"quote \" and backslash \\ and semicolon ;"`,
 			`"caf\195\169 \t tab"`,
 			`""`,
 			`"`+long+`"`,
 			`"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC"`),
-		dnstest.Set(t, "mx.example.net", reconcile.TypeMX, 300, "0 .", "10 MAIL.Example.NET."),
-		dnstest.Set(t, "_sip._udp.example.net", reconcile.TypeSRV, 300, "0 0 0 .", "10 60 5060 sip.example.net."),
-		dnstest.Set(t, "_xmpp._tcp.example.net", reconcile.TypeSRV, 300, "5 0 5269 xmpp.example.org."),
-		dnstest.Set(t, "alias.example.net", reconcile.TypeCNAME, 300, "Target.Example.ORG."),
-		dnstest.Set(t, "v6.example.net", reconcile.TypeAAAA, 300, "::ffff:192.0.2.1", "2001:db8:0:0:0:0:0:1", "fe80::1"),
-		dnstest.Set(t, "caa.example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`, `128 iodef "mailto:security@example.net"`, `0 issuewild ";"`),
-		dnstest.Set(t, "spf.example.net", reconcile.TypeTXT, 300, `"v=spf1 ip4:192.0.2.0/24 include:_spf.example.org ~all"`),
+		dnstest.Set(t, "mx.example.net", dns.TypeMX, 300, "0 .", "10 MAIL.Example.NET."),
+		dnstest.Set(t, "_sip._udp.example.net", dns.TypeSRV, 300, "0 0 0 .", "10 60 5060 sip.example.net."),
+		dnstest.Set(t, "_xmpp._tcp.example.net", dns.TypeSRV, 300, "5 0 5269 xmpp.example.org."),
+		dnstest.Set(t, "alias.example.net", dns.TypeCNAME, 300, "Target.Example.ORG."),
+		dnstest.Set(t, "v6.example.net", dns.TypeAAAA, 300, "::ffff:192.0.2.1", "2001:db8:0:0:0:0:0:1", "fe80::1"),
+		dnstest.Set(t, "caa.example.net", dns.TypeCAA, 300, `0 issue "letsencrypt.org"`, `128 iodef "mailto:security@example.net"`, `0 issuewild ";"`),
+		dnstest.Set(t, "spf.example.net", dns.TypeTXT, 300, `"v=spf1 ip4:192.0.2.0/24 include:_spf.example.org ~all"`),
 	}
 	m := model{}
-	var changes []reconcile.RRsetChange
+	var changes []dns.RRsetChange
 	for _, s := range sets {
 		changes = append(changes, dnstest.Create(s))
 	}
@@ -278,7 +278,7 @@ func TestTypesRoundTrip(t *testing.T) {
 	// Every record is as DNS serves it, and a re-apply of the read sees
 	// no difference (the check passes both ways).
 	_, got := content(t, tg, fwd)
-	var again []reconcile.RRsetChange
+	var again []dns.RRsetChange
 	for i := range got {
 		s := got[i]
 		again = append(again, dnstest.Update(&got[i], &s))
@@ -293,20 +293,20 @@ func TestReverseZones(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{Zones: []string{fwd, rev4, rev6}})
 	tg := target(t, p, true)
 	name := func(ip string) string {
-		r, err := dns.ReverseAddr(ip)
+		r, err := mdns.ReverseAddr(ip)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return strings.TrimSuffix(r, ".")
 	}
 	m4, m6 := model{}, model{}
-	c4 := []reconcile.RRsetChange{
-		dnstest.Create(dnstest.Set(t, name("10.10.1.1"), reconcile.TypePTR, 300, "e1n01.east.example.net.")),
-		dnstest.Create(dnstest.Set(t, name("10.10.255.254"), reconcile.TypePTR, 300, "gw.example.net.")),
+	c4 := []dns.RRsetChange{
+		dnstest.Create(dnstest.Set(t, name("10.10.1.1"), dns.TypePTR, 300, "e1n01.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, name("10.10.255.254"), dns.TypePTR, 300, "gw.example.net.")),
 	}
-	c6 := []reconcile.RRsetChange{
-		dnstest.Create(dnstest.Set(t, name("2001:db8:130::1"), reconcile.TypePTR, 300, "e1n01.east.example.net.")),
-		dnstest.Create(dnstest.Set(t, name("2001:db8:130:ffff::abcd"), reconcile.TypePTR, 300, "e1n02.east.example.net.")),
+	c6 := []dns.RRsetChange{
+		dnstest.Create(dnstest.Set(t, name("2001:db8:130::1"), dns.TypePTR, 300, "e1n01.east.example.net.")),
+		dnstest.Create(dnstest.Set(t, name("2001:db8:130:ffff::abcd"), dns.TypePTR, 300, "e1n02.east.example.net.")),
 	}
 	apply(t, tg, rev4, c4...)
 	apply(t, tg, rev6, c6...)
@@ -316,15 +316,15 @@ func TestReverseZones(t *testing.T) {
 	checkZone(t, tg, p, rev6, m6)
 
 	old := c6[0].New
-	moved := dnstest.Set(t, old.Name, reconcile.TypePTR, 300, "e1n09.east.example.net.")
-	c6b := []reconcile.RRsetChange{dnstest.Update(old, moved), dnstest.Delete(c6[1].New)}
+	moved := dnstest.Set(t, old.Name, dns.TypePTR, 300, "e1n09.east.example.net.")
+	c6b := []dns.RRsetChange{dnstest.Update(old, moved), dnstest.Delete(c6[1].New)}
 	apply(t, tg, rev6, c6b...)
 	m6.apply(c6b)
 	checkZone(t, tg, p, rev6, m6)
 
 	// A PTR outside the zone is refused before anything is sent.
-	_, err := tg.Apply(context.Background(), rev4, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, name("10.11.0.1"), reconcile.TypePTR, 300, "x.example.net."))})
-	if te := wantClass(t, err, reconcile.ClassPermanent); !strings.Contains(te.Error(), "not in zone") {
+	_, err := tg.Apply(context.Background(), rev4, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, name("10.11.0.1"), dns.TypePTR, 300, "x.example.net."))})
+	if te := wantClass(t, err, dns.ClassPermanent); !strings.Contains(te.Error(), "not in zone") {
 		t.Fatalf("out-of-zone PTR: %v", err)
 	}
 }
@@ -335,7 +335,7 @@ func TestMarked(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
-	ours := dnstest.Set(t, "ours.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	ours := dnstest.Set(t, "ours.example.net", dns.TypeA, 300, "192.0.2.1")
 	apply(t, tg, fwd, dnstest.Create(ours))
 	p.Patch(t, fwd,
 		servers.PDNSRRset{Name: "theirs.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.2"}}},
@@ -348,11 +348,11 @@ func TestMarked(t *testing.T) {
 			Comments: []servers.PDNSComment{{Content: "x", Account: "anneal"}}},
 	)
 	zc, got := content(t, tg, fwd)
-	want := []reconcile.RRset{*ours, *dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2"), *dnstest.Set(t, "noted.example.net", reconcile.TypeA, 300, "192.0.2.3")}
+	want := []dns.RRset{*ours, *dnstest.Set(t, "theirs.example.net", dns.TypeA, 300, "192.0.2.2"), *dnstest.Set(t, "noted.example.net", dns.TypeA, 300, "192.0.2.3")}
 	if !sameRRsets(got, want) {
 		t.Fatalf("zone:%s\nwant:%s", dump(got), dump(want))
 	}
-	wantMarked := map[reconcile.RRsetKey]bool{ours.Key(): true}
+	wantMarked := map[dns.RRsetKey]bool{ours.Key(): true}
 	if len(zc.Marked) != 1 || !zc.Marked[ours.Key()] {
 		t.Fatalf("Marked = %v, want %v", zc.Marked, wantMarked)
 	}
@@ -362,8 +362,8 @@ func TestMarked(t *testing.T) {
 
 	// Updating a foreign RRset (after the planner decided to adopt it)
 	// marks it.
-	theirs := dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.2")
-	apply(t, tg, fwd, dnstest.Update(theirs, dnstest.Set(t, "theirs.example.net", reconcile.TypeA, 300, "192.0.2.9")))
+	theirs := dnstest.Set(t, "theirs.example.net", dns.TypeA, 300, "192.0.2.2")
+	apply(t, tg, fwd, dnstest.Update(theirs, dnstest.Set(t, "theirs.example.net", dns.TypeA, 300, "192.0.2.9")))
 	zc, _ = content(t, tg, fwd)
 	if !zc.Marked[theirs.Key()] || len(zc.Marked) != 2 {
 		t.Fatalf("Marked = %v", zc.Marked)
@@ -380,9 +380,9 @@ func TestBatches(t *testing.T) {
 	tg := target(t, p, true, func(c *powerdns.Config) { c.MaxBodyBytes = limit })
 	const n = 20_000
 	m := model{}
-	var changes []reconcile.RRsetChange
+	var changes []dns.RRsetChange
 	for i := range n {
-		changes = append(changes, dnstest.Create(dnstest.Set(t, fmt.Sprintf("h%05d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255))))
+		changes = append(changes, dnstest.Create(dnstest.Set(t, fmt.Sprintf("h%05d.example.net", i), dns.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255))))
 	}
 	start := time.Now()
 	apply(t, tg, fwd, changes...)
@@ -395,7 +395,7 @@ func TestBatches(t *testing.T) {
 	checkZone(t, tg, p, fwd, m)
 
 	// Delete them all again, as big batches.
-	var dels []reconcile.RRsetChange
+	var dels []dns.RRsetChange
 	for _, c := range changes {
 		dels = append(dels, dnstest.Delete(c.New))
 	}
@@ -424,8 +424,8 @@ func TestBatches(t *testing.T) {
 	blind := target(t, p, true, func(c *powerdns.Config) { c.HTTPClient = noConfig; c.MaxBodyBytes = 1_500_000 })
 	applied, err := blind.Apply(context.Background(), fwd, changes)
 	t.Logf("a body over the server's limit: %v", err)
-	var te *reconcile.TargetError
-	if !errors.As(err, &te) || applied != 0 || !strings.Contains(err.Error(), "webserver-max-bodysize") || te.Class == reconcile.ClassConflict {
+	var te *dns.TargetError
+	if !errors.As(err, &te) || applied != 0 || !strings.Contains(err.Error(), "webserver-max-bodysize") || te.Class == dns.ClassConflict {
 		t.Fatalf("over the body limit: %d applied, %v", applied, err)
 	}
 	checkZone(t, tg, p, fwd, model{})
@@ -436,8 +436,8 @@ func TestBatches(t *testing.T) {
 		many = append(many, fmt.Sprintf("10.1.%d.%d", i>>8, i&255))
 	}
 	small := target(t, p, true, func(c *powerdns.Config) { c.MaxBodyBytes = 100_000 })
-	applied, err = small.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "big.example.net", reconcile.TypeA, 300, many...))})
-	if te := wantClass(t, err, reconcile.ClassPermanent); applied != 0 || !strings.Contains(te.Error(), "maximum body size") || small.Stats().Patches != 0 {
+	applied, err = small.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "big.example.net", dns.TypeA, 300, many...))})
+	if te := wantClass(t, err, dns.ClassPermanent); applied != 0 || !strings.Contains(te.Error(), "maximum body size") || small.Stats().Patches != 0 {
 		t.Fatalf("an RRset over the limit: %d applied, %d PATCHes, %v", applied, small.Stats().Patches, err)
 	}
 }
@@ -455,26 +455,26 @@ func TestConflict(t *testing.T) {
 		p := start(t, servers.PowerDNSOptions{})
 		tg := target(t, p, withDNS)
 		ctx := context.Background()
-		a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
-		b := dnstest.Set(t, "b.example.net", reconcile.TypeA, 300, "192.0.2.2")
-		c := dnstest.Set(t, "c.example.net", reconcile.TypeTXT, 300, `"c"`)
+		a := dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.1")
+		b := dnstest.Set(t, "b.example.net", dns.TypeA, 300, "192.0.2.2")
+		c := dnstest.Set(t, "c.example.net", dns.TypeTXT, 300, `"c"`)
 		apply(t, tg, fwd, dnstest.Create(a), dnstest.Create(b), dnstest.Create(c))
 		_, planned := content(t, tg, fwd)
 
 		cases := []struct {
 			name   string
 			behind servers.PDNSRRset // the out-of-band write
-			change reconcile.RRsetChange
+			change dns.RRsetChange
 		}{
 			{"update of a changed RRset",
 				servers.PDNSRRset{Name: "a.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.99"}}},
-				dnstest.Update(a, dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.10"))},
+				dnstest.Update(a, dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.10"))},
 			{"update after a TTL change",
 				servers.PDNSRRset{Name: "a.example.net.", Type: "A", TTL: 30, Records: []servers.PDNSRecord{{Content: "192.0.2.1"}}},
-				dnstest.Update(a, dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.10"))},
+				dnstest.Update(a, dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.10"))},
 			{"create of an RRset someone made",
 				servers.PDNSRRset{Name: "new.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "192.0.2.50"}}},
-				dnstest.Create(dnstest.Set(t, "new.example.net", reconcile.TypeA, 300, "192.0.2.51"))},
+				dnstest.Create(dnstest.Set(t, "new.example.net", dns.TypeA, 300, "192.0.2.51"))},
 			{"delete of an RRset someone deleted",
 				servers.PDNSRRset{Name: "c.example.net.", Type: "TXT", ChangeType: "DELETE"},
 				dnstest.Delete(c)},
@@ -497,9 +497,9 @@ func TestConflict(t *testing.T) {
 				_, before := content(t, tg, fwd)
 				patches := tg.Stats().Patches
 				// An unrelated change first, then the conflicting one.
-				changes := []reconcile.RRsetChange{dnstest.Update(b, b), tc.change}
+				changes := []dns.RRsetChange{dnstest.Update(b, b), tc.change}
 				n, err := tg.Apply(ctx, fwd, changes)
-				te := wantClass(t, err, reconcile.ClassConflict)
+				te := wantClass(t, err, dns.ClassConflict)
 				if n != 0 || !strings.Contains(te.Error(), tc.change.Key().String()) {
 					t.Fatalf("Apply = %d, %v", n, err)
 				}
@@ -520,25 +520,25 @@ func TestConflictLaterBatch(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true, func(c *powerdns.Config) { c.MaxBodyBytes = 4096 })
-	var changes []reconcile.RRsetChange
+	var changes []dns.RRsetChange
 	m := model{}
 	for i := range 200 {
-		changes = append(changes, dnstest.Create(dnstest.Set(t, fmt.Sprintf("n%03d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
+		changes = append(changes, dnstest.Create(dnstest.Set(t, fmt.Sprintf("n%03d.example.net", i), dns.TypeA, 300, "192.0.2.1")))
 	}
 	// Someone makes n150 before anneal gets to it.
 	p.Patch(t, fwd, servers.PDNSRRset{Name: "n150.example.net.", Type: "A", TTL: 300, Records: []servers.PDNSRecord{{Content: "198.51.100.1"}}})
 	n, err := tg.Apply(context.Background(), fwd, changes)
-	wantClass(t, err, reconcile.ClassConflict)
+	wantClass(t, err, dns.ClassConflict)
 	if n == 0 || n > 150 || tg.Stats().Patches < 2 {
 		t.Fatalf("Apply = %d in %d PATCHes: want the batches before n150's", n, tg.Stats().Patches)
 	}
 	m.apply(changes[:n])
-	m[reconcile.RRsetKey{Name: "n150.example.net", Type: reconcile.TypeA}] = *dnstest.Set(t, "n150.example.net", reconcile.TypeA, 300, "198.51.100.1")
+	m[dns.RRsetKey{Name: "n150.example.net", Type: dns.TypeA}] = *dnstest.Set(t, "n150.example.net", dns.TypeA, 300, "198.51.100.1")
 	zc, got := content(t, tg, fwd)
 	if want := m.sorted(); !sameRRsets(got, want) {
 		t.Fatalf("zone after %d applied:%s\nwant:%s", n, dump(got), dump(want))
 	}
-	if zc.Marked[reconcile.RRsetKey{Name: "n150.example.net", Type: reconcile.TypeA}] {
+	if zc.Marked[dns.RRsetKey{Name: "n150.example.net", Type: dns.TypeA}] {
 		t.Fatal("the out-of-band RRset is marked")
 	}
 }
@@ -550,8 +550,8 @@ func TestCNAMEBehindBack(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
 	p.Patch(t, fwd, servers.PDNSRRset{Name: "svc.example.net.", Type: "CNAME", TTL: 300, Records: []servers.PDNSRecord{{Content: "elsewhere.example.org."}}})
-	n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "svc.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
-	if te := wantClass(t, err, reconcile.ClassConflict); n != 0 || !strings.Contains(te.Error(), "Conflicts with pre-existing RRset") {
+	n, err := tg.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "svc.example.net", dns.TypeA, 300, "192.0.2.1"))})
+	if te := wantClass(t, err, dns.ClassConflict); n != 0 || !strings.Contains(te.Error(), "Conflicts with pre-existing RRset") {
 		t.Fatalf("Apply = %d, %v", n, err)
 	}
 }
@@ -562,15 +562,15 @@ func TestWildcard(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
-	star := dnstest.Set(t, "*.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
+	star := dnstest.Set(t, "*.apps.example.net", dns.TypeA, 60, "192.0.2.80")
 	apply(t, tg, fwd, dnstest.Create(star))
-	x := dnstest.Set(t, "x.apps.example.net", reconcile.TypeA, 60, "192.0.2.80")
+	x := dnstest.Set(t, "x.apps.example.net", dns.TypeA, 60, "192.0.2.80")
 	apply(t, tg, fwd, dnstest.Create(x))
 	m := model{}
-	m.apply([]reconcile.RRsetChange{dnstest.Create(star), dnstest.Create(x)})
+	m.apply([]dns.RRsetChange{dnstest.Create(star), dnstest.Create(x)})
 	checkZone(t, tg, p, fwd, m)
 	apply(t, tg, fwd, dnstest.Delete(x))
-	m.apply([]reconcile.RRsetChange{dnstest.Delete(x)})
+	m.apply([]dns.RRsetChange{dnstest.Delete(x)})
 	checkZone(t, tg, p, fwd, m)
 }
 
@@ -595,7 +595,7 @@ func TestSerial(t *testing.T) {
 			t.Fatalf("step %d: serial %d by API, %d by DNS, %d before", i, s1, s2, prev)
 		}
 		prev = s1
-		apply(t, viaAPI, fwd, dnstest.Create(dnstest.Set(t, fmt.Sprintf("s%d.example.net", i), reconcile.TypeA, 300, "192.0.2.1")))
+		apply(t, viaAPI, fwd, dnstest.Create(dnstest.Set(t, fmt.Sprintf("s%d.example.net", i), dns.TypeA, 300, "192.0.2.1")))
 	}
 	if q := viaDNS.Stats().DNSQueries; q != 3 || viaDNS.Stats().Requests != 0 {
 		t.Fatalf("Serial by DNS: %d queries, %d API requests", q, viaDNS.Stats().Requests)
@@ -612,12 +612,12 @@ func TestWrongKey(t *testing.T) {
 	ctx := context.Background()
 	_, err1 := tg.Serial(ctx, fwd)
 	_, err2 := tg.ReadZone(ctx, fwd)
-	_, err3 := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err3 := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.1"))})
 	// With a DNS address, the read must not fall back to AXFR either.
 	withDNS := target(t, p, true, func(c *powerdns.Config) { c.APIKey = key })
 	_, err4 := withDNS.ReadZone(ctx, fwd)
 	for _, err := range []error{err1, err2, err3, err4} {
-		te := wantClass(t, err, reconcile.ClassPermanent)
+		te := wantClass(t, err, dns.ClassPermanent)
 		if !strings.Contains(err.Error(), "API key refused") || strings.Contains(fmt.Sprintf("%v %+v %#v", err, err, te), key) || te.Zone != fwd {
 			t.Fatalf("error %q (zone %q)", err, te.Zone)
 		}
@@ -636,15 +636,15 @@ func TestStopped(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{})
 	viaAPI := target(t, p, false, func(c *powerdns.Config) { c.Timeout = time.Second })
 	viaDNS := target(t, p, true, func(c *powerdns.Config) { c.Timeout = time.Second })
-	a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	a := dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.1")
 	p.Stop()
 	ctx := context.Background()
 	for _, tg := range []*powerdns.Target{viaAPI, viaDNS} {
 		_, err1 := tg.Serial(ctx, fwd)
 		_, err2 := tg.ReadZone(ctx, fwd)
-		n, err3 := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(a)})
+		n, err3 := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(a)})
 		for _, err := range []error{err1, err2, err3} {
-			te := wantClass(t, err, reconcile.ClassTransient)
+			te := wantClass(t, err, dns.ClassTransient)
 			if te.Zone != fwd {
 				t.Fatalf("zone %q in %v", te.Zone, err)
 			}
@@ -658,7 +658,7 @@ func TestStopped(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	_, err := viaAPI.ReadZone(cctx, fwd)
-	if te := wantClass(t, err, reconcile.ClassTransient); !errors.Is(te, context.Canceled) {
+	if te := wantClass(t, err, dns.ClassTransient); !errors.Is(te, context.Canceled) {
 		t.Fatalf("cancelled read: %v", err)
 	}
 }
@@ -673,9 +673,9 @@ func TestNotFound(t *testing.T) {
 	const missing = "missing.example"
 	_, err1 := tg.Serial(ctx, missing)
 	_, err2 := tg.ReadZone(ctx, missing)
-	_, err3 := tg.Apply(ctx, missing, []reconcile.RRsetChange{dnstest.Create(dnstest.Set(t, "a.missing.example", reconcile.TypeA, 300, "192.0.2.1"))})
+	_, err3 := tg.Apply(ctx, missing, []dns.RRsetChange{dnstest.Create(dnstest.Set(t, "a.missing.example", dns.TypeA, 300, "192.0.2.1"))})
 	for _, err := range []error{err1, err2, err3} {
-		if te := wantClass(t, err, reconcile.ClassPermanent); !strings.Contains(err.Error(), "zone not found on target") || te.Zone != missing {
+		if te := wantClass(t, err, dns.ClassPermanent); !strings.Contains(err.Error(), "zone not found on target") || te.Zone != missing {
 			t.Fatalf("missing zone: %v", err)
 		}
 	}
@@ -684,12 +684,12 @@ func TestNotFound(t *testing.T) {
 	}
 	// By DNS: the server refuses to answer for a zone it does not have.
 	_, err := target(t, p, true).Serial(ctx, missing)
-	if wantClass(t, err, reconcile.ClassPermanent); !strings.Contains(err.Error(), "zone not served") {
+	if wantClass(t, err, dns.ClassPermanent); !strings.Contains(err.Error(), "zone not served") {
 		t.Fatalf("missing zone by DNS: %v", err)
 	}
 	wrong := target(t, p, false, func(c *powerdns.Config) { c.ServerID = "primary" })
 	_, err = wrong.ReadZone(ctx, fwd)
-	if wantClass(t, err, reconcile.ClassPermanent); !strings.Contains(err.Error(), `server "primary" not found`) {
+	if wantClass(t, err, dns.ClassPermanent); !strings.Contains(err.Error(), `server "primary" not found`) {
 		t.Fatalf("wrong server id: %v", err)
 	}
 }
@@ -701,7 +701,7 @@ func TestReadFallsBackToAXFR(t *testing.T) {
 	t.Parallel()
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
-	a := dnstest.Set(t, "a.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	a := dnstest.Set(t, "a.example.net", dns.TypeA, 300, "192.0.2.1")
 	apply(t, tg, fwd, dnstest.Create(a))
 
 	up, err := url.Parse(p.APIURL)
@@ -725,7 +725,7 @@ func TestReadFallsBackToAXFR(t *testing.T) {
 	if zc.Marked != nil || behind.Stats().Fallbacks != 1 {
 		t.Fatalf("Marked = %v after %d fallbacks; want nil after 1", zc.Marked, behind.Stats().Fallbacks)
 	}
-	if got := withoutApexNS(zc.RRsets, fwd); !sameRRsets(got, []reconcile.RRset{*a}) {
+	if got := withoutApexNS(zc.RRsets, fwd); !sameRRsets(got, []dns.RRset{*a}) {
 		t.Fatalf("zone by AXFR:%s", dump(got))
 	}
 	direct, _ := content(t, tg, fwd)
@@ -734,7 +734,7 @@ func TestReadFallsBackToAXFR(t *testing.T) {
 	}
 	// Without a DNS address there is nothing to fall back to.
 	_, err = target(t, p, false, func(c *powerdns.Config) { c.APIURL = proxy.URL }).ReadZone(context.Background(), fwd)
-	wantClass(t, err, reconcile.ClassTransient)
+	wantClass(t, err, dns.ClassTransient)
 }
 
 // TestLargeZone reads a 200,000-record zone through the API: its JSON is
@@ -748,9 +748,9 @@ func TestLargeZone(t *testing.T) {
 	p := start(t, servers.PowerDNSOptions{})
 	tg := target(t, p, true)
 	const n = 200_000
-	changes := make([]reconcile.RRsetChange, 0, n)
+	changes := make([]dns.RRsetChange, 0, n)
 	for i := range n {
-		changes = append(changes, dnstest.Create(&reconcile.RRset{Name: fmt.Sprintf("n%06d.example.net", i), Type: reconcile.TypeA, TTL: 300,
+		changes = append(changes, dnstest.Create(&dns.RRset{Name: fmt.Sprintf("n%06d.example.net", i), Type: dns.TypeA, TTL: 300,
 			Data: []string{fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255)}}))
 	}
 	begin := time.Now()
@@ -770,7 +770,7 @@ func TestLargeZone(t *testing.T) {
 
 	before := tg.Stats()
 	old := changes[777].New
-	apply(t, tg, fwd, dnstest.Update(old, dnstest.Set(t, old.Name, reconcile.TypeA, 300, "192.0.2.7")))
+	apply(t, tg, fwd, dnstest.Update(old, dnstest.Set(t, old.Name, dns.TypeA, 300, "192.0.2.7")))
 	if after := tg.Stats(); after.ZoneReads != before.ZoneReads || after.AXFRs != before.AXFRs || after.DNSQueries != before.DNSQueries+1 {
 		t.Fatalf("a one-RRset change: %+v, before %+v; want one DNS query, no zone read", after, before)
 	}
@@ -864,18 +864,18 @@ func TestErrorBodies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &reconcile.RRset{Name: "a.example.net", Type: reconcile.TypeA, TTL: 300, Data: []string{"192.0.2.1"}}
+	a := &dns.RRset{Name: "a.example.net", Type: dns.TypeA, TTL: 300, Data: []string{"192.0.2.1"}}
 	for _, tc := range []struct {
 		status int
-		class  reconcile.ErrorClass
-	}{{http.StatusInternalServerError, reconcile.ClassTransient}, {http.StatusServiceUnavailable, reconcile.ClassTransient}, {http.StatusUnprocessableEntity, reconcile.ClassPermanent}, {http.StatusForbidden, reconcile.ClassPermanent}} {
+		class  dns.ErrorClass
+	}{{http.StatusInternalServerError, dns.ClassTransient}, {http.StatusServiceUnavailable, dns.ClassTransient}, {http.StatusUnprocessableEntity, dns.ClassPermanent}, {http.StatusForbidden, dns.ClassPermanent}} {
 		status = tc.status
 		_, err := tg.ReadZone(context.Background(), fwd)
 		te := wantClass(t, err, tc.class)
 		if strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "bad, and your key was [api key]") {
 			t.Fatalf("HTTP %d: %v", tc.status, te)
 		}
-		_, err = tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(a)})
+		_, err = tg.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(a)})
 		wantClass(t, err, tc.class)
 	}
 }
@@ -912,7 +912,7 @@ func TestUnreachableAddress(t *testing.T) {
 	}
 	begin := time.Now()
 	_, err = tg.Serial(context.Background(), fwd)
-	wantClass(t, err, reconcile.ClassTransient)
+	wantClass(t, err, dns.ClassTransient)
 	if d := time.Since(begin); d > 5*time.Second {
 		t.Fatalf("took %s", d)
 	}
@@ -933,7 +933,7 @@ func TestSerialWithoutSOAEdit(t *testing.T) {
 		t.Fatalf("create zone: HTTP %d %s", status, body)
 	}
 	tg := target(t, p, false)
-	apply(t, tg, "frozen.example", dnstest.Create(dnstest.Set(t, "a.frozen.example", reconcile.TypeA, 300, "192.0.2.1")))
+	apply(t, tg, "frozen.example", dnstest.Create(dnstest.Set(t, "a.frozen.example", dns.TypeA, 300, "192.0.2.1")))
 	zc, err := tg.ReadZone(context.Background(), "frozen.example")
 	if err != nil || zc.Serial != 0 || len(zc.RRsets) != 1 {
 		t.Fatalf("ReadZone = %+v, %v; want serial 0 and the A", zc, err)

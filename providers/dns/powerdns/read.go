@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // apiRRset is an RRset as the API shows it.
@@ -71,36 +71,36 @@ func (t *Target) Serial(ctx context.Context, zone string) (uint32, error) {
 	case meta.Serial != nil:
 		return *meta.Serial, nil
 	}
-	return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("API %s: the zone has no serial", t.apiURL))
+	return 0, t.fail(z, "serial", dns.ClassPermanent, fmt.Errorf("API %s: the zone has no serial", t.apiURL))
 }
 
 func (t *Target) serialDNS(ctx context.Context, z string) (uint32, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(z), dns.TypeSOA)
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(z), mdns.TypeSOA)
 	r, err := t.exchange(ctx, m)
 	if err != nil {
-		return 0, t.fail(z, "serial", reconcile.ClassTransient, fmt.Errorf("SOA query to %s: %w", t.dnsAddr, err))
+		return 0, t.fail(z, "serial", dns.ClassTransient, fmt.Errorf("SOA query to %s: %w", t.dnsAddr, err))
 	}
 	switch r.Rcode {
-	case dns.RcodeSuccess:
-	case dns.RcodeServerFailure:
-		return 0, t.fail(z, "serial", reconcile.ClassTransient, fmt.Errorf("SOA query to %s: SERVFAIL", t.dnsAddr))
+	case mdns.RcodeSuccess:
+	case mdns.RcodeServerFailure:
+		return 0, t.fail(z, "serial", dns.ClassTransient, fmt.Errorf("SOA query to %s: SERVFAIL", t.dnsAddr))
 	default:
-		return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("zone not served at %s (SOA query: %s): create the zone, or check the target's server address", t.dnsAddr, rcodeName(r.Rcode)))
+		return 0, t.fail(z, "serial", dns.ClassPermanent, fmt.Errorf("zone not served at %s (SOA query: %s): create the zone, or check the target's server address", t.dnsAddr, rcodeName(r.Rcode)))
 	}
 	for _, rr := range r.Answer {
-		if soa, ok := rr.(*dns.SOA); ok && r.Authoritative && zoneName(soa.Hdr.Name) == z {
+		if soa, ok := rr.(*mdns.SOA); ok && r.Authoritative && zoneName(soa.Hdr.Name) == z {
 			return soa.Serial, nil
 		}
 	}
-	return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("zone not served at %s: no authoritative SOA for it (is it a zone of its own on this server?)", t.dnsAddr))
+	return 0, t.fail(z, "serial", dns.ClassPermanent, fmt.Errorf("zone not served at %s: no authoritative SOA for it (is it a zone of its own on this server?)", t.dnsAddr))
 }
 
 // exchange sends one query to the DNS address, over UDP and again over TCP
 // when the answer is truncated.
-func (t *Target) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+func (t *Target) exchange(ctx context.Context, m *mdns.Msg) (*mdns.Msg, error) {
 	m.SetEdns0(1232, false)
-	c := &dns.Client{Net: "udp", Timeout: t.timeout}
+	c := &mdns.Client{Net: "udp", Timeout: t.timeout}
 	t.queries.Add(1)
 	r, _, err := c.ExchangeContext(ctx, m, t.dnsAddr)
 	if err == nil && r.Truncated {
@@ -122,7 +122,7 @@ func (t *Target) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 }
 
 func rcodeName(rc int) string {
-	if s, ok := dns.RcodeToString[rc]; ok {
+	if s, ok := mdns.RcodeToString[rc]; ok {
 		return s
 	}
 	return fmt.Sprintf("RCODE%d", rc)
@@ -138,7 +138,7 @@ func rcodeName(rc int) string {
 // zone (a proxy limiting responses, a time-out, an API error) and a DNS
 // address is configured, ReadZone falls back to an AXFR: then Marked is
 // nil, since comments are not in DNS.
-func (t *Target) ReadZone(ctx context.Context, zone string) (*reconcile.ZoneContent, error) {
+func (t *Target) ReadZone(ctx context.Context, zone string) (*dns.ZoneContent, error) {
 	z := zoneName(zone)
 	zc, err := t.readAPI(ctx, z, "read")
 	if err == nil {
@@ -173,8 +173,8 @@ func fallsBack(err error) bool {
 }
 
 // readAPI reads the zone with one GET, for op (read, or apply's check).
-func (t *Target) readAPI(ctx context.Context, z, op string) (*reconcile.ZoneContent, *reconcile.TargetError) {
-	zc := &reconcile.ZoneContent{Zone: z, Marked: map[reconcile.RRsetKey]bool{}}
+func (t *Target) readAPI(ctx context.Context, z, op string) (*dns.ZoneContent, *dns.TargetError) {
+	zc := &dns.ZoneContent{Zone: z, Marked: map[dns.RRsetKey]bool{}}
 	t.zoneReads.Add(1)
 	err := t.call(ctx, http.MethodGet, zonePath(z), nil, t.bulkTimeout, func(r io.Reader) error {
 		return decodeZone(r, zc)
@@ -191,7 +191,7 @@ func (t *Target) readAPI(ctx context.Context, z, op string) (*reconcile.ZoneCont
 // decodeZone reads a zone's JSON as a stream, one RRset at a time, into
 // zc: enabled records only (disabled ones are not served), without the
 // SOA, with the RRsets carrying anneal's comment in Marked.
-func decodeZone(r io.Reader, zc *reconcile.ZoneContent) error {
+func decodeZone(r io.Reader, zc *dns.ZoneContent) error {
 	dec := json.NewDecoder(r)
 	if err := expectDelim(dec, '{'); err != nil {
 		return err
@@ -234,29 +234,29 @@ func decodeZone(r io.Reader, zc *reconcile.ZoneContent) error {
 	if soaEditOff(soaEdit) {
 		zc.Serial = 0 // see Serial
 	}
-	slices.SortFunc(zc.RRsets, func(a, b reconcile.RRset) int {
+	slices.SortFunc(zc.RRsets, func(a, b dns.RRset) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Type, b.Type))
 	})
 	return nil
 }
 
-func decodeRRsets(dec *json.Decoder, zc *reconcile.ZoneContent) error {
+func decodeRRsets(dec *json.Decoder, zc *dns.ZoneContent) error {
 	if err := expectDelim(dec, '['); err != nil {
 		return err
 	}
 	// Two API RRsets could name one key (a name in two cases, written
 	// to the database directly): they are merged.
-	index := map[reconcile.RRsetKey]int{}
+	index := map[dns.RRsetKey]int{}
 	for dec.More() {
 		var a apiRRset
 		if err := dec.Decode(&a); err != nil {
 			return err
 		}
-		typ := reconcile.RRType(strings.ToUpper(a.Type))
-		if typ == reconcile.TypeSOA {
+		typ := dns.RRType(strings.ToUpper(a.Type))
+		if typ == dns.TypeSOA {
 			continue
 		}
-		set := reconcile.RRset{Name: zoneName(a.Name), Type: typ, TTL: a.TTL}
+		set := dns.RRset{Name: zoneName(a.Name), Type: typ, TTL: a.TTL}
 		if marked(a.Comments) {
 			// Kept even from an entry without records: PowerDNS merges
 			// comments into their RRset's entry, but need not.
@@ -309,16 +309,16 @@ func expectDelim(dec *json.Decoder, want json.Delim) error {
 }
 
 // readAXFR reads the zone by AXFR from the DNS address: no marks.
-func (t *Target) readAXFR(ctx context.Context, z string) (*reconcile.ZoneContent, error) {
+func (t *Target) readAXFR(ctx context.Context, z string) (*dns.ZoneContent, error) {
 	rrs, err := t.axfr(ctx, z)
 	if err != nil {
 		return nil, err
 	}
-	soa, ok := rrs[0].(*dns.SOA)
+	soa, ok := rrs[0].(*mdns.SOA)
 	if !ok {
 		return nil, errors.New("the transfer does not start with the SOA")
 	}
-	return &reconcile.ZoneContent{Zone: z, Serial: soa.Serial, RRsets: reconcile.RRsetsFromRRs(rrs)}, nil
+	return &dns.ZoneContent{Zone: z, Serial: soa.Serial, RRsets: dns.RRsetsFromRRs(rrs)}, nil
 }
 
 // xfrRcodeError is an AXFR the server answered with an error rcode.
@@ -326,7 +326,7 @@ type xfrRcodeError struct{ rcode int }
 
 func (e *xfrRcodeError) Error() string {
 	msg := "the server refused the transfer (" + rcodeName(e.rcode) + ")"
-	if e.rcode == dns.RcodeRefused || e.rcode == dns.RcodeNotAuth {
+	if e.rcode == mdns.RcodeRefused || e.rcode == mdns.RcodeNotAuth {
 		msg += ": check allow-axfr-ips, and that the zone exists"
 	}
 	return msg
@@ -335,7 +335,7 @@ func (e *xfrRcodeError) Error() string {
 // axfr transfers a zone: every record, the SOA first and last. Each
 // message must come within the timeout; the whole transfer within the
 // bulk timeout.
-func (t *Target) axfr(ctx context.Context, z string) ([]dns.RR, error) {
+func (t *Target) axfr(ctx context.Context, z string) ([]mdns.RR, error) {
 	t.axfrs.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, t.bulkTimeout)
 	defer cancel()
@@ -348,14 +348,14 @@ func (t *Target) axfr(ctx context.Context, z string) ([]dns.RR, error) {
 	// Closing the socket is how a blocked read learns of ctx.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	co := &dns.Conn{Conn: nc}
-	q := new(dns.Msg)
-	q.SetAxfr(dns.Fqdn(z))
+	co := &mdns.Conn{Conn: nc}
+	q := new(mdns.Msg)
+	q.SetAxfr(mdns.Fqdn(z))
 	_ = nc.SetWriteDeadline(time.Now().Add(t.timeout))
 	if err := co.WriteMsg(q); err != nil {
 		return nil, ctxOr(ctx, err)
 	}
-	var rrs []dns.RR
+	var rrs []mdns.RR
 	soas := 0
 	for soas < 2 {
 		_ = nc.SetReadDeadline(time.Now().Add(t.timeout))
@@ -367,13 +367,13 @@ func (t *Target) axfr(ctx context.Context, z string) ([]dns.RR, error) {
 			return nil, ctxOr(ctx, err)
 		}
 		if in.Id != q.Id {
-			return nil, dns.ErrId
+			return nil, mdns.ErrId
 		}
-		if in.Rcode != dns.RcodeSuccess {
+		if in.Rcode != mdns.RcodeSuccess {
 			return nil, &xfrRcodeError{in.Rcode}
 		}
 		for _, rr := range in.Answer {
-			if _, ok := rr.(*dns.SOA); ok {
+			if _, ok := rr.(*mdns.SOA); ok {
 				soas++
 			} else if len(rrs) == 0 {
 				return nil, errors.New("the transfer does not start with the SOA")

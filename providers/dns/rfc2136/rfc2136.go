@@ -20,16 +20,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
 )
 
 // Defaults.
 const (
 	DefaultTimeout        = 5 * time.Second
-	DefaultMaxMessageSize = dns.MaxMsgSize // 65,535: the TCP limit
+	DefaultMaxMessageSize = mdns.MaxMsgSize // 65,535: the TCP limit
 
 	// tsigHeadroom is kept free in every UPDATE for the TSIG record the
 	// message is signed with last (about 100 bytes with a long key name
@@ -77,20 +77,20 @@ func (c Config) LogValue() slog.Value {
 func algorithm(name string) (string, int, bool) {
 	switch name {
 	case "hmac-sha1":
-		return dns.HmacSHA1, 20, true
+		return mdns.HmacSHA1, 20, true
 	case "hmac-sha224":
-		return dns.HmacSHA224, 28, true
+		return mdns.HmacSHA224, 28, true
 	case "hmac-sha256":
-		return dns.HmacSHA256, 32, true
+		return mdns.HmacSHA256, 32, true
 	case "hmac-sha384":
-		return dns.HmacSHA384, 48, true
+		return mdns.HmacSHA384, 48, true
 	case "hmac-sha512":
-		return dns.HmacSHA512, 64, true
+		return mdns.HmacSHA512, 64, true
 	}
 	return "", 0, false
 }
 
-// Target is an RFC 2136 server. It implements reconcile.DNSTarget and is
+// Target is an RFC 2136 server. It implements dns.Target and is
 // safe for concurrent use.
 type Target struct {
 	name      string
@@ -107,7 +107,7 @@ type Target struct {
 	largest  atomic.Int64
 }
 
-var _ reconcile.DNSTarget = (*Target)(nil)
+var _ dns.Target = (*Target)(nil)
 
 // New checks a configuration and returns its target. It does not contact
 // the server.
@@ -149,8 +149,8 @@ func New(cfg Config) (*Target, error) {
 		return nil, fail("negative timeout or message size")
 	}
 	maxMsg := cmp.Or(cfg.MaxMessageSize, DefaultMaxMessageSize)
-	if maxMsg > dns.MaxMsgSize {
-		return nil, fail("maximum message size %d is over the DNS limit of %d", maxMsg, dns.MaxMsgSize)
+	if maxMsg > mdns.MaxMsgSize {
+		return nil, fail("maximum message size %d is over the DNS limit of %d", maxMsg, mdns.MaxMsgSize)
 	}
 	if maxMsg < 512+tsigHeadroom {
 		return nil, fail("maximum message size %d is under %d", maxMsg, 512+tsigHeadroom)
@@ -158,7 +158,7 @@ func New(cfg Config) (*Target, error) {
 	return &Target{
 		name:      cfg.Name,
 		server:    server,
-		keyName:   dns.CanonicalName(cfg.KeyName),
+		keyName:   mdns.CanonicalName(cfg.KeyName),
 		algorithm: walg,
 		macSize:   mac,
 		secret:    cfg.Secret,
@@ -239,63 +239,63 @@ func (t *Target) count(size int) {
 
 func (t *Target) tsigSecret() map[string]string { return map[string]string{t.keyName: t.secret} }
 
-func (t *Target) fail(zone, op string, class reconcile.ErrorClass, err error) *reconcile.TargetError {
-	return &reconcile.TargetError{Target: t.name, Zone: strings.TrimSuffix(zone, "."), Op: op, Class: class, Err: err}
+func (t *Target) fail(zone, op string, class dns.ErrorClass, err error) *dns.TargetError {
+	return &dns.TargetError{Target: t.name, Zone: strings.TrimSuffix(zone, "."), Op: op, Class: class, Err: err}
 }
 
 // Serial returns the zone's SOA serial, from one unsigned SOA query over
 // UDP (TCP when the answer is truncated).
 func (t *Target) Serial(ctx context.Context, zone string) (uint32, error) {
-	z := dns.CanonicalName(zone)
-	m := new(dns.Msg)
-	m.SetQuestion(z, dns.TypeSOA)
-	r, err := t.exchange(ctx, &dns.Client{Net: "udp", Timeout: t.timeout}, m)
+	z := mdns.CanonicalName(zone)
+	m := new(mdns.Msg)
+	m.SetQuestion(z, mdns.TypeSOA)
+	r, err := t.exchange(ctx, &mdns.Client{Net: "udp", Timeout: t.timeout}, m)
 	if err == nil && r.Truncated {
-		r, err = t.exchange(ctx, &dns.Client{Net: "tcp", Timeout: t.timeout}, m)
+		r, err = t.exchange(ctx, &mdns.Client{Net: "tcp", Timeout: t.timeout}, m)
 	}
 	if err != nil {
 		return 0, t.fail(z, "serial", transportClass(err), fmt.Errorf("SOA query to %s: %w", t.server, err))
 	}
 	switch r.Rcode {
-	case dns.RcodeSuccess:
-	case dns.RcodeServerFailure:
-		return 0, t.fail(z, "serial", reconcile.ClassTransient, fmt.Errorf("SOA query to %s: SERVFAIL (is the zone loaded?)", t.server))
+	case mdns.RcodeSuccess:
+	case mdns.RcodeServerFailure:
+		return 0, t.fail(z, "serial", dns.ClassTransient, fmt.Errorf("SOA query to %s: SERVFAIL (is the zone loaded?)", t.server))
 	default:
-		return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("SOA query to %s: %s: the server does not serve the zone", t.server, rcodeName(r.Rcode)))
+		return 0, t.fail(z, "serial", dns.ClassPermanent, fmt.Errorf("SOA query to %s: %s: the server does not serve the zone", t.server, rcodeName(r.Rcode)))
 	}
 	for _, rr := range r.Answer {
-		if soa, ok := rr.(*dns.SOA); ok && dns.CanonicalName(soa.Hdr.Name) == z {
+		if soa, ok := rr.(*mdns.SOA); ok && mdns.CanonicalName(soa.Hdr.Name) == z {
 			if !r.Authoritative {
-				return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("SOA query to %s: the answer is not authoritative: the server is not a primary for the zone", t.server))
+				return 0, t.fail(z, "serial", dns.ClassPermanent, fmt.Errorf("SOA query to %s: the answer is not authoritative: the server is not a primary for the zone", t.server))
 			}
 			return soa.Serial, nil
 		}
 	}
-	return 0, t.fail(z, "serial", reconcile.ClassPermanent, fmt.Errorf("SOA query to %s: no SOA for the zone in the answer: the server does not serve the zone", t.server))
+	return 0, t.fail(z, "serial", dns.ClassPermanent, fmt.Errorf("SOA query to %s: no SOA for the zone in the answer: the server does not serve the zone", t.server))
 }
 
 // LookupRRset asks the server for one RRset with an unsigned query over
-// UDP, TCP when truncated (reconcile.RRsetLooker). sure is false unless
+// UDP, TCP when truncated (dns.RRsetLooker). sure is false unless
 // the answer is authoritative and final: the server's own zone data.
-func (t *Target) LookupRRset(ctx context.Context, zone string, k reconcile.RRsetKey) (*reconcile.RRset, bool) {
-	m, ok := reconcile.LookupQuery(k)
+func (t *Target) LookupRRset(ctx context.Context, zone string, k dns.RRsetKey) (*dns.RRset, bool) {
+	m, ok := dns.LookupQuery(k)
 	if !ok {
 		return nil, false
 	}
 	m.SetEdns0(1232, false)
-	r, err := t.exchange(ctx, &dns.Client{Net: "udp", Timeout: t.timeout}, m)
+	r, err := t.exchange(ctx, &mdns.Client{Net: "udp", Timeout: t.timeout}, m)
 	if err == nil && r.Truncated {
-		r, err = t.exchange(ctx, &dns.Client{Net: "tcp", Timeout: t.timeout}, m)
+		r, err = t.exchange(ctx, &mdns.Client{Net: "tcp", Timeout: t.timeout}, m)
 	}
 	if err != nil {
 		return nil, false
 	}
-	return reconcile.AnswerRRset(r, k)
+	return dns.AnswerRRset(r, k)
 }
 
 // exchange sends one message and reads its answer, bounded by the
 // target's timeout and stopped by ctx.
-func (t *Target) exchange(ctx context.Context, c *dns.Client, m *dns.Msg) (*dns.Msg, error) {
+func (t *Target) exchange(ctx context.Context, c *mdns.Client, m *mdns.Msg) (*mdns.Msg, error) {
 	ectx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	conn, err := c.DialContext(ectx, t.server)
@@ -307,7 +307,7 @@ func (t *Target) exchange(ctx context.Context, c *dns.Client, m *dns.Msg) (*dns.
 	defer stop()
 	r, _, err := c.ExchangeWithConnContext(ectx, m, conn)
 	if err != nil {
-		if r != nil && r.Rcode != dns.RcodeSuccess {
+		if r != nil && r.Rcode != mdns.RcodeSuccess {
 			// An error answer to a signed request comes unsigned or with
 			// a TSIG error: the rcode says more than the failed check.
 			return r, nil
@@ -332,53 +332,53 @@ func (t *Target) ioError(ctx context.Context, err error) error {
 // transportClass classifies an error from talking to the server: a TSIG
 // failure is permanent, anything else (timeout, refused connection,
 // closed connection, cancellation) transient.
-func transportClass(err error) reconcile.ErrorClass {
+func transportClass(err error) dns.ErrorClass {
 	if isTSIGError(err) {
-		return reconcile.ClassPermanent
+		return dns.ClassPermanent
 	}
 	var xe *xfrRcodeError
 	if errors.As(err, &xe) {
-		if xe.rcode == dns.RcodeServerFailure {
-			return reconcile.ClassTransient
+		if xe.rcode == mdns.RcodeServerFailure {
+			return dns.ClassTransient
 		}
-		return reconcile.ClassPermanent
+		return dns.ClassPermanent
 	}
-	return reconcile.ClassTransient
+	return dns.ClassTransient
 }
 
 func isTSIGError(err error) bool {
-	return errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) || errors.Is(err, dns.ErrKeyAlg) ||
-		errors.Is(err, dns.ErrTime) || errors.Is(err, dns.ErrNoSig) || errors.Is(err, dns.ErrAuth)
+	return errors.Is(err, mdns.ErrSig) || errors.Is(err, mdns.ErrSecret) || errors.Is(err, mdns.ErrKeyAlg) ||
+		errors.Is(err, mdns.ErrTime) || errors.Is(err, mdns.ErrNoSig) || errors.Is(err, mdns.ErrAuth)
 }
 
 func rcodeName(rc int) string {
-	if s, ok := dns.RcodeToString[rc]; ok {
+	if s, ok := mdns.RcodeToString[rc]; ok {
 		return s
 	}
 	return fmt.Sprintf("RCODE%d", rc)
 }
 
 // ReadZone reads the whole zone with one AXFR signed with the target's key.
-func (t *Target) ReadZone(ctx context.Context, zone string) (*reconcile.ZoneContent, error) {
-	z := dns.CanonicalName(zone)
+func (t *Target) ReadZone(ctx context.Context, zone string) (*dns.ZoneContent, error) {
+	z := mdns.CanonicalName(zone)
 	rrs, err := t.axfr(ctx, z)
 	if err != nil {
 		return nil, t.fail(z, "read", transportClass(err), fmt.Errorf("AXFR from %s: %w", t.server, err))
 	}
-	var soa *dns.SOA
+	var soa *mdns.SOA
 	for _, rr := range rrs {
-		if s, ok := rr.(*dns.SOA); ok && dns.CanonicalName(s.Hdr.Name) == z {
+		if s, ok := rr.(*mdns.SOA); ok && mdns.CanonicalName(s.Hdr.Name) == z {
 			soa = s
 			break
 		}
 	}
 	if soa == nil {
-		return nil, t.fail(z, "read", reconcile.ClassPermanent, fmt.Errorf("AXFR from %s: no SOA in the transfer", t.server))
+		return nil, t.fail(z, "read", dns.ClassPermanent, fmt.Errorf("AXFR from %s: no SOA in the transfer", t.server))
 	}
-	return &reconcile.ZoneContent{
+	return &dns.ZoneContent{
 		Zone:   strings.TrimSuffix(z, "."),
 		Serial: soa.Serial,
-		RRsets: reconcile.RRsetsFromRRs(rrs),
+		RRsets: dns.RRsetsFromRRs(rrs),
 	}, nil
 }
 
@@ -388,15 +388,15 @@ type xfrRcodeError struct{ rcode int }
 func (e *xfrRcodeError) Error() string {
 	msg := "the server refused the transfer (" + rcodeName(e.rcode) + ")"
 	switch e.rcode {
-	case dns.RcodeNotAuth:
+	case mdns.RcodeNotAuth:
 		msg += ": it is not authoritative for the zone or refused the TSIG key"
-	case dns.RcodeRefused:
+	case mdns.RcodeRefused:
 		msg += ": check allow-transfer for the zone"
 	}
 	return msg
 }
 
-func (t *Target) axfr(ctx context.Context, z string) ([]dns.RR, error) {
+func (t *Target) axfr(ctx context.Context, z string) ([]mdns.RR, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d := net.Dialer{Timeout: t.timeout}
@@ -408,13 +408,13 @@ func (t *Target) axfr(ctx context.Context, z string) ([]dns.RR, error) {
 	// the transfer's goroutine then fails its read and closes env.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	tr := &dns.Transfer{
-		Conn:         &dns.Conn{Conn: nc},
+	tr := &mdns.Transfer{
+		Conn:         &mdns.Conn{Conn: nc},
 		TsigSecret:   t.tsigSecret(),
 		ReadTimeout:  t.timeout,
 		WriteTimeout: t.timeout,
 	}
-	m := new(dns.Msg)
+	m := new(mdns.Msg)
 	m.SetAxfr(z)
 	m.SetTsig(t.keyName, t.algorithm, fudge, time.Now().Unix())
 	env, err := tr.In(m, t.server)
@@ -422,7 +422,7 @@ func (t *Target) axfr(ctx context.Context, z string) ([]dns.RR, error) {
 		nc.Close()
 		return nil, t.ioError(ctx, err)
 	}
-	var rrs []dns.RR
+	var rrs []mdns.RR
 	var first error
 	for e := range env {
 		if e.Error != nil {

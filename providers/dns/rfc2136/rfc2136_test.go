@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
 	"github.com/anneal-dev/anneal/providers/dns/rfc2136"
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile"
-	"github.com/anneal-dev/anneal/reconcile/dnstest"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -50,22 +50,22 @@ func target(t *testing.T, b *servers.BIND, edit ...func(*rfc2136.Config)) *rfc21
 	return tg
 }
 
-func set(name string, typ reconcile.RRType, ttl uint32, data ...string) *reconcile.RRset {
-	s := &reconcile.RRset{Name: name, Type: typ, TTL: ttl, Data: data}
+func set(name string, typ dns.RRType, ttl uint32, data ...string) *dns.RRset {
+	s := &dns.RRset{Name: name, Type: typ, TTL: ttl, Data: data}
 	s.Normalize()
 	return s
 }
 
 // content reads the zone and drops the apex NS the harness put there.
-func content(t *testing.T, tg *rfc2136.Target, zone string) (*reconcile.ZoneContent, []reconcile.RRset) {
+func content(t *testing.T, tg *rfc2136.Target, zone string) (*dns.ZoneContent, []dns.RRset) {
 	t.Helper()
 	zc, err := tg.ReadZone(context.Background(), zone)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []reconcile.RRset
+	var out []dns.RRset
 	for _, s := range zc.RRsets {
-		if s.Name == zone && s.Type == reconcile.TypeNS {
+		if s.Name == zone && s.Type == dns.TypeNS {
 			continue
 		}
 		out = append(out, s)
@@ -74,9 +74,9 @@ func content(t *testing.T, tg *rfc2136.Target, zone string) (*reconcile.ZoneCont
 }
 
 // model is what the zone should hold, RRset by key.
-type model map[reconcile.RRsetKey]reconcile.RRset
+type model map[dns.RRsetKey]dns.RRset
 
-func (m model) apply(changes []reconcile.RRsetChange) {
+func (m model) apply(changes []dns.RRsetChange) {
 	for _, c := range changes {
 		if c.New == nil {
 			delete(m, c.Key())
@@ -86,23 +86,23 @@ func (m model) apply(changes []reconcile.RRsetChange) {
 	}
 }
 
-func (m model) sorted() []reconcile.RRset {
-	var out []reconcile.RRset
+func (m model) sorted() []dns.RRset {
+	var out []dns.RRset
 	for _, s := range m {
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b reconcile.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
+	slices.SortFunc(out, func(a, b dns.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
 	return out
 }
 
-func sameRRsets(a, b []reconcile.RRset) bool {
-	key := func(s reconcile.RRset) string { return s.Key().String() }
-	slices.SortFunc(a, func(x, y reconcile.RRset) int { return strings.Compare(key(x), key(y)) })
-	slices.SortFunc(b, func(x, y reconcile.RRset) int { return strings.Compare(key(x), key(y)) })
-	return slices.EqualFunc(a, b, func(x, y reconcile.RRset) bool { return x.Equal(&y) })
+func sameRRsets(a, b []dns.RRset) bool {
+	key := func(s dns.RRset) string { return s.Key().String() }
+	slices.SortFunc(a, func(x, y dns.RRset) int { return strings.Compare(key(x), key(y)) })
+	slices.SortFunc(b, func(x, y dns.RRset) int { return strings.Compare(key(x), key(y)) })
+	return slices.EqualFunc(a, b, func(x, y dns.RRset) bool { return x.Equal(&y) })
 }
 
-func wantClass(t *testing.T, err error, class reconcile.ErrorClass) *reconcile.TargetError {
+func wantClass(t *testing.T, err error, class dns.ErrorClass) *dns.TargetError {
 	t.Helper()
 	return dnstest.WantClass(t, err, class, "bind")
 }
@@ -116,34 +116,34 @@ func TestRoundTrip(t *testing.T) {
 	tg := target(t, b)
 	ctx := context.Background()
 
-	www := set("www.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2")
-	www6 := set("www.example.net", reconcile.TypeAAAA, 300, "2001:db8::1")
-	spf := set("example.net", reconcile.TypeTXT, 300, `"v=spf1 mx -all"`)
-	mx := set("example.net", reconcile.TypeMX, 3600, "10 mail.example.net.")
-	mail := set("mail.example.net", reconcile.TypeA, 300, "203.0.113.25")
-	srv := set("_ldap._tcp.example.net", reconcile.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
-	alias := set("alias.example.net", reconcile.TypeCNAME, 60, "www.example.net.")
-	wild := set("*.apps.example.net", reconcile.TypeCNAME, 60, "ingress.example.net.")
-	caa := set("example.net", reconcile.TypeCAA, 300, `0 issue "letsencrypt.org"`)
-	deleg := set("sub.example.net", reconcile.TypeNS, 300, "ns1.example.org.")
+	www := set("www.example.net", dns.TypeA, 300, "192.0.2.1", "192.0.2.2")
+	www6 := set("www.example.net", dns.TypeAAAA, 300, "2001:db8::1")
+	spf := set("example.net", dns.TypeTXT, 300, `"v=spf1 mx -all"`)
+	mx := set("example.net", dns.TypeMX, 3600, "10 mail.example.net.")
+	mail := set("mail.example.net", dns.TypeA, 300, "203.0.113.25")
+	srv := set("_ldap._tcp.example.net", dns.TypeSRV, 300, "0 100 389 e1n01.east.example.net.")
+	alias := set("alias.example.net", dns.TypeCNAME, 60, "www.example.net.")
+	wild := set("*.apps.example.net", dns.TypeCNAME, 60, "ingress.example.net.")
+	caa := set("example.net", dns.TypeCAA, 300, `0 issue "letsencrypt.org"`)
+	deleg := set("sub.example.net", dns.TypeNS, 300, "ns1.example.org.")
 
 	steps := []struct {
 		name    string
-		changes []reconcile.RRsetChange
+		changes []dns.RRsetChange
 	}{
-		{"create", []reconcile.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(spf), dnstest.Create(mx), dnstest.Create(mail), dnstest.Create(srv), dnstest.Create(alias), dnstest.Create(wild), dnstest.Create(caa), dnstest.Create(deleg)}},
-		{"update data and ttl", []reconcile.RRsetChange{
-			dnstest.Update(www, set("www.example.net", reconcile.TypeA, 60, "192.0.2.1", "192.0.2.3", "192.0.2.4")),
-			dnstest.Update(spf, set("example.net", reconcile.TypeTXT, 300, `"v=spf1 mx ~all"`, `"hello world"`)),
-			dnstest.Update(alias, set("alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
-			dnstest.Update(mx, set("example.net", reconcile.TypeMX, 600, "10 mail.example.net.")),
+		{"create", []dns.RRsetChange{dnstest.Create(www), dnstest.Create(www6), dnstest.Create(spf), dnstest.Create(mx), dnstest.Create(mail), dnstest.Create(srv), dnstest.Create(alias), dnstest.Create(wild), dnstest.Create(caa), dnstest.Create(deleg)}},
+		{"update data and ttl", []dns.RRsetChange{
+			dnstest.Update(www, set("www.example.net", dns.TypeA, 60, "192.0.2.1", "192.0.2.3", "192.0.2.4")),
+			dnstest.Update(spf, set("example.net", dns.TypeTXT, 300, `"v=spf1 mx ~all"`, `"hello world"`)),
+			dnstest.Update(alias, set("alias.example.net", dns.TypeCNAME, 60, "mail.example.net.")),
+			dnstest.Update(mx, set("example.net", dns.TypeMX, 600, "10 mail.example.net.")),
 		}},
-		{"delete", []reconcile.RRsetChange{
+		{"delete", []dns.RRsetChange{
 			dnstest.Delete(www6), dnstest.Delete(caa), dnstest.Delete(wild), dnstest.Delete(deleg),
-			dnstest.Delete(set("alias.example.net", reconcile.TypeCNAME, 60, "mail.example.net.")),
+			dnstest.Delete(set("alias.example.net", dns.TypeCNAME, 60, "mail.example.net.")),
 		}},
-		{"delete then create a CNAME at the same name", []reconcile.RRsetChange{
-			dnstest.Delete(mail), dnstest.Create(set("mail.example.net", reconcile.TypeCNAME, 300, "www.example.net.")),
+		{"delete then create a CNAME at the same name", []dns.RRsetChange{
+			dnstest.Delete(mail), dnstest.Create(set("mail.example.net", dns.TypeCNAME, 300, "www.example.net.")),
 		}},
 	}
 	want := model{}
@@ -196,14 +196,14 @@ func TestReverseZones(t *testing.T) {
 		{rev6, []string{"2001:db8:130::11", "2001:db8:130:ffff::1"}},
 	} {
 		t.Run(tc.zone, func(t *testing.T) {
-			var changes []reconcile.RRsetChange
+			var changes []dns.RRsetChange
 			want := model{}
 			for i, a := range tc.addrs {
-				name, err := dns.ReverseAddr(netip.MustParseAddr(a).String())
+				name, err := mdns.ReverseAddr(netip.MustParseAddr(a).String())
 				if err != nil {
 					t.Fatal(err)
 				}
-				changes = append(changes, dnstest.Create(set(strings.TrimSuffix(name, "."), reconcile.TypePTR, 300, fmt.Sprintf("n%d.east.example.net.", i))))
+				changes = append(changes, dnstest.Create(set(strings.TrimSuffix(name, "."), dns.TypePTR, 300, fmt.Sprintf("n%d.east.example.net.", i))))
 			}
 			want.apply(changes)
 			if n, err := tg.Apply(context.Background(), tc.zone, changes); err != nil || n != len(changes) {
@@ -220,7 +220,7 @@ func TestReverseZones(t *testing.T) {
 			}
 			before := tg.Stats().Messages
 			_, err := tg.Apply(context.Background(), other, changes[:1])
-			te := wantClass(t, err, reconcile.ClassPermanent)
+			te := wantClass(t, err, dns.ClassPermanent)
 			if !strings.Contains(te.Error(), "is not in zone") || tg.Stats().Messages != before {
 				t.Fatalf("out-of-zone PTR: %v", err)
 			}
@@ -235,10 +235,10 @@ func TestLargeBatch(t *testing.T) {
 	b := start(t, servers.BINDOptions{})
 	tg := target(t, b, func(c *rfc2136.Config) { c.Timeout = 30 * time.Second })
 	const n = 5000
-	changes := make([]reconcile.RRsetChange, n)
+	changes := make([]dns.RRsetChange, n)
 	want := model{}
 	for i := range changes {
-		changes[i] = dnstest.Create(set(fmt.Sprintf("host%04d.east.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
+		changes[i] = dnstest.Create(set(fmt.Sprintf("host%04d.east.example.net", i), dns.TypeA, 300, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)))
 	}
 	want.apply(changes)
 	begin := time.Now()
@@ -251,10 +251,10 @@ func TestLargeBatch(t *testing.T) {
 	// Each message holds as many changes as fit: the count is the total
 	// size over the room in one message, rounded up (within one change's
 	// size of slack per message: the changes here are ~90 bytes).
-	if lo, hi := ceilDiv(st.Bytes, dns.MaxMsgSize), ceilDiv(st.Bytes, dns.MaxMsgSize-300-100); st.Messages < lo || st.Messages > hi {
+	if lo, hi := ceilDiv(st.Bytes, mdns.MaxMsgSize), ceilDiv(st.Bytes, mdns.MaxMsgSize-300-100); st.Messages < lo || st.Messages > hi {
 		t.Errorf("%d messages for %d bytes, want %d to %d", st.Messages, st.Bytes, lo, hi)
 	}
-	if st.Largest > dns.MaxMsgSize || st.Largest < dns.MaxMsgSize-300-100 {
+	if st.Largest > mdns.MaxMsgSize || st.Largest < mdns.MaxMsgSize-300-100 {
 		t.Errorf("largest message %d bytes: not filled up to the limit", st.Largest)
 	}
 	_, got := content(t, tg, fwd)
@@ -262,7 +262,7 @@ func TestLargeBatch(t *testing.T) {
 		t.Fatalf("zone holds %d RRsets, want %d", len(got), n)
 	}
 	// Delete them all again the same way.
-	dels := make([]reconcile.RRsetChange, n)
+	dels := make([]dns.RRsetChange, n)
 	for i, c := range changes {
 		dels[i] = dnstest.Delete(c.New)
 	}
@@ -284,20 +284,20 @@ func TestConflicts(t *testing.T) {
 	b := start(t, servers.BINDOptions{})
 	tg := target(t, b)
 	ctx := context.Background()
-	x := set("x.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	x := set("x.example.net", dns.TypeA, 300, "192.0.2.1")
 	for i, tc := range []struct {
 		name     string
 		seed     string // nsupdate: the zone as the plan saw it (x.example.net holds x above)
 		oob      string // nsupdate: the change out of band after the plan
-		change   reconcile.RRsetChange
+		change   dns.RRsetChange
 		conflict bool
 	}{
 		{name: "update after a change of data", oob: "update delete x.example.net A\nupdate add x.example.net 300 A 192.0.2.2",
-			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, set("x.example.net", dns.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "update after a record was added", oob: "update add x.example.net 300 A 192.0.2.2",
-			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, set("x.example.net", dns.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "update after the RRset was deleted", oob: "update delete x.example.net A",
-			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3")), conflict: true},
+			change: dnstest.Update(x, set("x.example.net", dns.TypeA, 300, "192.0.2.3")), conflict: true},
 		{name: "delete after a change of data", oob: "update delete x.example.net A\nupdate add x.example.net 300 A 192.0.2.2",
 			change: dnstest.Delete(x), conflict: true},
 		{name: "delete after the RRset was deleted", oob: "update delete x.example.net A",
@@ -307,11 +307,11 @@ func TestConflicts(t *testing.T) {
 		{name: "create A beside a CNAME created out of band", seed: "-", oob: "update add x.example.net 300 CNAME www.example.net.",
 			change: dnstest.Create(x), conflict: true},
 		{name: "create CNAME beside data created out of band", seed: "-", oob: "update add x.example.net 300 TXT \"hi\"",
-			change: dnstest.Create(set("x.example.net", reconcile.TypeCNAME, 300, "www.example.net.")), conflict: true},
+			change: dnstest.Create(set("x.example.net", dns.TypeCNAME, 300, "www.example.net.")), conflict: true},
 		// RFC 2136 §2.4.2 compares records without their TTL: a TTL-only
 		// change out of band is not a conflict, and the update overwrites it.
 		{name: "update after a TTL-only change", oob: "update delete x.example.net A\nupdate add x.example.net 60 A 192.0.2.1",
-			change: dnstest.Update(x, set("x.example.net", reconcile.TypeA, 300, "192.0.2.3"))},
+			change: dnstest.Update(x, set("x.example.net", dns.TypeA, 300, "192.0.2.3"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Each case gets its own names: x<i>.example.net.
@@ -340,9 +340,9 @@ func TestConflicts(t *testing.T) {
 			if before.Serial == planned.Serial {
 				t.Fatal("the out-of-band change did not move the serial")
 			}
-			innocent := dnstest.Create(set(rename("innocent.x.example.net"), reconcile.TypeTXT, 300, `"ok"`))
+			innocent := dnstest.Create(set(rename("innocent.x.example.net"), dns.TypeTXT, 300, `"ok"`))
 			sent := tg.Stats().Messages
-			n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{innocent, ch})
+			n, err := tg.Apply(ctx, fwd, []dns.RRsetChange{innocent, ch})
 			if got := tg.Stats().Messages - sent; got != 1 {
 				t.Fatalf("sent %d messages, want 1", got)
 			}
@@ -353,7 +353,7 @@ func TestConflicts(t *testing.T) {
 				}
 				return
 			}
-			te := wantClass(t, err, reconcile.ClassConflict)
+			te := wantClass(t, err, dns.ClassConflict)
 			if n != 0 {
 				t.Errorf("applied %d, want 0", n)
 			}
@@ -374,20 +374,20 @@ func TestPartialApply(t *testing.T) {
 	t.Parallel()
 	b := start(t, servers.BINDOptions{})
 	tg := target(t, b, func(c *rfc2136.Config) { c.MaxMessageSize = 1024 })
-	var changes []reconcile.RRsetChange
+	var changes []dns.RRsetChange
 	for i := range 40 {
-		changes = append(changes, dnstest.Create(set(fmt.Sprintf("h%02d.example.net", i), reconcile.TypeA, 300, fmt.Sprintf("192.0.2.%d", i))))
+		changes = append(changes, dnstest.Create(set(fmt.Sprintf("h%02d.example.net", i), dns.TypeA, 300, fmt.Sprintf("192.0.2.%d", i))))
 	}
 	b.Nsupdate(t, "update add h30.example.net 300 A 198.51.100.1")
 	n, err := tg.Apply(context.Background(), fwd, changes)
-	wantClass(t, err, reconcile.ClassConflict)
+	wantClass(t, err, dns.ClassConflict)
 	st := tg.Stats()
 	if n == 0 || n > 30 || st.Messages < 2 || st.Largest > 1024 {
 		t.Fatalf("applied %d in %d messages (largest %d bytes): %v", n, st.Messages, st.Largest, err)
 	}
 	want := model{}
 	want.apply(changes[:n])
-	want[reconcile.RRsetKey{Name: "h30.example.net", Type: reconcile.TypeA}] = *set("h30.example.net", reconcile.TypeA, 300, "198.51.100.1")
+	want[dns.RRsetKey{Name: "h30.example.net", Type: dns.TypeA}] = *set("h30.example.net", dns.TypeA, 300, "198.51.100.1")
 	if _, got := content(t, tg, fwd); !sameRRsets(got, want.sorted()) {
 		t.Fatalf("zone holds %v, want the %d applied and the out-of-band record", got, n)
 	}
@@ -412,10 +412,10 @@ func TestWrongKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := target(t, b, tc.edit)
 			ctx := context.Background()
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
-			wantClass(t, err, reconcile.ClassPermanent)
+			_, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(set("x.example.net", dns.TypeA, 300, "192.0.2.1"))})
+			wantClass(t, err, dns.ClassPermanent)
 			_, rerr := tg.ReadZone(ctx, fwd)
-			wantClass(t, rerr, reconcile.ClassPermanent)
+			wantClass(t, rerr, dns.ClassPermanent)
 			for _, e := range []error{err, rerr} {
 				msg := e.Error()
 				if !strings.Contains(msg, "key "+tc.key) {
@@ -450,13 +450,13 @@ func TestServerDown(t *testing.T) {
 		"serial": func() error { _, err := tg.Serial(ctx, fwd); return err },
 		"read":   func() error { _, err := tg.ReadZone(ctx, fwd); return err },
 		"apply": func() error {
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+			_, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(set("x.example.net", dns.TypeA, 300, "192.0.2.1"))})
 			return err
 		},
 	} {
 		begin := time.Now()
 		err := op()
-		te := wantClass(t, err, reconcile.ClassTransient)
+		te := wantClass(t, err, dns.ClassTransient)
 		if took := time.Since(begin); took > 3*time.Second {
 			t.Errorf("%s: took %s with a 1 s timeout", name, took)
 		}
@@ -466,7 +466,7 @@ func TestServerDown(t *testing.T) {
 		t.Log(err)
 	}
 	b.Restart(t)
-	if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))}); err != nil {
+	if _, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(set("x.example.net", dns.TypeA, 300, "192.0.2.1"))}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -479,34 +479,34 @@ func TestSilentNoops(t *testing.T) {
 	b := start(t, servers.BINDOptions{})
 	tg := target(t, b)
 	ctx := context.Background()
-	www := set("www.example.net", reconcile.TypeCNAME, 300, "web.example.net.")
-	if _, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(www)}); err != nil {
+	www := set("www.example.net", dns.TypeCNAME, 300, "web.example.net.")
+	if _, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(www)}); err != nil {
 		t.Fatal(err)
 	}
 
 	// An A record inserted without prerequisites at a CNAME's name: BIND
 	// answers NOERROR (nsupdate succeeds) and keeps only the CNAME.
 	b.Nsupdate(t, "update add www.example.net 300 A 192.0.2.1")
-	if _, got := content(t, tg, fwd); !sameRRsets(got, []reconcile.RRset{*www}) {
+	if _, got := content(t, tg, fwd); !sameRRsets(got, []dns.RRset{*www}) {
 		t.Fatalf("zone holds %v, want only the CNAME", got)
 	}
 	// The same through Apply: its prerequisite (no CNAME at the name)
 	// turns the silent no-op into a conflict.
-	_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("www.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
-	wantClass(t, err, reconcile.ClassConflict)
+	_, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(set("www.example.net", dns.TypeA, 300, "192.0.2.1"))})
+	wantClass(t, err, dns.ClassConflict)
 
 	// What Apply cannot catch: deleting the zone's last apex NS. The
 	// prerequisite holds (the NS is as the plan saw it), BIND answers
 	// NOERROR and keeps the NS: Apply returns nil, the read-back shows it.
-	ns := set("example.net", reconcile.TypeNS, 300, "localhost.")
-	if n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Delete(ns)}); err != nil || n != 1 {
+	ns := set("example.net", dns.TypeNS, 300, "localhost.")
+	if n, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Delete(ns)}); err != nil || n != 1 {
 		t.Fatalf("apex NS delete: %d, %v", n, err)
 	}
 	zc, err := tg.ReadZone(ctx, fwd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(zc.RRsets, func(s reconcile.RRset) bool { return s.Equal(ns) }) {
+	if !slices.ContainsFunc(zc.RRsets, func(s dns.RRset) bool { return s.Equal(ns) }) {
 		t.Fatalf("apex NS gone: %v", zc.RRsets)
 	}
 	// A lookup shows it as well: the applier's one-RRset read-back.
@@ -529,24 +529,24 @@ func TestLookupRRset(t *testing.T) {
 		"update add *.wild.example.net 300 A 192.0.2.9",
 		"update add child.example.net 300 NS ns.elsewhere.example.org.",
 	}, "\n"))
-	key := func(name string, typ reconcile.RRType) reconcile.RRsetKey {
-		return reconcile.RRsetKey{Name: name, Type: typ}
+	key := func(name string, typ dns.RRType) dns.RRsetKey {
+		return dns.RRsetKey{Name: name, Type: typ}
 	}
 	for _, tc := range []struct {
 		name string
-		key  reconcile.RRsetKey
-		want *reconcile.RRset
+		key  dns.RRsetKey
+		want *dns.RRset
 		sure bool
 	}{
-		{"an RRset", key("a.example.net", reconcile.TypeA), set("a.example.net", reconcile.TypeA, 300, "192.0.2.1", "192.0.2.2"), true},
-		{"no such name", key("nothing.example.net", reconcile.TypeA), nil, true},
-		{"no such type", key("a.example.net", reconcile.TypeAAAA), nil, true},
-		{"an A asked at a CNAME: not the CNAME's target", key("www.example.net", reconcile.TypeA), nil, true},
-		{"the CNAME itself", key("www.example.net", reconcile.TypeCNAME), set("www.example.net", reconcile.TypeCNAME, 300, "a.example.net."), true},
+		{"an RRset", key("a.example.net", dns.TypeA), set("a.example.net", dns.TypeA, 300, "192.0.2.1", "192.0.2.2"), true},
+		{"no such name", key("nothing.example.net", dns.TypeA), nil, true},
+		{"no such type", key("a.example.net", dns.TypeAAAA), nil, true},
+		{"an A asked at a CNAME: not the CNAME's target", key("www.example.net", dns.TypeA), nil, true},
+		{"the CNAME itself", key("www.example.net", dns.TypeCNAME), set("www.example.net", dns.TypeCNAME, 300, "a.example.net."), true},
 		// A wildcard's answer looks like data at the name: the applier
 		// only trusts a lookup that matches what it wrote.
-		{"a wildcard's synthesized answer", key("x.wild.example.net", reconcile.TypeA), set("x.wild.example.net", reconcile.TypeA, 300, "192.0.2.9"), true},
-		{"below a delegation: a referral", key("host.child.example.net", reconcile.TypeA), nil, false},
+		{"a wildcard's synthesized answer", key("x.wild.example.net", dns.TypeA), set("x.wild.example.net", dns.TypeA, 300, "192.0.2.9"), true},
+		{"below a delegation: a referral", key("host.child.example.net", dns.TypeA), nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, sure := tg.LookupRRset(ctx, fwd, tc.key)
@@ -556,7 +556,7 @@ func TestLookupRRset(t *testing.T) {
 		})
 	}
 	down := target(t, b, func(c *rfc2136.Config) { c.Server = "127.0.0.1:9"; c.Timeout = 300 * time.Millisecond })
-	if got, sure := down.LookupRRset(ctx, fwd, key("a.example.net", reconcile.TypeA)); sure || got != nil {
+	if got, sure := down.LookupRRset(ctx, fwd, key("a.example.net", dns.TypeA)); sure || got != nil {
 		t.Fatalf("lookup at a server that does not answer: %v, sure %v", got, sure)
 	}
 }
@@ -572,12 +572,12 @@ func TestRecordLimit(t *testing.T) {
 	for i := range 11 {
 		data = append(data, fmt.Sprintf("192.0.2.%d", i+1))
 	}
-	_, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(set("rr.example.net", reconcile.TypeA, 300, data...))})
-	wantClass(t, err, reconcile.ClassTransient)
+	_, err := tg.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(set("rr.example.net", dns.TypeA, 300, data...))})
+	wantClass(t, err, dns.ClassTransient)
 	if !strings.Contains(err.Error(), "max-records-per-type") {
 		t.Errorf("error does not hint at the limit: %v", err)
 	}
-	if n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(set("rr.example.net", reconcile.TypeA, 300, data[:10]...))}); err != nil || n != 1 {
+	if n, err := tg.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(set("rr.example.net", dns.TypeA, 300, data[:10]...))}); err != nil || n != 1 {
 		t.Fatalf("10 records: %d, %v", n, err)
 	}
 }
@@ -590,8 +590,8 @@ func TestCancel(t *testing.T) {
 	tg := target(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	n, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
-	wantClass(t, err, reconcile.ClassTransient)
+	n, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(set("x.example.net", dns.TypeA, 300, "192.0.2.1"))})
+	wantClass(t, err, dns.ClassTransient)
 	if n != 0 || !errors.Is(err, context.Canceled) || tg.Stats().Messages != 0 {
 		t.Fatalf("applied %d, sent %d: %v", n, tg.Stats().Messages, err)
 	}
@@ -611,11 +611,11 @@ func TestZoneNotServed(t *testing.T) {
 	tg := target(t, b)
 	ctx := context.Background()
 	_, err := tg.Serial(ctx, "example.com")
-	wantClass(t, err, reconcile.ClassPermanent)
+	wantClass(t, err, dns.ClassPermanent)
 	_, err = tg.ReadZone(ctx, "example.com")
-	wantClass(t, err, reconcile.ClassPermanent)
-	_, err = tg.Apply(ctx, "example.com", []reconcile.RRsetChange{dnstest.Create(set("x.example.com", reconcile.TypeA, 300, "192.0.2.1"))})
-	wantClass(t, err, reconcile.ClassPermanent)
+	wantClass(t, err, dns.ClassPermanent)
+	_, err = tg.Apply(ctx, "example.com", []dns.RRsetChange{dnstest.Create(set("x.example.com", dns.TypeA, 300, "192.0.2.1"))})
+	wantClass(t, err, dns.ClassPermanent)
 	t.Log(err)
 }
 
@@ -626,30 +626,30 @@ func TestInvalidChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := set("x.example.net", reconcile.TypeA, 300, "192.0.2.1")
+	a := set("x.example.net", dns.TypeA, 300, "192.0.2.1")
 	var big []string
 	for i := range 400 {
 		big = append(big, fmt.Sprintf(`"%0200d"`, i))
 	}
 	for _, tc := range []struct {
 		name   string
-		change reconcile.RRsetChange
+		change dns.RRsetChange
 		want   string
 	}{
-		{"outside the zone", dnstest.Create(set("x.example.org", reconcile.TypeA, 300, "192.0.2.1")), "not in zone"},
-		{"create without new", reconcile.RRsetChange{Op: reconcile.OpCreate}, "without a new"},
-		{"update without old", reconcile.RRsetChange{Op: reconcile.OpUpdate, New: a}, "needs both"},
-		{"update renames", dnstest.Update(a, set("y.example.net", reconcile.TypeA, 300, "192.0.2.1")), "must not change"},
-		{"delete without old", reconcile.RRsetChange{Op: reconcile.OpDelete}, "without the old"},
-		{"empty RRset", dnstest.Create(set("x.example.net", reconcile.TypeA, 300)), "no records"},
-		{"SOA", dnstest.Create(set("example.net", reconcile.TypeSOA, 300, "a. b. 1 2 3 4 5")), "SOA"},
-		{"bad data", dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "not-an-address")), "render"},
-		{"unknown op", reconcile.RRsetChange{Op: "replace", New: a}, "unknown operation"},
-		{"too large for one message", dnstest.Create(set("x.example.net", reconcile.TypeTXT, 300, big...)), "over the"},
+		{"outside the zone", dnstest.Create(set("x.example.org", dns.TypeA, 300, "192.0.2.1")), "not in zone"},
+		{"create without new", dns.RRsetChange{Op: dns.OpCreate}, "without a new"},
+		{"update without old", dns.RRsetChange{Op: dns.OpUpdate, New: a}, "needs both"},
+		{"update renames", dnstest.Update(a, set("y.example.net", dns.TypeA, 300, "192.0.2.1")), "must not change"},
+		{"delete without old", dns.RRsetChange{Op: dns.OpDelete}, "without the old"},
+		{"empty RRset", dnstest.Create(set("x.example.net", dns.TypeA, 300)), "no records"},
+		{"SOA", dnstest.Create(set("example.net", dns.TypeSOA, 300, "a. b. 1 2 3 4 5")), "SOA"},
+		{"bad data", dnstest.Create(set("x.example.net", dns.TypeA, 300, "not-an-address")), "render"},
+		{"unknown op", dns.RRsetChange{Op: "replace", New: a}, "unknown operation"},
+		{"too large for one message", dnstest.Create(set("x.example.net", dns.TypeTXT, 300, big...)), "over the"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{tc.change})
-			te := wantClass(t, err, reconcile.ClassPermanent)
+			n, err := tg.Apply(context.Background(), fwd, []dns.RRsetChange{tc.change})
+			te := wantClass(t, err, dns.ClassPermanent)
 			if n != 0 || !strings.Contains(te.Error(), tc.want) {
 				t.Fatalf("got %d, %v; want an error containing %q", n, err, tc.want)
 			}
@@ -726,7 +726,7 @@ func TestFromSite(t *testing.T) {
 	if tg.Name() != "bind" {
 		t.Fatalf("name %q", tg.Name())
 	}
-	if _, err := tg.Apply(context.Background(), fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))}); err != nil {
+	if _, err := tg.Apply(context.Background(), fwd, []dns.RRsetChange{dnstest.Create(set("x.example.net", dns.TypeA, 300, "192.0.2.1"))}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -791,7 +791,7 @@ func TestCancelInFlight(t *testing.T) {
 		"serial": func(ctx context.Context) error { _, err := tg.Serial(ctx, fwd); return err },
 		"read":   func(ctx context.Context) error { _, err := tg.ReadZone(ctx, fwd); return err },
 		"apply": func(ctx context.Context) error {
-			_, err := tg.Apply(ctx, fwd, []reconcile.RRsetChange{dnstest.Create(set("x.example.net", reconcile.TypeA, 300, "192.0.2.1"))})
+			_, err := tg.Apply(ctx, fwd, []dns.RRsetChange{dnstest.Create(set("x.example.net", dns.TypeA, 300, "192.0.2.1"))})
 			return err
 		},
 	} {
@@ -800,7 +800,7 @@ func TestCancelInFlight(t *testing.T) {
 		begin := time.Now()
 		err := op(ctx)
 		cancel()
-		wantClass(t, err, reconcile.ClassTransient)
+		wantClass(t, err, dns.ClassTransient)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("%s: %v does not wrap context.Canceled", name, err)
 		}

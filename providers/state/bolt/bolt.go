@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 	bbolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -426,11 +427,11 @@ func (s *Store) Backup(ctx context.Context, w io.Writer, sized func(int64)) (int
 
 func zoneKey(target, zone string) []byte { return []byte(target + "\x00" + zone) }
 
-func rrsetKey(k reconcile.RRsetKey) []byte { return []byte(k.Name + "\x00" + string(k.Type)) }
+func rrsetKey(k dns.RRsetKey) []byte { return []byte(k.Name + "\x00" + string(k.Type)) }
 
 // OwnedRRsets lists the RRsets anneal wrote on a target's zone.
-func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[reconcile.RRsetKey]bool, error) {
-	out := map[reconcile.RRsetKey]bool{}
+func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[dns.RRsetKey]bool, error) {
+	out := map[dns.RRsetKey]bool{}
 	err := s.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOwned).Bucket(zoneKey(target, zone))
 		if b == nil {
@@ -441,7 +442,7 @@ func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[recon
 			if !ok {
 				return corrupt(s.path, fmt.Errorf("inventory %s/%s: key %q has no type", target, zone, k))
 			}
-			out[reconcile.RRsetKey{Name: name, Type: reconcile.RRType(typ)}] = true
+			out[dns.RRsetKey{Name: name, Type: dns.RRType(typ)}] = true
 			return nil
 		})
 	})
@@ -452,7 +453,7 @@ func (s *Store) OwnedRRsets(ctx context.Context, target, zone string) (map[recon
 }
 
 // RecordOwned adds and removes RRsets from a zone's inventory.
-func (s *Store) RecordOwned(ctx context.Context, target, zone string, add, remove []reconcile.RRsetKey) error {
+func (s *Store) RecordOwned(ctx context.Context, target, zone string, add, remove []dns.RRsetKey) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -476,7 +477,7 @@ func (s *Store) RecordOwned(ctx context.Context, target, zone string, add, remov
 }
 
 // CachedZone returns the last snapshot of a zone, or nil.
-func (s *Store) CachedZone(ctx context.Context, target, zone string) (*reconcile.ZoneContent, error) {
+func (s *Store) CachedZone(ctx context.Context, target, zone string) (*dns.ZoneContent, error) {
 	var data []byte
 	err := s.view(func(tx *bbolt.Tx) error {
 		if v := tx.Bucket(bucketZones).Get(zoneKey(target, zone)); v != nil {
@@ -487,7 +488,7 @@ func (s *Store) CachedZone(ctx context.Context, target, zone string) (*reconcile
 	if err != nil || data == nil {
 		return nil, err
 	}
-	z, err := reconcile.DecodeZone(data)
+	z, err := dns.DecodeZone(data)
 	if err != nil {
 		return nil, nil // a corrupt cache entry only costs a transfer
 	}
@@ -495,25 +496,25 @@ func (s *Store) CachedZone(ctx context.Context, target, zone string) (*reconcile
 }
 
 // CacheZone stores a zone snapshot.
-func (s *Store) CacheZone(ctx context.Context, target string, z *reconcile.ZoneContent) error {
+func (s *Store) CacheZone(ctx context.Context, target string, z *dns.ZoneContent) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	data := reconcile.EncodeZone(z)
+	data := dns.EncodeZone(z)
 	return s.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketZones).Put(zoneKey(target, z.Zone), data)
 	})
 }
 
 // SyncMark returns a zone's sync mark, or nil.
-func (s *Store) SyncMark(ctx context.Context, target, zone string) (*reconcile.SyncMark, error) {
-	var m *reconcile.SyncMark
+func (s *Store) SyncMark(ctx context.Context, target, zone string) (*dns.SyncMark, error) {
+	var m *dns.SyncMark
 	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketSync).Get(zoneKey(target, zone))
 		if v == nil {
 			return nil
 		}
-		m = &reconcile.SyncMark{}
+		m = &dns.SyncMark{}
 		return s.decode("sync mark "+target+"/"+zone, v, m)
 	})
 	if err != nil {
@@ -523,7 +524,7 @@ func (s *Store) SyncMark(ctx context.Context, target, zone string) (*reconcile.S
 }
 
 // SetSyncMark stores a zone's sync mark.
-func (s *Store) SetSyncMark(ctx context.Context, target, zone string, m *reconcile.SyncMark) error {
+func (s *Store) SetSyncMark(ctx context.Context, target, zone string, m *dns.SyncMark) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -566,14 +567,14 @@ func (s *Store) SaveStatus(ctx context.Context, st *reconcile.Status) error {
 }
 
 // InFlight returns the unfinished apply, or nil.
-func (s *Store) InFlight(ctx context.Context) (*reconcile.ApplyRecord, error) {
-	var rec *reconcile.ApplyRecord
+func (s *Store) InFlight(ctx context.Context) (*dns.ApplyRecord, error) {
+	var rec *dns.ApplyRecord
 	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketJournal).Get(keyInFlight)
 		if v == nil {
 			return nil
 		}
-		rec = &reconcile.ApplyRecord{}
+		rec = &dns.ApplyRecord{}
 		return s.decode("journal", v, rec)
 	})
 	if err != nil {
@@ -584,8 +585,8 @@ func (s *Store) InFlight(ctx context.Context) (*reconcile.ApplyRecord, error) {
 
 // BeginApply records an apply and its pending zones. An unfinished earlier
 // record is kept merged: its zones stay pending until done.
-func (s *Store) BeginApply(ctx context.Context, rec *reconcile.ApplyRecord) error {
-	return s.updateJournal(ctx, func(cur *reconcile.ApplyRecord) *reconcile.ApplyRecord {
+func (s *Store) BeginApply(ctx context.Context, rec *dns.ApplyRecord) error {
+	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord {
 		if cur == nil {
 			return rec
 		}
@@ -599,7 +600,7 @@ func (s *Store) BeginApply(ctx context.Context, rec *reconcile.ApplyRecord) erro
 
 // ZoneDone marks a zone applied.
 func (s *Store) ZoneDone(ctx context.Context, target, zone string) error {
-	return s.updateJournal(ctx, func(cur *reconcile.ApplyRecord) *reconcile.ApplyRecord {
+	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord {
 		if cur != nil {
 			delete(cur.Pending, target+"/"+zone)
 		}
@@ -609,7 +610,7 @@ func (s *Store) ZoneDone(ctx context.Context, target, zone string) error {
 
 // EndApply clears the journal when nothing is pending.
 func (s *Store) EndApply(ctx context.Context) error {
-	return s.updateJournal(ctx, func(cur *reconcile.ApplyRecord) *reconcile.ApplyRecord {
+	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord {
 		if cur != nil && len(cur.Pending) > 0 {
 			return cur
 		}
@@ -617,15 +618,15 @@ func (s *Store) EndApply(ctx context.Context) error {
 	})
 }
 
-func (s *Store) updateJournal(ctx context.Context, f func(*reconcile.ApplyRecord) *reconcile.ApplyRecord) error {
+func (s *Store) updateJournal(ctx context.Context, f func(*dns.ApplyRecord) *dns.ApplyRecord) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketJournal)
-		var cur *reconcile.ApplyRecord
+		var cur *dns.ApplyRecord
 		if v := b.Get(keyInFlight); v != nil {
-			cur = &reconcile.ApplyRecord{}
+			cur = &dns.ApplyRecord{}
 			if err := s.decode("journal", v, cur); err != nil {
 				return err
 			}
@@ -643,7 +644,7 @@ func (s *Store) updateJournal(ctx context.Context, f func(*reconcile.ApplyRecord
 }
 
 var (
-	_ reconcile.DNSState    = (*Store)(nil)
+	_ dns.State             = (*Store)(nil)
 	_ reconcile.StatusStore = (*Store)(nil)
 )
 

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 func open(t *testing.T, path string) *Store {
@@ -30,12 +31,12 @@ func TestInventorySurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	a := reconcile.RRsetKey{Name: "a.example.net", Type: reconcile.TypeA}
-	b := reconcile.RRsetKey{Name: "b.example.net", Type: reconcile.TypeAAAA}
-	if err := s.RecordOwned(ctx, "bind", "example.net", []reconcile.RRsetKey{a, b}, nil); err != nil {
+	a := dns.RRsetKey{Name: "a.example.net", Type: dns.TypeA}
+	b := dns.RRsetKey{Name: "b.example.net", Type: dns.TypeAAAA}
+	if err := s.RecordOwned(ctx, "bind", "example.net", []dns.RRsetKey{a, b}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RecordOwned(ctx, "bind", "example.net", nil, []reconcile.RRsetKey{a}); err != nil {
+	if err := s.RecordOwned(ctx, "bind", "example.net", nil, []dns.RRsetKey{a}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -47,7 +48,7 @@ func TestInventorySurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, map[reconcile.RRsetKey]bool{b: true}) {
+	if !reflect.DeepEqual(got, map[dns.RRsetKey]bool{b: true}) {
 		t.Fatalf("owned %v", got)
 	}
 	other, _ := s.OwnedRRsets(ctx, "pdns", "example.net")
@@ -63,7 +64,7 @@ func TestZoneCacheAndSyncMarks(t *testing.T) {
 	if z, err := s.CachedZone(ctx, "bind", "example.net"); z != nil || err != nil {
 		t.Fatalf("empty cache: %v %v", z, err)
 	}
-	z := &reconcile.ZoneContent{Zone: "example.net", Serial: 7, RRsets: []reconcile.RRset{{Name: "a.example.net", Type: reconcile.TypeA, TTL: 300, Data: []string{"10.0.0.1"}}}}
+	z := &dns.ZoneContent{Zone: "example.net", Serial: 7, RRsets: []dns.RRset{{Name: "a.example.net", Type: dns.TypeA, TTL: 300, Data: []string{"10.0.0.1"}}}}
 	if err := s.CacheZone(ctx, "bind", z); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestZoneCacheAndSyncMarks(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, z) {
 		t.Fatalf("cache round trip: %+v %v", got, err)
 	}
-	m := &reconcile.SyncMark{Serial: 7, Desired: "abc", Owned: 3, Findings: []reconcile.Finding{{Kind: reconcile.FindingOrphanPTR, Target: "bind"}}}
+	m := &dns.SyncMark{Serial: 7, Desired: "abc", Owned: 3, Findings: []dns.Finding{{Kind: dns.FindingOrphanPTR, Target: "bind"}}}
 	if err := s.SetSyncMark(ctx, "bind", "", m); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestJournal(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
-	rec := &reconcile.ApplyRecord{Started: time.Unix(1700000000, 0).UTC(), Revision: "r1", Pending: map[string]int{"bind/a": 2, "bind/b": 1}}
+	rec := &dns.ApplyRecord{Started: time.Unix(1700000000, 0).UTC(), Revision: "r1", Pending: map[string]int{"bind/a": 2, "bind/b": 1}}
 	if err := s.BeginApply(ctx, rec); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/dns"
 )
 
 // writeState writes a real store with an inventory of many RRsets (several
@@ -24,14 +25,14 @@ func writeState(t *testing.T) (string, []byte) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	var keys []reconcile.RRsetKey
+	var keys []dns.RRsetKey
 	for i := range 2000 {
-		keys = append(keys, reconcile.RRsetKey{Name: fmt.Sprintf("rr-%04d.example.net", i), Type: reconcile.TypeA})
+		keys = append(keys, dns.RRsetKey{Name: fmt.Sprintf("rr-%04d.example.net", i), Type: dns.TypeA})
 	}
 	for _, err := range []error{
 		s.RecordOwned(ctx, "bind", "example.net", keys, nil),
 		s.SaveStatus(ctx, &reconcile.Status{AppliedRevision: "abc123"}),
-		s.BeginApply(ctx, &reconcile.ApplyRecord{Revision: "r1", Pending: map[string]int{"bind/example.net": 1}}),
+		s.BeginApply(ctx, &dns.ApplyRecord{Revision: "r1", Pending: map[string]int{"bind/example.net": 1}}),
 		s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.State = reconcile.NodeVerified; return nil }),
 	} {
 		if err != nil {
@@ -72,7 +73,7 @@ func readAll(ctx context.Context, s *Store) error {
 	_, err6 := s.SyncMark(ctx, "bind", "example.net")
 	_, err7 := s.CachedZone(ctx, "bind", "example.net")
 	err8 := s.UpdateNode(ctx, "n2", func(*reconcile.NodeRecord) error { return nil })
-	err9 := s.RecordOwned(ctx, "bind", "example.net", []reconcile.RRsetKey{{Name: "x.example.net", Type: reconcile.TypeA}}, nil)
+	err9 := s.RecordOwned(ctx, "bind", "example.net", []dns.RRsetKey{{Name: "x.example.net", Type: dns.TypeA}}, nil)
 	return errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9)
 }
 

@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"net/netip"

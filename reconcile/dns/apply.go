@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"cmp"
@@ -44,7 +44,7 @@ func (e *StaleError) Error() string {
 
 // CheckFresh verifies that every zone of a saved plan still has the SOA
 // serial the plan saw.
-func CheckFresh(ctx context.Context, plan *DNSPlan, targets map[string]DNSTarget) error {
+func CheckFresh(ctx context.Context, plan *Plan, targets map[string]Target) error {
 	var stale []string
 	for _, z := range plan.Zones {
 		t := targets[z.Target]
@@ -80,20 +80,20 @@ type ZoneResult struct {
 	Conflict int    `json:"conflicts,omitempty"`
 }
 
-// DNSResult is what an apply did.
-type DNSResult struct {
+// Result is what an apply did.
+type Result struct {
 	Zones []ZoneResult `json:"zones"`
 }
 
 // Failed reports whether any zone failed.
-func (r *DNSResult) Failed() bool {
+func (r *Result) Failed() bool {
 	return slices.ContainsFunc(r.Zones, func(z ZoneResult) bool { return z.Error != "" })
 }
 
-// DNSApplier applies DNS plans.
-type DNSApplier struct {
-	Targets map[string]DNSTarget
-	State   DNSState
+// Applier applies DNS plans.
+type Applier struct {
+	Targets map[string]Target
+	State   State
 	// Concurrency bounds zones applied at once per target (default 4).
 	Concurrency int
 	// Attempts per transient failure (default 3), Backoff the first wait.
@@ -111,7 +111,7 @@ type DNSApplier struct {
 // never names a forward name that does not exist. Targets are independent:
 // one failing does not stop the others. Each zone is read back after
 // writing; a server that acknowledged but did not apply is an error.
-func (a *DNSApplier) Apply(ctx context.Context, plan *DNSPlan, desired *DesiredDNS, opts ApplyOptions) (*DNSResult, error) {
+func (a *Applier) Apply(ctx context.Context, plan *Plan, desired *Desired, opts ApplyOptions) (*Result, error) {
 	if !opts.AllowMassDelete {
 		var over []MassDelete
 		for _, m := range plan.MassDelete {
@@ -140,7 +140,7 @@ func (a *DNSApplier) Apply(ctx context.Context, plan *DNSPlan, desired *DesiredD
 	for _, z := range plan.Zones {
 		byTarget[z.Target] = append(byTarget[z.Target], z)
 	}
-	res := &DNSResult{}
+	res := &Result{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for target, zones := range byTarget {
@@ -181,7 +181,7 @@ type phase struct {
 }
 
 // forwardNames lists every name the desired forward zones hold.
-func forwardNames(d *DesiredDNS) map[string]bool {
+func forwardNames(d *Desired) map[string]bool {
 	out := map[string]bool{}
 	for _, z := range d.Zones {
 		if z.Reverse {
@@ -210,7 +210,7 @@ func orphaning(c RRsetChange, kept map[string]bool) bool {
 	return false
 }
 
-func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneDiff, desired *DesiredDNS, saved bool) []ZoneResult {
+func (a *Applier) applyTarget(ctx context.Context, t Target, zones []ZoneDiff, desired *Desired, saved bool) []ZoneResult {
 	results := map[string]*ZoneResult{}
 	serials := map[string]*uint32{} // per zone, the serial its cached copy is at
 	for _, z := range zones {
@@ -273,7 +273,7 @@ func (a *DNSApplier) applyTarget(ctx context.Context, t DNSTarget, zones []ZoneD
 
 // applyZone sends one zone's changes, records ownership of what landed,
 // re-plans once if the zone changed under the plan, and reads it back.
-func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult, replan bool, serial *uint32) {
+func (a *Applier) applyZone(ctx context.Context, t Target, zone string, changes []RRsetChange, adopt []RRsetKey, dz *DesiredZone, r *ZoneResult, replan bool, serial *uint32) {
 	fail := func(err error) {
 		r.Error = err.Error()
 		r.Class = ClassOf(err).String()
@@ -336,7 +336,7 @@ func (a *DNSApplier) applyZone(ctx context.Context, t DNSTarget, zone string, ch
 // server's serial moved by exactly one (one transaction: ours). Anything
 // else leaves the copy as it is, and its serial tells the next plan to
 // read the zone.
-func (a *DNSApplier) patchCache(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange, serial *uint32) {
+func (a *Applier) patchCache(ctx context.Context, t Target, zone string, changes []RRsetChange, serial *uint32) {
 	if a.State == nil || *serial == 0 {
 		return
 	}
@@ -414,7 +414,7 @@ func count(r *ZoneResult, done []RRsetChange) {
 }
 
 // send applies changes with retries on transient failures.
-func (a *DNSApplier) send(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) (int, error) {
+func (a *Applier) send(ctx context.Context, t Target, zone string, changes []RRsetChange) (int, error) {
 	done := 0
 	wait := cmp.Or(a.Backoff, 200*time.Millisecond)
 	attempts := cmp.Or(a.Attempts, 3)
@@ -434,7 +434,7 @@ func (a *DNSApplier) send(ctx context.Context, t DNSTarget, zone string, changes
 	}
 }
 
-func (a *DNSApplier) record(ctx context.Context, target, zone string, done []RRsetChange, adopt []RRsetKey) error {
+func (a *Applier) record(ctx context.Context, target, zone string, done []RRsetChange, adopt []RRsetKey) error {
 	if a.State == nil || len(done)+len(adopt) == 0 {
 		return nil
 	}
@@ -453,8 +453,8 @@ func (a *DNSApplier) record(ctx context.Context, target, zone string, done []RRs
 	return nil
 }
 
-func (a *DNSApplier) ownership(ctx context.Context, target, zone string) (Ownership, error) {
-	p := DNSPlanner{State: a.State}
+func (a *Applier) ownership(ctx context.Context, target, zone string) (Ownership, error) {
+	p := Planner{State: a.State}
 	return p.owned(ctx, target, zone)
 }
 
@@ -470,7 +470,7 @@ const lookupVerifyLimit = 64
 // answer, an error, a cache, or a change the server did not take).
 //
 // whole reports whether the zone was read whole (and cached as read).
-func (a *DNSApplier) verify(ctx context.Context, t DNSTarget, zone string, changes []RRsetChange) (whole bool, err error) {
+func (a *Applier) verify(ctx context.Context, t Target, zone string, changes []RRsetChange) (whole bool, err error) {
 	if l, ok := t.(RRsetLooker); ok && len(changes) <= lookupVerifyLimit && confirmed(ctx, l, zone, changes) {
 		return false, nil
 	}
@@ -529,7 +529,7 @@ func confirmed(ctx context.Context, l RRsetLooker, zone string, changes []RRsetC
 // errUnsure: a DNS answer did not show a change as written (confirmed).
 var errUnsure = errors.New("not confirmed")
 
-func (a *DNSApplier) log() *slog.Logger {
+func (a *Applier) log() *slog.Logger {
 	if a.Log != nil {
 		return a.Log
 	}

@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"context"
@@ -114,9 +114,9 @@ func TestApplyReadBack(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(m)
 			}
-			plan := &DNSPlan{Zones: []ZoneDiff{{Target: "mem", Zone: "example.net", Changes: tc.changes}}}
-			desired := &DesiredDNS{byZone: map[string]*DesiredZone{"example.net": {Zone: "example.net"}}}
-			res, err := (&DNSApplier{Targets: map[string]DNSTarget{"mem": m}}).Apply(context.Background(), plan, desired, ApplyOptions{AllowMassDelete: true})
+			plan := &Plan{Zones: []ZoneDiff{{Target: "mem", Zone: "example.net", Changes: tc.changes}}}
+			desired := &Desired{byZone: map[string]*DesiredZone{"example.net": {Zone: "example.net"}}}
+			res, err := (&Applier{Targets: map[string]Target{"mem": m}}).Apply(context.Background(), plan, desired, ApplyOptions{AllowMassDelete: true})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,9 @@
-package reconcile
+// Package dns is anneal's DNS engine: it compiles the records a site
+// declares (Compile, CompileWith), observes DNS targets and diffs them with
+// the desired zones (Planner, DiffZone), applies the plan (Applier), and
+// checks forward/reverse consistency. Its State is what it keeps between
+// runs. Package reconcile drives it; dns imports nothing of reconcile's.
+package dns
 
 import (
 	"context"
@@ -7,7 +12,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 // RRType is a DNS record type by its mnemonic (A, AAAA, PTR, ...).
@@ -70,10 +75,10 @@ func (r *RRset) Normalize() {
 
 // RRs renders the RRset as miekg/dns records, for providers that speak
 // the wire protocol.
-func (r *RRset) RRs() ([]dns.RR, error) {
-	out := make([]dns.RR, 0, len(r.Data))
+func (r *RRset) RRs() ([]mdns.RR, error) {
+	out := make([]mdns.RR, 0, len(r.Data))
 	for _, d := range r.Data {
-		rr, err := dns.NewRR(fmt.Sprintf("%s. %d IN %s %s", r.Name, r.TTL, r.Type, d))
+		rr, err := mdns.NewRR(fmt.Sprintf("%s. %d IN %s %s", r.Name, r.TTL, r.Type, d))
 		if err != nil {
 			return nil, fmt.Errorf("render %s %s %q: %w", r.Name, r.Type, d, err)
 		}
@@ -84,18 +89,18 @@ func (r *RRset) RRs() ([]dns.RR, error) {
 
 // CanonicalRData returns the RDATA of rr in the one presentation form
 // anneal compares: miekg/dns's, with domain names in RDATA lower-cased.
-func CanonicalRData(rr dns.RR) string {
-	rr = dns.Copy(rr)
+func CanonicalRData(rr mdns.RR) string {
+	rr = mdns.Copy(rr)
 	switch v := rr.(type) {
-	case *dns.CNAME:
+	case *mdns.CNAME:
 		v.Target = strings.ToLower(v.Target)
-	case *dns.PTR:
+	case *mdns.PTR:
 		v.Ptr = strings.ToLower(v.Ptr)
-	case *dns.NS:
+	case *mdns.NS:
 		v.Ns = strings.ToLower(v.Ns)
-	case *dns.MX:
+	case *mdns.MX:
 		v.Mx = strings.ToLower(v.Mx)
-	case *dns.SRV:
+	case *mdns.SRV:
 		v.Target = strings.ToLower(v.Target)
 	}
 	full := rr.String()
@@ -105,12 +110,12 @@ func CanonicalRData(rr dns.RR) string {
 
 // RRsetsFromRRs groups wire records into sorted, normalized RRsets. SOA
 // records are dropped: the server owns its SOA.
-func RRsetsFromRRs(rrs []dns.RR) []RRset {
+func RRsetsFromRRs(rrs []mdns.RR) []RRset {
 	byKey := map[RRsetKey]*RRset{}
 	for _, rr := range rrs {
 		h := rr.Header()
-		t := RRType(dns.TypeToString[h.Rrtype])
-		if t == TypeSOA || h.Rrtype == dns.TypeRRSIG || h.Rrtype == dns.TypeNSEC || h.Rrtype == dns.TypeNSEC3 || h.Rrtype == dns.TypeTSIG {
+		t := RRType(mdns.TypeToString[h.Rrtype])
+		if t == TypeSOA || h.Rrtype == mdns.TypeRRSIG || h.Rrtype == mdns.TypeNSEC || h.Rrtype == mdns.TypeNSEC3 || h.Rrtype == mdns.TypeTSIG {
 			continue
 		}
 		k := RRsetKey{Name: canonicalName(h.Name), Type: t}
@@ -177,9 +182,9 @@ func (c *RRsetChange) Key() RRsetKey {
 	return c.Old.Key()
 }
 
-// DNSTarget is a DNS server anneal writes zones to. Implementations live
-// in providers/dns; reconcile only needs these verbs.
-type DNSTarget interface {
+// Target is a DNS server anneal writes zones to. Implementations live
+// in providers/dns; the engine only needs these verbs.
+type Target interface {
 	// Name is the target's name in the site (for messages and state).
 	Name() string
 	// Serial returns the zone's SOA serial with one query.
@@ -194,7 +199,7 @@ type DNSTarget interface {
 	Apply(ctx context.Context, zone string, changes []RRsetChange) (applied int, err error)
 }
 
-// RRsetLooker is a DNSTarget that can ask the server itself for one RRset
+// RRsetLooker is a Target that can ask the server itself for one RRset
 // with one DNS query. The applier reads a few changes back through it
 // instead of transferring the whole zone; any doubt sends it back to
 // ReadZone.
@@ -210,12 +215,12 @@ type RRsetLooker interface {
 // of k's own name and type count (not a CNAME it was answered with, nor
 // the records a CNAME leads to). sure is false unless r is authoritative
 // and final (NOERROR or NXDOMAIN).
-func AnswerRRset(r *dns.Msg, k RRsetKey) (set *RRset, sure bool) {
-	qtype, known := dns.StringToType[string(k.Type)]
-	if r == nil || !known || !r.Authoritative || r.Truncated || r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+func AnswerRRset(r *mdns.Msg, k RRsetKey) (set *RRset, sure bool) {
+	qtype, known := mdns.StringToType[string(k.Type)]
+	if r == nil || !known || !r.Authoritative || r.Truncated || r.Rcode != mdns.RcodeSuccess && r.Rcode != mdns.RcodeNameError {
 		return nil, false
 	}
-	var rrs []dns.RR
+	var rrs []mdns.RR
 	for _, rr := range r.Answer {
 		h := rr.Header()
 		if h.Rrtype == qtype && canonicalName(h.Name) == k.Name {
@@ -230,13 +235,13 @@ func AnswerRRset(r *dns.Msg, k RRsetKey) (set *RRset, sure bool) {
 }
 
 // LookupQuery is the query LookupRRset sends for k: no recursion.
-func LookupQuery(k RRsetKey) (*dns.Msg, bool) {
-	qtype, known := dns.StringToType[string(k.Type)]
+func LookupQuery(k RRsetKey) (*mdns.Msg, bool) {
+	qtype, known := mdns.StringToType[string(k.Type)]
 	if !known {
 		return nil, false
 	}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(k.Name), qtype)
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(k.Name), qtype)
 	m.RecursionDesired = false
 	return m, true
 }

@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"bufio"
@@ -58,8 +58,8 @@ type Journal interface {
 	EndApply(ctx context.Context) error
 }
 
-// DNSState is what DNS planning and applying keep between runs.
-type DNSState interface {
+// State is what DNS planning and applying keep between runs.
+type State interface {
 	Inventory
 	ZoneCache
 	SyncMarks

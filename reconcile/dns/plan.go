@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"cmp"
@@ -9,8 +9,8 @@ import (
 	"sync"
 )
 
-// DNSPlan is the DNS part of a plan: per target and zone, what changes.
-type DNSPlan struct {
+// Plan is the DNS part of a plan: per target and zone, what changes.
+type Plan struct {
 	Zones []ZoneDiff `json:"zones"`
 	// Failures are targets or zones that could not be read; their zones
 	// are absent from Zones and nothing is applied to them.
@@ -62,19 +62,19 @@ type Finding struct {
 }
 
 // HasChanges reports whether applying the plan would write anything.
-func (p *DNSPlan) HasChanges() bool {
+func (p *Plan) HasChanges() bool {
 	return slices.ContainsFunc(p.Zones, func(z ZoneDiff) bool { return len(z.Changes) > 0 || len(z.Adopt) > 0 })
 }
 
 // HasConflicts reports whether any desired record collides with foreign data.
-func (p *DNSPlan) HasConflicts() bool {
+func (p *Plan) HasConflicts() bool {
 	return slices.ContainsFunc(p.Zones, func(z ZoneDiff) bool { return len(z.Conflicts) > 0 })
 }
 
-// DNSPlanner observes DNS targets and diffs them with the desired state.
-type DNSPlanner struct {
-	Targets map[string]DNSTarget
-	State   DNSState
+// Planner observes DNS targets and diffs them with the desired state.
+type Planner struct {
+	Targets map[string]Target
+	State   State
 	// Concurrency bounds zones observed at once per target (default 4).
 	Concurrency int
 	Log         *slog.Logger
@@ -91,8 +91,8 @@ type DNSPlanner struct {
 // Plan observes every zone of every target and computes the changes. A
 // target that cannot be read is reported in Failures; the others are
 // planned all the same.
-func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, error) {
-	plan := &DNSPlan{}
+func (p *Planner) Plan(ctx context.Context, desired *Desired) (*Plan, error) {
+	plan := &Plan{}
 	if p.State != nil {
 		rec, err := p.State.InFlight(ctx)
 		if err != nil {
@@ -167,7 +167,7 @@ func (p *DNSPlanner) Plan(ctx context.Context, desired *DesiredDNS) (*DNSPlan, e
 	return plan, nil
 }
 
-func (p *DNSPlanner) planTarget(ctx context.Context, t DNSTarget, tz TargetZones, desired *DesiredDNS) ([]ZoneDiff, []*ZoneContent, []TargetFailure) {
+func (p *Planner) planTarget(ctx context.Context, t Target, tz TargetZones, desired *Desired) ([]ZoneDiff, []*ZoneContent, []TargetFailure) {
 	conc := cmp.Or(p.Concurrency, 4)
 	sem := make(chan struct{}, conc)
 	var mu sync.Mutex
@@ -201,7 +201,7 @@ func (p *DNSPlanner) planTarget(ctx context.Context, t DNSTarget, tz TargetZones
 // planZone observes one zone (from the cache when its serial has not
 // moved) and diffs it. When the serial and the desired content are both
 // those of the zone's sync mark, the diff is empty without reading it.
-func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone) (ZoneDiff, *ZoneContent, error) {
+func (p *Planner) planZone(ctx context.Context, t Target, dz *DesiredZone) (ZoneDiff, *ZoneContent, error) {
 	if zd, live, ok := p.zoneInSync(ctx, t, dz); ok {
 		return zd, live, nil
 	}
@@ -224,7 +224,7 @@ func (p *DNSPlanner) planZone(ctx context.Context, t DNSTarget, dz *DesiredZone)
 // digest, same live serial) and that held no foreign records: its live
 // content is then exactly the desired RRsets, which stand in for it in the
 // target's consistency findings.
-func (p *DNSPlanner) zoneInSync(ctx context.Context, t DNSTarget, dz *DesiredZone) (ZoneDiff, *ZoneContent, bool) {
+func (p *Planner) zoneInSync(ctx context.Context, t Target, dz *DesiredZone) (ZoneDiff, *ZoneContent, bool) {
 	if p.State == nil {
 		return ZoneDiff{}, nil, false
 	}
@@ -246,7 +246,7 @@ func (p *DNSPlanner) zoneInSync(ctx context.Context, t DNSTarget, dz *DesiredZon
 
 // inSync returns the diffs and findings a target's sync marks record,
 // when every zone's mark holds: same desired digest, same live serial.
-func (p *DNSPlanner) inSync(ctx context.Context, t DNSTarget, tz TargetZones, desired *DesiredDNS) ([]ZoneDiff, []Finding, bool) {
+func (p *Planner) inSync(ctx context.Context, t Target, tz TargetZones, desired *Desired) ([]ZoneDiff, []Finding, bool) {
 	if p.State == nil {
 		return nil, nil, false
 	}
@@ -273,7 +273,7 @@ func (p *DNSPlanner) inSync(ctx context.Context, t DNSTarget, tz TargetZones, de
 // markInSync records a sync mark for every zone of the target that
 // matched the desired state, and, when they all did, the target's
 // findings under the empty zone name (the whole-target fast path).
-func (p *DNSPlanner) markInSync(ctx context.Context, target string, zones []ZoneDiff, findings []Finding) error {
+func (p *Planner) markInSync(ctx context.Context, target string, zones []ZoneDiff, findings []Finding) error {
 	if p.State == nil {
 		return nil
 	}
@@ -296,7 +296,7 @@ func (p *DNSPlanner) markInSync(ctx context.Context, target string, zones []Zone
 // setMark writes a sync mark unless the same one is stored: each write is
 // a commit of the state store, and most marks of a target whose zone
 // changed are the same as before.
-func (p *DNSPlanner) setMark(ctx context.Context, target, zone string, mark *SyncMark) error {
+func (p *Planner) setMark(ctx context.Context, target, zone string, mark *SyncMark) error {
 	if old, err := p.State.SyncMark(ctx, target, zone); err == nil && old != nil &&
 		old.Serial == mark.Serial && old.Desired == mark.Desired && old.Owned == mark.Owned && old.Foreign == mark.Foreign &&
 		slices.Equal(old.Findings, mark.Findings) {
@@ -308,7 +308,7 @@ func (p *DNSPlanner) setMark(ctx context.Context, target, zone string, mark *Syn
 	return nil
 }
 
-func (p *DNSPlanner) owned(ctx context.Context, target, zone string) (Ownership, error) {
+func (p *Planner) owned(ctx context.Context, target, zone string) (Ownership, error) {
 	if p.State == nil {
 		return nil, nil
 	}
@@ -325,7 +325,7 @@ func (p *DNSPlanner) owned(ctx context.Context, target, zone string) (Ownership,
 
 // observeZone reads a zone, or takes it from the cache when the SOA serial
 // is the one cached.
-func observeZone(ctx context.Context, t DNSTarget, cache ZoneCache, zone string) (*ZoneContent, error) {
+func observeZone(ctx context.Context, t Target, cache ZoneCache, zone string) (*ZoneContent, error) {
 	if cache != nil {
 		serial, err := t.Serial(ctx, zone)
 		if err != nil {

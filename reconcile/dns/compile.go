@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"crypto/sha256"
@@ -13,7 +13,7 @@ import (
 	"sync"
 
 	"github.com/anneal-dev/anneal/schema"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -81,8 +81,8 @@ func digestRRsets(rrsets []RRset, only func(RRType) bool) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// DesiredDNS is the DNS a commit declares: zones and who serves them.
-type DesiredDNS struct {
+// Desired is the DNS a commit declares: zones and who serves them.
+type Desired struct {
 	// Zones sorted by name.
 	Zones []*DesiredZone `json:"zones"`
 	// Targets sorted by name, each with the zones it serves.
@@ -101,15 +101,15 @@ type TargetZones struct {
 }
 
 // Zone returns the desired content of a zone, or nil.
-func (d *DesiredDNS) Zone(name string) *DesiredZone { return d.byZone[name] }
+func (d *Desired) Zone(name string) *DesiredZone { return d.byZone[name] }
 
 // DefaultMassDeletePercent applies when the site sets no threshold.
 const DefaultMassDeletePercent = 20
 
-// CompileDNS derives every DNS record of a site. It is a pure function of
+// Compile derives every DNS record of a site. It is a pure function of
 // the site: the same commit gives the same records in the same order.
-func CompileDNS(site *schema.Site) (*DesiredDNS, error) {
-	return CompileDNSWith(site, Availability{})
+func Compile(site *schema.Site) (*Desired, error) {
+	return CompileWith(site, Availability{})
 }
 
 // Availability is what the live fleet adds to the site's own view of who
@@ -126,10 +126,10 @@ type Availability struct {
 	Departed map[string][]RRset
 }
 
-// CompileDNSWith is CompileDNS with the live fleet's availability. It is
+// CompileWith is Compile with the live fleet's availability. It is
 // a pure function of the site and av.
-func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
-	out := &DesiredDNS{byZone: map[string]*DesiredZone{}, MassDeletePercent: site.Config.Policies.DNSMassDeletePercent}
+func CompileWith(site *schema.Site, av Availability) (*Desired, error) {
+	out := &Desired{byZone: map[string]*DesiredZone{}, MassDeletePercent: site.Config.Policies.DNSMassDeletePercent}
 	if out.MassDeletePercent == 0 {
 		out.MassDeletePercent = DefaultMassDeletePercent
 	}
@@ -156,7 +156,7 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 	}
 	for _, w := range d.Wildcards {
 		name := schema.CanonicalName(w.Name)
-		b.add(name, TypeCNAME, ttlIn(name, w.TTL), dns.Fqdn(schema.CanonicalName(w.Target)))
+		b.add(name, TypeCNAME, ttlIn(name, w.TTL), mdns.Fqdn(schema.CanonicalName(w.Target)))
 	}
 	for _, r := range d.Records {
 		if err := b.static(r, ttlIn); err != nil {
@@ -193,7 +193,7 @@ func CompileDNSWith(site *schema.Site, av Availability) (*DesiredDNS, error) {
 
 // newSiteBuilder starts compiling site's DNS into out: its zones, and the
 // TTL rule (the record's own, its zone's, the DNS document's, the site's).
-func newSiteBuilder(site *schema.Site, out *DesiredDNS, size int) (*dnsBuilder, func(string, int) uint32) {
+func newSiteBuilder(site *schema.Site, out *Desired, size int) (*dnsBuilder, func(string, int) uint32) {
 	d := site.DNS
 	for _, z := range d.Zones {
 		name := schema.CanonicalName(z.Name)
@@ -219,15 +219,15 @@ func newSiteBuilder(site *schema.Site, out *DesiredDNS, size int) (*dnsBuilder, 
 	return b, ttlIn
 }
 
-// nodesRRsets compiles each node's own records (addresses, PTRs, primary
+// NodesRRsets compiles each node's own records (addresses, PTRs, primary
 // name, aliases; no groups), sorted by key: what a node that leaves the
 // site keeps until it is powered off.
-func nodesRRsets(site *schema.Site, nodes []*schema.Node) map[string][]RRset {
+func NodesRRsets(site *schema.Site, nodes []*schema.Node) map[string][]RRset {
 	out := map[string][]RRset{}
 	if site.DNS == nil {
 		return out
 	}
-	b, ttlIn := newSiteBuilder(site, &DesiredDNS{byZone: map[string]*DesiredZone{}}, 0)
+	b, ttlIn := newSiteBuilder(site, &Desired{byZone: map[string]*DesiredZone{}}, 0)
 	for _, n := range nodes {
 		nb := newDNSBuilder(b.zones, b.byZone, 16)
 		nb.node(site, n, ttlIn)
@@ -324,7 +324,7 @@ func (b *dnsBuilder) addresses(name string, a schema.Address, ttl uint32) {
 
 func (b *dnsBuilder) ptr(ip netip.Addr, target string, ttl uint32) {
 	if ip.IsValid() {
-		b.add(schema.ReverseName(ip), TypePTR, ttl, dns.Fqdn(target))
+		b.add(schema.ReverseName(ip), TypePTR, ttl, mdns.Fqdn(target))
 	}
 }
 
@@ -357,7 +357,7 @@ func (b *dnsBuilder) node(site *schema.Site, n *schema.Node, ttlIn func(string, 
 		b.addresses(n.PrimaryFQDN, a, ttlIn(n.PrimaryFQDN, 0))
 	}
 	for _, alias := range n.AliasFQDNs {
-		b.add(alias, TypeCNAME, ttlIn(alias, 0), dns.Fqdn(n.PrimaryFQDN))
+		b.add(alias, TypeCNAME, ttlIn(alias, 0), mdns.Fqdn(n.PrimaryFQDN))
 	}
 }
 
@@ -403,7 +403,7 @@ func (b *dnsBuilder) static(r schema.Record, ttlIn func(string, int) uint32) err
 	if r.Type == "TXT" && !strings.HasPrefix(strings.TrimSpace(value), `"`) {
 		value = `"` + strings.ReplaceAll(value, `"`, `\"`) + `"`
 	}
-	rr, err := dns.NewRR(fmt.Sprintf("%s. %d IN %s %s", name, ttl, r.Type, value))
+	rr, err := mdns.NewRR(fmt.Sprintf("%s. %d IN %s %s", name, ttl, r.Type, value))
 	if err != nil || rr == nil {
 		return fmt.Errorf("compile DNS record %s %s %q: %v", name, r.Type, r.Value, err)
 	}

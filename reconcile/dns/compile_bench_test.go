@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func BenchmarkCompileDNS(b *testing.B) {
 	site := generated(b, 10000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := CompileDNS(site); err != nil {
+		if _, err := Compile(site); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -37,7 +37,7 @@ func BenchmarkCompileDNS(b *testing.B) {
 // BenchmarkConsistency checks forward-confirmed reverse DNS over every
 // zone of a 10,000-node site, as a target serving them all would hold them.
 func BenchmarkConsistency(b *testing.B) {
-	d, err := CompileDNS(generated(b, 10000))
+	d, err := Compile(generated(b, 10000))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -78,18 +78,4 @@ func BenchmarkConsistency(b *testing.B) {
 			c.Findings("all", all)
 		}
 	})
-}
-
-// BenchmarkDeclaredOf records what a 10,000-node site declares of each
-// node (rack, roles, BMC, own DNS records): the work the daemon does once
-// per new revision so that nodes leaving the site can be decommissioned.
-// Compare it with BenchmarkCompileDNS in the same run.
-func BenchmarkDeclaredOf(b *testing.B) {
-	site := generated(b, 10000)
-	b.ReportAllocs()
-	for b.Loop() {
-		if d := DeclaredOf(site, site.Nodes, "rev"); len(d) != len(site.Nodes) {
-			b.Fatalf("%d declarations for %d nodes", len(d), len(site.Nodes))
-		}
-	}
 }

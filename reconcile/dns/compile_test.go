@@ -1,4 +1,4 @@
-package reconcile
+package dns
 
 import (
 	"context"
@@ -11,14 +11,14 @@ import (
 
 func exampleSite(t testing.TB) *schema.Site {
 	t.Helper()
-	s, _, err := schema.LoadDir(context.Background(), "../examples/site-repo", schema.LoadOptions{})
+	s, _, err := schema.LoadDir(context.Background(), "../../examples/site-repo", schema.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func findSet(d *DesiredDNS, name string, typ RRType) *RRset {
+func findSet(d *Desired, name string, typ RRType) *RRset {
 	for _, z := range d.Zones {
 		for i := range z.RRsets {
 			if z.RRsets[i].Name == name && z.RRsets[i].Type == typ {
@@ -30,7 +30,7 @@ func findSet(d *DesiredDNS, name string, typ RRType) *RRset {
 }
 
 func TestCompileDNSExample(t *testing.T) {
-	d, err := CompileDNS(exampleSite(t))
+	d, err := Compile(exampleSite(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestCompileDNSExample(t *testing.T) {
 	if len(d.Targets) != 2 || d.Targets[0].Target != "bind" || len(d.Targets[1].Zones) != 5 {
 		t.Errorf("targets: %+v", d.Targets)
 	}
-	again, _ := CompileDNS(exampleSite(t))
+	again, _ := Compile(exampleSite(t))
 	if !reflect.DeepEqual(d.Zones, again.Zones) {
 		t.Error("two compiles of the same site differ")
 	}
@@ -91,7 +91,7 @@ func TestCompileDNSExample(t *testing.T) {
 func TestCompileDNSMaintenanceLeavesGroups(t *testing.T) {
 	s := exampleSite(t)
 	s.Node("e1n05").State = schema.StateMaintenance
-	d, err := CompileDNS(s)
+	d, err := Compile(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestCompileDNSDecommission(t *testing.T) {
 	s := exampleSite(t)
 	n := s.Node("e1n02")
 	n.State = schema.StateDecommissioned
-	d, err := CompileDNS(s)
+	d, err := Compile(s)
 	if err != nil {
 		t.Fatal(err)
 	}
