@@ -219,6 +219,10 @@ type Reconciler struct {
 	// approvals counts Approve calls: a pass that saw another count
 	// keeps the approval state Approve left.
 	approvals int
+	// applied is the site at appliedRev, the revision applied last: its
+	// policies bound the guards of the next (appliedPolicies).
+	applied    *schema.Site
+	appliedRev string
 	// lastExecuted is the digest of the last plan logged as executing.
 	lastExecuted string
 	// declaredSite is the site whose declarations were last recorded.
@@ -560,7 +564,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		r.pl.Nodes = rb.Nodes
 	}
 	t0 := time.Now()
-	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil})
+	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, Applied: r.appliedPolicies(ctx, st)})
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
 		var pe *PlanError
@@ -625,8 +629,31 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	}
 	if rev == st.LastGoodRevision {
 		st.AppliedRevision = rev
+		r.applied, r.appliedRev = site, rev
 	}
 	return "", nil
+}
+
+// appliedPolicies are the policies of the revision applied last, loaded
+// once per process (nil when there is none, or it cannot be loaded).
+func (r *Reconciler) appliedPolicies(ctx context.Context, st *Status) *schema.Policies {
+	if st.AppliedRevision == "" {
+		return nil
+	}
+	if r.appliedRev != st.AppliedRevision {
+		site, err := r.load(ctx, st.AppliedRevision)
+		if err != nil {
+			r.log().Warn("the applied revision's policies cannot be read; guards use the new revision's alone", "revision", st.AppliedRevision, "err", err)
+			r.appliedRev = st.AppliedRevision
+			r.applied = nil
+			return nil
+		}
+		r.applied, r.appliedRev = site, st.AppliedRevision
+	}
+	if r.applied == nil {
+		return nil
+	}
+	return &r.applied.Config.Policies
 }
 
 // gate decides whether plan may run. A plan without guards runs. One with

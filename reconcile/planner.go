@@ -60,6 +60,10 @@ type PlanInput struct {
 	Now  time.Time
 	// ObserveUntil: see RebuildOptions.
 	ObserveUntil time.Time
+	// Applied are the policies of the revision applied last: each guard's
+	// limit is the stricter of the site's and these, so a commit cannot
+	// loosen the guard of the change it makes (nil: the site's alone).
+	Applied *schema.Policies
 }
 
 // PlanError is a plan that could not be made, with its class (FailInvalid
@@ -102,7 +106,7 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 	if p.Nodes != nil && in.Only != LayerDNS {
 		plan.Rebuilds = PlanRebuildsWith(site, records, RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil})
 	}
-	plan.Guards = Guards(site, plan, records)
+	plan.Guards = Guards(site, plan, records, in.Applied)
 	plan.Actions = PlanActions(plan)
 	plan.Digest = plan.ComputeDigest()
 	return plan, desired, nil
@@ -160,14 +164,20 @@ type Guard struct {
 // share is a policy's share of n, never below one node.
 func share(n, percent int) int { return max(1, n*percent/100) }
 
-// Guards lists what in plan waits for approval.
-func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord) []Guard {
+// Guards lists what in plan waits for approval. applied, when not nil,
+// are the policies of the revision applied last: each limit is the
+// stricter of the site's and these.
+func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, applied *schema.Policies) []Guard {
 	var out []Guard
 	if plan.DNS != nil {
 		for _, m := range plan.DNS.MassDelete {
-			if m.Exceeded {
+			limit := m.Limit
+			if applied != nil {
+				limit = min(limit, cmp0(applied.DNSMassDeletePercent, dns.DefaultMassDeletePercent))
+			}
+			if m.Deletes > 0 && m.Percent > limit {
 				out = append(out, Guard{Kind: GuardDNSMassDelete, Items: []string{GuardDNSMassDelete + ":" + m.Target},
-					Reason: fmt.Sprintf("DNS target %s: %d of its %d records would be deleted (%d%%), over the site's dnsMassDeletePercent %d%%", m.Target, m.Deletes, m.Owned, m.Percent, m.Limit)})
+					Reason: fmt.Sprintf("DNS target %s: %d of its %d records would be deleted (%d%%), over dnsMassDeletePercent %d%%", m.Target, m.Deletes, m.Owned, m.Percent, limit)})
 			}
 		}
 	}
@@ -187,9 +197,14 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord) []Gua
 	}
 	fleet += len(rp.Removed)
 	removePct := cmp0(pol.MaxRemovePercent, DefaultMaxRemovePercent)
+	rebuildPct := cmp0(pol.MaxRebuildPercent, DefaultMaxRebuildPercent)
+	if applied != nil {
+		removePct = min(removePct, cmp0(applied.MaxRemovePercent, DefaultMaxRemovePercent))
+		rebuildPct = min(rebuildPct, cmp0(applied.MaxRebuildPercent, DefaultMaxRebuildPercent))
+	}
 	if limit := share(fleet, removePct); len(rp.Decommission) > limit {
 		g := Guard{Kind: GuardMassRemove,
-			Reason: fmt.Sprintf("%d of the fleet's %d nodes would be decommissioned (%d left the site), over the site's maxRemovePercent %d%% (%d nodes)", len(rp.Decommission), fleet, len(rp.Removed), removePct, limit)}
+			Reason: fmt.Sprintf("%d of the fleet's %d nodes would be decommissioned (%d left the site), over maxRemovePercent %d%% (%d nodes)", len(rp.Decommission), fleet, len(rp.Removed), removePct, limit)}
 		for _, n := range rp.Decommission {
 			g.Items = append(g.Items, "decommission:"+n)
 		}
@@ -212,10 +227,9 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord) []Gua
 		}
 		out = append(out, g)
 	}
-	rebuildPct := cmp0(pol.MaxRebuildPercent, DefaultMaxRebuildPercent)
 	if limit := share(built, rebuildPct); rebuildPct < 100 && len(rebuiltBuilt) > limit {
 		g := Guard{Kind: GuardMassRebuild,
-			Reason: fmt.Sprintf("%d of the fleet's %d built nodes would be rebuilt, over the site's maxRebuildPercent %d%% (%d nodes)", len(rebuiltBuilt), built, rebuildPct, limit)}
+			Reason: fmt.Sprintf("%d of the fleet's %d built nodes would be rebuilt, over maxRebuildPercent %d%% (%d nodes)", len(rebuiltBuilt), built, rebuildPct, limit)}
 		for _, n := range rebuiltBuilt {
 			g.Items = append(g.Items, "rebuild:"+n)
 		}

@@ -189,18 +189,23 @@ func TestGuards(t *testing.T) {
 		return &Plan{Rebuilds: PlanRebuildsWith(s, recs, RebuildOptions{Now: time.Now()})}
 	}
 	// One node leaving never waits; a rack (5 of 13) does.
-	if g := Guards(site, plan(variant(t, "", "w1n04"), recs), recs); len(g) != 0 {
+	if g := Guards(site, plan(variant(t, "", "w1n04"), recs), recs, nil); len(g) != 0 {
 		t.Errorf("one node leaving: guards %v", kinds(g))
 	}
 	rack := variant(t, "", "e2n01", "e2n02", "e2n03", "e2n04", "e2n05")
-	g := Guards(rack, plan(rack, recs), recs)
+	g := Guards(rack, plan(rack, recs), recs, nil)
 	if !slices.Equal(kinds(g), []string{GuardMassRemove}) || len(g[0].Items) != 4 {
 		t.Errorf("a rack leaving: guards %+v", g)
 	}
 	// A policy that allows it.
 	lenient := variant(t, "  maxRemovePercent: 50\n", "e2n01", "e2n02", "e2n03", "e2n04", "e2n05")
-	if g := Guards(lenient, plan(lenient, recs), recs); len(g) != 0 {
+	if g := Guards(lenient, plan(lenient, recs), recs, nil); len(g) != 0 {
 		t.Errorf("maxRemovePercent 50: guards %v", kinds(g))
+	}
+	// ...but not in the commit that removes the rack: the applied
+	// revision's stricter policy holds.
+	if g := Guards(lenient, plan(lenient, recs), recs, &site.Config.Policies); !slices.Equal(kinds(g), []string{GuardMassRemove}) {
+		t.Errorf("maxRemovePercent raised to 50 in the commit that removes a rack: guards %v", kinds(g))
 	}
 	// Rebuilds of built nodes over maxRebuildPercent.
 	stale := map[string]*NodeRecord{}
@@ -211,15 +216,15 @@ func TestGuards(t *testing.T) {
 		stale[name] = &c
 	}
 	strict := variant(t, "  maxRebuildPercent: 25\n")
-	if g := Guards(strict, plan(strict, stale), stale); !slices.Equal(kinds(g), []string{GuardMassRebuild}) {
+	if g := Guards(strict, plan(strict, stale), stale, nil); !slices.Equal(kinds(g), []string{GuardMassRebuild}) {
 		t.Errorf("every node rebuilt, maxRebuildPercent 25: guards %v", kinds(g))
 	}
-	if g := Guards(site, plan(site, stale), stale); len(g) != 0 {
+	if g := Guards(site, plan(site, stale), stale, nil); len(g) != 0 {
 		t.Errorf("every node rebuilt, no rebuild policy: guards %v", kinds(g))
 	}
 	// A rebuild of a node anneal lost track of always waits.
 	lost := map[string]*NodeRecord{"e1n01": {Name: "e1n01", Unobserved: true, Power: PowerOn}}
-	if g := Guards(site, plan(site, lost), lost); !slices.Contains(kinds(g), GuardUnobserved) {
+	if g := Guards(site, plan(site, lost), lost, nil); !slices.Contains(kinds(g), GuardUnobserved) {
 		t.Errorf("an unobserved rebuild: guards %v", kinds(g))
 	}
 }

@@ -37,6 +37,7 @@ type session struct {
 	targets map[string]dns.Target
 	state   *bolt.Store
 	source  string
+	flags   *siteFlags
 }
 
 func (f *planFlags) open(ctx context.Context) (*session, error) {
@@ -67,10 +68,35 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, failure(err)
 	}
-	return &session{site: site, desired: desired, targets: targets, state: st, source: f.site.where()}, nil
+	return &session{site: site, desired: desired, targets: targets, state: st, source: f.site.where(), flags: f.site}, nil
 }
 
 func (s *session) close() { s.state.Close() }
+
+// appliedPolicies are the policies of the revision the state says was
+// applied last, read from the site's git history as the daemon does (its
+// guards take the stricter of those and the site's). nil when the site is
+// not in git or the revision cannot be loaded: the site's own then.
+func (s *session) appliedPolicies(ctx context.Context, rev string) *schema.Policies {
+	if rev == "" || s.flags == nil {
+		return nil
+	}
+	repo, path := s.flags.repo, s.flags.path
+	if repo == "" {
+		top, rel, err := gitTop(s.flags.dir)
+		if err != nil {
+			return nil
+		}
+		repo, path = top, rel
+	}
+	f := *s.flags
+	f.parsed = schema.NewCache()
+	site, err := loadReviewed(ctx, &f, repo, rev, path)
+	if err != nil {
+		return nil
+	}
+	return &site.Config.Policies
+}
 
 // plan is the one planner's plan (the daemon's): DNS, and when the state
 // holds node records (anneal rebuilds this site's nodes), the rebuild
@@ -86,10 +112,12 @@ func (s *session) plan(ctx context.Context, log *slog.Logger, only string) (*rec
 		p.Nodes = s.state
 	}
 	var observe time.Time
+	var applied *schema.Policies
 	if st, err := s.state.LoadStatus(ctx); err == nil && st != nil {
 		observe = st.ObserveUntil
+		applied = s.appliedPolicies(ctx, st.AppliedRevision)
 	}
-	plan, desired, err := p.Plan(ctx, reconcile.PlanInput{Site: s.site, Source: s.source, Only: only, Now: time.Now(), ObserveUntil: observe})
+	plan, desired, err := p.Plan(ctx, reconcile.PlanInput{Site: s.site, Source: s.source, Only: only, Now: time.Now(), ObserveUntil: observe, Applied: applied})
 	if err != nil {
 		return nil, failure(err)
 	}
