@@ -17,6 +17,7 @@ type Metrics struct {
 	drift     *prometheus.GaugeVec
 	revision  *prometheus.GaugeVec
 	suspended prometheus.Gauge
+	pending   prometheus.Gauge
 }
 
 // NewMetrics registers the metrics on a new registry.
@@ -30,8 +31,10 @@ func NewMetrics() *Metrics {
 		drift:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_drift", Help: "What the last plan would change, by kind."}, []string{"kind"}),
 		revision:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_applied_revision_info", Help: "The applied and last good revisions (value 1)."}, []string{"revision", "last_good"}),
 		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "anneal_suspended", Help: "1 while reconciling is suspended."}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "anneal_pending_approval",
+			Help: "1 while a plan with a guarded change waits for anneal approve."}),
 	}
-	m.reg.MustRegister(m.duration, m.runs, m.failures, m.drift, m.revision, m.suspended)
+	m.reg.MustRegister(m.duration, m.runs, m.failures, m.drift, m.revision, m.suspended, m.pending)
 	return m
 }
 
@@ -47,7 +50,13 @@ func (m *Metrics) Observe(st reconcile.Status, d time.Duration) {
 	m.drift.WithLabelValues("delete").Set(float64(st.Drift.Deletes))
 	m.drift.WithLabelValues("conflict").Set(float64(st.Drift.Conflicts))
 	m.drift.WithLabelValues("rebuild").Set(float64(st.Drift.Rebuilds))
+	m.drift.WithLabelValues("decommission").Set(float64(st.Drift.Decommissions))
 	m.drift.WithLabelValues("held").Set(float64(st.Drift.Held))
+	if st.PendingApproval != nil {
+		m.pending.Set(1)
+	} else {
+		m.pending.Set(0)
+	}
 	m.revision.Reset()
 	m.revision.WithLabelValues(st.AppliedRevision, st.LastGoodRevision).Set(1)
 	m.setSuspended(st.Suspended)

@@ -80,10 +80,12 @@ type Drift struct {
 	Deletes   int `json:"deletes"`
 	Conflicts int `json:"conflicts"`
 	Failures  int `json:"failures"`
-	// Rebuilds counts nodes to rebuild or decommission; Held those held
-	// back (failed, maintenance).
-	Rebuilds int `json:"rebuilds"`
-	Held     int `json:"held"`
+	// Rebuilds counts nodes to rebuild, Decommissions those to
+	// decommission (marked so, or gone from the site), Held those held
+	// back (failed, maintenance, observed).
+	Rebuilds      int `json:"rebuilds"`
+	Decommissions int `json:"decommissions"`
+	Held          int `json:"held"`
 }
 
 // RolloutStatus is the last rollout: of which revision, how far it got,
@@ -260,8 +262,12 @@ func (r *Reconciler) Trigger() {
 // SetSuspended suspends or resumes reconciling.
 func (r *Reconciler) SetSuspended(ctx context.Context, v bool) error {
 	r.mu.Lock()
+	was := r.status.Suspended
 	r.status.Suspended = v
 	r.mu.Unlock()
+	if was != v {
+		r.log().Info(map[bool]string{true: "reconciling suspended", false: "reconciling resumed"}[v])
+	}
 	if r.suspendSaving != nil {
 		r.suspendSaving()
 	}
@@ -491,7 +497,23 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 		read++
 	}
 	r.declared = declared
-	r.log().Info("no ownership inventory: rebuilt it from the site's history", "revisions", read+1)
+	// Recorded, so that anneal plan on this state (or a backup of it),
+	// and this daemon after a restart, plan from the same ownership.
+	recorded := 0
+	for _, tz := range desired.Targets {
+		for _, zone := range tz.Zones {
+			keys := slices.SortedFunc(maps.Keys(declared[zone]), func(a, b dns.RRsetKey) int { return strings.Compare(a.String(), b.String()) })
+			if len(keys) == 0 {
+				continue
+			}
+			if err := r.State.RecordOwned(ctx, tz.Target, zone, keys, nil); err != nil {
+				r.log().Warn("ownership from history: record it", "target", tz.Target, "zone", zone, "err", err)
+				continue
+			}
+			recorded += len(keys)
+		}
+	}
+	r.log().Info("no ownership inventory: rebuilt it from the site's history", "revisions", read+1, "rrsets", recorded)
 }
 
 // SignatureError refuses a revision the source's verifier rejected.
@@ -579,7 +601,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	c, u, d, conf := plan.Counts()
 	st.Drift = Drift{Creates: c, Updates: u, Deletes: d, Conflicts: conf, Failures: len(plan.DNS.Failures)}
 	if plan.Rebuilds != nil {
-		st.Drift.Rebuilds, st.Drift.Held = plan.Rebuilds.Count(), len(plan.Rebuilds.Held)
+		st.Drift.Rebuilds, st.Drift.Decommissions, st.Drift.Held = len(plan.Rebuilds.Rebuilds), len(plan.Rebuilds.Decommission), len(plan.Rebuilds.Held)
 	}
 	r.mu.Lock()
 	r.plan = plan
@@ -628,6 +650,9 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		}
 	}
 	if rev == st.LastGoodRevision {
+		if st.AppliedRevision != rev {
+			r.log().Info("revision applied", "revision", rev, "plan", shortDigest(plan.Digest), "actions", len(plan.Actions))
+		}
 		st.AppliedRevision = rev
 		r.applied, r.appliedRev = site, rev
 	}
@@ -715,7 +740,7 @@ func (r *Reconciler) Approve(ctx context.Context, revision, planDigest string) (
 		return nil, fmt.Errorf("%w: revision %s does not await approval; %s does (plan %s)", ErrNotPending, revision, p.Revision, shortDigest(p.PlanDigest))
 	case planDigest != "" && !matchPrefix(p.PlanDigest, planDigest, 12):
 		r.mu.Unlock()
-		return nil, fmt.Errorf("%w: plan %s of revision %s does not await approval: the plan now is %s (the live state or the revision changed since it was shown; review it again)", ErrNotPending, planDigest, p.Revision, shortDigest(p.PlanDigest))
+		return nil, fmt.Errorf("%w: plan %s is not the plan of revision %s that awaits approval, %s (a digest mistyped, or the live state changed since the plan was shown: review it again)", ErrNotPending, planDigest, p.Revision, shortDigest(p.PlanDigest))
 	}
 	a := *p
 	a.At = time.Now().UTC()

@@ -30,9 +30,12 @@ with the reasons before it is approved.`,
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		rev := args[0]
+		if *tokenRef == "" {
+			return fmt.Errorf("%s: approving needs the API's token: --token REF (env:NAME or file:PATH)", c.CommandPath())
+		}
 		token, err := resolveToken(*tokenRef)
 		if err != nil {
-			return failure(err)
+			return failure(fmt.Errorf("--token: %w", err))
 		}
 		w := c.OutOrStdout()
 		if *digest == "" {

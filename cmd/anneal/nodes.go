@@ -47,6 +47,12 @@ func newNodesCmd() *cobra.Command {
 			for i := range views {
 				views[i].Live = byName[views[i].Name]
 			}
+			// Nodes that left the site are known only to the daemon.
+			for _, v := range live {
+				if v.State == api.StateRemoved {
+					views = append(views, v)
+				}
+			}
 		}
 		w := c.OutOrStdout()
 		if out.value == "json" {
@@ -200,7 +206,14 @@ func apiSend(ctx context.Context, api *apiFlags, method, path, token string, in,
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(body)))
+		msg := strings.TrimSpace(string(body))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
 	}
 	if out != nil {
 		if err := json.Unmarshal(body, out); err != nil {

@@ -114,12 +114,18 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 	}
 	renderRebuilds(w, p.Rebuilds, pal)
 	for _, g := range p.Guards {
-		fmt.Fprintf(w, "%sguarded (%s): %s: it waits for approval (anneal approve), or apply --allow-mass-delete for DNS%s\n", pal.warn, g.Kind, g.Reason, pal.reset)
+		how := "the daemon runs it once anneal approve names this plan"
+		if g.Kind == reconcile.GuardDNSMassDelete {
+			how += "; apply needs --allow-mass-delete"
+		}
+		fmt.Fprintf(w, "%sguarded (%s): %s: %s%s\n", pal.warn, g.Kind, g.Reason, how, pal.reset)
 	}
 	creates, updates, deletes, conflicts := p.Counts()
 	if !p.HasChanges() && !p.HasFailures() {
 		fleet := ""
-		if p.Rebuilds != nil {
+		if rp := p.Rebuilds; rp != nil && len(rp.Held) > 0 {
+			fleet = fmt.Sprintf("; %s held (above)", plural(len(rp.Held), "node"))
+		} else if rp != nil {
 			fleet = " and every node runs its build"
 		}
 		fmt.Fprintf(w, "No changes: the live DNS matches site %q on %s%s.\n", p.Site, plural(len(d.MassDelete), "target"), fleet)

@@ -55,10 +55,10 @@ fails when the reconcile reports an error for REV or --timeout passes.`,
 			}
 		}
 		if !st.ObserveUntil.IsZero() && time.Now().Before(st.ObserveUntil) {
-			fmt.Fprintf(w, "observing: the state had no node records; no node without a known build is rebuilt before %s\n", st.ObserveUntil.Format(time.RFC3339))
+			fmt.Fprintf(w, "observing: the state had no node records; until %s a node that is powered on and has no known build waits for its agent to report (it is adopted if it runs its desired build), and is never rebuilt\n", st.ObserveUntil.Format(time.RFC3339))
 		}
 		if ro := st.Rollout; ro != nil {
-			fmt.Fprintf(w, "last rollout (%s): %d verified, %d failed, %d not started", short(ro.Revision), len(ro.Verified), len(ro.Failed), len(ro.NotStarted))
+			fmt.Fprintf(w, "last rollout (%s): %d verified, %d decommissioned, %d failed, %d not started", short(ro.Revision), len(ro.Verified), len(ro.Decommissioned), len(ro.Failed), len(ro.NotStarted))
 			if ro.Halted != "" {
 				fmt.Fprintf(w, "; halted: %s", ro.Halted)
 			}
