@@ -83,6 +83,34 @@ func fieldOf(doc, field string) string {
 	return strings.TrimSpace(m[1])
 }
 
+// stateBackup copies the daemon's state through its backup endpoint.
+func stateBackup(t *testing.T, api string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, api+"/api/v1/state/backup", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer lab-api-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("state backup: %s", resp.Status)
+	}
+	p := filepath.Join(t.TempDir(), "copy.db")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestLabPlanIsWhatRuns drives a random sequence of commits (nodes removed
 // and added back, patch set bumps, aliases, maintenance, decommissions and
 // recommissions) through the lab and the daemon. Before each commit is
@@ -230,31 +258,7 @@ func TestLabPlanIsWhatRuns(t *testing.T) {
 		}},
 	}
 
-	backup := func() string {
-		req, err := http.NewRequest(http.MethodGet, api+"/api/v1/state/backup", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer lab-api-token")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("state backup: %s", resp.Status)
-		}
-		p := filepath.Join(t.TempDir(), "copy.db")
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, resp.Body); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	backup := func() string { return stateBackup(t, api) }
 	doneRe := regexp.MustCompile(`msg="plan action done" revision=(\S+) plan=(\S+) action=(\S+)`)
 
 	const n = 6
