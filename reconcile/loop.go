@@ -71,6 +71,9 @@ type Status struct {
 	// ObserveUntil ends the observation that follows a state with no node
 	// records: until then no node without a known build is rebuilt.
 	ObserveUntil time.Time `json:"observeUntil,omitzero"`
+	// ObserveLost: the state was lost (the netboot key predates it), not
+	// new: nodes found off are not installed without approval either.
+	ObserveLost bool `json:"observeLost,omitempty"`
 }
 
 // Drift counts what the last plan found.
@@ -156,6 +159,11 @@ type RebuildConfig struct {
 	// (BMC power of every node, agent reports) before a node without a
 	// known build may be rebuilt (default DefaultObserveGrace).
 	ObserveGrace time.Duration
+	// KeyKept says the netboot key predates this process (a key file that
+	// existed, or the operator's --netboot-key): a state found without node
+	// records was then lost, not new, and a node that is off may be a
+	// built one powered down; rebuilding it waits for approval too.
+	KeyKept bool
 	// Executed, when set, is told every action of the plan's DAG as it
 	// completes (tests compare them with the plan).
 	Executed func(revision, action string)
@@ -218,9 +226,6 @@ type Reconciler struct {
 	consistency dns.Consistency
 	// pl is the one planner; its compile cache lives across passes.
 	pl Planner
-	// approvals counts Approve calls: a pass that saw another count
-	// keeps the approval state Approve left.
-	approvals int
 	// applied is the site at appliedRev, the revision applied last: its
 	// policies bound the guards of the next (appliedPolicies).
 	applied    *schema.Site
@@ -586,7 +591,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		r.pl.Nodes = rb.Nodes
 	}
 	t0 := time.Now()
-	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, Applied: r.appliedPolicies(ctx, st)})
+	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, ObserveLost: st.ObserveLost, Applied: r.appliedPolicies(ctx, st)})
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
 		var pe *PlanError
@@ -621,8 +626,19 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	}
 	approved, wait := r.gate(st, rev, plan)
 	if wait {
-		// Nothing of the plan runs; the netboot server keeps serving the
-		// applied site.
+		// Nothing of the plan runs, but the netboot server keeps serving
+		// the applied site (boot from disk, the installs in flight, the
+		// agents' reports; on a fresh state, the new site, so that the
+		// fleet can be heard from while it waits).
+		if rb != nil && rb.Publish != nil {
+			serve := site
+			if r.applied != nil {
+				serve = r.applied
+			}
+			if err := rb.Publish(ctx, serve); err != nil {
+				return FailApply, fmt.Errorf("netboot profiles: %w", err)
+			}
+		}
 		return "", nil
 	}
 	dp := plan.DNS
@@ -698,6 +714,12 @@ func (r *Reconciler) gate(st *Status, rev string, plan *Plan) (approved, wait bo
 	if len(guards) == 0 {
 		st.PendingApproval = nil
 		r.status.PendingApproval = nil
+		if cur != nil && cur.Revision == rev && cur.Started {
+			// The approved plan is done: nothing of it is left to cover
+			// a later plan of this revision.
+			r.status.Approved = nil
+			st.Approved = nil
+		}
 		return false, false
 	}
 	if cur.Allows(rev, plan) {
@@ -744,13 +766,19 @@ func (r *Reconciler) Approve(ctx context.Context, revision, planDigest string) (
 	}
 	a := *p
 	a.At = time.Now().UTC()
+	prevApproved := r.status.Approved
 	r.status.Approved, r.status.PendingApproval = &a, nil
-	r.approvals++
 	r.mu.Unlock()
-	r.log().Info("plan approved", "revision", a.Revision, "plan", shortDigest(a.PlanDigest), "reasons", strings.Join(a.Reasons, "; "))
 	if _, err := r.saveStatus(ctx); err != nil {
+		// Not recorded: not approved (a restart would not know it).
+		r.mu.Lock()
+		if r.status.Approved == &a {
+			r.status.Approved, r.status.PendingApproval = prevApproved, p
+		}
+		r.mu.Unlock()
 		return nil, fmt.Errorf("record the approval: %w", err)
 	}
+	r.log().Info("plan approved", "revision", a.Revision, "plan", shortDigest(a.PlanDigest), "reasons", strings.Join(a.Reasons, "; "))
 	r.Trigger()
 	return &a, nil
 }
@@ -787,7 +815,17 @@ func (r *Reconciler) prepareNodes(ctx context.Context, st *Status, site *schema.
 	if err != nil {
 		return fmt.Errorf("read node records: %w", err)
 	}
+	// A state with no node records, or one whose observation was cut
+	// short (records written, power never read).
 	fresh := len(records) == 0
+	if !fresh && st.ObserveUntil.IsZero() {
+		for _, rec := range records {
+			if rec.Unobserved && rec.PowerAt.IsZero() {
+				fresh = true
+				break
+			}
+		}
+	}
 	var nodes []*schema.Node
 	for _, n := range site.Nodes {
 		if n.Exists() || records[n.Name] != nil {
@@ -801,11 +839,8 @@ func (r *Reconciler) prepareNodes(ctx context.Context, st *Status, site *schema.
 			changed[name] = d
 		}
 	}
-	if fresh && len(nodes) > 0 {
-		grace := cmp.Or(rb.ObserveGrace, DefaultObserveGrace)
-		st.ObserveUntil = time.Now().Add(grace).UTC()
-		r.log().Warn("the state has no node records (lost, or new): observing the fleet before any rebuild; a node reporting its desired build is adopted",
-			"nodes", len(nodes), "until", st.ObserveUntil.Format(time.RFC3339))
+	if fresh && len(nodes) > 0 && len(records) == 0 {
+		st.ObserveLost = rb.KeyKept
 	}
 	err = updateNodes(ctx, rb.Nodes, slices.Sorted(maps.Keys(changed)), func(rec *NodeRecord) error {
 		rec.Declared = changed[rec.Name]
@@ -819,6 +854,10 @@ func (r *Reconciler) prepareNodes(ctx context.Context, st *Status, site *schema.
 	}
 	if fresh && len(nodes) > 0 {
 		r.observePower(ctx, site, nodes)
+		grace := cmp.Or(rb.ObserveGrace, DefaultObserveGrace)
+		st.ObserveUntil = time.Now().Add(grace).UTC()
+		r.log().Warn("the state has no node records (lost, or new): observing the fleet before any rebuild; a node reporting its desired build is adopted",
+			"nodes", len(nodes), "until", st.ObserveUntil.Format(time.RFC3339), "lost", st.ObserveLost)
 	}
 	r.declaredSite = site
 	return nil

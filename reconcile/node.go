@@ -87,6 +87,9 @@ const (
 	NodeVerified     NodeState = "verified"     // the agent's facts match the build: ready
 	NodeFailed       NodeState = "failed"
 	NodeRetired      NodeState = "decommissioned"
+	// NodeRetiring: its decommission began (out of its groups, power-off
+	// sent or about to be); a node back in the site from here is rebuilt.
+	NodeRetiring NodeState = "decommissioning"
 )
 
 // NodeRecord is what anneal remembers of a node: what it did to it and
@@ -197,6 +200,11 @@ func (r *Reconciler) RevokeAgent(ctx context.Context, node string) error {
 		return err
 	}
 	err = rb.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
+		if rec.Declared == nil && rec.BuildID == "" && rec.State == NodeUnknown && rec.FactsAt.IsZero() {
+			// No record: a revoke never creates one (the records are
+			// how a lost state is told from a kept one).
+			return fmt.Errorf("anneal has no record of node %s yet", node)
+		}
 		rec.AgentGen = gen
 		return nil
 	})

@@ -58,8 +58,9 @@ type PlanInput struct {
 	// Only limits the plan to a layer (LayerDNS); "" or LayerAll is all.
 	Only string
 	Now  time.Time
-	// ObserveUntil: see RebuildOptions.
+	// ObserveUntil and ObserveLost: see RebuildOptions.
 	ObserveUntil time.Time
+	ObserveLost  bool
 	// Applied are the policies of the revision applied last: each guard's
 	// limit is the stricter of the site's and these, so a commit cannot
 	// loosen the guard of the change it makes (nil: the site's alone).
@@ -103,10 +104,15 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 		return nil, nil, &PlanError{Class: FailApply, Err: err}
 	}
 	plan = &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: in.Source, SiteDigest: site.Digest, DNS: dp, Only: in.Only}
-	if p.Nodes != nil && in.Only != LayerDNS {
-		plan.Rebuilds = PlanRebuildsWith(site, records, RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil})
+	if p.Nodes != nil {
+		plan.Rebuilds = PlanRebuildsWith(site, records, RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil, Lost: in.ObserveLost})
 	}
+	// The guards are those of the whole change, even when the plan is
+	// limited to DNS: its DNS part is the same change.
 	plan.Guards = Guards(site, plan, records, in.Applied)
+	if in.Only == LayerDNS {
+		plan.Rebuilds = nil
+	}
 	plan.Actions = PlanActions(plan)
 	plan.Digest = plan.ComputeDigest()
 	return plan, desired, nil
@@ -170,14 +176,23 @@ func share(n, percent int) int { return max(1, n*percent/100) }
 func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, applied *schema.Policies) []Guard {
 	var out []Guard
 	if plan.DNS != nil {
+		// The names decommissioned nodes keep until they are powered off
+		// go in the same plan: they count against the threshold now, not
+		// one node's sync at a time.
+		later := decommissionDeletes(site, plan.Rebuilds, records)
 		for _, m := range plan.DNS.MassDelete {
 			limit := m.Limit
 			if applied != nil {
 				limit = min(limit, cmp0(applied.DNSMassDeletePercent, dns.DefaultMassDeletePercent))
 			}
-			if m.Deletes > 0 && m.Percent > limit {
+			deletes, percent := m.Deletes, m.Percent
+			if n := later[m.Target]; n > 0 && m.Owned > 0 {
+				deletes += n
+				percent = deletes * 100 / m.Owned
+			}
+			if deletes > 0 && percent > limit {
 				out = append(out, Guard{Kind: GuardDNSMassDelete, Items: []string{GuardDNSMassDelete + ":" + m.Target},
-					Reason: fmt.Sprintf("DNS target %s: %d of its %d records would be deleted (%d%%), over dnsMassDeletePercent %d%%", m.Target, m.Deletes, m.Owned, m.Percent, limit)})
+					Reason: fmt.Sprintf("DNS target %s: %d of its %d records would be deleted (%d%%, %d of them the names of decommissioned nodes), over dnsMassDeletePercent %d%%", m.Target, deletes, m.Owned, percent, later[m.Target], limit)})
 			}
 		}
 	}
@@ -210,8 +225,12 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, appli
 		}
 		out = append(out, g)
 	}
+	// A rebuild's item names its build: an approval covers rebuilding a
+	// node to that build, not to whatever the node is later rebuilt to.
 	var unobserved, rebuiltBuilt []string
+	build := map[string]string{}
 	for _, r := range rp.Rebuilds {
+		build[r.Node] = r.To
 		if r.Unobserved {
 			unobserved = append(unobserved, r.Node)
 		}
@@ -223,7 +242,7 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, appli
 		g := Guard{Kind: GuardUnobserved,
 			Reason: fmt.Sprintf("%d node(s) would be rebuilt that anneal lost track of (its state had no record of any node) and that did not report their build: %s", len(unobserved), summarize(unobserved))}
 		for _, n := range unobserved {
-			g.Items = append(g.Items, "rebuild:"+n)
+			g.Items = append(g.Items, "rebuild:"+n+"@"+build[n])
 		}
 		out = append(out, g)
 	}
@@ -231,9 +250,45 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, appli
 		g := Guard{Kind: GuardMassRebuild,
 			Reason: fmt.Sprintf("%d of the fleet's %d built nodes would be rebuilt, over maxRebuildPercent %d%% (%d nodes)", len(rebuiltBuilt), built, rebuildPct, limit)}
 		for _, n := range rebuiltBuilt {
-			g.Items = append(g.Items, "rebuild:"+n)
+			g.Items = append(g.Items, "rebuild:"+n+"@"+build[n])
 		}
 		out = append(out, g)
+	}
+	return out
+}
+
+// decommissionDeletes counts, per DNS target, the records the plan's
+// decommissions delete once their nodes are powered off: their own names
+// (from their records when they left the site).
+func decommissionDeletes(site *schema.Site, rp *RebuildPlan, records map[string]*NodeRecord) map[string]int {
+	out := map[string]int{}
+	if rp == nil || len(rp.Decommission) == 0 || site.DNS == nil {
+		return out
+	}
+	var inSite []*schema.Node
+	var sets []dns.RRset
+	for _, name := range rp.Decommission {
+		if n := site.Node(name); n != nil {
+			inSite = append(inSite, n)
+		} else if rec := records[name]; rec != nil && rec.Declared != nil {
+			sets = append(sets, rec.Declared.RRsets...)
+		}
+	}
+	for _, own := range dns.NodesRRsets(site, inSite) {
+		sets = append(sets, own...)
+	}
+	index := site.DNS.ZoneSet().Index()
+	servedBy := map[string][]string{}
+	for _, t := range site.DNS.Targets {
+		for _, z := range t.Zones {
+			zone := schema.CanonicalName(z)
+			servedBy[zone] = append(servedBy[zone], t.Name)
+		}
+	}
+	for _, s := range sets {
+		for _, t := range servedBy[index.FindCanonical(s.Name)] {
+			out[t]++
+		}
 	}
 	return out
 }
@@ -291,12 +346,13 @@ func (p *Plan) ComputeDigest() string {
 		}
 		d.Decommission, d.Removed = rp.Decommission, rp.Removed
 	}
-	b, err := json.Marshal(d)
-	if err != nil {
+	// Streamed into the hash: a first convergence's plan holds every
+	// record of the site.
+	h := sha256.New()
+	if err := json.NewEncoder(h).Encode(d); err != nil {
 		panic(fmt.Sprintf("plan digest: %v", err)) // plain data: cannot fail
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Approval is a plan that waits for approval, or one that was approved.
@@ -325,9 +381,13 @@ func (a *Approval) Allows(rev string, plan *Plan) bool {
 }
 
 func (a *Approval) covers(guards []Guard) bool {
+	approved := make(map[string]bool, len(a.Items))
+	for _, it := range a.Items {
+		approved[it] = true
+	}
 	for _, g := range guards {
 		for _, it := range g.Items {
-			if !slices.Contains(a.Items, it) {
+			if !approved[it] {
 				return false
 			}
 		}

@@ -207,6 +207,13 @@ func TestGuards(t *testing.T) {
 	if g := Guards(lenient, plan(lenient, recs), recs, &site.Config.Policies); !slices.Equal(kinds(g), []string{GuardMassRemove}) {
 		t.Errorf("maxRemovePercent raised to 50 in the commit that removes a rack: guards %v", kinds(g))
 	}
+	// The names the rack's nodes lose once powered off count against the
+	// DNS threshold in this plan, not one node's sync at a time.
+	withDNS := plan(lenient, recs)
+	withDNS.DNS = &dns.Plan{MassDelete: []dns.MassDelete{{Target: "bind", Owned: 120, Limit: 20}}}
+	if g := Guards(lenient, withDNS, recs, nil); !slices.Equal(kinds(g), []string{GuardDNSMassDelete}) || !strings.Contains(g[0].Reason, "decommissioned nodes") {
+		t.Errorf("a rack's names against dnsMassDeletePercent: guards %+v", g)
+	}
 	// Rebuilds of built nodes over maxRebuildPercent.
 	stale := map[string]*NodeRecord{}
 	for name, r := range recs {

@@ -101,6 +101,10 @@ type RebuildOptions struct {
 	// then a node anneal has no build of is held (its agent may yet report
 	// that it runs its desired build), never rebuilt.
 	ObserveUntil time.Time
+	// Lost: the empty state was lost, not new (the netboot key predates
+	// it): a node found off may be a built one powered down, so rebuilding
+	// it waits for approval too.
+	Lost bool
 }
 
 // PlanRebuildsWith is PlanRebuilds with options. Nodes that left the site
@@ -166,7 +170,7 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 			// is on its disk is unknown.
 			nr.Reasons = []RebuildReason{ReasonRecover}
 			nr.Drift = []string{fmt.Sprintf("its rebuild to %s failed (%s)", rec.Target, rec.Reason)}
-		case rec != nil && rec.State == NodeRetired:
+		case rec != nil && (rec.State == NodeRetired || rec.State == NodeRetiring):
 			// Decommissioned (powered off), now back in the fleet.
 			nr.Reasons = []RebuildReason{ReasonNew}
 			nr.Drift = []string{"it was decommissioned and powered off"}
@@ -176,7 +180,7 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 			continue
 		case rec == nil || rec.BuildID == "":
 			nr.Reasons = []RebuildReason{ReasonNew}
-			if rec != nil && rec.Unobserved && rec.Power != PowerOff {
+			if rec != nil && rec.Unobserved && (rec.Power != PowerOff || o.Lost) {
 				nr.Unobserved = true
 				nr.Drift = []string{fmt.Sprintf("anneal lost its state while the node was in the site, its agent did not report its build, and its BMC says power %s", cmp.Or(string(rec.Power), "unknown"))}
 			}
@@ -201,7 +205,18 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 		}
 		p.Rebuilds = append(p.Rebuilds, nr)
 	}
+	bmcOf := map[string]string{}
+	for _, n := range site.Nodes {
+		bmcOf[n.BMC.Address] = n.Name
+	}
 	for _, rec := range Departed(site, records) {
+		if other, ok := bmcOf[rec.Declared.BMC.Address]; ok && rec.Declared.BMC.Address != "" {
+			// A renamed node, or the address given to another: powering
+			// it off would power off a node of the site.
+			p.Held = append(p.Held, HeldNode{Node: rec.Name,
+				Reason: fmt.Sprintf("left the site, but its BMC address %s is now %s's: not powered off; if the old machine still runs, power it off by hand", rec.Declared.BMC.Address, other)})
+			continue
+		}
 		p.Decommission = append(p.Decommission, rec.Name)
 		p.Removed = append(p.Removed, rec.Name)
 	}

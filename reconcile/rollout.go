@@ -720,6 +720,10 @@ func (ro *Rollout) fail(ctx context.Context, node, reason string) string {
 	return reason
 }
 
+// powerOffTimeout bounds a decommission's power-off, which a newer
+// revision does not cut.
+const powerOffTimeout = 2 * time.Minute
+
 // decommission: leave groups (names kept) → power off → disarm netboot →
 // retired, then DNS drops its names.
 func (ro *Rollout) decommission(ctx context.Context, name string) error {
@@ -744,7 +748,18 @@ func (ro *Rollout) decommission(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("bmc: %w", err)
 	}
-	if err := bmc.SetPower(ctx, ActionOff); err != nil {
+	// The intent is recorded before the power-off, and the power-off is
+	// not cut by a newer revision: a revert in between finds the node
+	// decommissioning (and rebuilds it), never "verified" but off.
+	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *NodeRecord) error {
+		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = NodeRetiring, ro.now(), "", "", ""
+		return nil
+	}); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), powerOffTimeout)
+	defer cancel()
+	if err := bmc.SetPower(pctx, ActionOff); err != nil {
 		return fmt.Errorf("power off: %w", err)
 	}
 	ro.emit(RolloutEvent{Node: name, Step: StepPowerOff, Detail: "powered off through its BMC"})

@@ -244,7 +244,16 @@ func TestLabTrust(t *testing.T) {
 	if !strings.Contains(r.stdout, "awaiting approval: revision "+revC[:8]) {
 		t.Errorf("anneal status does not say C awaits approval:\n%s", r.stdout)
 	}
+	// Without --plan, approve shows what waits and approves nothing.
 	r = anneal(t, labEnv, "approve", "--server", api, "--token", "env:ANNEAL_API_TOKEN", revC[:10])
+	mustExit(t, r, 1, st.PendingApproval.PlanDigest, "--plan")
+	if s := status(); s.PendingApproval == nil {
+		t.Fatal("approve without --plan approved the plan")
+	}
+	// Another digest is refused.
+	r = anneal(t, labEnv, "approve", "--server", api, "--token", "env:ANNEAL_API_TOKEN", "--plan", "0123456789abcdef", revC[:10])
+	mustExit(t, r, 1, "409", "is not the plan")
+	r = anneal(t, labEnv, "approve", "--server", api, "--token", "env:ANNEAL_API_TOKEN", "--plan", st.PendingApproval.PlanDigest[:12], revC[:10])
 	mustExit(t, r, 0, "approved: revision "+revC)
 	applied(revC)
 	for name, n := range lab() {

@@ -55,6 +55,11 @@ apply completes it), 64 usage error.`,
 		w := c.OutOrStdout()
 		color := colorFor(w)
 		renderText(w, plan, f.full, color)
+		for _, g := range plan.Guards {
+			if g.Kind != reconcile.GuardDNSMassDelete {
+				return failure(fmt.Errorf("this change is guarded (%s: %s): the daemon runs it once anneal approve names its plan", g.Kind, g.Reason))
+			}
+		}
 		if n := plan.Rebuilds.Count(); n > 0 {
 			// apply writes DNS; rebuilds and decommissions need the
 			// netboot server and the BMCs, which only the daemon runs.
@@ -126,5 +131,7 @@ func (s *session) savedPlan(ctx context.Context, path string, log *slog.Logger) 
 	if now.Digest != plan.Digest {
 		return nil, failure(fmt.Errorf("refusing to apply plan %s (digest %.12s): the plan made now differs (digest %.12s); the live state changed since it was saved: run plan again", path, plan.Digest, now.Digest))
 	}
-	return &plan, nil
+	// The same decisions: what runs is the plan made now (its checks and
+	// guards are this anneal's, not fields of a file).
+	return now, nil
 }

@@ -20,13 +20,14 @@ approve lets exactly that plan run, without a restart. A different plan for
 the same revision (the live state or the revision moved since) waits for a
 new approval; the daemon refuses an approval that names another plan.
 
-Without --plan, the digest is read from the daemon's status and printed
-with the reasons before it is approved.`,
+Without --plan, approve shows the plan that waits (revision, digest,
+reasons) and approves nothing: --plan DIGEST (its first 12 characters are
+enough) names the plan you reviewed.`,
 		Args: cobra.ExactArgs(1),
 	}
 	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
 	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
-	digest := c.Flags().String("plan", "", "the digest of the plan to approve, as anneal status shows it (default: the plan that awaits approval now)")
+	digest := c.Flags().String("plan", "", "the digest of the plan to approve, as anneal status shows it (without it: show the plan that waits, approve nothing)")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		rev := args[0]
@@ -39,6 +40,8 @@ with the reasons before it is approved.`,
 		}
 		w := c.OutOrStdout()
 		if *digest == "" {
+			// Show what waits, and approve nothing: an approval names the
+			// plan its approver reviewed, not whatever waits by then.
 			var st reconcile.Status
 			if err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &st); err != nil {
 				return failure(err)
@@ -54,7 +57,7 @@ with the reasons before it is approved.`,
 			for _, r := range p.Reasons {
 				fmt.Fprintf(w, "  - %s\n", r)
 			}
-			*digest = p.PlanDigest
+			return failure(fmt.Errorf("review the plan (anneal status --server, GET /api/v1/drift), then approve exactly it: anneal approve --plan %s %s", shortDigest(p.PlanDigest), short(p.Revision)))
 		}
 		var a reconcile.Approval
 		if err := apiSend(ctx, api, http.MethodPost, "/api/v1/approve", token, map[string]string{"revision": rev, "planDigest": *digest}, &a); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 // and rebuilds through the BMCs.
 type netbootFlags struct {
 	listen, url, keyRef, lab       string
+	keyOnce                        *keyRead
 	artifacts                      string
 	artifactKeep                   time.Duration
 	artifactMaxSize                int64
@@ -74,7 +76,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		}
 		return nil, nil
 	}
-	key, err := f.key(statePath)
+	key, keyKept, err := f.key(statePath)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +122,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		return nil, err
 	}
 	r.Rebuild = &reconcile.RebuildConfig{
-		Nodes: nodes, Wake: &reconcile.Waker{}, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout,
+		Nodes: nodes, Wake: &reconcile.Waker{}, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout, KeyKept: keyKept,
 		Publish: st.Publish,
 		BMC: func(a reconcile.BMCAccess) (reconcile.BMC, error) {
 			b, err := bmc.FromAccess(a, resolve)
@@ -150,14 +152,36 @@ func (f *netbootFlags) dhcpConfig() (*stack.DHCPConfig, error) {
 	return &stack.DHCPConfig{Mode: dhcp.Mode(f.dhcpMode), Interface: f.dhcpIface, Addr: addr, ServerIP: ip}, nil
 }
 
-// key resolves the token key, or keeps a random one beside the state.
-func (f *netbootFlags) key(statePath string) ([]byte, error) {
+// keyRead is the key as first read, and whether it predated the read.
+type keyRead struct {
+	key  []byte
+	kept bool
+}
+
+// key resolves the token key, or keeps a random one beside the state;
+// kept says it predates this process (the operator's, or a file that
+// existed).
+func (f *netbootFlags) key(statePath string) (key []byte, kept bool, err error) {
+	if f.keyOnce != nil { // serve reads it before the stack starts
+		return f.keyOnce.key, f.keyOnce.kept, nil
+	}
+	defer func() {
+		if err == nil {
+			f.keyOnce = &keyRead{key: key, kept: kept}
+		}
+	}()
 	if f.keyRef != "" {
 		k, err := secret.Resolver{}.Resolve(f.keyRef)
 		if err != nil {
-			return nil, fmt.Errorf("--netboot-key: %w", err)
+			return nil, false, fmt.Errorf("--netboot-key: %w", err)
 		}
-		return []byte(k), nil
+		return []byte(k), true, nil
 	}
-	return stack.KeyFile(statePath + ".netboot-key")
+	path := statePath + ".netboot-key"
+	before, readErr := os.ReadFile(path)
+	key, err = stack.KeyFile(path)
+	if err != nil {
+		return nil, false, err
+	}
+	return key, readErr == nil && bytes.Equal(before, key), nil
 }

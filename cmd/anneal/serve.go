@@ -117,7 +117,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		if netboot.listen != "" {
 			// The key the netboot server signs with, by value too.
-			key, err := netboot.key(statePath)
+			key, _, err := netboot.key(statePath)
 			if err != nil {
 				return failure(err)
 			}
