@@ -16,6 +16,7 @@ import (
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/schema"
+	"golang.org/x/sync/errgroup"
 )
 
 // Rollout defaults.
@@ -184,13 +185,7 @@ func (ro *Rollout) Run(ctx context.Context, plan *RebuildPlan) (*RolloutResult, 
 		return nil, err
 	}
 	s := ro.newScheduler(plan, records, res)
-	for _, name := range plan.Decommission {
-		if err := ro.decommission(ctx, name); err != nil {
-			res.Failed[name] = err.Error()
-		} else {
-			res.Decommissioned = append(res.Decommissioned, name)
-		}
-	}
+	ro.decommission(ctx, plan.Decommission, res)
 	// Wave one: rebuilds an interrupted apply left in flight, and the
 	// canaries. The rest only start if no canary failed.
 	var first, rest []NodeRebuild
@@ -724,33 +719,94 @@ func (ro *Rollout) fail(ctx context.Context, node, reason string) string {
 // revision does not cut.
 const powerOffTimeout = 2 * time.Minute
 
-// decommission: leave groups (names kept) → power off → disarm netboot →
-// retired, then DNS drops its names.
-func (ro *Rollout) decommission(ctx context.Context, name string) error {
-	n := ro.Site.Node(name)
-	if n == nil {
-		rec, err := ro.Nodes.NodeRecord(ctx, name)
-		if err != nil {
-			return err
+// decommissionParallel bounds the power-offs of a decommission.
+const decommissionParallel = 16
+
+// decommission retires nodes together: one DNS sync takes them all out of
+// their groups (names kept) → each is marked decommissioning, then powered
+// off (bounded parallelism; a newer revision does not cut a power-off) →
+// marked decommissioned (the netboot server no longer serves it) → one DNS
+// sync removes their names. A node that fails a step is in res.Failed and
+// keeps its names; the others go on.
+func (ro *Rollout) decommission(ctx context.Context, names []string, res *RolloutResult) {
+	if len(names) == 0 {
+		return
+	}
+	fail := func(name string, err error) { res.Failed[name] = err.Error() }
+	nodes := map[string]*schema.Node{}
+	var todo []string
+	for _, name := range names {
+		n := ro.Site.Node(name)
+		if n == nil {
+			rec, err := ro.Nodes.NodeRecord(ctx, name)
+			if err != nil {
+				fail(name, err)
+				continue
+			}
+			if rec == nil || rec.Declared == nil {
+				fail(name, fmt.Errorf("node %s left the site and anneal does not know its BMC", name))
+				continue
+			}
+			n = departedNode(rec)
 		}
-		if rec == nil || rec.Declared == nil {
-			return fmt.Errorf("node %s left the site and anneal does not know its BMC", name)
+		nodes[name] = n
+		todo = append(todo, name)
+	}
+	if ro.SyncDNS != nil && len(todo) > 0 {
+		if err := ro.SyncDNS(ctx); err != nil { // retiring: out of groups, names kept
+			for _, name := range todo {
+				fail(name, fmt.Errorf("leave groups: %w", err))
+			}
+			return
 		}
-		n = departedNode(rec)
+	}
+	var mu sync.Mutex
+	var off []string
+	g := new(errgroup.Group)
+	g.SetLimit(decommissionParallel)
+	for _, name := range todo {
+		ro.emit(RolloutEvent{Node: name, Step: StepLeave, Detail: "decommission: out of its groups, names kept"})
+		g.Go(func() error {
+			err := ro.powerOff(ctx, name, nodes[name])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fail(name, err)
+				return nil
+			}
+			off = append(off, name)
+			return nil
+		})
+	}
+	_ = g.Wait() // each power-off reports its own error
+	slices.Sort(off)
+	if len(off) == 0 {
+		return
 	}
 	if ro.SyncDNS != nil {
-		if err := ro.SyncDNS(ctx); err != nil { // retiring: out of groups, names kept
-			return fmt.Errorf("leave groups: %w", err)
+		if err := ro.SyncDNS(ctx); err != nil {
+			for _, name := range off {
+				fail(name, fmt.Errorf("remove DNS records: %w", err))
+			}
+			return
 		}
 	}
-	ro.emit(RolloutEvent{Node: name, Step: StepLeave, Detail: "decommission: out of its groups, names kept"})
+	for _, name := range off {
+		res.Decommissioned = append(res.Decommissioned, name)
+		ro.emit(RolloutEvent{Node: name, Step: StepRetired, Detail: "powered off, netboot and DNS names removed"})
+	}
+}
+
+// powerOff records a node's decommission, powers it off through its BMC
+// and records it decommissioned. The intent is recorded before the
+// power-off, and the power-off is not cut by a newer revision: a revert in
+// between finds the node decommissioning (and rebuilds it), never
+// "verified" but off.
+func (ro *Rollout) powerOff(ctx context.Context, name string, n *schema.Node) error {
 	bmc, err := ro.BMC(n)
 	if err != nil {
 		return fmt.Errorf("bmc: %w", err)
 	}
-	// The intent is recorded before the power-off, and the power-off is
-	// not cut by a newer revision: a revert in between finds the node
-	// decommissioning (and rebuilds it), never "verified" but off.
 	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *NodeRecord) error {
 		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = NodeRetiring, ro.now(), "", "", ""
 		return nil
@@ -763,20 +819,10 @@ func (ro *Rollout) decommission(ctx context.Context, name string) error {
 		return fmt.Errorf("power off: %w", err)
 	}
 	ro.emit(RolloutEvent{Node: name, Step: StepPowerOff, Detail: "powered off through its BMC"})
-	now := ro.now()
-	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *NodeRecord) error {
-		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = NodeRetired, now, "", "", ""
+	return ro.Nodes.UpdateNode(pctx, name, func(rec *NodeRecord) error {
+		rec.State, rec.Since = NodeRetired, ro.now()
 		return nil
-	}); err != nil {
-		return err
-	}
-	if ro.SyncDNS != nil {
-		if err := ro.SyncDNS(ctx); err != nil {
-			return fmt.Errorf("remove DNS records: %w", err)
-		}
-	}
-	ro.emit(RolloutEvent{Node: name, Step: StepRetired, Detail: "powered off, netboot and DNS names removed"})
-	return nil
+	})
 }
 
 func (ro *Rollout) emit(e RolloutEvent) {

@@ -90,3 +90,48 @@ func BenchmarkRollout(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(plan.Rebuilds)), "ns/node")
 }
+
+// BenchmarkDecommission retires 1,000 nodes that left an 11,000-node site
+// (a large rack removal) with zero BMC latency and a DNS sync that
+// compiles the site with the nodes' availability, as the daemon's does
+// (without the DNS servers): what the engine costs per decommissioned
+// node, and how many DNS syncs it makes.
+func BenchmarkDecommission(b *testing.B) {
+	big := generated(b, 11000)
+	small := generated(b, 10000)
+	decl := DeclaredOf(big, big.Nodes, "A")
+	for b.Loop() {
+		b.StopTimer()
+		nodes := &memNodes{recs: map[string]*NodeRecord{}}
+		for _, n := range big.Nodes {
+			nodes.recs[n.Name] = &NodeRecord{Name: n.Name, State: NodeVerified, BuildID: "x", Declared: decl[n.Name]}
+		}
+		recs, _ := nodes.NodeRecords(context.Background())
+		p := PlanRebuildsWith(small, recs, RebuildOptions{Now: time.Now()})
+		p.Rebuilds = nil // the decommissions alone
+		f := &benchFleet{store: nodes, wake: &Waker{}}
+		var pl Planner
+		syncs := 0
+		ro := &Rollout{Site: small, Nodes: nodes, Wake: f.wake,
+			BMC: func(n *schema.Node) (BMC, error) { return &benchBMC{f: f, node: n.Name}, nil },
+			SyncDNS: func(ctx context.Context) error {
+				syncs++
+				recs, err := nodes.NodeRecords(ctx)
+				if err != nil {
+					return err
+				}
+				_, err = pl.Compile(small, AvailabilityOf(small, recs))
+				return err
+			}}
+		b.StartTimer()
+		res, err := ro.Run(context.Background(), p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.Decommissioned) != len(p.Decommission) || len(p.Decommission) != 1000 {
+			b.Fatalf("%d of %d decommissioned: %v", len(res.Decommissioned), len(p.Decommission), res.Failed)
+		}
+		b.ReportMetric(float64(syncs), "dns_syncs")
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/node")
+}
