@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -278,5 +279,48 @@ func TestPlanDigest(t *testing.T) {
 	}
 	if len(a) != 64 {
 		t.Errorf("digest %q", a)
+	}
+}
+
+// TestReviewGuards: the review of a change says it waits for approval,
+// with the stricter of the base's and the head's policies, and flags a
+// guard policy the change loosens.
+func TestReviewGuards(t *testing.T) {
+	base := exampleSite(t)
+	rack := []string{"e2n01", "e2n02", "e2n03", "e2n04", "e2n05"}
+	hits := func(r *Review) []string {
+		var out []string
+		for _, h := range r.Policies {
+			if h.Policy == "maxRemovePercent" {
+				out = append(out, fmt.Sprintf("%v %s", h.Blocking, h.Detail))
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		policies string
+		drop     []string
+		want     []string // substrings of the maxRemovePercent hits, in order
+	}{
+		{"one node", "", []string{"w1n04"}, nil},
+		{"a rack", "", rack, []string{"true 5 of 14"}},
+		{"a rack, the policy loosened in the same commit", "  maxRemovePercent: 50\n", rack, []string{"true 5 of 14", "false loosened from 10% to 50%"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ReviewRange(base, variant(t, tc.policies, tc.drop...), "base", "head")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := hits(r)
+			if len(got) != len(tc.want) {
+				t.Fatalf("maxRemovePercent hits %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if !strings.Contains(got[i], tc.want[i]) {
+					t.Errorf("hit %q, want it to contain %q", got[i], tc.want[i])
+				}
+			}
+		})
 	}
 }

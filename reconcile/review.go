@@ -93,7 +93,53 @@ func ReviewRange(base, head *schema.Site, baseRev, headRev string) (*Review, err
 	}
 	r.DNS = reviewDNS(bd, hd)
 	r.Policies = append(reviewRollout(head, r.Nodes), reviewMassDelete(bd, hd, r.DNS)...)
+	r.Policies = append(r.Policies, reviewGuards(base, head, r.Nodes)...)
 	return r, nil
+}
+
+// reviewGuards reports the changes the daemon will hold for approval
+// (anneal approve): more nodes decommissioned or removed than
+// maxRemovePercent, more rebuilt than maxRebuildPercent (each the stricter
+// of the base's and the head's: a change cannot loosen its own guard), and
+// the loosening of a guard policy itself.
+func reviewGuards(base, head *schema.Site, nodes []NodeReview) []PolicyHit {
+	bp, hp := base.Config.Policies, head.Config.Policies
+	removePct := min(cmp0(bp.MaxRemovePercent, DefaultMaxRemovePercent), cmp0(hp.MaxRemovePercent, DefaultMaxRemovePercent))
+	rebuildPct := min(cmp0(bp.MaxRebuildPercent, DefaultMaxRebuildPercent), cmp0(hp.MaxRebuildPercent, DefaultMaxRebuildPercent))
+	fleet := 0
+	for _, n := range base.Nodes {
+		if n.Exists() {
+			fleet++
+		}
+	}
+	removed, rebuilt := 0, 0
+	for _, n := range nodes {
+		switch {
+		case n.Change == NodeRemoved || n.Change == NodeDecommissioned:
+			removed++
+		case n.Rebuild && n.Change == NodeChanged:
+			rebuilt++
+		}
+	}
+	var out []PolicyHit
+	if limit := share(fleet, removePct); removed > limit {
+		out = append(out, PolicyHit{Policy: "maxRemovePercent", Scope: "site", Blocking: true,
+			Detail: fmt.Sprintf("%d of %d nodes removed or decommissioned, over %d%% (%d nodes): the daemon waits for anneal approve", removed, fleet, removePct, limit)})
+	}
+	if limit := share(fleet, rebuildPct); rebuildPct < 100 && rebuilt > limit {
+		out = append(out, PolicyHit{Policy: "maxRebuildPercent", Scope: "site", Blocking: true,
+			Detail: fmt.Sprintf("%d of %d nodes rebuilt, over %d%% (%d nodes): the daemon waits for anneal approve", rebuilt, fleet, rebuildPct, limit)})
+	}
+	loosened := func(name string, b, h, def int) {
+		if cmp0(h, def) > cmp0(b, def) {
+			out = append(out, PolicyHit{Policy: name, Scope: "site",
+				Detail: fmt.Sprintf("loosened from %d%% to %d%%: it bounds the changes of the revisions after this one, not this one", cmp0(b, def), cmp0(h, def))})
+		}
+	}
+	loosened("maxRemovePercent", bp.MaxRemovePercent, hp.MaxRemovePercent, DefaultMaxRemovePercent)
+	loosened("maxRebuildPercent", bp.MaxRebuildPercent, hp.MaxRebuildPercent, DefaultMaxRebuildPercent)
+	loosened("dnsMassDeletePercent", bp.DNSMassDeletePercent, hp.DNSMassDeletePercent, dns.DefaultMassDeletePercent)
+	return out
 }
 
 func reviewNodes(base, head *schema.Site) []NodeReview {
@@ -271,9 +317,9 @@ func reviewMassDelete(bd, hd *dns.Desired, zones []dns.ZoneDiff) []PolicyHit {
 			continue
 		}
 		pct := (deletes*100 + owned - 1) / owned
-		if pct > hd.MassDeletePercent {
+		if limit := min(hd.MassDeletePercent, bd.MassDeletePercent); pct > limit {
 			out = append(out, PolicyHit{Policy: "dnsMassDeletePercent", Scope: "dns target " + tz.Target, Blocking: true,
-				Detail: fmt.Sprintf("deletes %d of %d RRsets (%d%% > %d%%): apply will need --allow-mass-delete", deletes, owned, pct, hd.MassDeletePercent)})
+				Detail: fmt.Sprintf("deletes %d of %d RRsets (%d%% > %d%%): the daemon waits for anneal approve, apply needs --allow-mass-delete", deletes, owned, pct, limit)})
 		}
 	}
 	slices.SortFunc(out, func(a, b PolicyHit) int { return cmp.Compare(a.Scope, b.Scope) })
