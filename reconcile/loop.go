@@ -450,7 +450,7 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 // rebuildOwnership, once per process and only when anneal's inventory is
 // empty for every zone, unions the RRsets the site declared in its recent
 // history: ownership derived from the site survives the loss of the state.
-func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, rev string) {
+func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, rev string, lost bool) {
 	if r.rebuilt {
 		return
 	}
@@ -489,19 +489,37 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 	}
 	add(desired)
 	read := 0
+	// Nodes the history declares that the site no longer does: anneal
+	// may have lost their decommission with its state. Each gets the
+	// newest declaration of it, so that its names are not deleted while
+	// it may still run, and its decommission waits for approval.
+	departed := map[string]*Declared{}
 	for _, past := range revs {
-		site, err := r.load(ctx, past)
+		old, err := r.load(ctx, past)
 		if err != nil {
 			continue // an invalid past commit declared nothing anneal applied
 		}
-		d, err := dns.Compile(site)
+		d, err := dns.Compile(old)
 		if err != nil {
 			continue
 		}
 		add(d)
 		read++
+		if r.Rebuild == nil || !lost {
+			continue // a new state: nodes removed before it were never anneal's
+		}
+		var gone []*schema.Node
+		for _, n := range old.Nodes {
+			if n.Exists() && site.Node(n.Name) == nil && departed[n.Name] == nil {
+				gone = append(gone, n)
+			}
+		}
+		maps.Copy(departed, DeclaredOf(old, gone, past))
 	}
 	r.declared = declared
+	if len(departed) > 0 {
+		r.recordDeparted(ctx, departed)
+	}
 	// Recorded, so that anneal plan on this state (or a backup of it),
 	// and this daemon after a restart, plan from the same ownership.
 	recorded := 0
@@ -519,6 +537,46 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 		}
 	}
 	r.log().Info("no ownership inventory: rebuilt it from the site's history", "revisions", read+1, "rrsets", recorded)
+}
+
+// recordDeparted writes, for nodes the site's history declares and anneal
+// has no record of, their newest declaration, marked unobserved.
+func (r *Reconciler) recordDeparted(ctx context.Context, departed map[string]*Declared) {
+	records, err := r.Rebuild.Nodes.NodeRecords(ctx)
+	if err != nil {
+		r.log().Warn("departed nodes from history: read records", "err", err)
+		return
+	}
+	var names []string
+	for name := range departed {
+		if records[name] == nil {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	err = updateNodes(ctx, r.Rebuild.Nodes, names, func(rec *NodeRecord) error {
+		rec.Declared, rec.Unobserved = departed[rec.Name], true
+		return nil
+	})
+	if err != nil {
+		r.log().Warn("departed nodes from history: record them", "err", err)
+		return
+	}
+	if len(names) == 0 {
+		return
+	}
+	// Their power, as for the nodes of the site: one found off is simply
+	// retired; one that is on waits for approval.
+	access := map[string]BMCAccess{}
+	for _, name := range names {
+		access[name] = departed[name].Access(name)
+	}
+	var nodes []*schema.Node
+	for _, name := range names {
+		nodes = append(nodes, departedNode(&NodeRecord{Name: name, Declared: departed[name]}))
+	}
+	r.observePowerOf(ctx, nodes, func(n *schema.Node) (BMC, error) { return r.Rebuild.BMC(access[n.Name]) })
+	r.log().Warn("nodes the site's history declares and the site no longer does (the state was lost): one found off is retired, one that is on waits for approval", "nodes", summarize(names))
 }
 
 // SignatureError refuses a revision the source's verifier rejected.
@@ -584,7 +642,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if err != nil {
 		return FailTargets, err
 	}
-	r.rebuildOwnership(ctx, site, rev)
+	r.rebuildOwnership(ctx, site, rev, st.ObserveLost)
 	r.pl.Targets, r.pl.State, r.pl.Log, r.pl.Declared, r.pl.Consistency = targets, r.State, r.Log, r.declared, &r.consistency
 	r.pl.Nodes = nil
 	if rb != nil {
@@ -871,17 +929,25 @@ const powerReadTimeout = 10 * time.Second
 // and was never built may be installed; one that is on and silent runs
 // something nobody can vouch for, and rebuilding it waits for approval.
 func (r *Reconciler) observePower(ctx context.Context, site *schema.Site, nodes []*schema.Node) {
+	var exist []*schema.Node
+	for _, n := range nodes {
+		if n.Exists() {
+			exist = append(exist, n)
+		}
+	}
+	r.observePowerOf(ctx, exist, func(n *schema.Node) (BMC, error) { return r.bmcOf(site, n, nil) })
+}
+
+// observePowerOf reads nodes' power through bmcOf into their records.
+func (r *Reconciler) observePowerOf(ctx context.Context, nodes []*schema.Node, bmcOf func(*schema.Node) (BMC, error)) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(firmwareParallel)
 	var mu sync.Mutex
 	seen := map[string]PowerState{}
 	for _, n := range nodes {
-		if !n.Exists() {
-			continue
-		}
 		g.Go(func() error {
 			state := PowerUnknown
-			bmc, err := r.bmcOf(site, n, nil)
+			bmc, err := bmcOf(n)
 			if err == nil {
 				rctx, cancel := context.WithTimeout(gctx, powerReadTimeout)
 				state, err = bmc.PowerState(rctx)

@@ -238,6 +238,20 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, appli
 			rebuiltBuilt = append(rebuiltBuilt, r.Node)
 		}
 	}
+	var unobservedGone []string
+	for _, n := range rp.Removed {
+		if rec := records[n]; rec != nil && rec.Unobserved && rec.Power != PowerOff {
+			unobservedGone = append(unobservedGone, n)
+		}
+	}
+	if len(unobservedGone) > 0 {
+		g := Guard{Kind: GuardUnobserved,
+			Reason: fmt.Sprintf("%d node(s) that left the site would be powered off that anneal lost track of (its state was lost; only the site's history declares them): %s", len(unobservedGone), summarize(unobservedGone))}
+		for _, n := range unobservedGone {
+			g.Items = append(g.Items, "decommission:"+n)
+		}
+		out = append(out, g)
+	}
 	if len(unobserved) > 0 {
 		g := Guard{Kind: GuardUnobserved,
 			Reason: fmt.Sprintf("%d node(s) would be rebuilt that anneal lost track of (its state had no record of any node) and that did not report their build: %s", len(unobserved), summarize(unobserved))}
