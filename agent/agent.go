@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/providers/facts"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // Config is /etc/anneal/agent.json, written by the install.
@@ -86,7 +86,7 @@ type Options struct {
 	// Client posts the reports (nil: http.DefaultClient).
 	Client *http.Client
 	// Collect reads the facts (nil: facts.Collect).
-	Collect func(ctx context.Context, root string) (reconcile.Facts, error)
+	Collect func(ctx context.Context, root string) (node.Facts, error)
 }
 
 // Agent reports one machine's facts.

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // post is one request the fake server received.
@@ -76,8 +76,8 @@ func writeConfig(t *testing.T, path string, cfg Config) {
 	writeFile(t, path, string(data), 0o600)
 }
 
-func collect(_ context.Context, root string) (reconcile.Facts, error) {
-	return reconcile.Facts{Hostname: "e1n01", Kernel: "6.8.0", OSRelease: map[string]string{"ROOT": root}}, nil
+func collect(_ context.Context, root string) (node.Facts, error) {
+	return node.Facts{Hostname: "e1n01", Kernel: "6.8.0", OSRelease: map[string]string{"ROOT": root}}, nil
 }
 
 // fixture is an agent's files and a server.

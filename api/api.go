@@ -16,6 +16,7 @@ import (
 	"strconv"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -46,9 +47,9 @@ type Reconciler interface {
 	Approve(ctx context.Context, revision, planDigest string) (*reconcile.Approval, error)
 }
 
-// NodeRecords lists the node records (reconcile.NodeStore has it).
+// NodeRecords lists the node records (node.Store has it).
 type NodeRecords interface {
-	NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error)
+	NodeRecords(ctx context.Context) (map[string]*node.Record, error)
 }
 
 // Backup writes a consistent copy of the state store to w, calling sized
@@ -120,7 +121,7 @@ func New(cfg Config) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no valid revision loaded yet"})
 			return
 		}
-		var recs map[string]*reconcile.NodeRecord
+		var recs map[string]*node.Record
 		if cfg.Nodes != nil {
 			var err error
 			if recs, err = cfg.Nodes.NodeRecords(req.Context()); err != nil {

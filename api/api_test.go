@@ -20,6 +20,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -90,11 +91,11 @@ func (f *fakeReconciler) RevokeAgent(_ context.Context, node string) error {
 
 // fakeNodes is a NodeRecords.
 type fakeNodes struct {
-	recs map[string]*reconcile.NodeRecord
+	recs map[string]*node.Record
 	err  error
 }
 
-func (n fakeNodes) NodeRecords(context.Context) (map[string]*reconcile.NodeRecord, error) {
+func (n fakeNodes) NodeRecords(context.Context) (map[string]*node.Record, error) {
 	return n.recs, n.err
 }
 
@@ -164,8 +165,8 @@ func TestReadOnlyRoutes(t *testing.T) {
 func TestNodes(t *testing.T) {
 	s := loadExample(t)
 	n := s.Nodes[0]
-	build := reconcile.BuildSpecOf(s, n).ID()
-	recs := map[string]*reconcile.NodeRecord{n.Name: {Name: n.Name, State: reconcile.NodeVerified, BuildID: build}}
+	build := node.BuildSpecOf(s, n).ID()
+	recs := map[string]*node.Record{n.Name: {Name: n.Name, State: node.Verified, BuildID: build}}
 	f := &fakeReconciler{site: s}
 	get := func(nodes NodeRecords) (int, []NodeView) {
 		w := do(t, New(Config{Reconciler: f, Nodes: nodes}), http.MethodGet, "/api/v1/nodes", "", nil)

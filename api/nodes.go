@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -44,7 +44,7 @@ type LiveView struct {
 
 // NodeViews lists a site's nodes, each with its live state when records
 // holds one.
-func NodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []NodeView {
+func NodeViews(s *schema.Site, records map[string]*node.Record) []NodeView {
 	views := make([]NodeView, 0, len(s.Nodes))
 	for _, n := range s.Nodes {
 		roles := n.Roles
@@ -55,12 +55,12 @@ func NodeViews(s *schema.Site, records map[string]*reconcile.NodeRecord) []NodeV
 			Name: n.Name, Region: n.Region, Rack: n.Rack, State: string(n.State),
 			HardwareProfile: n.HardwareProfile, Image: n.Image, PatchSet: n.PatchSet,
 			Roles: roles, BMC: n.BMC.Address, PrimaryFQDN: n.PrimaryFQDN, Addresses: n.Addresses,
-			BuildID: reconcile.BuildSpecOf(s, n).ID(),
+			BuildID: node.BuildSpecOf(s, n).ID(),
 		})
 		if rec := records[n.Name]; rec != nil {
 			v := &views[len(views)-1]
 			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
-				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == reconcile.NodeVerified && rec.BuildID == v.BuildID}
+				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == node.Verified && rec.BuildID == v.BuildID}
 		}
 	}
 	// Nodes that left the site: "removed" until decommissioned, then

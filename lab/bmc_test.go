@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/providers/bmc"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 func waitNode(t testing.TB, n *Node, what string, cond func(NodeStatus) bool) NodeStatus {
@@ -39,32 +39,32 @@ func TestRedfishThroughProvider(t *testing.T) {
 	n := f.Node("e1n01")
 	ctx := t.Context()
 
-	if st, err := b.PowerState(ctx); err != nil || st != reconcile.PowerOff {
+	if st, err := b.PowerState(ctx); err != nil || st != node.PowerOff {
 		t.Fatalf("PowerState = %v, %v; want off", st, err)
 	}
-	if err := b.BootOnce(ctx, reconcile.BootPXE); err != nil {
+	if err := b.BootOnce(ctx, node.BootPXE); err != nil {
 		t.Fatal(err)
 	}
-	if s := n.Status(); s.BootOverride != "Pxe" || s.BootOverrideEnabled != "Once" || s.Power != reconcile.PowerOff {
+	if s := n.Status(); s.BootOverride != "Pxe" || s.BootOverrideEnabled != "Once" || s.Power != node.PowerOff {
 		t.Fatalf("after BootOnce(pxe): %+v", s)
 	}
 	// Cycle when off powers on (the contract); the boot consumes the
 	// one-time override. No boot server answers: the netboot fails and the
 	// empty disk boots nothing.
-	if err := b.SetPower(ctx, reconcile.ActionCycle); err != nil {
+	if err := b.SetPower(ctx, node.ActionCycle); err != nil {
 		t.Fatal(err)
 	}
 	s := waitNode(t, n, "no OS", func(s NodeStatus) bool { return s.Phase == PhaseNoOS })
-	if s.Power != reconcile.PowerOn || s.Boots != 1 || s.BootOverride != "" || s.LastError == "" {
+	if s.Power != node.PowerOn || s.Boots != 1 || s.BootOverride != "" || s.LastError == "" {
 		t.Fatalf("after cycle: %+v", s)
 	}
-	if st, err := b.PowerState(ctx); err != nil || st != reconcile.PowerOn {
+	if st, err := b.PowerState(ctx); err != nil || st != node.PowerOn {
 		t.Fatalf("PowerState = %v, %v; want on", st, err)
 	}
 	// Cycle when on restarts (ResetType ForceRestart): a second boot, from
 	// disk since the override was consumed.
 	logs.Reset()
-	if err := b.SetPower(ctx, reconcile.ActionCycle); err != nil {
+	if err := b.SetPower(ctx, node.ActionCycle); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "path=/redfish/v1/Systems/1/Actions/ComputerSystem.Reset status=204") {
@@ -74,25 +74,25 @@ func TestRedfishThroughProvider(t *testing.T) {
 	if s.LastError != "" {
 		t.Fatalf("a disk boot tried the network: %+v", s)
 	}
-	if err := b.BootOnce(ctx, reconcile.BootDisk); err != nil {
+	if err := b.BootOnce(ctx, node.BootDisk); err != nil {
 		t.Fatal(err)
 	}
 	if s := n.Status(); s.BootOverride != "Hdd" {
 		t.Fatalf("after BootOnce(disk): %+v", s)
 	}
-	if err := b.SetPower(ctx, reconcile.ActionOff); err != nil {
+	if err := b.SetPower(ctx, node.ActionOff); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := b.PowerState(ctx); err != nil || st != reconcile.PowerOff {
+	if st, err := b.PowerState(ctx); err != nil || st != node.PowerOff {
 		t.Fatalf("PowerState = %v, %v; want off", st, err)
 	}
 
 	// Firmware: the hardware profile's, then a drifted BIOS.
 	fw, err := b.Firmware(ctx)
-	if err != nil || fw != (reconcile.Firmware{BIOS: "1.13.2", BMC: "7.10.50.00"}) {
+	if err != nil || fw != (node.Firmware{BIOS: "1.13.2", BMC: "7.10.50.00"}) {
 		t.Fatalf("Firmware = %+v, %v; want the dell-r650 profile's", fw, err)
 	}
-	if err := f.SetFaults(Faults{Firmware: map[string]reconcile.Firmware{"e1n01": {BIOS: "1.12.0", BMC: "7.10.50.00"}}}); err != nil {
+	if err := f.SetFaults(Faults{Firmware: map[string]node.Firmware{"e1n01": {BIOS: "1.12.0", BMC: "7.10.50.00"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if fw, err := b.Firmware(ctx); err != nil || fw.BIOS != "1.12.0" {
@@ -127,11 +127,11 @@ func TestRequestsBmclibMakes(t *testing.T) {
 	}{
 		{"PowerState", func(ctx context.Context) error { _, err := b.PowerState(ctx); return err },
 			cat(open, system)},
-		{"BootOnce pxe", func(ctx context.Context) error { return b.BootOnce(ctx, reconcile.BootPXE) },
+		{"BootOnce pxe", func(ctx context.Context) error { return b.BootOnce(ctx, node.BootPXE) },
 			cat(open, system, []string{"PATCH /redfish/v1/Systems/1"})},
-		{"SetPower on", func(ctx context.Context) error { return b.SetPower(ctx, reconcile.ActionOn) },
+		{"SetPower on", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionOn) },
 			cat(open, system, []string{"POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset"})},
-		{"SetPower cycle (on)", func(ctx context.Context) error { return b.SetPower(ctx, reconcile.ActionCycle) },
+		{"SetPower cycle (on)", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionCycle) },
 			cat(open, system, system, []string{"POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset"})},
 		{"Firmware", func(ctx context.Context) error { _, err := b.Firmware(ctx); return err },
 			cat(open, []string{"GET /redfish/v1/", "GET /redfish/v1/Chassis", "GET /redfish/v1/Chassis/1"}, system,
@@ -234,7 +234,7 @@ func TestBMCTimeoutFault(t *testing.T) {
 	if err := f.SetFaults(Faults{}); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := b.PowerState(t.Context()); err != nil || st != reconcile.PowerOff {
+	if st, err := b.PowerState(t.Context()); err != nil || st != node.PowerOff {
 		t.Fatalf("after clearing the fault: %v, %v", st, err)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // maxBody bounds what a node reads of any answer.
@@ -120,7 +120,7 @@ func installParamsOf(args []string) (installParams, error) {
 
 // buildFile is build.json: the build spec and its id.
 type buildFile struct {
-	reconcile.BuildSpec
+	node.BuildSpec
 	ID string `json:"id"`
 }
 
@@ -181,9 +181,9 @@ func (n *Node) install(ctx context.Context, gen uint64, p installParams) outcome
 	n.f.log.Info("lab: installed", "node", n.name, "build", p.build)
 
 	body := struct {
-		Token   string          `json:"token"`
-		BuildID string          `json:"buildId"`
-		Facts   reconcile.Facts `json:"facts"`
+		Token   string     `json:"token"`
+		BuildID string     `json:"buildId"`
+		Facts   node.Facts `json:"facts"`
 	}{p.token, p.build, facts}
 	cb := p.url + "/api/v1/nodes/" + url.PathEscape(p.node) + "/installed"
 	if err := n.retry(ctx, "install callback", func() error { return n.post(ctx, cb, "", body) }); err != nil {
@@ -240,9 +240,9 @@ func (n *Node) retry(ctx context.Context, what string, fn func() error) error {
 // wrongInterface is the install fault's damage: the last VLAN gets another
 // id, or else the first interface another MAC, or else a stray interface
 // appears.
-func wrongInterface(f *reconcile.Facts) {
+func wrongInterface(f *node.Facts) {
 	for i := len(f.Interfaces) - 1; i >= 0; i-- {
-		if f.Interfaces[i].Kind == reconcile.KindVLAN {
+		if f.Interfaces[i].Kind == node.KindVLAN {
 			f.Interfaces[i].VLANID++
 			return
 		}
@@ -251,7 +251,7 @@ func wrongInterface(f *reconcile.Facts) {
 		f.Interfaces[0].MAC = "02:00:5e:00:53:01"
 		return
 	}
-	f.Interfaces = append(f.Interfaces, reconcile.FactInterface{Name: "eth9", Kind: reconcile.KindEther, MTU: 1500})
+	f.Interfaces = append(f.Interfaces, node.FactInterface{Name: "eth9", Kind: node.KindEther, MTU: 1500})
 }
 
 // runDisk boots the installed system, if any, and runs its agent until
@@ -311,8 +311,8 @@ func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) error 
 		return nil
 	}
 	body := struct {
-		BuildID string          `json:"buildId"`
-		Facts   reconcile.Facts `json:"facts"`
+		BuildID string     `json:"buildId"`
+		Facts   node.Facts `json:"facts"`
 	}{n.disk.BuildID, cloneFacts(*n.disk.Facts)}
 	n.mu.Unlock()
 	u := strings.TrimSuffix(agent.URL, "/") + "/api/v1/nodes/" + url.PathEscape(agent.Node) + "/facts"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // pxeCycle arms a one-time PXE boot and power-cycles the node through
@@ -16,15 +16,15 @@ import (
 func pxeCycle(t testing.TB, f *Fleet, name string) {
 	t.Helper()
 	b := labBMC(t, f, f.cfg.Site, name, labPassword, 5*time.Second)
-	if err := b.BootOnce(t.Context(), reconcile.BootPXE); err != nil {
+	if err := b.BootOnce(t.Context(), node.BootPXE); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.SetPower(t.Context(), reconcile.ActionCycle); err != nil {
+	if err := b.SetPower(t.Context(), node.ActionCycle); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func iface(facts reconcile.Facts, name string) *reconcile.FactInterface {
+func iface(facts node.Facts, name string) *node.FactInterface {
 	for i := range facts.Interfaces {
 		if facts.Interfaces[i].Name == name {
 			return &facts.Interfaces[i]
@@ -47,7 +47,7 @@ func TestNetbootBondedVLANNode(t *testing.T) {
 	if scripts != 1 || !slices.Equal(files, []string{"build.json", "network-config", "agent.json"}) || len(cbs) != 1 {
 		t.Fatalf("boot server saw %d scripts, files %v, %d callbacks", scripts, files, len(cbs))
 	}
-	spec := reconcile.BuildSpecOf(site, site.Node("e1n01"))
+	spec := node.BuildSpecOf(site, site.Node("e1n01"))
 	cb := cbs[0]
 	if cb.BuildID != spec.ID() {
 		t.Errorf("callback build %q, want %q", cb.BuildID, spec.ID())
@@ -57,7 +57,7 @@ func TestNetbootBondedVLANNode(t *testing.T) {
 		got.OSRelease["ID"] != "ubuntu" || got.OSRelease["VERSION_ID"] != "22.04.4" {
 		t.Errorf("system facts: hostname %q kernel %q os %v", got.Hostname, got.Kernel, got.OSRelease)
 	}
-	want := []reconcile.FactInterface{
+	want := []node.FactInterface{
 		{Name: "eno1", Kind: "ether", MAC: "b0:7b:25:0b:01:01", MTU: 1500, Addresses: []string{"10.10.1.11/24", "fd00:a:0:110::b/64"}},
 		{Name: "ens1f0", Kind: "ether", MAC: "b0:7b:25:0b:02:01", MTU: 9000, Master: "bond0"},
 		{Name: "ens1f1", Kind: "ether", MAC: "b0:7b:25:0b:03:01", MTU: 9000, Master: "bond0"},
@@ -69,7 +69,7 @@ func TestNetbootBondedVLANNode(t *testing.T) {
 	if g, w := mustJSON(t, got.Interfaces), mustJSON(t, want); g != w {
 		t.Errorf("interfaces\n got %s\nwant %s", g, w)
 	}
-	wantRoutes := []reconcile.FactRoute{{Gateway: "203.0.113.1", Device: "bond0.130"}, {Gateway: "2001:db8:130::1", Device: "bond0.130"}}
+	wantRoutes := []node.FactRoute{{Gateway: "203.0.113.1", Device: "bond0.130"}, {Gateway: "2001:db8:130::1", Device: "bond0.130"}}
 	if !slices.Equal(got.Routes, wantRoutes) {
 		t.Errorf("routes %v, want %v", got.Routes, wantRoutes)
 	}
@@ -88,7 +88,7 @@ func TestNetbootBondedVLANNode(t *testing.T) {
 	// the build and the same facts.
 	n := f.Node("e1n01")
 	s := waitNode(t, n, "agent reports", func(s NodeStatus) bool { return s.AgentReports >= 2 })
-	if s.Phase != PhaseRunning || s.BuildID != spec.ID() || s.Installs != 1 || s.Power != reconcile.PowerOn {
+	if s.Phase != PhaseRunning || s.BuildID != spec.ID() || s.Installs != 1 || s.Power != node.PowerOn {
 		t.Fatalf("status after install: %+v", s)
 	}
 	_, _, _, reps := boot.snapshot("e1n01")
@@ -98,8 +98,8 @@ func TestNetbootBondedVLANNode(t *testing.T) {
 
 	// Drift by hand: a VLAN added on the live system shows in the next
 	// report.
-	if err := n.SetFacts(func(fs *reconcile.Facts) {
-		fs.Interfaces = append(fs.Interfaces, reconcile.FactInterface{Name: "bond0.150", Kind: reconcile.KindVLAN, VLANID: 150, Link: "bond0", MTU: 9000})
+	if err := n.SetFacts(func(fs *node.Facts) {
+		fs.Interfaces = append(fs.Interfaces, node.FactInterface{Name: "bond0.150", Kind: node.KindVLAN, VLANID: 150, Link: "bond0", MTU: 9000})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestNetbootBondedVLANNode(t *testing.T) {
 
 	// Power off: the agent stops.
 	b := labBMC(t, f, site, "e1n01", labPassword, 5*time.Second)
-	if err := b.SetPower(t.Context(), reconcile.ActionOff); err != nil {
+	if err := b.SetPower(t.Context(), node.ActionOff); err != nil {
 		t.Fatal(err)
 	}
 	waitNode(t, n, "off", func(s NodeStatus) bool { return s.Phase == PhaseOff })
@@ -210,7 +210,7 @@ func TestInstallFailures(t *testing.T) {
 		pxeCycle(t, f, "e2n02")
 		waitNode(t, f.Node("e2n02"), "installed", func(s NodeStatus) bool { return s.Phase == PhaseRunning })
 		_, _, cbs, _ := boot.snapshot("e2n02")
-		spec := reconcile.BuildSpecOf(site, site.Node("e2n02"))
+		spec := node.BuildSpecOf(site, site.Node("e2n02"))
 		last := spec.Network.VLANs[len(spec.Network.VLANs)-1]
 		var wrong []string
 		for _, v := range spec.Network.VLANs {
@@ -244,7 +244,7 @@ func TestInstallFailures(t *testing.T) {
 		boot.setMode("e2n04", "callback-403")
 		pxeCycle(t, f, "e2n04")
 		s := waitNode(t, f.Node("e2n04"), "running", func(s NodeStatus) bool { return s.Phase == PhaseRunning })
-		spec := reconcile.BuildSpecOf(site, site.Node("e2n04"))
+		spec := node.BuildSpecOf(site, site.Node("e2n04"))
 		if s.BuildID != spec.ID() || s.Callbacks != 0 || !strings.Contains(s.LastError, "403") {
 			t.Fatalf("refused callback: %+v", s)
 		}
@@ -321,8 +321,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 	n := len(reps)
 
 	f2 := startFleet(t, cfg)
-	node := f2.Node("e1n02")
-	s2 := waitNode(t, node, "running again", func(s NodeStatus) bool { return s.Phase == PhaseRunning })
+	nd := f2.Node("e1n02")
+	s2 := waitNode(t, nd, "running again", func(s NodeStatus) bool { return s.Phase == PhaseRunning })
 	if s2.BuildID != s1.BuildID || s2.Installs != 1 || s2.Boots != s1.Boots+1 {
 		t.Fatalf("after restart: %+v, before %+v", s2, s1)
 	}
@@ -334,7 +334,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if len(cbs) != 1 || mustJSON(t, reps[len(reps)-1].Facts) != mustJSON(t, facts1) {
 		t.Fatalf("after restart: %d callbacks, last report %+v", len(cbs), reps[len(reps)-1])
 	}
-	if s := f2.Node("e1n01").Status(); s.Power != reconcile.PowerOff || s.BuildID != "" {
+	if s := f2.Node("e1n01").Status(); s.Power != node.PowerOff || s.BuildID != "" {
 		t.Fatalf("an untouched node after restart: %+v", s)
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -44,15 +44,15 @@ type testBootServer struct {
 }
 
 type callback struct {
-	Token   string          `json:"token"`
-	BuildID string          `json:"buildId"`
-	Facts   reconcile.Facts `json:"facts"`
+	Token   string     `json:"token"`
+	BuildID string     `json:"buildId"`
+	Facts   node.Facts `json:"facts"`
 }
 
 type agentReport struct {
-	BuildID string          `json:"buildId"`
-	Facts   reconcile.Facts `json:"facts"`
-	Bearer  string          `json:"-"`
+	BuildID string     `json:"buildId"`
+	Facts   node.Facts `json:"facts"`
+	Bearer  string     `json:"-"`
 }
 
 func newTestBootServer(t testing.TB, site *schema.Site) *testBootServer {
@@ -137,7 +137,7 @@ func (b *testBootServer) script(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := token()
 	b.tokens[n.Name] = tok
-	spec := reconcile.BuildSpecOf(b.site, n)
+	spec := node.BuildSpecOf(b.site, n)
 	fmt.Fprintf(w, "#!ipxe\n:start\nkernel --name vmlinuz %s initrd=initrd %s anneal.node=%s anneal.build=%s anneal.url=%s anneal.token=%s\ninitrd %s\nboot\n",
 		strings.Split(spec.Image.Kernel, "#")[0], strings.Join(spec.Image.KernelArgs, " "), n.Name, spec.ID(), b.URL, tok,
 		strings.Split(spec.Image.Initrd, "#")[0])
@@ -161,11 +161,11 @@ func (b *testBootServer) file(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad token", http.StatusForbidden)
 		return
 	}
-	spec := reconcile.BuildSpecOf(b.site, n)
+	spec := node.BuildSpecOf(b.site, n)
 	switch file {
 	case "build.json":
 		writeTestJSON(w, struct {
-			reconcile.BuildSpec
+			node.BuildSpec
 			ID string `json:"id"`
 		}{spec, spec.ID()})
 	case "network-config":
@@ -265,7 +265,7 @@ func writeTestJSON(w http.ResponseWriter, v any) {
 // server does: ports matched by MAC and named, bonds, VLANs, bridges,
 // addresses, the default routes, resolvers; a parent's MTU at least its
 // VLANs'.
-func renderNetplan(t testing.TB, spec reconcile.BuildSpec) []byte {
+func renderNetplan(t testing.TB, spec node.BuildSpec) []byte {
 	type m = map[string]any
 	ns := spec.Network
 	eth, bonds, vlans, bridges := m{}, m{}, m{}, m{}

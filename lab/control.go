@@ -5,7 +5,7 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // ControlHandler is the lab's control API, served under /lab/v1/ on the
@@ -61,11 +61,11 @@ func (f *Fleet) ControlHandler() http.Handler {
 		if n == nil {
 			return
 		}
-		var facts reconcile.Facts
+		var facts node.Facts
 		if !decodeStrict(w, r, &facts) {
 			return
 		}
-		if err := n.SetFacts(func(fs *reconcile.Facts) { *fs = facts }); err != nil {
+		if err := n.SetFacts(func(fs *node.Facts) { *fs = facts }); err != nil {
 			controlError(w, http.StatusConflict, err.Error())
 			return
 		}

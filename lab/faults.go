@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // InstallFault is how a node's install fails.
@@ -66,7 +66,7 @@ type Faults struct {
 	NodeBootDelay map[string]Duration `json:"nodeBootDelay,omitempty" yaml:"nodeBootDelay"`
 	// Firmware replaces what nodes' BMCs report (the hardware profile's
 	// otherwise), for firmware drift.
-	Firmware map[string]reconcile.Firmware `json:"firmware,omitempty" yaml:"firmware"`
+	Firmware map[string]node.Firmware `json:"firmware,omitempty" yaml:"firmware"`
 }
 
 // LoadFaults reads faults from a JSON or YAML file; an unknown field is an

@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/netlimit"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -361,7 +361,7 @@ func (f *Fleet) spawn(fn func()) bool {
 
 // firmwareOf is the node's firmware: a fault's override, else its
 // hardware profile's.
-func (f *Fleet) firmwareOf(n *Node) reconcile.Firmware {
+func (f *Fleet) firmwareOf(n *Node) node.Firmware {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if fw, ok := f.faults.Firmware[n.name]; ok {

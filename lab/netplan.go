@@ -11,7 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // netplan is the part of a netplan v2 network configuration the lab
@@ -108,17 +108,17 @@ type physNIC struct {
 // installed system then has. A configuration netplan would refuse (an
 // address that is not a prefix, a bond member or VLAN link that does not
 // exist) is an error: the installed system would have no network.
-func applyNetplan(np *netplan, nics []physNIC) (ifaces []reconcile.FactInterface, routes []reconcile.FactRoute, resolvers []string, err error) {
-	devs := map[string]*reconcile.FactInterface{} // by device name
+func applyNetplan(np *netplan, nics []physNIC) (ifaces []node.FactInterface, routes []node.FactRoute, resolvers []string, err error) {
+	devs := map[string]*node.FactInterface{} // by device name
 	var order []string
 	ids := map[string]string{} // netplan id → device name
-	add := func(fi reconcile.FactInterface) *reconcile.FactInterface {
+	add := func(fi node.FactInterface) *node.FactInterface {
 		devs[fi.Name] = &fi
 		order = append(order, fi.Name)
 		return &fi
 	}
 	for _, p := range nics {
-		add(reconcile.FactInterface{Name: p.name, Kind: reconcile.KindEther, MAC: p.mac, MTU: defaultMTU})
+		add(node.FactInterface{Name: p.name, Kind: node.KindEther, MAC: p.mac, MTU: defaultMTU})
 	}
 	type configured struct {
 		dev string
@@ -174,7 +174,7 @@ func applyNetplan(np *netplan, nics []physNIC) (ifaces []reconcile.FactInterface
 		if mode == "" {
 			mode = "balance-rr"
 		}
-		bond := add(reconcile.FactInterface{Name: id, Kind: reconcile.KindBond, BondMode: mode, MTU: defaultMTU})
+		bond := add(node.FactInterface{Name: id, Kind: node.KindBond, BondMode: mode, MTU: defaultMTU})
 		for _, m := range b.Interfaces {
 			dev, ok := ids[m]
 			if !ok {
@@ -214,7 +214,7 @@ func applyNetplan(np *netplan, nics []physNIC) (ifaces []reconcile.FactInterface
 			if devs[id] != nil {
 				return nil, nil, nil, fmt.Errorf("vlans.%s: a device of that name exists", id)
 			}
-			add(reconcile.FactInterface{Name: id, Kind: reconcile.KindVLAN, VLANID: *v.ID, Link: link})
+			add(node.FactInterface{Name: id, Kind: node.KindVLAN, VLANID: *v.ID, Link: link})
 			ids[id] = id
 			confs = append(confs, configured{id, v.npCommon})
 			vlans = slices.Delete(vlans, i, i+1)
@@ -236,7 +236,7 @@ func applyNetplan(np *netplan, nics []physNIC) (ifaces []reconcile.FactInterface
 			if devs[id] != nil {
 				return nil, nil, nil, fmt.Errorf("bridges.%s: a device of that name exists", id)
 			}
-			br := add(reconcile.FactInterface{Name: id, Kind: reconcile.KindBridge, MTU: defaultMTU})
+			br := add(node.FactInterface{Name: id, Kind: node.KindBridge, MTU: defaultMTU})
 			for _, m := range b.Interfaces {
 				member := devs[ids[m]]
 				if member.Master != "" {
@@ -283,13 +283,13 @@ func applyNetplan(np *netplan, nics []physNIC) (ifaces []reconcile.FactInterface
 			d.MTU = c.c.MTU
 		}
 		switch d.Kind {
-		case reconcile.KindBond:
+		case node.KindBond:
 			for _, o := range devs {
-				if o.Master == d.Name && o.Kind == reconcile.KindEther {
+				if o.Master == d.Name && o.Kind == node.KindEther {
 					o.MTU = d.MTU
 				}
 			}
-		case reconcile.KindVLAN:
+		case node.KindVLAN:
 			link := devs[d.Link]
 			if d.MAC == "" {
 				d.MAC = link.MAC
@@ -326,7 +326,7 @@ func applyNetplan(np *netplan, nics []physNIC) (ifaces []reconcile.FactInterface
 			if perr != nil {
 				return nil, nil, nil, fmt.Errorf("%s: route via %q: %w", c.dev, g, perr)
 			}
-			routes = append(routes, reconcile.FactRoute{Gateway: ip.String(), Device: c.dev})
+			routes = append(routes, node.FactRoute{Gateway: ip.String(), Device: c.dev})
 		}
 		for _, ns := range c.c.Nameservers.Addresses {
 			ip, perr := netip.ParseAddr(ns)
@@ -365,10 +365,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // factsOf is what the installed system says about itself: its hostname,
 // kernel and OS from the build, its network as the netplan configured its
 // ports.
-func (n *Node) factsOf(b reconcile.BuildSpec, netcfg []byte) (reconcile.Facts, error) {
+func (n *Node) factsOf(b node.BuildSpec, netcfg []byte) (node.Facts, error) {
 	np, err := parseNetplan(netcfg)
 	if err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	nics := make([]physNIC, 0, len(n.nics))
 	for _, i := range n.nics {
@@ -380,12 +380,12 @@ func (n *Node) factsOf(b reconcile.BuildSpec, netcfg []byte) (reconcile.Facts, e
 	}
 	ifaces, routes, resolvers, err := applyNetplan(np, nics)
 	if err != nil {
-		return reconcile.Facts{}, fmt.Errorf("network-config: %w", err)
+		return node.Facts{}, fmt.Errorf("network-config: %w", err)
 	}
 	if b.Hostname == "" {
-		return reconcile.Facts{}, errors.New("build.json: no hostname")
+		return node.Facts{}, errors.New("build.json: no hostname")
 	}
-	return reconcile.Facts{
+	return node.Facts{
 		Hostname:   b.Hostname,
 		OSRelease:  osRelease(b.Image),
 		Kernel:     b.PatchSet.Kernel,
@@ -397,7 +397,7 @@ func (n *Node) factsOf(b reconcile.BuildSpec, netcfg []byte) (reconcile.Facts, e
 
 // osRelease is /etc/os-release as the image installs it: ID from the
 // image name's prefix (ubuntu-22.04 → ubuntu), VERSION_ID its version.
-func osRelease(img reconcile.ImageSpec) map[string]string {
+func osRelease(img node.ImageSpec) map[string]string {
 	id, _, _ := strings.Cut(img.Name, "-")
 	id = strings.ToLower(id)
 	pretty := strings.TrimSpace(strings.ToUpper(id[:min(1, len(id))]) + id[min(1, len(id)):] + " " + img.Version)

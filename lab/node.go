@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -55,19 +55,19 @@ type AgentConfig struct {
 // Disk is what a node has installed: it survives power cycles and, under
 // Config.StateDir, lab restarts.
 type Disk struct {
-	BuildID     string           `json:"buildId,omitempty"`
-	InstalledAt time.Time        `json:"installedAt,omitzero"`
-	Facts       *reconcile.Facts `json:"facts,omitempty"`
-	Agent       *AgentConfig     `json:"agent,omitempty"`
+	BuildID     string       `json:"buildId,omitempty"`
+	InstalledAt time.Time    `json:"installedAt,omitzero"`
+	Facts       *node.Facts  `json:"facts,omitempty"`
+	Agent       *AgentConfig `json:"agent,omitempty"`
 }
 
 // NodeStatus is a virtual node as the control API lists it.
 type NodeStatus struct {
 	Name string `json:"name"`
 	// BMC is the BMC's address from the site.
-	BMC   string               `json:"bmc"`
-	MAC   string               `json:"mac"`
-	Power reconcile.PowerState `json:"power"`
+	BMC   string          `json:"bmc"`
+	MAC   string          `json:"mac"`
+	Power node.PowerState `json:"power"`
 	// BootOverride is the pending override target ("Pxe") and
 	// BootOverrideEnabled whether it is Once or Continuous; both empty when
 	// there is none.
@@ -84,7 +84,7 @@ type NodeStatus struct {
 }
 
 // Node is one virtual server: its BMC's state (power, boot override,
-// sessions) and its disk. It implements reconcile.BMC in process too,
+// sessions) and its disk. It implements node.BMC in process too,
 // faults included, for tests that need no HTTP.
 type Node struct {
 	f         *Fleet
@@ -94,12 +94,12 @@ type Node struct {
 	password  string
 	mac       string // the first interface's, lower case
 	nics      []schema.Interface
-	profileFW reconcile.Firmware
+	profileFW node.Firmware
 	vendor    string
 	model     string
 
 	mu        sync.Mutex
-	power     reconcile.PowerState
+	power     node.PowerState
 	override  Override
 	disk      Disk
 	phase     Phase
@@ -119,7 +119,7 @@ type Node struct {
 	sessionID int
 }
 
-var _ reconcile.BMC = (*Node)(nil)
+var _ node.BMC = (*Node)(nil)
 
 func newNode(f *Fleet, site *schema.Site, sn *schema.Node, bmcAddr, password string) *Node {
 	n := &Node{
@@ -129,7 +129,7 @@ func newNode(f *Fleet, site *schema.Site, sn *schema.Node, bmcAddr, password str
 		user:     sn.BMC.Username,
 		password: password,
 		nics:     sn.Interfaces,
-		power:    reconcile.PowerOff,
+		power:    node.PowerOff,
 		override: Override{Target: targetNone, Enabled: overrideDisabled, Mode: "Legacy"},
 		phase:    PhaseOff,
 		changed:  make(chan struct{}),
@@ -143,7 +143,7 @@ func newNode(f *Fleet, site *schema.Site, sn *schema.Node, bmcAddr, password str
 		}
 	}
 	if p := site.HardwareProfile(sn.HardwareProfile); p != nil {
-		n.profileFW = reconcile.Firmware{BIOS: p.Firmware.BIOS, BMC: p.Firmware.BMC}
+		n.profileFW = node.Firmware{BIOS: p.Firmware.BIOS, BMC: p.Firmware.BMC}
 		n.vendor, n.model = p.Vendor, p.Model
 	}
 	return n
@@ -185,11 +185,11 @@ func (n *Node) Disk() Disk {
 
 // Facts returns the installed system's facts, as its agent reports them;
 // false when nothing is installed.
-func (n *Node) Facts() (reconcile.Facts, bool) {
+func (n *Node) Facts() (node.Facts, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.disk.Facts == nil {
-		return reconcile.Facts{}, false
+		return node.Facts{}, false
 	}
 	return cloneFacts(*n.disk.Facts), true
 }
@@ -198,7 +198,7 @@ func (n *Node) Facts() (reconcile.Facts, bool) {
 // VLAN, change an address), which the agent reports from its next report
 // on, and which last until the next install. It fails when nothing is
 // installed.
-func (n *Node) SetFacts(fn func(*reconcile.Facts)) error {
+func (n *Node) SetFacts(fn func(*node.Facts)) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.disk.Facts == nil {
@@ -273,7 +273,7 @@ var resetTypes = []string{"On", "ForceOn", "ForceOff", "GracefulShutdown", "Grac
 func (n *Node) reset(resetType string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	on := n.power == reconcile.PowerOn
+	on := n.power == node.PowerOn
 	switch resetType {
 	case "On", "ForceOn":
 		if !on {
@@ -304,7 +304,7 @@ func (n *Node) reset(resetType string) error {
 }
 
 func (n *Node) powerOffLocked() {
-	n.power = reconcile.PowerOff
+	n.power = node.PowerOff
 	n.gen++
 	if n.stop != nil {
 		n.stop()
@@ -316,7 +316,7 @@ func (n *Node) powerOffLocked() {
 // powerOnLocked powers on and boots: a pending override decides the boot
 // device (a Once override is consumed by this boot).
 func (n *Node) powerOnLocked() {
-	n.power = reconcile.PowerOn
+	n.power = node.PowerOn
 	n.gen++
 	n.boots++
 	pxe := n.override.Enabled != overrideDisabled && n.override.Target == targetPxe
@@ -341,10 +341,10 @@ func (n *Node) startLocked(pxe bool) {
 func (n *Node) resume() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.power != reconcile.PowerOn || n.stop != nil {
+	if n.power != node.PowerOn || n.stop != nil {
 		return
 	}
-	n.power = reconcile.PowerOff
+	n.power = node.PowerOff
 	n.powerOnLocked()
 	n.markDirty()
 }
@@ -366,7 +366,7 @@ func (n *Node) setOverride(o Override) {
 	n.markDirty()
 }
 
-// --- reconcile.BMC, in process ---
+// --- node.BMC, in process ---
 
 // hang blocks while the node's BMC timeout fault holds, until ctx ends.
 func (n *Node) hang(ctx context.Context) error {
@@ -382,9 +382,9 @@ func (n *Node) hang(ctx context.Context) error {
 }
 
 // PowerState reports the node's power.
-func (n *Node) PowerState(ctx context.Context) (reconcile.PowerState, error) {
+func (n *Node) PowerState(ctx context.Context) (node.PowerState, error) {
 	if err := n.hang(ctx); err != nil {
-		return reconcile.PowerUnknown, err
+		return node.PowerUnknown, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -392,11 +392,11 @@ func (n *Node) PowerState(ctx context.Context) (reconcile.PowerState, error) {
 }
 
 // SetPower powers on, off, or cycles (on when off).
-func (n *Node) SetPower(ctx context.Context, a reconcile.PowerAction) error {
+func (n *Node) SetPower(ctx context.Context, a node.PowerAction) error {
 	if err := n.hang(ctx); err != nil {
 		return err
 	}
-	t := map[reconcile.PowerAction]string{reconcile.ActionOn: "On", reconcile.ActionOff: "ForceOff", reconcile.ActionCycle: "PowerCycle"}[a]
+	t := map[node.PowerAction]string{node.ActionOn: "On", node.ActionOff: "ForceOff", node.ActionCycle: "PowerCycle"}[a]
 	if t == "" {
 		return fmt.Errorf("lab node %s: power action %q not supported", n.name, a)
 	}
@@ -407,11 +407,11 @@ func (n *Node) SetPower(ctx context.Context, a reconcile.PowerAction) error {
 }
 
 // BootOnce sets a one-time boot override.
-func (n *Node) BootOnce(ctx context.Context, d reconcile.BootDevice) error {
+func (n *Node) BootOnce(ctx context.Context, d node.BootDevice) error {
 	if err := n.hang(ctx); err != nil {
 		return err
 	}
-	t := map[reconcile.BootDevice]string{reconcile.BootPXE: targetPxe, reconcile.BootDisk: targetHdd}[d]
+	t := map[node.BootDevice]string{node.BootPXE: targetPxe, node.BootDisk: targetHdd}[d]
 	if t == "" {
 		return fmt.Errorf("lab node %s: boot device %q not supported", n.name, d)
 	}
@@ -421,14 +421,14 @@ func (n *Node) BootOnce(ctx context.Context, d reconcile.BootDevice) error {
 
 // Firmware reports the node's firmware: its hardware profile's, or a
 // fault's override.
-func (n *Node) Firmware(ctx context.Context) (reconcile.Firmware, error) {
+func (n *Node) Firmware(ctx context.Context) (node.Firmware, error) {
 	if err := n.hang(ctx); err != nil {
-		return reconcile.Firmware{}, err
+		return node.Firmware{}, err
 	}
 	return n.f.firmwareOf(n), nil
 }
 
-func cloneFacts(f reconcile.Facts) reconcile.Facts {
+func cloneFacts(f node.Facts) node.Facts {
 	out := f
 	out.OSRelease = maps.Clone(f.OSRelease)
 	out.Interfaces = slices.Clone(f.Interfaces)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 func TestParseIPXE(t *testing.T) {
@@ -61,7 +61,7 @@ func TestInstallParams(t *testing.T) {
 
 var testNICs = []physNIC{{"eno1", "aa:00:00:00:00:01"}, {"eno2", "aa:00:00:00:00:02"}, {"ens1f0", "aa:00:00:00:00:03"}, {"ens1f1", "aa:00:00:00:00:04"}}
 
-func applyYAML(t *testing.T, doc string) ([]reconcile.FactInterface, []reconcile.FactRoute, []string, error) {
+func applyYAML(t *testing.T, doc string) ([]node.FactInterface, []node.FactRoute, []string, error) {
 	t.Helper()
 	np, err := parseNetplan([]byte(doc))
 	if err != nil {
@@ -92,7 +92,7 @@ vlans:
 	if err != nil {
 		t.Fatal(err)
 	}
-	byName := map[string]reconcile.FactInterface{}
+	byName := map[string]node.FactInterface{}
 	var names []string
 	for _, i := range ifaces {
 		byName[i.Name] = i
@@ -101,7 +101,7 @@ vlans:
 	if got := strings.Join(names, ","); got != "lan0,eno2,ens1f0,ens1f1,bond0,br0,br0.7" {
 		t.Fatalf("devices %s", got)
 	}
-	for name, want := range map[string]reconcile.FactInterface{
+	for name, want := range map[string]node.FactInterface{
 		"lan0":   {Name: "lan0", Kind: "ether", MAC: "aa:00:00:00:00:01", MTU: 1500, Addresses: []string{"10.0.0.5/24"}},
 		"eno2":   {Name: "eno2", Kind: "ether", MAC: "aa:00:00:00:00:02", MTU: 1500},
 		"ens1f0": {Name: "ens1f0", Kind: "ether", MAC: "aa:00:00:00:00:03", MTU: 9000, Master: "bond0"},
@@ -114,7 +114,7 @@ vlans:
 			t.Errorf("%s:\n got %s\nwant %s", name, g, w)
 		}
 	}
-	if mustJSON(t, routes) != mustJSON(t, []reconcile.FactRoute{{Gateway: "10.0.0.1", Device: "lan0"}, {Gateway: "fd00:7::1", Device: "br0.7"}}) {
+	if mustJSON(t, routes) != mustJSON(t, []node.FactRoute{{Gateway: "10.0.0.1", Device: "lan0"}, {Gateway: "fd00:7::1", Device: "br0.7"}}) {
 		t.Errorf("routes %+v", routes)
 	}
 	if strings.Join(resolvers, ",") != "10.0.0.2,fd00::2" {
@@ -158,7 +158,7 @@ firmware: {e1n05: {bios: "1.12.0", bmc: "7.00.00.00"}}
 		InstallFail:   map[string]InstallFault{"e1n02": InstallNoCallback, "e1n03": InstallWrongInterface},
 		BootDelay:     Duration(time.Second),
 		NodeBootDelay: map[string]Duration{"e1n04": Duration(250 * time.Millisecond)},
-		Firmware:      map[string]reconcile.Firmware{"e1n05": {BIOS: "1.12.0", BMC: "7.00.00.00"}}}
+		Firmware:      map[string]node.Firmware{"e1n05": {BIOS: "1.12.0", BMC: "7.00.00.00"}}}
 	if mustJSON(t, f) != mustJSON(t, want) {
 		t.Fatalf("from YAML: %s\nwant %s", mustJSON(t, f), mustJSON(t, want))
 	}
@@ -243,12 +243,12 @@ func TestControlAPI(t *testing.T) {
 		t.Fatalf("GET nodes: %d %v %s", code, err, body)
 	}
 	for _, s := range nodes {
-		if s.Name == "e1n03" && (s.Power != reconcile.PowerOn || s.Boots != 1 || s.BuildID == "" || s.BMC != "10.10.0.13") {
+		if s.Name == "e1n03" && (s.Power != node.PowerOn || s.Boots != 1 || s.BuildID == "" || s.BMC != "10.10.0.13") {
 			t.Fatalf("e1n03 listed as %+v", s)
 		}
 	}
 	code, body = do("GET", "/nodes/e1n03/facts", nil)
-	var facts reconcile.Facts
+	var facts node.Facts
 	if err := json.Unmarshal(body, &facts); code != 200 || err != nil || facts.Hostname != "e1n03" {
 		t.Fatalf("GET facts: %d %s", code, body)
 	}

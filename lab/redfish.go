@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // The Redfish resources a virtual BMC serves: what bmclib v2.3.5's gofish
@@ -322,8 +322,8 @@ func (n *Node) resource(path, tok string) map[string]any {
 	return nil
 }
 
-func redfishPower(p reconcile.PowerState) string {
-	if p == reconcile.PowerOn {
+func redfishPower(p node.PowerState) string {
+	if p == node.PowerOn {
 		return "On"
 	}
 	return "Off"

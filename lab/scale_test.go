@@ -9,7 +9,7 @@ import (
 
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/providers/bmc"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -55,11 +55,11 @@ func TestThousandNodes(t *testing.T) {
 	errs := make(chan error, nodes)
 	for _, b := range bmcs {
 		wg.Go(func() {
-			if err := b.BootOnce(t.Context(), reconcile.BootPXE); err != nil {
+			if err := b.BootOnce(t.Context(), node.BootPXE); err != nil {
 				errs <- err
 				return
 			}
-			if err := b.SetPower(t.Context(), reconcile.ActionCycle); err != nil {
+			if err := b.SetPower(t.Context(), node.ActionCycle); err != nil {
 				errs <- err
 			}
 		})

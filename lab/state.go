@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // stateVersion is the version of a node's state file.
@@ -21,12 +21,12 @@ const stateVersion = 1
 
 // nodeFile is a node's state file: StateDir/NAME.json.
 type nodeFile struct {
-	Version  int                  `json:"version"`
-	Power    reconcile.PowerState `json:"power"`
-	Override Override             `json:"override"`
-	Disk     Disk                 `json:"disk"`
-	Boots    int                  `json:"boots"`
-	Installs int                  `json:"installs"`
+	Version  int             `json:"version"`
+	Power    node.PowerState `json:"power"`
+	Override Override        `json:"override"`
+	Disk     Disk            `json:"disk"`
+	Boots    int             `json:"boots"`
+	Installs int             `json:"installs"`
 }
 
 func (n *Node) statePath() (string, error) {
@@ -205,8 +205,8 @@ func (f *Fleet) loadState() error {
 		if nf.Override.Target != "" && nf.Override.Enabled != "" {
 			n.override = nf.Override
 		}
-		if n.power != reconcile.PowerOn {
-			n.power = reconcile.PowerOff
+		if n.power != node.PowerOn {
+			n.power = node.PowerOff
 		}
 		n.mu.Unlock()
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 	"golang.org/x/sync/errgroup"
 )
@@ -96,7 +98,7 @@ type Drift struct {
 // revision until failed nodes are retried or a new revision comes).
 type RolloutStatus struct {
 	Revision string `json:"revision"`
-	RolloutResult
+	rollout.Result
 	Running bool `json:"running"`
 	Done    int  `json:"done"`
 	Total   int  `json:"total"`
@@ -138,19 +140,19 @@ type Verifier interface {
 
 // RebuildConfig is what the reconciler needs to rebuild nodes.
 type RebuildConfig struct {
-	Nodes NodeStore
+	Nodes node.Store
 	// BMC returns a node's BMC (cmd resolves credentials against the
 	// operator's grants).
-	BMC func(BMCAccess) (BMC, error)
+	BMC func(node.BMCAccess) (node.BMC, error)
 	// Publish hands the netboot servers (HTTP, DHCP) the site to serve:
 	// the netboot profile step, before any rebuild.
 	Publish func(ctx context.Context, site *schema.Site) error
 	// Wake is notified by Report; the rollout waits on it.
-	Wake           *Waker
+	Wake           *rollout.Waker
 	InstallTimeout time.Duration
 	NetbootTimeout time.Duration
 	PollInterval   time.Duration
-	Progress       func(RolloutEvent)
+	Progress       func(rollout.Event)
 	// FirmwareEvery is how often each node's firmware is read from its
 	// BMC, in the background, for drift against its hardware profile
 	// (default DefaultFirmwareEvery; negative: never).
@@ -493,7 +495,7 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 	// may have lost their decommission with its state. Each gets the
 	// newest declaration of it, so that its names are not deleted while
 	// it may still run, and its decommission waits for approval.
-	departed := map[string]*Declared{}
+	departed := map[string]*node.Declared{}
 	for _, past := range revs {
 		old, err := r.load(ctx, past)
 		if err != nil {
@@ -514,7 +516,7 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 				gone = append(gone, n)
 			}
 		}
-		maps.Copy(departed, DeclaredOf(old, gone, past))
+		maps.Copy(departed, node.DeclaredOf(old, gone, past))
 	}
 	r.declared = declared
 	if len(departed) > 0 {
@@ -541,7 +543,7 @@ func (r *Reconciler) rebuildOwnership(ctx context.Context, site *schema.Site, re
 
 // recordDeparted writes, for nodes the site's history declares and anneal
 // has no record of, their newest declaration, marked unobserved.
-func (r *Reconciler) recordDeparted(ctx context.Context, departed map[string]*Declared) {
+func (r *Reconciler) recordDeparted(ctx context.Context, departed map[string]*node.Declared) {
 	records, err := r.Rebuild.Nodes.NodeRecords(ctx)
 	if err != nil {
 		r.log().Warn("departed nodes from history: read records", "err", err)
@@ -554,7 +556,7 @@ func (r *Reconciler) recordDeparted(ctx context.Context, departed map[string]*De
 		}
 	}
 	slices.Sort(names)
-	err = updateNodes(ctx, r.Rebuild.Nodes, names, func(rec *NodeRecord) error {
+	err = updateNodes(ctx, r.Rebuild.Nodes, names, func(rec *node.Record) error {
 		rec.Declared, rec.Unobserved = departed[rec.Name], true
 		return nil
 	})
@@ -567,15 +569,15 @@ func (r *Reconciler) recordDeparted(ctx context.Context, departed map[string]*De
 	}
 	// Their power, as for the nodes of the site: one found off is simply
 	// retired; one that is on waits for approval.
-	access := map[string]BMCAccess{}
+	access := map[string]node.BMCAccess{}
 	for _, name := range names {
 		access[name] = departed[name].Access(name)
 	}
 	var nodes []*schema.Node
 	for _, name := range names {
-		nodes = append(nodes, departedNode(&NodeRecord{Name: name, Declared: departed[name]}))
+		nodes = append(nodes, node.StandIn(&node.Record{Name: name, Declared: departed[name]}))
 	}
-	r.observePowerOf(ctx, nodes, func(n *schema.Node) (BMC, error) { return r.Rebuild.BMC(access[n.Name]) })
+	r.observePowerOf(ctx, nodes, func(n *schema.Node) (node.BMC, error) { return r.Rebuild.BMC(access[n.Name]) })
 	r.log().Warn("nodes the site's history declares and the site no longer does (the state was lost): one found off is retired, one that is on waits for approval", "nodes", summarize(names))
 }
 
@@ -890,17 +892,17 @@ func (r *Reconciler) prepareNodes(ctx context.Context, st *Status, site *schema.
 			nodes = append(nodes, n)
 		}
 	}
-	declared := DeclaredOf(site, nodes, rev)
-	changed := map[string]*Declared{}
+	declared := node.DeclaredOf(site, nodes, rev)
+	changed := map[string]*node.Declared{}
 	for name, d := range declared {
-		if rec := records[name]; rec == nil || !sameDeclared(rec.Declared, d) {
+		if rec := records[name]; rec == nil || !node.SameDeclared(rec.Declared, d) {
 			changed[name] = d
 		}
 	}
 	if fresh && len(nodes) > 0 && len(records) == 0 {
 		st.ObserveLost = rb.KeyKept
 	}
-	err = updateNodes(ctx, rb.Nodes, slices.Sorted(maps.Keys(changed)), func(rec *NodeRecord) error {
+	err = updateNodes(ctx, rb.Nodes, slices.Sorted(maps.Keys(changed)), func(rec *node.Record) error {
 		rec.Declared = changed[rec.Name]
 		if fresh {
 			rec.Unobserved = true
@@ -935,18 +937,18 @@ func (r *Reconciler) observePower(ctx context.Context, site *schema.Site, nodes 
 			exist = append(exist, n)
 		}
 	}
-	r.observePowerOf(ctx, exist, func(n *schema.Node) (BMC, error) { return r.bmcOf(site, n, nil) })
+	r.observePowerOf(ctx, exist, func(n *schema.Node) (node.BMC, error) { return r.bmcOf(site, n, nil) })
 }
 
 // observePowerOf reads nodes' power through bmcOf into their records.
-func (r *Reconciler) observePowerOf(ctx context.Context, nodes []*schema.Node, bmcOf func(*schema.Node) (BMC, error)) {
+func (r *Reconciler) observePowerOf(ctx context.Context, nodes []*schema.Node, bmcOf func(*schema.Node) (node.BMC, error)) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(firmwareParallel)
 	var mu sync.Mutex
-	seen := map[string]PowerState{}
+	seen := map[string]node.PowerState{}
 	for _, n := range nodes {
 		g.Go(func() error {
-			state := PowerUnknown
+			state := node.PowerUnknown
 			bmc, err := bmcOf(n)
 			if err == nil {
 				rctx, cancel := context.WithTimeout(gctx, powerReadTimeout)
@@ -954,7 +956,7 @@ func (r *Reconciler) observePowerOf(ctx context.Context, nodes []*schema.Node, b
 				cancel()
 			}
 			if err != nil {
-				state = PowerUnknown
+				state = node.PowerUnknown
 				r.log().Warn("observe: power not read", "node", n.Name, "err", err)
 			}
 			mu.Lock()
@@ -965,7 +967,7 @@ func (r *Reconciler) observePowerOf(ctx context.Context, nodes []*schema.Node, b
 	}
 	_ = g.Wait() // every read reports its own error
 	at := time.Now()
-	err := updateNodes(ctx, r.Rebuild.Nodes, slices.Sorted(maps.Keys(seen)), func(rec *NodeRecord) error {
+	err := updateNodes(ctx, r.Rebuild.Nodes, slices.Sorted(maps.Keys(seen)), func(rec *node.Record) error {
 		rec.Power, rec.PowerAt = seen[rec.Name], at
 		return nil
 	})
@@ -974,24 +976,18 @@ func (r *Reconciler) observePowerOf(ctx context.Context, nodes []*schema.Node, b
 	}
 	on := 0
 	for _, p := range seen {
-		if p == PowerOn {
+		if p == node.PowerOn {
 			on++
 		}
 	}
 	r.log().Info("observe: BMC power read", "nodes", len(seen), "on", on)
 }
 
-// NodeBatch is a NodeStore that can update many records in one
-// transaction.
-type NodeBatch interface {
-	UpdateNodes(ctx context.Context, names []string, fn func(*NodeRecord) error) error
-}
-
-func updateNodes(ctx context.Context, s NodeStore, names []string, fn func(*NodeRecord) error) error {
+func updateNodes(ctx context.Context, s node.Store, names []string, fn func(*node.Record) error) error {
 	if len(names) == 0 {
 		return nil
 	}
-	if b, ok := s.(NodeBatch); ok {
+	if b, ok := s.(node.Batch); ok {
 		return b.UpdateNodes(ctx, names, fn)
 	}
 	for _, name := range names {
@@ -1050,7 +1046,7 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site) {
 			wg.Go(func() {
 				defer func() { <-sem }()
 				bmc, err := r.bmcOf(site, n, nil)
-				var fw Firmware
+				var fw node.Firmware
 				if err == nil {
 					fw, err = bmc.Firmware(ctx)
 				}
@@ -1058,7 +1054,7 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site) {
 					return // shutting down: read again at the next start
 				}
 				at := time.Now()
-				uerr := rb.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
+				uerr := rb.Nodes.UpdateNode(ctx, n.Name, func(rec *node.Record) error {
 					rec.FirmwareAt = at // a failed read waits for the next interval too
 					if err == nil {
 						rec.Firmware = &fw
@@ -1076,7 +1072,7 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site) {
 }
 
 // rollout publishes the netboot profiles and runs the rebuilds.
-func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]dns.Target, rp *RebuildPlan, approved bool) (string, error) {
+func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]dns.Target, rp *rollout.RebuildPlan, approved bool) (string, error) {
 	rb := r.Rebuild
 	if rb.Publish != nil {
 		if err := rb.Publish(ctx, site); err != nil {
@@ -1086,7 +1082,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 	if rp.Count() > 0 {
 		r.executed(rev, ActNetboot)
 	}
-	departed := map[string]BMCAccess{}
+	departed := map[string]node.BMCAccess{}
 	if len(rp.Removed) > 0 {
 		recs, err := rb.Nodes.NodeRecords(ctx)
 		if err != nil {
@@ -1111,10 +1107,10 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		}
 		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds), Canaries: canaries}
 		r.setRollout(live)
-		ro := &Rollout{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, NetbootTimeout: rb.NetbootTimeout, PollInterval: rb.PollInterval, Log: r.Log,
-			BMC:     func(n *schema.Node) (BMC, error) { return r.bmcOf(site, n, departed) },
+		ro := &rollout.Engine{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, NetbootTimeout: rb.NetbootTimeout, PollInterval: rb.PollInterval, Log: r.Log,
+			BMC:     func(n *schema.Node) (node.BMC, error) { return r.bmcOf(site, n, departed) },
 			SyncDNS: func(ctx context.Context) error { return r.syncDNS(ctx, site, targets, rev, approved) },
-			Progress: func(e RolloutEvent) {
+			Progress: func(e rollout.Event) {
 				for _, a := range e.Actions() {
 					r.executed(rev, a)
 				}
@@ -1140,7 +1136,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 			r.executed(rev, ActDNSRejoin)
 		}
 		if res != nil {
-			st.Rollout = &RolloutStatus{Revision: rev, RolloutResult: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
+			st.Rollout = &RolloutStatus{Revision: rev, Result: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
 		}
 		if err != nil {
 			return FailApply, fmt.Errorf("rollout of %s: %w", rev, err)
@@ -1207,7 +1203,7 @@ func (r *Reconciler) syncDNS(ctx context.Context, site *schema.Site, targets map
 	if err != nil {
 		return err
 	}
-	desired, err := r.pl.Compile(site, AvailabilityOf(site, recs))
+	desired, err := r.pl.Compile(site, rollout.AvailabilityOf(site, recs))
 	if err != nil {
 		return err
 	}
@@ -1254,7 +1250,7 @@ func (r *Reconciler) applyPlanDNS(ctx context.Context, targets map[string]dns.Ta
 
 // bmcOf is n's BMC: from the site, or for a node that left it, from its
 // record's declaration.
-func (r *Reconciler) bmcOf(site *schema.Site, n *schema.Node, departed map[string]BMCAccess) (BMC, error) {
+func (r *Reconciler) bmcOf(site *schema.Site, n *schema.Node, departed map[string]node.BMCAccess) (node.BMC, error) {
 	if site.Node(n.Name) == nil {
 		a, ok := departed[n.Name]
 		if !ok {
@@ -1262,7 +1258,7 @@ func (r *Reconciler) bmcOf(site *schema.Site, n *schema.Node, departed map[strin
 		}
 		return r.Rebuild.BMC(a)
 	}
-	a, err := AccessOf(site, n)
+	a, err := node.AccessOf(site, n)
 	if err != nil {
 		return nil, err
 	}
@@ -1272,28 +1268,28 @@ func (r *Reconciler) bmcOf(site *schema.Site, n *schema.Node, departed map[strin
 // Report takes a node's report (already stored by the netboot server):
 // it wakes a rollout waiting on the node, and adopts a node anneal never
 // built whose agent reports the desired build with matching facts.
-func (r *Reconciler) Report(ctx context.Context, rep Report) {
+func (r *Reconciler) Report(ctx context.Context, rep node.Report) {
 	rb := r.Rebuild
 	if rb == nil {
 		return
 	}
 	rb.Wake.Notify(rep.Node)
 	site := r.Site()
-	if site == nil || rep.Kind != ReportAgent {
+	if site == nil || rep.Kind != node.ReportAgent {
 		return
 	}
 	n := site.Node(rep.Node)
 	if n == nil || !n.Exists() {
 		return
 	}
-	spec := BuildSpecOf(site, n)
-	if rep.BuildID != spec.ID() || len(VerifyFacts(spec, rep.Facts)) > 0 {
+	spec := node.BuildSpecOf(site, n)
+	if rep.BuildID != spec.ID() || len(node.VerifyFacts(spec, rep.Facts)) > 0 {
 		return
 	}
 	now := time.Now()
-	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *NodeRecord) error {
-		if rec.State == NodeUnknown {
-			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = NodeVerified, now, spec.ID(), &spec, now
+	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *node.Record) error {
+		if rec.State == node.Unknown {
+			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = node.Verified, now, spec.ID(), &spec, now
 			rec.Unobserved = false
 			r.log().Info("adopted a node that runs its desired build", "node", rep.Node, "build", rec.BuildID)
 		}
@@ -1306,25 +1302,25 @@ func (r *Reconciler) Report(ctx context.Context, rep Report) {
 
 // Retry clears a failed node so the next reconcile rebuilds it, and lifts
 // a halted rollout's hold.
-func (r *Reconciler) Retry(ctx context.Context, node string) error {
+func (r *Reconciler) Retry(ctx context.Context, name string) error {
 	rb := r.Rebuild
 	if rb == nil {
 		return errors.New("rebuilds are not enabled")
 	}
-	var was NodeState
-	err := rb.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
+	var was node.State
+	err := rb.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
 		was = rec.State
-		if rec.State != NodeFailed {
-			return fmt.Errorf("node %s is %s, not failed", node, cmp.Or(string(rec.State), "unknown to anneal"))
+		if rec.State != node.Failed {
+			return fmt.Errorf("node %s is %s, not failed", name, cmp.Or(string(rec.State), "unknown to anneal"))
 		}
-		rec.State, rec.Since, rec.Reason, rec.Target, rec.Nonce = NodePending, time.Now(), "", "", ""
+		rec.State, rec.Since, rec.Reason, rec.Target, rec.Nonce = node.Pending, time.Now(), "", "", ""
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	r.liftHalt.Store(true)
-	r.log().Info("retry", "node", node, "was", was)
+	r.log().Info("retry", "node", name, "was", was)
 	r.Trigger()
 	return nil
 }

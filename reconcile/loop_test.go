@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -128,12 +130,12 @@ func TestSuspendNotOverwrittenByAPass(t *testing.T) {
 
 // blockingBMC's firmware read blocks until its ctx ends.
 type blockingBMC struct {
-	fakeBMC
+	nodetest.BMC
 	entered chan<- struct{}
 	active  *atomic.Int32
 }
 
-func (b *blockingBMC) Firmware(ctx context.Context) (Firmware, error) {
+func (b *blockingBMC) Firmware(ctx context.Context) (node.Firmware, error) {
 	b.active.Add(1)
 	defer b.active.Add(-1)
 	select {
@@ -141,7 +143,7 @@ func (b *blockingBMC) Firmware(ctx context.Context) (Firmware, error) {
 	default:
 	}
 	<-ctx.Done()
-	return Firmware{}, ctx.Err()
+	return node.Firmware{}, ctx.Err()
 }
 
 // TestRunWaitsForFirmwareReads: Run's ctx cancels the background firmware
@@ -150,11 +152,11 @@ func (b *blockingBMC) Firmware(ctx context.Context) (Firmware, error) {
 func TestRunWaitsForFirmwareReads(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	var active atomic.Int32
-	nodes := &memNodes{}
+	nodes := &nodetest.Store{}
 	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &memState{}, Mode: ModeReport, Interval: time.Hour,
 		Targets: func(*schema.Site) (map[string]dns.Target, error) { return map[string]dns.Target{}, nil },
 		Rebuild: &RebuildConfig{Nodes: nodes,
-			BMC: func(BMCAccess) (BMC, error) {
+			BMC: func(node.BMCAccess) (node.BMC, error) {
 				return &blockingBMC{entered: entered, active: &active}, nil
 			}}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,6 +1,9 @@
 package reconcile
 
-import "github.com/anneal-dev/anneal/reconcile/dns"
+import (
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
+)
 
 // PlanFormatVersion is the version of the Plan JSON (`anneal plan -o json`).
 const PlanFormatVersion = 1
@@ -19,7 +22,7 @@ type Plan struct {
 	DNS        *dns.Plan `json:"dns,omitempty"`
 	// Rebuilds is the rebuild layer; nil when anneal does not know the
 	// live nodes (no node records to compare with).
-	Rebuilds *RebuildPlan `json:"rebuilds,omitempty"`
+	Rebuilds *rollout.RebuildPlan `json:"rebuilds,omitempty"`
 	// Only is the layer the plan is limited to ("" or "all": every layer;
 	// "dns").
 	Only string `json:"only,omitempty"`

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -35,7 +37,7 @@ type Planner struct {
 	// Nodes, when set, adds the rebuild layer (rebuilds, decommissions,
 	// holds) and makes DNS follow the nodes' availability. Without it the
 	// plan is DNS only.
-	Nodes NodeStore
+	Nodes node.Store
 	Log   *slog.Logger
 	// Declared and Consistency: see dns.Planner.
 	Declared    map[string]map[dns.RRsetKey]bool
@@ -85,14 +87,14 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 	if in.Only == LayerAll {
 		in.Only = ""
 	}
-	var records map[string]*NodeRecord
+	var records map[string]*node.Record
 	var av dns.Availability
 	if p.Nodes != nil {
 		records, err = p.Nodes.NodeRecords(ctx)
 		if err != nil {
 			return nil, nil, &PlanError{Class: FailApply, Err: fmt.Errorf("read node records: %w", err)}
 		}
-		av = AvailabilityOf(site, records)
+		av = rollout.AvailabilityOf(site, records)
 	}
 	desired, err = p.compile(site, av)
 	if err != nil {
@@ -105,7 +107,7 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 	}
 	plan = &Plan{FormatVersion: PlanFormatVersion, Site: site.Config.Name, Source: in.Source, SiteDigest: site.Digest, DNS: dp, Only: in.Only}
 	if p.Nodes != nil {
-		plan.Rebuilds = PlanRebuildsWith(site, records, RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil, Lost: in.ObserveLost})
+		plan.Rebuilds = rollout.PlanRebuildsWith(site, records, rollout.RebuildOptions{Now: in.Now, ObserveUntil: in.ObserveUntil, Lost: in.ObserveLost})
 	}
 	// The guards are those of the whole change, even when the plan is
 	// limited to DNS: its DNS part is the same change.
@@ -173,7 +175,7 @@ func share(n, percent int) int { return max(1, n*percent/100) }
 // Guards lists what in plan waits for approval. applied, when not nil,
 // are the policies of the revision applied last: each limit is the
 // stricter of the site's and these.
-func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, applied *schema.Policies) []Guard {
+func Guards(site *schema.Site, plan *Plan, records map[string]*node.Record, applied *schema.Policies) []Guard {
 	var out []Guard
 	if plan.DNS != nil {
 		// The names decommissioned nodes keep until they are powered off
@@ -240,7 +242,7 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, appli
 	}
 	var unobservedGone []string
 	for _, n := range rp.Removed {
-		if rec := records[n]; rec != nil && rec.Unobserved && rec.Power != PowerOff {
+		if rec := records[n]; rec != nil && rec.Unobserved && rec.Power != node.PowerOff {
 			unobservedGone = append(unobservedGone, n)
 		}
 	}
@@ -274,7 +276,7 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*NodeRecord, appli
 // decommissionDeletes counts, per DNS target, the records the plan's
 // decommissions delete once their nodes are powered off: their own names
 // (from their records when they left the site).
-func decommissionDeletes(site *schema.Site, rp *RebuildPlan, records map[string]*NodeRecord) map[string]int {
+func decommissionDeletes(site *schema.Site, rp *rollout.RebuildPlan, records map[string]*node.Record) map[string]int {
 	out := map[string]int{}
 	if rp == nil || len(rp.Decommission) == 0 || site.DNS == nil {
 		return out
@@ -336,7 +338,7 @@ func (p *Plan) ComputeDigest() string {
 	}
 	type rebuild struct {
 		Node, To string
-		Reasons  []RebuildReason
+		Reasons  []node.RebuildReason
 		Resume   bool
 	}
 	d := struct {

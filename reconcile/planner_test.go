@@ -11,20 +11,22 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 )
 
 // verifiedRecords has every active node of site verified on its build,
 // with its declaration.
-func verifiedRecords(site *schema.Site) map[string]*NodeRecord {
-	recs := map[string]*NodeRecord{}
-	decl := DeclaredOf(site, site.Nodes, "A")
+func verifiedRecords(site *schema.Site) map[string]*node.Record {
+	recs := map[string]*node.Record{}
+	decl := node.DeclaredOf(site, site.Nodes, "A")
 	for _, n := range site.Nodes {
 		if n.State != schema.StateActive {
 			continue
 		}
-		spec := BuildSpecOf(site, n)
-		recs[n.Name] = &NodeRecord{Name: n.Name, State: NodeVerified, BuildID: spec.ID(), Spec: &spec, Declared: decl[n.Name], Power: PowerOn}
+		spec := node.BuildSpecOf(site, n)
+		recs[n.Name] = &node.Record{Name: n.Name, State: node.Verified, BuildID: spec.ID(), Spec: &spec, Declared: decl[n.Name], Power: node.PowerOn}
 	}
 	return recs
 }
@@ -80,12 +82,12 @@ func TestDepartedNodes(t *testing.T) {
 	site := exampleSite(t)
 	recs := verifiedRecords(site)
 	gone := variant(t, "", "w1n04")
-	p := PlanRebuildsWith(gone, recs, RebuildOptions{Now: time.Now()})
+	p := rollout.PlanRebuildsWith(gone, recs, rollout.RebuildOptions{Now: time.Now()})
 	if !slices.Equal(p.Decommission, []string{"w1n04"}) || !slices.Equal(p.Removed, []string{"w1n04"}) || len(p.Rebuilds) != 0 {
 		t.Fatalf("plan for w1n04 leaving: decommission %v removed %v rebuilds %d", p.Decommission, p.Removed, len(p.Rebuilds))
 	}
 	// Until it is powered off, it keeps its own names (not its groups).
-	av := AvailabilityOf(gone, recs)
+	av := rollout.AvailabilityOf(gone, recs)
 	d, err := dns.CompileWith(gone, av)
 	if err != nil {
 		t.Fatal(err)
@@ -103,27 +105,27 @@ func TestDepartedNodes(t *testing.T) {
 	if !has(d, "w1n04.west.example.net") {
 		t.Error("w1n04 lost its name before it was powered off")
 	}
-	recs["w1n04"].State = NodeRetired
-	d, err = dns.CompileWith(gone, AvailabilityOf(gone, recs))
+	recs["w1n04"].State = node.Retired
+	d, err = dns.CompileWith(gone, rollout.AvailabilityOf(gone, recs))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if has(d, "w1n04.west.example.net") {
 		t.Error("w1n04 kept its name once decommissioned")
 	}
-	if p := PlanRebuildsWith(gone, recs, RebuildOptions{Now: time.Now()}); len(p.Decommission) != 0 {
+	if p := rollout.PlanRebuildsWith(gone, recs, rollout.RebuildOptions{Now: time.Now()}); len(p.Decommission) != 0 {
 		t.Errorf("a decommissioned node that left is decommissioned again: %v", p.Decommission)
 	}
 	// Back in the site: rebuilt (it was powered off).
-	p = PlanRebuildsWith(site, recs, RebuildOptions{Now: time.Now()})
+	p = rollout.PlanRebuildsWith(site, recs, rollout.RebuildOptions{Now: time.Now()})
 	if len(p.Rebuilds) != 1 || p.Rebuilds[0].Node != "w1n04" {
 		t.Errorf("w1n04 back in the site: rebuilds %+v", p.Rebuilds)
 	}
 	// A record from before declarations cannot be powered off: held.
 	recs = verifiedRecords(site)
 	recs["w1n04"].Declared = nil
-	p = PlanRebuildsWith(gone, recs, RebuildOptions{Now: time.Now()})
-	if len(p.Decommission) != 0 || !slices.ContainsFunc(p.Held, func(h HeldNode) bool { return h.Node == "w1n04" && strings.Contains(h.Reason, "by hand") }) {
+	p = rollout.PlanRebuildsWith(gone, recs, rollout.RebuildOptions{Now: time.Now()})
+	if len(p.Decommission) != 0 || !slices.ContainsFunc(p.Held, func(h rollout.HeldNode) bool { return h.Node == "w1n04" && strings.Contains(h.Reason, "by hand") }) {
 		t.Errorf("an undeclared departed node: decommission %v held %+v", p.Decommission, p.Held)
 	}
 }
@@ -134,29 +136,29 @@ func TestObservationHolds(t *testing.T) {
 	until := now.Add(time.Minute)
 	tests := []struct {
 		name   string
-		rec    *NodeRecord
+		rec    *node.Record
 		until  time.Time
 		held   bool
 		unobs  bool
-		reason RebuildReason
+		reason node.RebuildReason
 	}{
-		{"on, unobserved, in the window", &NodeRecord{Unobserved: true, Power: PowerOn}, until, true, false, ""},
-		{"power unknown, in the window", &NodeRecord{Unobserved: true, Power: PowerUnknown}, until, true, false, ""},
-		{"off and never built: installed", &NodeRecord{Unobserved: true, Power: PowerOff}, until, false, false, ReasonNew},
-		{"on, after the window: guarded", &NodeRecord{Unobserved: true, Power: PowerOn}, now.Add(-time.Second), false, true, ReasonNew},
-		{"added after the state was found empty", &NodeRecord{}, until, false, false, ReasonNew},
-		{"no record", nil, until, false, false, ReasonNew},
+		{"on, unobserved, in the window", &node.Record{Unobserved: true, Power: node.PowerOn}, until, true, false, ""},
+		{"power unknown, in the window", &node.Record{Unobserved: true, Power: node.PowerUnknown}, until, true, false, ""},
+		{"off and never built: installed", &node.Record{Unobserved: true, Power: node.PowerOff}, until, false, false, node.ReasonNew},
+		{"on, after the window: guarded", &node.Record{Unobserved: true, Power: node.PowerOn}, now.Add(-time.Second), false, true, node.ReasonNew},
+		{"added after the state was found empty", &node.Record{}, until, false, false, node.ReasonNew},
+		{"no record", nil, until, false, false, node.ReasonNew},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			recs := map[string]*NodeRecord{}
+			recs := map[string]*node.Record{}
 			if tc.rec != nil {
 				tc.rec.Name = "e1n01"
 				recs["e1n01"] = tc.rec
 			}
-			p := PlanRebuildsWith(site, recs, RebuildOptions{Now: now, ObserveUntil: tc.until})
-			held := slices.ContainsFunc(p.Held, func(h HeldNode) bool { return h.Node == "e1n01" })
-			i := slices.IndexFunc(p.Rebuilds, func(r NodeRebuild) bool { return r.Node == "e1n01" })
+			p := rollout.PlanRebuildsWith(site, recs, rollout.RebuildOptions{Now: now, ObserveUntil: tc.until})
+			held := slices.ContainsFunc(p.Held, func(h rollout.HeldNode) bool { return h.Node == "e1n01" })
+			i := slices.IndexFunc(p.Rebuilds, func(r rollout.NodeRebuild) bool { return r.Node == "e1n01" })
 			if held != tc.held {
 				t.Errorf("held %v, want %v", held, tc.held)
 			}
@@ -186,8 +188,8 @@ func TestGuards(t *testing.T) {
 		}
 		return out
 	}
-	plan := func(s *schema.Site, recs map[string]*NodeRecord) *Plan {
-		return &Plan{Rebuilds: PlanRebuildsWith(s, recs, RebuildOptions{Now: time.Now()})}
+	plan := func(s *schema.Site, recs map[string]*node.Record) *Plan {
+		return &Plan{Rebuilds: rollout.PlanRebuildsWith(s, recs, rollout.RebuildOptions{Now: time.Now()})}
 	}
 	// One node leaving never waits; a rack (5 of 13) does.
 	if g := Guards(site, plan(variant(t, "", "w1n04"), recs), recs, nil); len(g) != 0 {
@@ -216,7 +218,7 @@ func TestGuards(t *testing.T) {
 		t.Errorf("a rack's names against dnsMassDeletePercent: guards %+v", g)
 	}
 	// Rebuilds of built nodes over maxRebuildPercent.
-	stale := map[string]*NodeRecord{}
+	stale := map[string]*node.Record{}
 	for name, r := range recs {
 		c := *r
 		c.BuildID = "0000000000000000"
@@ -231,7 +233,7 @@ func TestGuards(t *testing.T) {
 		t.Errorf("every node rebuilt, no rebuild policy: guards %v", kinds(g))
 	}
 	// A rebuild of a node anneal lost track of always waits.
-	lost := map[string]*NodeRecord{"e1n01": {Name: "e1n01", Unobserved: true, Power: PowerOn}}
+	lost := map[string]*node.Record{"e1n01": {Name: "e1n01", Unobserved: true, Power: node.PowerOn}}
 	if g := Guards(site, plan(site, lost), lost, nil); !slices.Contains(kinds(g), GuardUnobserved) {
 		t.Errorf("an unobserved rebuild: guards %v", kinds(g))
 	}

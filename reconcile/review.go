@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -38,19 +39,19 @@ const (
 
 // NodeReview is one node that the range changes.
 type NodeReview struct {
-	Node    string          `json:"node"`
-	Region  string          `json:"region"`
-	Rack    string          `json:"rack"`
-	Roles   []string        `json:"roles"`
-	Change  NodeChangeKind  `json:"change"`
-	Rebuild bool            `json:"rebuild"`
-	Reasons []RebuildReason `json:"reasons,omitempty"`
+	Node    string               `json:"node"`
+	Region  string               `json:"region"`
+	Rack    string               `json:"rack"`
+	Roles   []string             `json:"roles"`
+	Change  NodeChangeKind       `json:"change"`
+	Rebuild bool                 `json:"rebuild"`
+	Reasons []node.RebuildReason `json:"reasons,omitempty"`
 	// BuildFields are the build-defining fields that changed.
-	BuildFields []FieldChange `json:"buildFields,omitempty"`
+	BuildFields []node.FieldChange `json:"buildFields,omitempty"`
 	// OtherFields changed without a rebuild (roles, groups, state, ...).
-	OtherFields []FieldChange `json:"otherFields,omitempty"`
-	BaseBuild   string        `json:"baseBuild,omitempty"`
-	HeadBuild   string        `json:"headBuild,omitempty"`
+	OtherFields []node.FieldChange `json:"otherFields,omitempty"`
+	BaseBuild   string             `json:"baseBuild,omitempty"`
+	HeadBuild   string             `json:"headBuild,omitempty"`
 }
 
 // PolicyHit is a site policy the change runs into.
@@ -147,22 +148,22 @@ func reviewNodes(base, head *schema.Site) []NodeReview {
 	for _, h := range head.Nodes {
 		b := base.Node(h.Name)
 		nr := NodeReview{Node: h.Name, Region: h.Region, Rack: h.Rack, Roles: h.Roles}
-		hb := BuildSpecOf(head, h)
+		hb := node.BuildSpecOf(head, h)
 		switch {
 		case b == nil || !b.Exists() && h.Exists():
 			if !h.Exists() {
 				continue
 			}
-			nr.Change, nr.Rebuild, nr.Reasons, nr.HeadBuild = NodeAdded, true, []RebuildReason{ReasonNew}, hb.ID()
+			nr.Change, nr.Rebuild, nr.Reasons, nr.HeadBuild = NodeAdded, true, []node.RebuildReason{node.ReasonNew}, hb.ID()
 		case b.Exists() && !h.Exists():
-			nr.Change, nr.BaseBuild = NodeDecommissioned, BuildSpecOf(base, b).ID()
+			nr.Change, nr.BaseBuild = NodeDecommissioned, node.BuildSpecOf(base, b).ID()
 			nr.OtherFields = otherFields(b, h)
 		default:
 			if !h.Exists() {
 				continue // decommissioned in both
 			}
-			bb := BuildSpecOf(base, b)
-			nr.Reasons, nr.BuildFields = DiffBuilds(bb, hb)
+			bb := node.BuildSpecOf(base, b)
+			nr.Reasons, nr.BuildFields = node.DiffBuilds(bb, hb)
 			nr.OtherFields = otherFields(b, h)
 			if len(nr.BuildFields)+len(nr.OtherFields) == 0 {
 				continue
@@ -174,7 +175,7 @@ func reviewNodes(base, head *schema.Site) []NodeReview {
 	}
 	for _, b := range base.Nodes {
 		if head.Node(b.Name) == nil && b.Exists() {
-			out = append(out, NodeReview{Node: b.Name, Region: b.Region, Rack: b.Rack, Roles: b.Roles, Change: NodeRemoved, BaseBuild: BuildSpecOf(base, b).ID()})
+			out = append(out, NodeReview{Node: b.Name, Region: b.Region, Rack: b.Rack, Roles: b.Roles, Change: NodeRemoved, BaseBuild: node.BuildSpecOf(base, b).ID()})
 		}
 	}
 	slices.SortFunc(out, func(a, b NodeReview) int { return strings.Compare(a.Node, b.Node) })
@@ -182,11 +183,11 @@ func reviewNodes(base, head *schema.Site) []NodeReview {
 }
 
 // otherFields lists node fields that change without a rebuild.
-func otherFields(b, h *schema.Node) []FieldChange {
-	var out []FieldChange
+func otherFields(b, h *schema.Node) []node.FieldChange {
+	var out []node.FieldChange
 	cmpField := func(path, old, new string) {
 		if old != new {
-			out = append(out, FieldChange{Path: path, Old: old, New: new})
+			out = append(out, node.FieldChange{Path: path, Old: old, New: new})
 		}
 	}
 	cmpField("state", string(b.State), string(h.State))

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -48,7 +49,7 @@ func TestReviewRange(t *testing.T) {
 		node     string
 		change   NodeChangeKind
 		rebuild  bool
-		reasons  []RebuildReason
+		reasons  []node.RebuildReason
 		field    string // a FieldChange.String() the node must show
 		policy   string // a PolicyHit scope that must appear
 		blocking bool
@@ -58,19 +59,19 @@ func TestReviewRange(t *testing.T) {
 			edits: map[string]func(string) string{"nodes/east-e1.yaml": func(s string) string {
 				return strings.Replace(s, `patchSet: "2026-10"`, `patchSet: "2026-11"`, 1)
 			}},
-			node: "e1n03", change: NodeChanged, rebuild: true, reasons: []RebuildReason{ReasonPatchSetChanged},
+			node: "e1n03", change: NodeChanged, rebuild: true, reasons: []node.RebuildReason{node.ReasonPatchSetChanged},
 			field: "patchSet.kernel: 5.15.0-124-generic → 5.15.0-126-generic", policy: "rack e1"},
 		{name: "image version bump rebuilds every node on it",
 			edits: map[string]func(string) string{"images/ubuntu-22.04.yaml": func(s string) string {
 				return strings.Replace(s, "version: 22.04.4", "version: 22.04.5", 1)
 			}},
-			node: "e2n01", change: NodeChanged, rebuild: true, reasons: []RebuildReason{ReasonImageChanged},
+			node: "e2n01", change: NodeChanged, rebuild: true, reasons: []node.RebuildReason{node.ReasonImageChanged},
 			field: "image.version: 22.04.4 → 22.04.5", policy: "role compute"},
 		{name: "VLAN added to bond0",
 			edits: map[string]func(string) string{"nodes/west-w1.yaml": func(s string) string {
 				return strings.Replace(s, "  - {name: bond0.140, link: bond0, id: 140}\n", "  - {name: bond0.140, link: bond0, id: 140}\n  - {name: bond0.150, link: bond0, id: 150}\n", 1)
 			}},
-			node: "w1n01", change: NodeChanged, rebuild: true, reasons: []RebuildReason{ReasonNetworkChanged},
+			node: "w1n01", change: NodeChanged, rebuild: true, reasons: []node.RebuildReason{node.ReasonNetworkChanged},
 			field: "network.vlans[bond0.150]: added VLAN 150 on bond0"},
 		{name: "role change is not a rebuild",
 			edits: map[string]func(string) string{"nodes/east-e1.yaml": func(s string) string {
@@ -160,10 +161,10 @@ func TestReviewNoChange(t *testing.T) {
 func TestBuildIDStable(t *testing.T) {
 	s, again := siteWith(t, nil), siteWith(t, nil)
 	n := s.Node("e1n01")
-	if BuildSpecOf(s, n).ID() != BuildSpecOf(again, again.Node("e1n01")).ID() {
+	if node.BuildSpecOf(s, n).ID() != node.BuildSpecOf(again, again.Node("e1n01")).ID() {
 		t.Fatal("build id differs between two loads of the same site")
 	}
-	if BuildSpecOf(s, n).ID() == BuildSpecOf(s, s.Node("e1n02")).ID() {
+	if node.BuildSpecOf(s, n).ID() == node.BuildSpecOf(s, s.Node("e1n02")).ID() {
 		t.Fatal("two nodes share a build id")
 	}
 }

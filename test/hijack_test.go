@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // TestLabRevokedAgentCannotRebuild: the netboot window hijack's second
@@ -74,15 +75,15 @@ func TestLabRevokedAgentCannotRebuild(t *testing.T) {
 	}
 
 	// A VLAN made by hand on both nodes: drift, as their agents report it.
-	for _, node := range []string{"e1n01", "e1n02"} {
-		var facts reconcile.Facts
-		getJSON(t, control+"/lab/v1/nodes/"+node+"/facts", &facts)
-		facts.Interfaces = append(facts.Interfaces, reconcile.FactInterface{Name: "bond0.999", Kind: reconcile.KindVLAN, VLANID: 999, Link: "bond0"})
+	for _, name := range []string{"e1n01", "e1n02"} {
+		var facts node.Facts
+		getJSON(t, control+"/lab/v1/nodes/"+name+"/facts", &facts)
+		facts.Interfaces = append(facts.Interfaces, node.FactInterface{Name: "bond0.999", Kind: node.KindVLAN, VLANID: 999, Link: "bond0"})
 		body, err := json.Marshal(facts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		send(t, http.MethodPut, control+"/lab/v1/nodes/"+node+"/facts", "", string(body))
+		send(t, http.MethodPut, control+"/lab/v1/nodes/"+name+"/facts", "", string(body))
 	}
 
 	// The control: e1n02 is rebuilt for its drift and verified again.

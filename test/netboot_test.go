@@ -52,7 +52,7 @@ import (
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
 	"github.com/anneal-dev/anneal/pxe/tftp"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -154,14 +154,14 @@ func netbootHelper(raw string) error {
 	if err != nil {
 		return fmt.Errorf("load the site: %w", err)
 	}
-	node := site.Node(cfg.Node)
-	if node == nil {
+	nd := site.Node(cfg.Node)
+	if nd == nil {
 		return fmt.Errorf("no node %s in the site", cfg.Node)
 	}
-	store := &netbootStore{recs: map[string]reconcile.NodeRecord{}}
-	err = store.UpdateNode(context.Background(), node.Name, func(r *reconcile.NodeRecord) error {
-		r.State, r.Since = reconcile.NodeProvisioning, time.Now()
-		r.Target, r.Nonce, r.TokenExpires = reconcile.BuildSpecOf(site, node).ID(), cfg.Nonce, cfg.Expires
+	store := &netbootStore{recs: map[string]node.Record{}}
+	err = store.UpdateNode(context.Background(), nd.Name, func(r *node.Record) error {
+		r.State, r.Since = node.Provisioning, time.Now()
+		r.Target, r.Nonce, r.TokenExpires = node.BuildSpecOf(site, nd).ID(), cfg.Nonce, cfg.Expires
 		return nil
 	})
 	if err != nil {
@@ -353,23 +353,23 @@ func netbootRouterAdvertiser() (func(context.Context) error, error) {
 	}, nil
 }
 
-// netbootStore is an in-memory reconcile.NodeStore.
+// netbootStore is an in-memory node.Store.
 type netbootStore struct {
 	mu   sync.Mutex
-	recs map[string]reconcile.NodeRecord
+	recs map[string]node.Record
 }
 
-func (s *netbootStore) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error) {
+func (s *netbootStore) NodeRecords(ctx context.Context) (map[string]*node.Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]*reconcile.NodeRecord, len(s.recs))
+	out := make(map[string]*node.Record, len(s.recs))
 	for name, r := range s.recs {
 		out[name] = &r
 	}
 	return out, ctx.Err()
 }
 
-func (s *netbootStore) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRecord, error) {
+func (s *netbootStore) NodeRecord(ctx context.Context, name string) (*node.Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.recs[name]
@@ -379,7 +379,7 @@ func (s *netbootStore) NodeRecord(ctx context.Context, name string) (*reconcile.
 	return &r, ctx.Err()
 }
 
-func (s *netbootStore) UpdateNode(ctx context.Context, name string, fn func(*reconcile.NodeRecord) error) error {
+func (s *netbootStore) UpdateNode(ctx context.Context, name string, fn func(*node.Record) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -387,7 +387,7 @@ func (s *netbootStore) UpdateNode(ctx context.Context, name string, fn func(*rec
 	defer s.mu.Unlock()
 	r, ok := s.recs[name]
 	if !ok {
-		r = reconcile.NodeRecord{Name: name}
+		r = node.Record{Name: name}
 	}
 	if err := fn(&r); err != nil {
 		return err
@@ -563,7 +563,7 @@ func newNetbootLab(t *testing.T, mirror bool) *netbootLab {
 	if _, nw, _ := net.ParseCIDR(netbootServerIP + netbootPrefix); !nw.Contains(l.lease.IP) {
 		t.Fatalf("%s's reservation %s is not on %s%s", netbootNode, l.lease.IP, netbootServerIP, netbootPrefix)
 	}
-	l.build = reconcile.BuildSpecOf(site, l.node).ID()
+	l.build = node.BuildSpecOf(site, l.node).ID()
 	return l
 }
 

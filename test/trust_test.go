@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/miekg/dns"
 )
@@ -170,7 +171,7 @@ func TestLabTrust(t *testing.T) {
 	git(t, site, "commit", "-q", "-am", "B: w1n04 leaves the site")
 	revB := git(t, site, "rev-parse", "HEAD")
 	removedAt := time.Now()
-	waitFor(t, "w1n04 powered off", func() bool { return lab()["w1n04"].Power == string(reconcile.PowerOff) })
+	waitFor(t, "w1n04 powered off", func() bool { return lab()["w1n04"].Power == string(node.PowerOff) })
 	t.Logf("w1n04 powered off %.1fs after its removal was committed (the daemon polls every 1s)", time.Since(removedAt).Seconds())
 	applied(revB)
 	if got := resolveA("w1n04.west.example.net."); len(got) != 0 {
@@ -179,7 +180,7 @@ func TestLabTrust(t *testing.T) {
 	var views []nodeState
 	getJSON(t, api+"/api/v1/nodes", &views)
 	i := slices.IndexFunc(views, func(v nodeState) bool { return v.Name == "w1n04" })
-	if i < 0 || views[i].State != "removed" || views[i].Live == nil || views[i].Live.State != string(reconcile.NodeRetired) {
+	if i < 0 || views[i].State != "removed" || views[i].Live == nil || views[i].Live.State != string(node.Retired) {
 		t.Errorf("the API does not list w1n04 as removed and decommissioned: %+v", views)
 	}
 
@@ -208,7 +209,7 @@ func TestLabTrust(t *testing.T) {
 	waitFor(t, "every running node adopted", func() bool {
 		getJSON(t, api+"/api/v1/nodes", &nodes)
 		for _, n := range nodes {
-			if before[n.Name].Power == string(reconcile.PowerOn) && n.Name != "w1n03" && (n.Live == nil || !n.Live.UpToDate) {
+			if before[n.Name].Power == string(node.PowerOn) && n.Name != "w1n03" && (n.Live == nil || !n.Live.UpToDate) {
 				return false
 			}
 		}
@@ -237,7 +238,7 @@ func TestLabTrust(t *testing.T) {
 	r := anneal(t, labEnv, "approve", "--server", api, "--token", "env:ANNEAL_API_TOKEN", "--plan", st.PendingApproval.PlanDigest, revB2)
 	mustExit(t, r, 0, "approved")
 	applied(revB2)
-	if p := lab()["w1n03"].Power; p != string(reconcile.PowerOff) {
+	if p := lab()["w1n03"].Power; p != string(node.PowerOff) {
 		t.Errorf("w1n03: power %s after its approved decommission", p)
 	}
 	if got := resolveA("w1n03.west.example.net."); len(got) != 0 {
@@ -288,7 +289,7 @@ func TestLabTrust(t *testing.T) {
 	mustExit(t, r, 0, "approved: revision "+revC)
 	applied(revC)
 	for name, n := range lab() {
-		if strings.HasPrefix(name, "e2") && n.Power != string(reconcile.PowerOff) {
+		if strings.HasPrefix(name, "e2") && n.Power != string(node.PowerOff) {
 			t.Errorf("%s: power %s after the approved rack removal", name, n.Power)
 		}
 		if !strings.HasPrefix(name, "e2") && name != "w1n04" && (n.Power != before[name].Power || n.Boots != before[name].Boots) {

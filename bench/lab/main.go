@@ -41,7 +41,8 @@ import (
 	"github.com/anneal-dev/anneal/bench/rollout/ideal"
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/lab"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -164,7 +165,7 @@ func (b *bench) run(ctx context.Context) error {
 	if len(diags) > 0 {
 		return fmt.Errorf("generated site: %v", diags[0])
 	}
-	plan := reconcile.PlanRebuilds(site, nil, time.Now())
+	plan := rollout.PlanRebuilds(site, nil, time.Now())
 	sched := ideal.Of(site, plan)
 	active := map[string]bool{}
 	for _, n := range site.Nodes {
@@ -275,7 +276,7 @@ func (b *bench) run(ctx context.Context) error {
 		if !active[n.Name] {
 			continue
 		}
-		if n.Live != nil && n.Live.State == string(reconcile.NodeVerified) && n.Live.UpToDate && n.Live.BuildID == n.BuildID {
+		if n.Live != nil && n.Live.State == string(node.Verified) && n.Live.UpToDate && n.Live.BuildID == n.BuildID {
 			verified++
 		} else {
 			bad = append(bad, n.Name)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -30,7 +30,7 @@ type machine struct {
 	want  net.IP // the reservation
 	src   net.IP // source of its TCP connections
 	relay *relay
-	facts reconcile.Facts
+	facts node.Facts
 }
 
 // machinesOf returns one machine per node that exists, with the first of
@@ -58,7 +58,7 @@ func machinesOf(site *schema.Site) ([]*machine, error) {
 		}
 		i := len(out)
 		m.src = net.IPv4(127, byte(10+i/62500), byte(1+(i/250)%250), byte(1+i%250)).To4()
-		m.facts = reconcile.FactsOfBuild(reconcile.BuildSpecOf(site, n))
+		m.facts = node.FactsOfBuild(node.BuildSpecOf(site, n))
 		out = append(out, m)
 	}
 	return out, nil

@@ -33,7 +33,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -320,7 +320,7 @@ func startServer(o serverOptions) (*netbootServer, error) {
 // armAll arms every node that exists, as the rebuild engine does before a
 // power cycle, through the store's own UpdateNode (concurrently, so bbolt
 // batches the transactions).
-func armAll(ctx context.Context, st reconcile.NodeStore, site *schema.Site) (int, error) {
+func armAll(ctx context.Context, st node.Store, site *schema.Site) (int, error) {
 	now := time.Now()
 	var (
 		g     errgroup.Group // a node that fails does not stop the others
@@ -336,9 +336,9 @@ func armAll(ctx context.Context, st reconcile.NodeStore, site *schema.Site) (int
 		g.Go(func() error {
 			b := make([]byte, 16)
 			_, _ = rand.Read(b)
-			target := reconcile.BuildSpecOf(site, n).ID()
-			err := st.UpdateNode(ctx, n.Name, func(r *reconcile.NodeRecord) error {
-				r.State, r.Since, r.Reason = reconcile.NodeProvisioning, now, ""
+			target := node.BuildSpecOf(site, n).ID()
+			err := st.UpdateNode(ctx, n.Name, func(r *node.Record) error {
+				r.State, r.Since, r.Reason = node.Provisioning, now, ""
 				r.Target, r.Nonce, r.TokenExpires = target, hex.EncodeToString(b), now.Add(time.Hour)
 				r.Attempts = 1
 				return nil

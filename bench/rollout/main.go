@@ -1,11 +1,11 @@
 // Command rollout measures the rollout engine's own overhead: it runs
-// reconcile.Rollout over a generated site's first rebuild plan against a
+// rollout.Engine over a generated site's first rebuild plan against a
 // simulated fleet and the real bbolt node store, and compares the wall time
 // with the ideal schedule of the same policies.
 //
 //	go run ./bench/rollout -nodes 10000 -bmc-latency 200ms -install 2s
 //
-// The fleet is a reconcile.BMC per node whose calls sleep -bmc-latency
+// The fleet is a node.BMC per node whose calls sleep -bmc-latency
 // (BootOnce one call; a power cycle two, as providers/bmc reads the power
 // state before it resets). A power cycle after a one-time PXE boot
 // "installs" the armed build: after -install it writes the install
@@ -13,7 +13,7 @@
 // node's build spec) and wakes the rollout. DNS is not managed (SyncDNS
 // nil).
 //
-// Figures: wall (Rollout.Run), ideal (rounds of the ideal schedule, see
+// Figures: wall (Engine.Run), ideal (rounds of the ideal schedule, see
 // package ideal, × one node's simulated time: 3 BMC latencies + install),
 // overhead = (wall − ideal) / wall, the process's CPU time (getrusage) as a
 // share of wall, store calls, peak RSS, and per-node step latencies from the
@@ -39,7 +39,8 @@ import (
 	"github.com/anneal-dev/anneal/bench/rollout/ideal"
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -140,13 +141,13 @@ func bench(o options, out io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	store := &countingStore{NodeStore: st}
-	wake := &reconcile.Waker{}
+	store := &countingStore{Store: st}
+	wake := &rollout.Waker{}
 	f := &fleet{site: site, store: store, wake: wake, latency: o.latency, install: o.install}
 	tr := newTracker(site)
 
 	t = time.Now()
-	plan := reconcile.PlanRebuilds(site, nil, time.Now())
+	plan := rollout.PlanRebuilds(site, nil, time.Now())
 	planTime := time.Since(t)
 	sched := ideal.Of(site, plan)
 	nodeTime := 3*o.latency + o.install
@@ -157,9 +158,9 @@ func bench(o options, out io.Writer) error {
 	// script fetched) is set as long as the install timeout, so that no
 	// node is cycled again for want of a mark.
 	timeout := 10*time.Minute + 10*nodeTime
-	ro := &reconcile.Rollout{Site: site, Nodes: store, Wake: wake, PollInterval: o.poll,
+	ro := &rollout.Engine{Site: site, Nodes: store, Wake: wake, PollInterval: o.poll,
 		InstallTimeout: timeout, NetbootTimeout: timeout,
-		BMC:      func(n *schema.Node) (reconcile.BMC, error) { return &fakeBMC{f: f, node: n}, nil },
+		BMC:      func(n *schema.Node) (node.BMC, error) { return &fakeBMC{f: f, node: n}, nil },
 		Progress: tr.event}
 
 	fmt.Fprintf(out, "site: %d nodes (%d to rebuild, %d held), generated and loaded in %s; PlanRebuilds %s\n",
@@ -216,7 +217,7 @@ func bench(o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if again := reconcile.PlanRebuilds(site, recs, time.Now()); len(again.Rebuilds) > 0 {
+	if again := rollout.PlanRebuilds(site, recs, time.Now()); len(again.Rebuilds) > 0 {
 		return fmt.Errorf("not converged: the next plan rebuilds %d nodes (first %s)", len(again.Rebuilds), again.Rebuilds[0].Node)
 	}
 	if n := f.refused.Load(); n > 0 {
@@ -226,7 +227,7 @@ func bench(o options, out io.Writer) error {
 	overhead := (wall - idealWall).Seconds() / wall.Seconds()
 	updates, callbacks := store.updates.Load(), f.callbacks.Load()
 	fmt.Fprintf(out, "\n| %d nodes, latency %s, install %s | figure |\n|---|---:|\n", o.nodes, o.latency, o.install)
-	fmt.Fprintf(out, "| wall (Rollout.Run) | %.2f s |\n", wall.Seconds())
+	fmt.Fprintf(out, "| wall (Engine.Run) | %.2f s |\n", wall.Seconds())
 	fmt.Fprintf(out, "| ideal (%d rounds × %s) | %.2f s |\n", sched.Rounds(), nodeTime, idealWall.Seconds())
 	fmt.Fprintf(out, "| overhead (wall − ideal) / wall | %.1f%% |\n", 100*overhead)
 	fmt.Fprintf(out, "| process CPU (user+sys) / wall | %.2f s / %.2f s = %.1f%% |\n", cpu.Seconds(), wall.Seconds(), 100*cpu.Seconds()/wall.Seconds())
@@ -280,10 +281,10 @@ func perRoleString(m map[string]schema.IntOrPercent) string {
 // times each write by the state it leaves (pending: leave-groups,
 // provisioning: arm, installed: the callback, verified: verify).
 type countingStore struct {
-	reconcile.NodeStore
+	node.Store
 	updates, reads, scans atomic.Int64
 	mu                    sync.Mutex
-	writes                map[reconcile.NodeState]*latency
+	writes                map[node.State]*latency
 	// leaves are the leave-groups writes' spans.
 	leaves [][2]time.Time
 }
@@ -293,21 +294,21 @@ type latency struct {
 	sum, worst time.Duration
 }
 
-func (c *countingStore) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error) {
+func (c *countingStore) NodeRecords(ctx context.Context) (map[string]*node.Record, error) {
 	c.scans.Add(1)
-	return c.NodeStore.NodeRecords(ctx)
+	return c.Store.NodeRecords(ctx)
 }
 
-func (c *countingStore) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRecord, error) {
+func (c *countingStore) NodeRecord(ctx context.Context, name string) (*node.Record, error) {
 	c.reads.Add(1)
-	return c.NodeStore.NodeRecord(ctx, name)
+	return c.Store.NodeRecord(ctx, name)
 }
 
-func (c *countingStore) UpdateNode(ctx context.Context, name string, fn func(*reconcile.NodeRecord) error) error {
+func (c *countingStore) UpdateNode(ctx context.Context, name string, fn func(*node.Record) error) error {
 	c.updates.Add(1)
 	t := time.Now()
-	var state reconcile.NodeState
-	err := c.NodeStore.UpdateNode(ctx, name, func(r *reconcile.NodeRecord) error {
+	var state node.State
+	err := c.Store.UpdateNode(ctx, name, func(r *node.Record) error {
 		err := fn(r)
 		state = r.State
 		return err
@@ -315,7 +316,7 @@ func (c *countingStore) UpdateNode(ctx context.Context, name string, fn func(*re
 	d := time.Since(t)
 	c.mu.Lock()
 	if c.writes == nil {
-		c.writes = map[reconcile.NodeState]*latency{}
+		c.writes = map[node.State]*latency{}
 	}
 	l := c.writes[state]
 	if l == nil {
@@ -325,7 +326,7 @@ func (c *countingStore) UpdateNode(ctx context.Context, name string, fn func(*re
 	l.n++
 	l.sum += d
 	l.worst = max(l.worst, d)
-	if state == reconcile.NodePending {
+	if state == node.Pending {
 		c.leaves = append(c.leaves, [2]time.Time{t, t.Add(d)})
 	}
 	c.mu.Unlock()
@@ -338,13 +339,13 @@ func (c *countingStore) UpdateNode(ctx context.Context, name string, fn func(*re
 func (c *countingStore) report(out io.Writer, wall time.Duration) {
 	fmt.Fprintf(out, "\n| store write (bbolt Batch) | writes | mean | max | sum |\n|---|---:|---:|---:|---:|\n")
 	for _, k := range []struct {
-		state reconcile.NodeState
+		state node.State
 		what  string
 	}{
-		{reconcile.NodePending, "leave-groups → pending (the scheduler, before a batch starts)"},
-		{reconcile.NodeProvisioning, "arm → provisioning (a node's rebuild)"},
-		{reconcile.NodeInstalled, "install callback → installed (the fleet)"},
-		{reconcile.NodeVerified, "verify → verified (a node's rebuild)"},
+		{node.Pending, "leave-groups → pending (the scheduler, before a batch starts)"},
+		{node.Provisioning, "arm → provisioning (a node's rebuild)"},
+		{node.Installed, "install callback → installed (the fleet)"},
+		{node.Verified, "verify → verified (a node's rebuild)"},
 	} {
 		if l := c.writes[k.state]; l != nil {
 			fmt.Fprintf(out, "| %s | %d | %s | %s | %.2f s |\n", k.what, l.n, fmtDur(l.sum/time.Duration(l.n)), fmtDur(l.worst), l.sum.Seconds())
@@ -370,8 +371,8 @@ func (c *countingStore) report(out io.Writer, wall time.Duration) {
 // fleet plays the nodes behind the BMCs.
 type fleet struct {
 	site             *schema.Site
-	store            reconcile.NodeStore
-	wake             *reconcile.Waker
+	store            node.Store
+	wake             *rollout.Waker
 	latency, install time.Duration
 	wg               sync.WaitGroup
 	cycles           atomic.Int64
@@ -402,26 +403,26 @@ func (b *fakeBMC) wait(ctx context.Context, n int) error {
 	}
 }
 
-func (b *fakeBMC) PowerState(ctx context.Context) (reconcile.PowerState, error) {
-	return reconcile.PowerOn, b.wait(ctx, 1)
+func (b *fakeBMC) PowerState(ctx context.Context) (node.PowerState, error) {
+	return node.PowerOn, b.wait(ctx, 1)
 }
 
-func (b *fakeBMC) Firmware(ctx context.Context) (reconcile.Firmware, error) {
-	return reconcile.Firmware{}, b.wait(ctx, 1)
+func (b *fakeBMC) Firmware(ctx context.Context) (node.Firmware, error) {
+	return node.Firmware{}, b.wait(ctx, 1)
 }
 
-func (b *fakeBMC) BootOnce(ctx context.Context, d reconcile.BootDevice) error {
+func (b *fakeBMC) BootOnce(ctx context.Context, d node.BootDevice) error {
 	if err := b.wait(ctx, 1); err != nil {
 		return err
 	}
-	b.pxe = d == reconcile.BootPXE
+	b.pxe = d == node.BootPXE
 	return nil
 }
 
 // SetPower: a cycle is two round trips (providers/bmc reads the power
 // state first); after a one-time PXE boot the node installs.
-func (b *fakeBMC) SetPower(ctx context.Context, a reconcile.PowerAction) error {
-	if a != reconcile.ActionCycle {
+func (b *fakeBMC) SetPower(ctx context.Context, a node.PowerAction) error {
+	if a != node.ActionCycle {
 		return b.wait(ctx, 1)
 	}
 	if err := b.wait(ctx, 2); err != nil {
@@ -441,16 +442,16 @@ func (b *fakeBMC) SetPower(ctx context.Context, a reconcile.PowerAction) error {
 func (f *fleet) installNode(n *schema.Node) {
 	defer f.wg.Done()
 	time.Sleep(f.install)
-	spec := reconcile.BuildSpecOf(f.site, n)
-	facts := reconcile.FactsOfBuild(spec)
-	err := f.store.UpdateNode(context.Background(), n.Name, func(r *reconcile.NodeRecord) error {
-		if r.State != reconcile.NodeProvisioning || r.Nonce == "" || r.Target != spec.ID() {
+	spec := node.BuildSpecOf(f.site, n)
+	facts := node.FactsOfBuild(spec)
+	err := f.store.UpdateNode(context.Background(), n.Name, func(r *node.Record) error {
+		if r.State != node.Provisioning || r.Nonce == "" || r.Target != spec.ID() {
 			return errors.New("not armed")
 		}
 		now := time.Now()
-		r.State, r.Reason, r.Since, r.Nonce, r.InstallFetched = reconcile.NodeInstalled, "", now, "", now
+		r.State, r.Reason, r.Since, r.Nonce, r.InstallFetched = node.Installed, "", now, "", now
 		// The new agent's first report, at once: it confirms the install.
-		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, now, reconcile.ReportAgent, spec.ID()
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, now, node.ReportAgent, spec.ID()
 		return nil
 	})
 	f.callbacks.Add(1)
@@ -474,7 +475,7 @@ func newTracker(site *schema.Site) *tracker {
 	return &tracker{steps: make(map[string]map[string]time.Time, len(site.Nodes))}
 }
 
-func (t *tracker) event(e reconcile.RolloutEvent) {
+func (t *tracker) event(e rollout.Event) {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -502,12 +503,12 @@ func (t *tracker) report(out io.Writer, callbacks *sync.Map, latency, install ti
 		name, from, to string
 		expect         time.Duration
 	}{
-		{"leave-groups → netboot armed (the batch's leave writes, then the arm write)", reconcile.StepLeave, reconcile.StepArm, 0},
-		{"netboot armed → power cycled (BootOnce, power cycle)", reconcile.StepArm, reconcile.StepPower, 3 * latency},
-		{"power cycled → install callback stored (install, callback write)", reconcile.StepPower, stepCallback, install},
-		{"callback stored → installed seen (wake, record read)", stepCallback, reconcile.StepInstalled, 0},
-		{"installed seen → verified (verify write, the scheduler's pick-up)", reconcile.StepInstalled, reconcile.StepVerified, 0},
-		{"leave-groups → verified (one node's rebuild)", reconcile.StepLeave, reconcile.StepVerified, 3*latency + install},
+		{"leave-groups → netboot armed (the batch's leave writes, then the arm write)", rollout.StepLeave, rollout.StepArm, 0},
+		{"netboot armed → power cycled (BootOnce, power cycle)", rollout.StepArm, rollout.StepPower, 3 * latency},
+		{"power cycled → install callback stored (install, callback write)", rollout.StepPower, stepCallback, install},
+		{"callback stored → installed seen (wake, record read)", stepCallback, rollout.StepInstalled, 0},
+		{"installed seen → verified (verify write, the scheduler's pick-up)", rollout.StepInstalled, rollout.StepVerified, 0},
+		{"leave-groups → verified (one node's rebuild)", rollout.StepLeave, rollout.StepVerified, 3*latency + install},
 	}
 	fmt.Fprintf(out, "\n| per node (%d nodes) | mean | max | simulated |\n|---|---:|---:|---:|\n", len(t.names))
 	for _, s := range spans {
@@ -532,10 +533,10 @@ func (t *tracker) report(out io.Writer, callbacks *sync.Map, latency, install ti
 	var firstLeave, lastVerified time.Time
 	for _, name := range t.names {
 		m := t.steps[name]
-		if l, ok := m[reconcile.StepLeave]; ok && (firstLeave.IsZero() || l.Before(firstLeave)) {
+		if l, ok := m[rollout.StepLeave]; ok && (firstLeave.IsZero() || l.Before(firstLeave)) {
 			firstLeave = l
 		}
-		if v := m[reconcile.StepVerified]; v.After(lastVerified) {
+		if v := m[rollout.StepVerified]; v.After(lastVerified) {
 			lastVerified = v
 		}
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/anneal-dev/anneal/pxe/stack"
 	"github.com/anneal-dev/anneal/pxe/tftp"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -49,8 +51,8 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().StringVar(&f.listen, "netboot-listen", "", "serve netboot (iPXE scripts, install configs, install callbacks, agent reports) on this address and rebuild nodes through their BMCs; without it anneal manages DNS only")
 	c.Flags().StringVar(&f.url, "netboot-url", "", "the netboot server's URL as nodes reach it (default http://NETBOOT-LISTEN)")
 	c.Flags().StringVar(&f.keyRef, "netboot-key", "", "secret reference of the HMAC key for install and agent tokens (default: a random key kept beside the state file)")
-	c.Flags().DurationVar(&f.installTimeout, "install-timeout", reconcile.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
-	c.Flags().DurationVar(&f.netbootTimeout, "netboot-timeout", reconcile.DefaultNetbootTimeout, "a node that has not fetched its iPXE script this long after a power cycle is cycled again (at most 3 cycles)")
+	c.Flags().DurationVar(&f.installTimeout, "install-timeout", rollout.DefaultInstallTimeout, "a rebuild fails when its install callback has not come this long after the power cycle")
+	c.Flags().DurationVar(&f.netbootTimeout, "netboot-timeout", rollout.DefaultNetbootTimeout, "a node that has not fetched its iPXE script this long after a power cycle is cycled again (at most 3 cycles)")
 	c.Flags().StringVar(&f.artifacts, "artifact-cache", "", "where the netboot server keeps its verified copies of the images' kernels and initrds, which scripts fetch (default: beside the state file, STATE-artifacts); \"none\": scripts fetch the images' URLs directly, unverified")
 	c.Flags().DurationVar(&f.artifactKeep, "artifact-keep", 7*24*time.Hour, "an artifact copy the site no longer declares is removed once it has not been served this long (checked hourly)")
 	c.Flags().Int64Var(&f.artifactMaxSize, "artifact-max-size", boot.DefaultArtifactMaxSize, "the most bytes one artifact download may bring; an image's declared size, when it gives one, is the bound (and may not be over this): a longer download is cut off and nothing is kept")
@@ -69,7 +71,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 // start wires the netboot stack (pxe/stack) and the rebuild layer into r.
 // It returns a stop function, or nil when netboot is not enabled.
 // resolve sends BMC passwords: the operator's grants.
-func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes reconcile.NodeStore, statePath string, resolve func(schema.SecretRef, schema.SecretDest) (string, error), log *slog.Logger) (func(context.Context), error) {
+func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes node.Store, statePath string, resolve func(schema.SecretRef, schema.SecretDest) (string, error), log *slog.Logger) (func(context.Context), error) {
 	if f.listen == "" {
 		if f.lab != "" || f.dhcpListen != "" || f.tftpListen != "" {
 			return nil, errors.New("--lab, --dhcp-listen and --tftp-listen need --netboot-listen: nodes netboot from anneal's HTTP server")
@@ -98,7 +100,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		artifacts = strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-artifacts"
 	}
 	cfg := stack.Config{Listen: f.listen, URL: f.url, Key: key, Nodes: nodes, Log: log,
-		OnReport:    func(rep reconcile.Report) { r.Report(context.WithoutCancel(ctx), rep) },
+		OnReport:    func(rep node.Report) { r.Report(context.WithoutCancel(ctx), rep) },
 		AgentBinary: exe, ArtifactDir: artifacts, ArtifactKeep: f.artifactKeep, ArtifactMaxSize: f.artifactMaxSize, ArtifactCacheMax: f.artifactCacheMax}
 	if cfg.Binding, cfg.TrustedProxies, err = f.source.parse(f.lab != ""); err != nil {
 		return nil, err
@@ -122,9 +124,9 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		return nil, err
 	}
 	r.Rebuild = &reconcile.RebuildConfig{
-		Nodes: nodes, Wake: &reconcile.Waker{}, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout, KeyKept: keyKept,
+		Nodes: nodes, Wake: &rollout.Waker{}, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout, KeyKept: keyKept,
 		Publish: st.Publish,
-		BMC: func(a reconcile.BMCAccess) (reconcile.BMC, error) {
+		BMC: func(a node.BMCAccess) (node.BMC, error) {
 			b, err := bmc.FromAccess(a, resolve)
 			if err != nil || httpClient == nil {
 				return b, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 )
 
 // palette colours plan lines on a terminal; the zero value prints plain.
@@ -143,7 +144,7 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 
 // renderRebuilds prints the rebuild layer: each node, why, and the field
 // diff of its build.
-func renderRebuilds(w io.Writer, rp *reconcile.RebuildPlan, pal palette) {
+func renderRebuilds(w io.Writer, rp *rollout.RebuildPlan, pal palette) {
 	if rp == nil {
 		return
 	}

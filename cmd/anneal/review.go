@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 func reviewCounts(r *reconcile.Review) (rebuilds, other, dnsChanges int) {
@@ -22,7 +23,7 @@ func reviewCounts(r *reconcile.Review) (rebuilds, other, dnsChanges int) {
 	return
 }
 
-func reasonsText(rs []reconcile.RebuildReason) string {
+func reasonsText(rs []node.RebuildReason) string {
 	parts := make([]string, len(rs))
 	for i, r := range rs {
 		parts[i] = string(r)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/spf13/cobra"
 )
 
@@ -145,7 +146,7 @@ func printNodeChanges(c *cobra.Command, w io.Writer, server *apiFlags, seen map[
 			continue
 		}
 		now := n.Live.State
-		if n.Live.State == string(reconcile.NodeVerified) {
+		if n.Live.State == string(node.Verified) {
 			now += " on build " + n.Live.BuildID
 		} else if n.Live.Target != "" {
 			now += " → build " + n.Live.Target

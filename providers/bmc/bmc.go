@@ -1,6 +1,6 @@
 // Package bmc drives servers' baseboard management controllers with
 // bmclib: IPMI through bmclib's ipmitool provider, Redfish through its
-// gofish provider. A BMC implements reconcile.BMC. Every call opens its
+// gofish provider. A BMC implements node.BMC. Every call opens its
 // own session, bounded by the configured timeout, and closes it; errors
 // name the BMC (node and host:port), are classified (ErrUnreachable,
 // ErrAuth, ErrFailed, ErrNotSupported) and never carry the password.
@@ -25,7 +25,7 @@ import (
 	"github.com/bmc-toolbox/bmclib/v2/providers/redfish"
 
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -141,7 +141,7 @@ type BMC struct {
 	cfg Config
 }
 
-var _ reconcile.BMC = (*BMC)(nil)
+var _ node.BMC = (*BMC)(nil)
 
 // New checks a config and returns its BMC. It does not contact the BMC.
 func New(cfg Config) (*BMC, error) {
@@ -192,7 +192,7 @@ func New(cfg Config) (*BMC, error) {
 // asked for the BMC's address), the protocol from its
 // hardware profile.
 func FromNode(site *schema.Site, n *schema.Node, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*BMC, error) {
-	a, err := reconcile.AccessOf(site, n)
+	a, err := node.AccessOf(site, n)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func FromNode(site *schema.Site, n *schema.Node, resolve func(schema.SecretRef, 
 // site's declaration, or for a node that left the site, its record's):
 // the password is resolved through the operator's grants for exactly
 // that address.
-func FromAccess(a reconcile.BMCAccess, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*BMC, error) {
+func FromAccess(a node.BMCAccess, resolve func(schema.SecretRef, schema.SecretDest) (string, error)) (*BMC, error) {
 	if a.BMC.Password == "" {
 		return nil, fmt.Errorf("bmc %s: node has no bmc password reference", a.Node)
 	}
@@ -231,8 +231,8 @@ func (b *BMC) String() string { return b.cfg.String() }
 func (b *BMC) Format(f fmt.State, verb rune) { b.cfg.Format(f, verb) }
 
 // PowerState reports the server's power.
-func (b *BMC) PowerState(ctx context.Context) (reconcile.PowerState, error) {
-	var state reconcile.PowerState
+func (b *BMC) PowerState(ctx context.Context) (node.PowerState, error) {
+	var state node.PowerState
 	err := b.do(ctx, "power status", func(ctx context.Context, c *bmclib.Client) error {
 		raw, err := c.GetPowerState(ctx)
 		if err != nil {
@@ -246,7 +246,7 @@ func (b *BMC) PowerState(ctx context.Context) (reconcile.PowerState, error) {
 		return nil
 	})
 	if err != nil {
-		return reconcile.PowerUnknown, err
+		return node.PowerUnknown, err
 	}
 	return state, nil
 }
@@ -254,36 +254,36 @@ func (b *BMC) PowerState(ctx context.Context) (reconcile.PowerState, error) {
 // parsePower maps bmclib's raw power text to a state: ipmitool's "Chassis
 // Power is on", Redfish's "On", "Off", "PoweringOn", ... A transition is
 // PowerUnknown; text it does not know is not ok.
-func parsePower(raw string) (reconcile.PowerState, bool) {
+func parsePower(raw string) (node.PowerState, bool) {
 	s := strings.ToLower(strings.TrimSpace(raw))
 	s = strings.TrimPrefix(s, "chassis power is ")
 	switch s {
 	case "on":
-		return reconcile.PowerOn, true
+		return node.PowerOn, true
 	case "off":
-		return reconcile.PowerOff, true
+		return node.PowerOff, true
 	case "poweringon", "poweringoff", "paused":
-		return reconcile.PowerUnknown, true
+		return node.PowerUnknown, true
 	}
-	return reconcile.PowerUnknown, false
+	return node.PowerUnknown, false
 }
 
 // SetPower powers the server on, off (hard) or cycles it (on if it is
 // off, as the contract says; a BMC refuses to cycle a server that is off).
-func (b *BMC) SetPower(ctx context.Context, a reconcile.PowerAction) error {
+func (b *BMC) SetPower(ctx context.Context, a node.PowerAction) error {
 	switch a {
-	case reconcile.ActionOn, reconcile.ActionOff, reconcile.ActionCycle:
+	case node.ActionOn, node.ActionOff, node.ActionCycle:
 	default:
 		return &Error{BMC: b.who(), Op: "power " + string(a), Class: ErrNotSupported, Detail: "unknown power action"}
 	}
 	return b.do(ctx, "power "+string(a), func(ctx context.Context, c *bmclib.Client) error {
 		verb := string(a)
-		if a == reconcile.ActionCycle {
+		if a == node.ActionCycle {
 			raw, err := c.GetPowerState(ctx)
 			if err != nil {
 				return err
 			}
-			if s, _ := parsePower(raw); s == reconcile.PowerOff {
+			if s, _ := parsePower(raw); s == node.PowerOff {
 				verb = "on"
 			}
 		}
@@ -300,9 +300,9 @@ func (b *BMC) SetPower(ctx context.Context, a reconcile.PowerAction) error {
 
 // BootOnce sets the next boot device, for one boot only (legacy boot
 // flags: efiBoot false).
-func (b *BMC) BootOnce(ctx context.Context, d reconcile.BootDevice) error {
+func (b *BMC) BootOnce(ctx context.Context, d node.BootDevice) error {
 	switch d {
-	case reconcile.BootPXE, reconcile.BootDisk:
+	case node.BootPXE, node.BootDisk:
 	default:
 		return &Error{BMC: b.who(), Op: "boot once " + string(d), Class: ErrNotSupported, Detail: "unknown boot device"}
 	}
@@ -322,12 +322,12 @@ func (b *BMC) BootOnce(ctx context.Context, d reconcile.BootDevice) error {
 // inventory. Only Redfish has one: with IPMI it returns ErrNotSupported
 // (bmclib's ipmitool provider reads no inventory, and no version is
 // guessed).
-func (b *BMC) Firmware(ctx context.Context) (reconcile.Firmware, error) {
+func (b *BMC) Firmware(ctx context.Context) (node.Firmware, error) {
 	if b.cfg.Kind != schema.BMCRedfish {
-		return reconcile.Firmware{}, &Error{BMC: b.who(), Op: "firmware", Class: ErrNotSupported,
+		return node.Firmware{}, &Error{BMC: b.who(), Op: "firmware", Class: ErrNotSupported,
 			Detail: "bmclib's ipmitool provider reads no firmware inventory"}
 	}
-	var fw reconcile.Firmware
+	var fw node.Firmware
 	err := b.do(ctx, "firmware", func(ctx context.Context, c *bmclib.Client) error {
 		dev, err := c.Inventory(ctx)
 		if err != nil {

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/providers/secret"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/anneal-dev/anneal/test/servers"
 )
@@ -53,10 +53,10 @@ func TestPowerState(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		on   bool
-		want reconcile.PowerState
+		want node.PowerState
 	}{
-		{"off", false, reconcile.PowerOff},
-		{"on", true, reconcile.PowerOn},
+		{"off", false, node.PowerOff},
+		{"on", true, node.PowerOn},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -86,15 +86,15 @@ func TestSetPower(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		on       bool
-		action   reconcile.PowerAction
+		action   node.PowerAction
 		wantSets []string // what ipmi_sim told the chassis, in order
 		wantOn   bool
 	}{
-		{"on from off", false, reconcile.ActionOn, []string{"set power 1"}, true},
-		{"on when on", true, reconcile.ActionOn, nil, true},
-		{"off from on", true, reconcile.ActionOff, []string{"set power 0"}, false},
-		{"cycle from on", true, reconcile.ActionCycle, []string{"set power 0", "set power 1"}, true},
-		{"cycle from off powers on", false, reconcile.ActionCycle, []string{"set power 1"}, true},
+		{"on from off", false, node.ActionOn, []string{"set power 1"}, true},
+		{"on when on", true, node.ActionOn, nil, true},
+		{"off from on", true, node.ActionOff, []string{"set power 0"}, false},
+		{"cycle from on", true, node.ActionCycle, []string{"set power 0", "set power 1"}, true},
+		{"cycle from off powers on", false, node.ActionCycle, []string{"set power 1"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -117,9 +117,9 @@ func TestSetPower(t *testing.T) {
 			if got := s.Power(t); got != tc.wantOn {
 				t.Fatalf("chassis power %v, want %v", got, tc.wantOn)
 			}
-			want := reconcile.PowerOff
+			want := node.PowerOff
 			if tc.wantOn {
-				want = reconcile.PowerOn
+				want = node.PowerOn
 			}
 			if got, err := b.PowerState(t.Context()); err != nil || got != want {
 				t.Fatalf("PowerState after = %q, %v; want %q", got, err, want)
@@ -131,17 +131,17 @@ func TestSetPower(t *testing.T) {
 func TestBootOnce(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		dev  reconcile.BootDevice
+		dev  node.BootDevice
 		want string // ipmi_sim's name for it
 	}{
-		{reconcile.BootPXE, "pxe"},
-		{reconcile.BootDisk, "default"},
+		{node.BootPXE, "pxe"},
+		{node.BootDisk, "default"},
 	} {
 		t.Run(string(tc.dev), func(t *testing.T) {
 			t.Parallel()
 			s := startSim(t, true)
 			b := simBMC(t, s, simPassword, 10*time.Second)
-			if tc.dev == reconcile.BootDisk {
+			if tc.dev == node.BootDisk {
 				// Start from pxe, so that disk is a change.
 				s.Ipmitool(t, "chassis", "bootdev", "pxe")
 			}
@@ -190,8 +190,8 @@ func TestFailures(t *testing.T) {
 				call func(context.Context) error
 			}{
 				{"PowerState", func(ctx context.Context) error { _, err := b.PowerState(ctx); return err }},
-				{"SetPower", func(ctx context.Context) error { return b.SetPower(ctx, reconcile.ActionOff) }},
-				{"BootOnce", func(ctx context.Context) error { return b.BootOnce(ctx, reconcile.BootPXE) }},
+				{"SetPower", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionOff) }},
+				{"BootOnce", func(ctx context.Context) error { return b.BootOnce(ctx, node.BootPXE) }},
 			}
 			for _, c := range calls {
 				start := time.Now()
@@ -246,7 +246,7 @@ func TestFirmwareIPMINotSupported(t *testing.T) {
 	s := startSim(t, true)
 	b := simBMC(t, s, simPassword, 10*time.Second)
 	fw, err := b.Firmware(t.Context())
-	if !errors.Is(err, ErrNotSupported) || fw != (reconcile.Firmware{}) {
+	if !errors.Is(err, ErrNotSupported) || fw != (node.Firmware{}) {
 		t.Fatalf("Firmware over IPMI = %+v, %v; want ErrNotSupported and nothing", fw, err)
 	}
 }
@@ -314,10 +314,10 @@ func TestFromNode(t *testing.T) {
 	if cfg := bmc.Config(); cfg.Kind != schema.BMCIPMI || cfg.Name != "w1n01" || cfg.Username != "anneal" || cfg.Timeout != 0 {
 		t.Fatalf("config from the node: %#v", cfg)
 	}
-	if err := bmc.SetPower(t.Context(), reconcile.ActionOn); err != nil {
+	if err := bmc.SetPower(t.Context(), node.ActionOn); err != nil {
 		t.Fatal(err)
 	}
-	if err := bmc.BootOnce(t.Context(), reconcile.BootPXE); err != nil {
+	if err := bmc.BootOnce(t.Context(), node.BootPXE); err != nil {
 		t.Fatal(err)
 	}
 	if !s.Power(t) || s.NextBoot(t) != "pxe" {
@@ -411,17 +411,17 @@ func TestParsePower(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		raw  string
-		want reconcile.PowerState
+		want node.PowerState
 		ok   bool
 	}{
-		{"Chassis Power is on", reconcile.PowerOn, true},
-		{"Chassis Power is off\n", reconcile.PowerOff, true},
-		{"On", reconcile.PowerOn, true},
-		{"Off", reconcile.PowerOff, true},
-		{"PoweringOn", reconcile.PowerUnknown, true},
-		{"PoweringOff", reconcile.PowerUnknown, true},
-		{"Chassis Power is unknown", reconcile.PowerUnknown, false},
-		{"", reconcile.PowerUnknown, false},
+		{"Chassis Power is on", node.PowerOn, true},
+		{"Chassis Power is off\n", node.PowerOff, true},
+		{"On", node.PowerOn, true},
+		{"Off", node.PowerOff, true},
+		{"PoweringOn", node.PowerUnknown, true},
+		{"PoweringOff", node.PowerUnknown, true},
+		{"Chassis Power is unknown", node.PowerUnknown, false},
+		{"", node.PowerUnknown, false},
 	} {
 		got, ok := parsePower(tc.raw)
 		if got != tc.want || ok != tc.ok {

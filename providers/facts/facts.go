@@ -1,5 +1,5 @@
 // Package facts collects what `anneal agent` reports about the Linux machine
-// it runs on (reconcile.Facts): hostname, os-release, kernel release,
+// it runs on (node.Facts): hostname, os-release, kernel release,
 // network interfaces (kind, MAC, MTU, bond, VLAN, bridge membership and
 // global addresses), DNS resolvers and default routes.
 //
@@ -25,7 +25,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // AddrSource gives the addresses of a network interface.
@@ -78,45 +78,45 @@ type Collector struct {
 // Collect reads the facts of the machine whose file system is at root
 // ("/" for the machine it runs on), with the system's addresses when root
 // is "/" and none otherwise.
-func Collect(ctx context.Context, root string) (reconcile.Facts, error) {
+func Collect(ctx context.Context, root string) (node.Facts, error) {
 	return Collector{Root: root}.Collect(ctx)
 }
 
 // Collect reads the facts. Hostname, kernel release and /sys/class/net are
 // required; a missing os-release, resolv.conf or route table leaves its
 // part empty. Interfaces are sorted by name.
-func (c Collector) Collect(ctx context.Context) (reconcile.Facts, error) {
+func (c Collector) Collect(ctx context.Context) (node.Facts, error) {
 	root := c.Root
 	if root == "" {
-		return reconcile.Facts{}, errors.New("facts: no root directory")
+		return node.Facts{}, errors.New("facts: no root directory")
 	}
 	live := filepath.Clean(root) == "/"
 	addrs := c.Addrs
 	if addrs == nil && live {
 		addrs = SystemAddrs{}
 	}
-	var f reconcile.Facts
+	var f node.Facts
 	var err error
 	if f.Hostname, err = hostname(root, live); err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	if f.Kernel, err = readTrimmed(root, "proc/sys/kernel/osrelease"); err != nil {
-		return reconcile.Facts{}, fmt.Errorf("facts: kernel release: %w", err)
+		return node.Facts{}, fmt.Errorf("facts: kernel release: %w", err)
 	}
 	if f.OSRelease, err = osRelease(root); err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	if f.Interfaces, err = interfaces(ctx, root, addrs); err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	if f.Resolvers, err = resolvers(root); err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	if f.Routes, err = defaultRoutes(root); err != nil {
-		return reconcile.Facts{}, err
+		return node.Facts{}, err
 	}
 	return f, nil
 }

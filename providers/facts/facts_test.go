@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // tree writes a fake root: /proc, /sys and /etc as the kernel and the
@@ -195,15 +195,15 @@ func (bondVLANBridgeAddrs) Addrs(_ context.Context, iface string) ([]netip.Prefi
 }
 
 // wantBondVLANBridge are the facts of bondVLANBridgeHost.
-func wantBondVLANBridge() reconcile.Facts {
-	return reconcile.Facts{
+func wantBondVLANBridge() node.Facts {
+	return node.Facts{
 		Hostname: "e1n01",
 		OSRelease: map[string]string{
 			"NAME": "Ubuntu", "VERSION_ID": "24.04", "VERSION": "24.04.1 LTS (Noble Numbat)", "ID": "ubuntu",
 			"ID_LIKE": "debian", "PRETTY_NAME": "Ubuntu 24.04.1 LTS", "ANNEAL_NOTE": `say "hi" for $5 or a \`,
 		},
 		Kernel: "6.8.0-45-generic",
-		Interfaces: []reconcile.FactInterface{
+		Interfaces: []node.FactInterface{
 			{Name: "bond0", Kind: "bond", MAC: "b0:7b:25:0b:02:01", MTU: 9000, BondMode: "802.3ad"},
 			{Name: "bond0.100", Kind: "vlan", MAC: "b0:7b:25:0b:02:01", MTU: 9000, Master: "br100", VLANID: 100, Link: "bond0"},
 			{Name: "br100", Kind: "bridge", MAC: "b0:7b:25:0b:02:01", MTU: 9000, Addresses: []string{"10.10.2.11/24", "fd00:a:0:120::b/64"}},
@@ -212,7 +212,7 @@ func wantBondVLANBridge() reconcile.Facts {
 			{Name: "ens1f1", Kind: "ether", MAC: "b0:7b:25:0b:03:01", MTU: 9000, Master: "bond0"},
 		},
 		Resolvers: []string{"10.10.0.53", "fd00:a::53"},
-		Routes: []reconcile.FactRoute{
+		Routes: []node.FactRoute{
 			{Gateway: "10.10.2.1", Device: "br100"},
 			{Gateway: "10.10.1.1", Device: "eno1"},
 			{Gateway: "fd00:a:0:120::1", Device: "br100"},
@@ -224,7 +224,7 @@ func TestCollectFakeTree(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(tr tree)
-		want   func(f *reconcile.Facts)
+		want   func(f *node.Facts)
 		addrs  AddrSource
 	}{
 		{
@@ -242,7 +242,7 @@ func TestCollectFakeTree(t *testing.T) {
 				tr.remove("etc/os-release")
 				tr.file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")
 			},
-			want:  func(f *reconcile.Facts) { f.OSRelease = map[string]string{"ID": "debian", "VERSION_ID": "12"} },
+			want:  func(f *node.Facts) { f.OSRelease = map[string]string{"ID": "debian", "VERSION_ID": "12"} },
 			addrs: bondVLANBridgeAddrs{},
 		},
 		{
@@ -252,7 +252,7 @@ func TestCollectFakeTree(t *testing.T) {
 					tr.remove(rel)
 				}
 			},
-			want: func(f *reconcile.Facts) {
+			want: func(f *node.Facts) {
 				f.OSRelease, f.Resolvers, f.Routes = nil, nil, nil
 				for i := range f.Interfaces {
 					f.Interfaces[i].Addresses = nil
@@ -269,7 +269,7 @@ func TestCollectFakeTree(t *testing.T) {
 					"wg0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n")
 				tr.remove("proc/net/ipv6_route")
 			},
-			want:  func(f *reconcile.Facts) { f.Routes = []reconcile.FactRoute{{Device: "wg0"}} },
+			want:  func(f *node.Facts) { f.Routes = []node.FactRoute{{Device: "wg0"}} },
 			addrs: bondVLANBridgeAddrs{},
 		},
 		{
@@ -279,10 +279,10 @@ func TestCollectFakeTree(t *testing.T) {
 				tr.netdev(devs["br0"], devs)
 				tr.netdev(fakeDev{name: "eno9", pci: "0000:5e:00.0", mac: "b0:7b:25:0b:09:01", mtu: 1500, master: "br0"}, devs)
 			},
-			want: func(f *reconcile.Facts) {
+			want: func(f *node.Facts) {
 				f.Interfaces = append(f.Interfaces,
-					reconcile.FactInterface{Name: "br0", Kind: "bridge", MAC: "b0:7b:25:0b:09:01", MTU: 1500},
-					reconcile.FactInterface{Name: "eno9", Kind: "ether", MAC: "b0:7b:25:0b:09:01", MTU: 1500, Master: "br0"})
+					node.FactInterface{Name: "br0", Kind: "bridge", MAC: "b0:7b:25:0b:09:01", MTU: 1500},
+					node.FactInterface{Name: "eno9", Kind: "ether", MAC: "b0:7b:25:0b:09:01", MTU: 1500, Master: "br0"})
 				sortInterfaces(f.Interfaces)
 			},
 			addrs: bondVLANBridgeAddrs{},
@@ -309,8 +309,8 @@ func TestCollectFakeTree(t *testing.T) {
 	}
 }
 
-func sortInterfaces(is []reconcile.FactInterface) {
-	slices.SortFunc(is, func(a, b reconcile.FactInterface) int { return strings.Compare(a.Name, b.Name) })
+func sortInterfaces(is []node.FactInterface) {
+	slices.SortFunc(is, func(a, b node.FactInterface) int { return strings.Compare(a.Name, b.Name) })
 }
 
 func js(t *testing.T, v any) string {

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // vlanInfo is one line of /proc/net/vlan/config.
@@ -25,7 +25,7 @@ type vlanInfo struct {
 // It skips lo and virtual devices (no "device" link: veth, tun, dummy...)
 // unless they are bonds, bridges or VLANs, and devices that vanish while
 // they are read.
-func interfaces(ctx context.Context, root string, addrs AddrSource) ([]reconcile.FactInterface, error) {
+func interfaces(ctx context.Context, root string, addrs AddrSource) ([]node.FactInterface, error) {
 	dir := filepath.Join(root, "sys/class/net")
 	ents, err := os.ReadDir(dir) // sorted by name
 	if err != nil {
@@ -35,7 +35,7 @@ func interfaces(ctx context.Context, root string, addrs AddrSource) ([]reconcile
 	if err != nil {
 		return nil, err
 	}
-	var out []reconcile.FactInterface
+	var out []node.FactInterface
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -56,7 +56,7 @@ func interfaces(ctx context.Context, root string, addrs AddrSource) ([]reconcile
 
 // readInterface reads one device directory of /sys/class/net; ok is false
 // for a device that is skipped.
-func readInterface(ctx context.Context, dev string, vlans map[string]vlanInfo, addrs AddrSource) (fi reconcile.FactInterface, ok bool, err error) {
+func readInterface(ctx context.Context, dev string, vlans map[string]vlanInfo, addrs AddrSource) (fi node.FactInterface, ok bool, err error) {
 	name := filepath.Base(dev)
 	st, err := os.Stat(dev)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -87,7 +87,7 @@ func readInterface(ctx context.Context, dev string, vlans map[string]vlanInfo, a
 	}
 	switch {
 	case isBond:
-		fi.Kind = reconcile.KindBond
+		fi.Kind = node.KindBond
 		mode, err := readOptional(dev, "bonding/mode") // "active-backup 1"
 		if err != nil {
 			return fi, false, err
@@ -96,9 +96,9 @@ func readInterface(ctx context.Context, dev string, vlans map[string]vlanInfo, a
 			fi.BondMode = f[0]
 		}
 	case isBridge:
-		fi.Kind = reconcile.KindBridge
+		fi.Kind = node.KindBridge
 	case isVLAN:
-		fi.Kind = reconcile.KindVLAN
+		fi.Kind = node.KindVLAN
 		fi.VLANID, fi.Link = vlan.id, vlan.parent
 		if fi.Link == "" {
 			if fi.Link, err = lowerLink(dev); err != nil {
@@ -106,7 +106,7 @@ func readInterface(ctx context.Context, dev string, vlans map[string]vlanInfo, a
 			}
 		}
 	default:
-		fi.Kind = reconcile.KindEther
+		fi.Kind = node.KindEther
 		physical, err := exists(filepath.Join(dev, "device"))
 		if err != nil {
 			return fi, false, err

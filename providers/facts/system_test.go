@@ -20,7 +20,7 @@ import (
 	"testing"
 
 	"github.com/anneal-dev/anneal/internal/testenv"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // helperEnv makes the test binary print Collect(ctx, "/") as JSON and exit.
@@ -90,7 +90,7 @@ func TestCollectRunningSystem(t *testing.T) {
 	if withMAC == 0 {
 		t.Errorf("no interface with a MAC among %d physical devices", physical)
 	}
-	if !slices.IsSortedFunc(f.Interfaces, func(a, b reconcile.FactInterface) int { return strings.Compare(a.Name, b.Name) }) {
+	if !slices.IsSortedFunc(f.Interfaces, func(a, b node.FactInterface) int { return strings.Compare(a.Name, b.Name) }) {
 		t.Errorf("interfaces not sorted by name")
 	}
 }
@@ -197,7 +197,7 @@ func kernelModule(dir, module string) (string, bool) {
 }
 
 // collect runs Collect(ctx, "/") inside the namespace.
-func (n *netns) collect(t *testing.T) reconcile.Facts {
+func (n *netns) collect(t *testing.T) node.Facts {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -211,7 +211,7 @@ func (n *netns) collect(t *testing.T) reconcile.Facts {
 	if err != nil {
 		t.Fatalf("collect in %s: %v\n%s", n.name, err, stderr.String())
 	}
-	var f reconcile.Facts
+	var f node.Facts
 	if err := json.Unmarshal(out, &f); err != nil {
 		t.Fatalf("collect in %s: %v\n%s", n.name, err, out)
 	}
@@ -219,7 +219,7 @@ func (n *netns) collect(t *testing.T) reconcile.Facts {
 	return f
 }
 
-func iface(t *testing.T, f reconcile.Facts, name string) reconcile.FactInterface {
+func iface(t *testing.T, f node.Facts, name string) node.FactInterface {
 	t.Helper()
 	for _, fi := range f.Interfaces {
 		if fi.Name == name {
@@ -227,7 +227,7 @@ func iface(t *testing.T, f reconcile.Facts, name string) reconcile.FactInterface
 		}
 	}
 	t.Fatalf("no interface %s in %s", name, js(t, f))
-	return reconcile.FactInterface{}
+	return node.FactInterface{}
 }
 
 // TestCollectNetnsBridge: a bridge over one end of a veth pair, with IPv4
@@ -248,14 +248,14 @@ func TestCollectNetnsBridge(t *testing.T) {
 	n.in(t, "-6", "route", "add", "default", "via", "fd00:99::1", "dev", "br0")
 
 	f := n.collect(t)
-	want := []reconcile.FactInterface{{
+	want := []node.FactInterface{{
 		Name: "br0", Kind: "bridge", MAC: "02:00:00:a1:00:01", MTU: 1400,
 		Addresses: []string{"10.99.0.5/24", "fd00:99::5/64"},
 	}}
-	if !slices.EqualFunc(f.Interfaces, want, func(a, b reconcile.FactInterface) bool { return js(t, a) == js(t, b) }) {
+	if !slices.EqualFunc(f.Interfaces, want, func(a, b node.FactInterface) bool { return js(t, a) == js(t, b) }) {
 		t.Errorf("interfaces %s, want %s", js(t, f.Interfaces), js(t, want))
 	}
-	wantRoutes := []reconcile.FactRoute{{Gateway: "10.99.0.1", Device: "br0"}, {Gateway: "fd00:99::1", Device: "br0"}}
+	wantRoutes := []node.FactRoute{{Gateway: "10.99.0.1", Device: "br0"}, {Gateway: "fd00:99::1", Device: "br0"}}
 	if !slices.Equal(f.Routes, wantRoutes) {
 		t.Errorf("routes %v, want %v", f.Routes, wantRoutes)
 	}

@@ -9,7 +9,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // maxReportBody bounds a report's body.
@@ -17,15 +17,15 @@ const maxReportBody = 1 << 20
 
 // installedRequest is the body of POST /api/v1/nodes/{node}/installed.
 type installedRequest struct {
-	Token   string          `json:"token"`
-	BuildID string          `json:"buildId"`
-	Facts   reconcile.Facts `json:"facts"`
+	Token   string     `json:"token"`
+	BuildID string     `json:"buildId"`
+	Facts   node.Facts `json:"facts"`
 }
 
 // factsRequest is the body of POST /api/v1/nodes/{node}/facts.
 type factsRequest struct {
-	BuildID string          `json:"buildId"`
-	Facts   reconcile.Facts `json:"facts"`
+	BuildID string     `json:"buildId"`
+	Facts   node.Facts `json:"facts"`
 }
 
 var buildIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
@@ -41,8 +41,8 @@ var (
 // handleInstalled answers the install callback: it verifies the single-use
 // install token, consumes its nonce and records the node installed (or
 // failed, when it installed another build than the one armed), in one
-// NodeStore update. Installed is not verified: the rebuild engine waits for
-// the report of the node's new agent (reconcile.NodeRecord.Confirmed), so a
+// node.Store update. Installed is not verified: the rebuild engine waits for
+// the report of the node's new agent (node.Record.Confirmed), so a
 // callback posted by anyone else than the installed system verifies
 // nothing.
 func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
@@ -61,17 +61,17 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "install callback", name, refuse(http.StatusBadRequest, "buildId missing or not a build id", nil))
 		return
 	}
-	site, node, err := s.siteNode(name)
+	site, nd, err := s.siteNode(name)
 	if err != nil {
 		s.fail(w, r, "install callback", name, err)
 		return
 	}
-	if err := s.checkSource(r, site, node); err != nil {
+	if err := s.checkSource(r, site, nd); err != nil {
 		s.fail(w, r, "install callback", name, err)
 		return
 	}
 	var mismatch string
-	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *node.Record) error {
 		mismatch = "" // fn may run more than once
 		switch {
 		case rec.Nonce == "" || subtle.ConstantTimeCompare([]byte(rec.Nonce), []byte(c.Nonce)) != 1:
@@ -86,14 +86,14 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		// succeeds): those are the ones that confirm the install.
 		if !rec.Confirmed() {
 			facts := req.Facts
-			rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, reconcile.ReportInstalled, req.BuildID
+			rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, node.ReportInstalled, req.BuildID
 		}
 		if req.BuildID != rec.Target {
 			mismatch = fmt.Sprintf("installed build %s, expected %s", req.BuildID, rec.Target)
-			rec.State, rec.Reason = reconcile.NodeFailed, mismatch
+			rec.State, rec.Reason = node.Failed, mismatch
 			return nil
 		}
-		rec.State, rec.Reason = reconcile.NodeInstalled, ""
+		rec.State, rec.Reason = node.Installed, ""
 		return nil
 	})
 	if err != nil {
@@ -103,7 +103,7 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "install callback", name, err)
 		return
 	}
-	s.report(reconcile.Report{Node: name, Kind: reconcile.ReportInstalled, BuildID: req.BuildID, Facts: req.Facts, Time: now})
+	s.report(node.Report{Node: name, Kind: node.ReportInstalled, BuildID: req.BuildID, Facts: req.Facts, Time: now})
 	s.renders.forget(name)
 	if mismatch != "" {
 		s.fail(w, r, "install callback", name, refuse(http.StatusConflict, mismatch, nil))
@@ -119,12 +119,12 @@ func (s *Server) handleInstalled(w http.ResponseWriter, r *http.Request) {
 // first such report after an install is what verifies it.
 func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 	name, now := r.PathValue("node"), s.now()
-	site, node, err := s.siteNode(name)
+	site, nd, err := s.siteNode(name)
 	if err != nil {
 		s.fail(w, r, "agent facts", name, err)
 		return
 	}
-	if err := s.checkSource(r, site, node); err != nil {
+	if err := s.checkSource(r, site, nd); err != nil {
 		s.fail(w, r, "agent facts", name, err)
 		return
 	}
@@ -144,7 +144,7 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 	}
 	// The token is checked against the record inside the update, so a
 	// revoke or an arming racing this report wins.
-	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *node.Record) error {
 		ok, adopt := checkAgentToken(s.Key, name, rec.AgentGen, presented)
 		if !ok {
 			return errAgentToken
@@ -153,7 +153,7 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 			rec.AgentGen = adopt
 		}
 		facts := req.Facts
-		rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, reconcile.ReportAgent, req.BuildID
+		rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, node.ReportAgent, req.BuildID
 		return nil
 	})
 	if err != nil {
@@ -163,12 +163,12 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "agent facts", name, err)
 		return
 	}
-	s.report(reconcile.Report{Node: name, Kind: reconcile.ReportAgent, BuildID: req.BuildID, Facts: req.Facts, Time: now})
+	s.report(node.Report{Node: name, Kind: node.ReportAgent, BuildID: req.BuildID, Facts: req.Facts, Time: now})
 	s.log().Debug("boot: agent facts", "node", name, "build", req.BuildID, "remote", remoteHost(r))
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) report(rep reconcile.Report) {
+func (s *Server) report(rep node.Report) {
 	if s.OnReport != nil {
 		s.OnReport(rep)
 	}

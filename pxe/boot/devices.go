@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // devKind is what a network device is.
@@ -62,7 +62,7 @@ type topology struct {
 // member, link and address device must be declared, names must be safe to
 // write into configuration files and shell commands, and MTUs are raised
 // along links and memberships so that a VLAN's MTU fits its parent.
-func topologyOf(n reconcile.NetworkSpec) (*topology, error) {
+func topologyOf(n node.NetworkSpec) (*topology, error) {
 	t := &topology{byName: map[string]*device{}}
 	add := func(d *device) error {
 		if !safeName(d.name) {
@@ -149,7 +149,7 @@ func topologyOf(n reconcile.NetworkSpec) (*topology, error) {
 // addresses places each network's addresses and gateways on its device and
 // picks the device that carries the DNS configuration: the one with the
 // IPv4 default route, else the IPv6 one, else the first addressed device.
-func (t *topology) addresses(as []reconcile.AddressSpec) error {
+func (t *topology) addresses(as []node.AddressSpec) error {
 	var dns4, dns6, first *device
 	for _, a := range as {
 		d := t.byName[a.Device]

@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
-// memStore is an in-memory reconcile.NodeStore: records under a mutex,
+// memStore is an in-memory node.Store: records under a mutex,
 // copied in and out through JSON as a real store would.
 type memStore struct {
 	mu   sync.Mutex
@@ -30,12 +30,12 @@ type memStore struct {
 
 func newMemStore() *memStore { return &memStore{recs: map[string][]byte{}} }
 
-func (m *memStore) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error) {
+func (m *memStore) NodeRecords(ctx context.Context) (map[string]*node.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[string]*reconcile.NodeRecord{}
+	out := map[string]*node.Record{}
 	for name, v := range m.recs {
-		r := &reconcile.NodeRecord{}
+		r := &node.Record{}
 		if err := json.Unmarshal(v, r); err != nil {
 			return nil, err
 		}
@@ -44,24 +44,24 @@ func (m *memStore) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeR
 	return out, ctx.Err()
 }
 
-func (m *memStore) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRecord, error) {
+func (m *memStore) NodeRecord(ctx context.Context, name string) (*node.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.recs[name]
 	if !ok {
 		return nil, ctx.Err()
 	}
-	r := &reconcile.NodeRecord{}
+	r := &node.Record{}
 	return r, json.Unmarshal(v, r)
 }
 
-func (m *memStore) UpdateNode(ctx context.Context, name string, fn func(*reconcile.NodeRecord) error) error {
+func (m *memStore) UpdateNode(ctx context.Context, name string, fn func(*node.Record) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r := &reconcile.NodeRecord{Name: name}
+	r := &node.Record{Name: name}
 	if v, ok := m.recs[name]; ok {
 		if err := json.Unmarshal(v, r); err != nil {
 			return err
@@ -130,7 +130,7 @@ type fixture struct {
 	client  *http.Client
 	mu      sync.Mutex
 	now     time.Time
-	reports []reconcile.Report
+	reports []node.Report
 	secrets []string
 	noSite  bool
 }
@@ -157,7 +157,7 @@ func newFixture(t *testing.T, opts ...func(*fixture)) *fixture {
 		Binding: BindLab,
 		Log:     newTestLogger(f.logs),
 		Now:     f.clock,
-		OnReport: func(r reconcile.Report) {
+		OnReport: func(r node.Report) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.reports = append(f.reports, r)
@@ -203,7 +203,7 @@ func (f *fixture) secret(s ...string) {
 	f.secrets = append(f.secrets, s...)
 }
 
-func (f *fixture) takeReports() []reconcile.Report {
+func (f *fixture) takeReports() []node.Report {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := f.reports
@@ -224,13 +224,13 @@ func (f *fixture) checkLogs() {
 }
 
 // buildID is the build the site wants for node now.
-func (f *fixture) buildID(node string) string {
+func (f *fixture) buildID(name string) string {
 	f.t.Helper()
-	n := f.site.Node(node)
+	n := f.site.Node(name)
 	if n == nil {
-		f.t.Fatalf("node %s not in the example site", node)
+		f.t.Fatalf("node %s not in the example site", name)
 	}
-	return reconcile.BuildSpecOf(f.site, n).ID()
+	return node.BuildSpecOf(f.site, n).ID()
 }
 
 // agentGenOf is the agent token generation arm gives node.
@@ -239,13 +239,13 @@ func agentGenOf(node string) string { return "gen-" + node }
 // arm records node as provisioning its current build with a nonce valid
 // for an hour and a new agent token generation, as the rebuild engine
 // does.
-func (f *fixture) arm(node string) string {
+func (f *fixture) arm(name string) string {
 	f.t.Helper()
-	build := f.buildID(node)
-	err := f.store.UpdateNode(context.Background(), node, func(r *reconcile.NodeRecord) error {
-		r.State, r.Since, r.Target = reconcile.NodeProvisioning, t0, build
-		r.Nonce, r.TokenExpires = "nonce-"+node, t0.Add(time.Hour)
-		r.AgentGen, r.Fetched, r.InstallFetched = agentGenOf(node), nil, time.Time{}
+	build := f.buildID(name)
+	err := f.store.UpdateNode(context.Background(), name, func(r *node.Record) error {
+		r.State, r.Since, r.Target = node.Provisioning, t0, build
+		r.Nonce, r.TokenExpires = "nonce-"+name, t0.Add(time.Hour)
+		r.AgentGen, r.Fetched, r.InstallFetched = agentGenOf(name), nil, time.Time{}
 		return nil
 	})
 	if err != nil {
@@ -254,7 +254,7 @@ func (f *fixture) arm(node string) string {
 	return build
 }
 
-func (f *fixture) record(node string) *reconcile.NodeRecord {
+func (f *fixture) record(node string) *node.Record {
 	f.t.Helper()
 	r, err := f.store.NodeRecord(context.Background(), node)
 	if err != nil {
@@ -326,13 +326,13 @@ func (f *fixture) post(path string, body any, bearer string) (int, string) {
 }
 
 // sampleFacts is what a freshly installed node might report.
-func sampleFacts(node string) reconcile.Facts {
-	return reconcile.Facts{
-		Hostname:  node,
+func sampleFacts(name string) node.Facts {
+	return node.Facts{
+		Hostname:  name,
 		OSRelease: map[string]string{"ID": "ubuntu", "VERSION_ID": "22.04"},
 		Kernel:    "5.15.0-126-generic",
-		Interfaces: []reconcile.FactInterface{
-			{Name: "eno1", Kind: reconcile.KindEther, MAC: "b0:7b:25:0b:01:01", Addresses: []string{"10.10.1.11/24"}},
+		Interfaces: []node.FactInterface{
+			{Name: "eno1", Kind: node.KindEther, MAC: "b0:7b:25:0b:01:01", Addresses: []string{"10.10.1.11/24"}},
 		},
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -295,14 +297,14 @@ func TestInstalledCallbackDoesNotVerify(t *testing.T) {
 	if status, _ := f.from(fromNode, http.MethodGet, "/install/e1n01/"+token+"/"+FileBuild, nil, nil); status != http.StatusOK {
 		t.Fatalf("build.json: %d", status)
 	}
-	spec := reconcile.BuildSpecOf(f.site, f.site.Node("e1n01"))
-	exact := reconcile.FactsOfBuild(spec)
+	spec := node.BuildSpecOf(f.site, f.site.Node("e1n01"))
+	exact := node.FactsOfBuild(spec)
 	status, body := f.from(fromNode, http.MethodPost, "/api/v1/nodes/e1n01/installed", installedRequest{Token: token, BuildID: build, Facts: exact}, nil)
 	if status != http.StatusNoContent {
 		t.Fatalf("callback: %d %s", status, body)
 	}
 	rec := f.record("e1n01")
-	if rec.State != reconcile.NodeInstalled || rec.BuildID != "" || rec.Confirmed() || rec.FactsFrom != reconcile.ReportInstalled {
+	if rec.State != node.Installed || rec.BuildID != "" || rec.Confirmed() || rec.FactsFrom != node.ReportInstalled {
 		t.Fatalf("after the callback: state %q build %q confirmed %v facts from %q; want installed, awaiting the agent",
 			rec.State, rec.BuildID, rec.Confirmed(), rec.FactsFrom)
 	}
@@ -322,9 +324,9 @@ func TestInstalledCallbackDoesNotVerify(t *testing.T) {
 // revoked, is refused (403), and the drifted facts posted with it do not
 // make the daemon rebuild the node; the current token's do (the control).
 func TestOldAgentTokens(t *testing.T) {
-	drifted := func(f *fixture) reconcile.Facts {
-		facts := reconcile.FactsOfBuild(reconcile.BuildSpecOf(f.site, f.site.Node("e1n01")))
-		facts.Interfaces = append(facts.Interfaces, reconcile.FactInterface{Name: "bond0.999", Kind: reconcile.KindVLAN, VLANID: 999, Link: "bond0"})
+	drifted := func(f *fixture) node.Facts {
+		facts := node.FactsOfBuild(node.BuildSpecOf(f.site, f.site.Node("e1n01")))
+		facts.Interfaces = append(facts.Interfaces, node.FactInterface{Name: "bond0.999", Kind: node.KindVLAN, VLANID: 999, Link: "bond0"})
 		return facts
 	}
 	tests := []struct {
@@ -371,7 +373,7 @@ func TestOldAgentTokens(t *testing.T) {
 				t.Fatal(err)
 			}
 			rebuilt := false
-			for _, r := range reconcile.PlanRebuilds(f.site, recs, f.clock()).Rebuilds {
+			for _, r := range rollout.PlanRebuilds(f.site, recs, f.clock()).Rebuilds {
 				rebuilt = rebuilt || r.Node == "e1n01"
 			}
 			if rebuilt != tc.rebuild {
@@ -392,7 +394,7 @@ func (f *fixture) agentTokenOfInstall() string {
 	}
 	f.arm("e1n01")
 	gen := prev + "+"
-	f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = gen })
+	f.update("e1n01", func(r *node.Record) { r.AgentGen = gen })
 	_, token := f.scriptFrom(fromNode)
 	status, body := f.from(fromNode, http.MethodGet, "/install/e1n01/"+token+"/"+FileAgent, nil, nil)
 	var agent agentFile
@@ -405,14 +407,14 @@ func (f *fixture) agentTokenOfInstall() string {
 
 // verified records e1n01 verified on the build the site wants, with the
 // facts of that build.
-func (f *fixture) verified(node string) {
+func (f *fixture) verified(name string) {
 	f.t.Helper()
-	spec := reconcile.BuildSpecOf(f.site, f.site.Node(node))
-	facts := reconcile.FactsOfBuild(spec)
-	f.update(node, func(r *reconcile.NodeRecord) {
-		r.State, r.Nonce, r.Target = reconcile.NodeVerified, "", ""
+	spec := node.BuildSpecOf(f.site, f.site.Node(name))
+	facts := node.FactsOfBuild(spec)
+	f.update(name, func(r *node.Record) {
+		r.State, r.Nonce, r.Target = node.Verified, "", ""
 		r.BuildID, r.Spec, r.BuiltAt = spec.ID(), &spec, f.clock()
-		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, f.clock(), reconcile.ReportAgent, spec.ID()
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, f.clock(), node.ReportAgent, spec.ID()
 	})
 }
 
@@ -420,13 +422,13 @@ func (f *fixture) verified(node string) {
 // boots its old disk instead: nothing of the install happens.
 type oldDiskBMC struct{}
 
-func (oldDiskBMC) PowerState(context.Context) (reconcile.PowerState, error) {
-	return reconcile.PowerOn, nil
+func (oldDiskBMC) PowerState(context.Context) (node.PowerState, error) {
+	return node.PowerOn, nil
 }
-func (oldDiskBMC) SetPower(context.Context, reconcile.PowerAction) error { return nil }
-func (oldDiskBMC) BootOnce(context.Context, reconcile.BootDevice) error  { return nil }
-func (oldDiskBMC) Firmware(context.Context) (reconcile.Firmware, error) {
-	return reconcile.Firmware{}, nil
+func (oldDiskBMC) SetPower(context.Context, node.PowerAction) error { return nil }
+func (oldDiskBMC) BootOnce(context.Context, node.BootDevice) error  { return nil }
+func (oldDiskBMC) Firmware(context.Context) (node.Firmware, error) {
+	return node.Firmware{}, nil
 }
 
 // TestHijackedCallbackDoesNotVerify (c), the issue's attack end to end:
@@ -436,23 +438,23 @@ func (oldDiskBMC) Firmware(context.Context) (reconcile.Firmware, error) {
 // The node is never verified: the rollout waits for the agent of the
 // install, which never reports, and fails the rebuild.
 func TestHijackedCallbackDoesNotVerify(t *testing.T) {
-	wake := &reconcile.Waker{}
+	wake := &rollout.Waker{}
 	f := newFixture(t, bound(func(f *fixture) {
 		f.srv.Binding, f.srv.Now = BindOff, nil // real time: the rollout arms with it
-		f.srv.OnReport = func(r reconcile.Report) { wake.Notify(r.Node) }
+		f.srv.OnReport = func(r node.Report) { wake.Notify(r.Node) }
 	}))
 	armed := make(chan struct{})
-	ro := &reconcile.Rollout{Site: f.site, Nodes: f.store, Wake: wake, InstallTimeout: 1500 * time.Millisecond, PollInterval: 50 * time.Millisecond,
-		BMC: func(*schema.Node) (reconcile.BMC, error) { return oldDiskBMC{}, nil },
-		Progress: func(e reconcile.RolloutEvent) {
-			if e.Step == reconcile.StepPower {
+	ro := &rollout.Engine{Site: f.site, Nodes: f.store, Wake: wake, InstallTimeout: 1500 * time.Millisecond, PollInterval: 50 * time.Millisecond,
+		BMC: func(*schema.Node) (node.BMC, error) { return oldDiskBMC{}, nil },
+		Progress: func(e rollout.Event) {
+			if e.Step == rollout.StepPower {
 				close(armed)
 			}
 		}}
-	plan := reconcile.PlanRebuilds(f.site, nil, time.Now())
-	plan.Rebuilds = slices.DeleteFunc(plan.Rebuilds, func(r reconcile.NodeRebuild) bool { return r.Node != "e1n01" })
+	plan := rollout.PlanRebuilds(f.site, nil, time.Now())
+	plan.Rebuilds = slices.DeleteFunc(plan.Rebuilds, func(r rollout.NodeRebuild) bool { return r.Node != "e1n01" })
 	plan.Rebuilds[0].Canary = false
-	done := make(chan *reconcile.RolloutResult, 1)
+	done := make(chan *rollout.Result, 1)
 	go func() {
 		res, err := ro.Run(context.Background(), plan)
 		if err != nil {
@@ -468,21 +470,21 @@ func TestHijackedCallbackDoesNotVerify(t *testing.T) {
 	}
 	status, body := f.from(fromAttacker, http.MethodGet, "/install/e1n01/"+token+"/"+FileBuild, nil, nil)
 	var build struct {
-		reconcile.BuildSpec
+		node.BuildSpec
 		ID string `json:"id"`
 	}
 	if status != http.StatusOK || json.Unmarshal([]byte(body), &build) != nil {
 		t.Fatalf("build.json: %d %s", status, body)
 	}
 	status, body = f.from(fromAttacker, http.MethodPost, "/api/v1/nodes/e1n01/installed",
-		installedRequest{Token: token, BuildID: build.ID, Facts: reconcile.FactsOfBuild(build.BuildSpec)}, nil)
+		installedRequest{Token: token, BuildID: build.ID, Facts: node.FactsOfBuild(build.BuildSpec)}, nil)
 	if status != http.StatusNoContent {
 		t.Fatalf("the attacker's callback: %d %s", status, body)
 	}
 
 	res := <-done
 	rec := f.record("e1n01")
-	if len(res.Verified) != 0 || rec.State != reconcile.NodeFailed || rec.BuildID != "" ||
+	if len(res.Verified) != 0 || rec.State != node.Failed || rec.BuildID != "" ||
 		!strings.Contains(res.Failed["e1n01"], "its agent did not report") {
 		t.Fatalf("after a callback with no install: result %+v, record state %q build %q; want failed, waiting for its agent", res, rec.State, rec.BuildID)
 	}

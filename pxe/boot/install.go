@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -87,7 +87,7 @@ var errFetchedTwice = refuse(http.StatusGone, "install file already served in th
 // checkArmed checks an install token's claims against the node's record
 // and the site: still armed, same nonce, same build, and the build is the
 // one the site wants now (else the files would describe another build).
-func checkArmed(c InstallClaims, rec *reconcile.NodeRecord, want string, now time.Time) error {
+func checkArmed(c InstallClaims, rec *node.Record, want string, now time.Time) error {
 	switch {
 	case !rec.Armed(now):
 		return refuse(http.StatusForbidden, "node is not armed for an install", nil)
@@ -120,22 +120,22 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 	if err != nil {
 		return "", "", err
 	}
-	site, node, err := s.siteNode(name)
+	site, nd, err := s.siteNode(name)
 	if err != nil {
 		return "", "", err
 	}
-	if err := s.checkSource(r, site, node); err != nil {
+	if err := s.checkSource(r, site, nd); err != nil {
 		return "", "", err
 	}
 	rec, err := s.Nodes.NodeRecord(r.Context(), name)
 	if err != nil {
 		return "", "", fmt.Errorf("read node record: %w", err)
 	}
-	if err := checkArmed(c, rec, reconcile.BuildSpecOf(site, node).ID(), now); err != nil {
+	if err := checkArmed(c, rec, node.BuildSpecOf(site, nd).ID(), now); err != nil {
 		return "", "", err
 	}
 	kind := schema.InstallerKind("")
-	if img := site.Image(node.Image); img != nil {
+	if img := site.Image(nd.Image); img != nil {
 		kind = img.Installer
 	}
 	if !slices.Contains(filesFor(kind), file) {
@@ -147,7 +147,7 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 	}
 	var rd *Rendered
 	if file != FileAgent {
-		if rd, err = s.render(site, node, token); err != nil {
+		if rd, err = s.render(site, nd, token); err != nil {
 			return "", "", err
 		}
 	}
@@ -155,7 +155,7 @@ func (s *Server) installFile(r *http.Request, name, token, file string, now time
 	// is someone else holding the token (or an installer retrying a
 	// transfer that broke, which the operator then retries).
 	var gen string
-	if err := s.Nodes.UpdateNode(r.Context(), name, func(rec *reconcile.NodeRecord) error {
+	if err := s.Nodes.UpdateNode(r.Context(), name, func(rec *node.Record) error {
 		if err := checkArmed(c, rec, rec.Target, now); err != nil {
 			return err
 		}

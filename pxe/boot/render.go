@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -48,7 +48,7 @@ type Rendered struct {
 // buildFile is build.json: the build spec with its id.
 type buildFile struct {
 	ID string `json:"id"`
-	reconcile.BuildSpec
+	node.BuildSpec
 }
 
 // agentFile is agent.json, what `anneal agent` reads from
@@ -63,7 +63,7 @@ type agentFile struct {
 type install struct {
 	site    *schema.Site
 	node    *schema.Node
-	spec    reconcile.BuildSpec
+	spec    node.BuildSpec
 	id      string
 	base    string // base URL, no trailing slash
 	token   string
@@ -160,7 +160,7 @@ func render(site *schema.Site, node *schema.Node, baseURL, token string, proxied
 
 // newInstall compiles the node's build and checks every value the
 // renderers write.
-func newInstall(site *schema.Site, node *schema.Node, baseURL, token string) (*install, error) {
+func newInstall(site *schema.Site, nd *schema.Node, baseURL, token string) (*install, error) {
 	base, err := checkBaseURL(baseURL)
 	if err != nil {
 		return nil, err
@@ -168,14 +168,14 @@ func newInstall(site *schema.Site, node *schema.Node, baseURL, token string) (*i
 	if !tokenChars.MatchString(token) {
 		return nil, errors.New("install token holds characters other than base64url and '.'")
 	}
-	if !safeName(node.Name) {
-		return nil, fmt.Errorf("node name %q is not a plain host name", node.Name)
+	if !safeName(nd.Name) {
+		return nil, fmt.Errorf("node name %q is not a plain host name", nd.Name)
 	}
-	img := site.Image(node.Image)
+	img := site.Image(nd.Image)
 	if img == nil {
-		return nil, fmt.Errorf("image %q is not in the site", node.Image)
+		return nil, fmt.Errorf("image %q is not in the site", nd.Image)
 	}
-	in := &install{site: site, node: node, spec: reconcile.BuildSpecOf(site, node), base: base, token: token}
+	in := &install{site: site, node: nd, spec: node.BuildSpecOf(site, nd), base: base, token: token}
 	in.id = in.spec.ID()
 	if !safeName(in.spec.Hostname) {
 		return nil, fmt.Errorf("host name %q is not a plain host name", in.spec.Hostname)
@@ -285,8 +285,8 @@ func addrString(a netip.Addr) string {
 
 // provisioningAddress is the node's address on the provisioning network, or
 // its first addressed network when none is marked provisioning.
-func (in *install) provisioningAddress() *reconcile.AddressSpec {
-	var first *reconcile.AddressSpec
+func (in *install) provisioningAddress() *node.AddressSpec {
+	var first *node.AddressSpec
 	for i, a := range in.spec.Network.Addresses {
 		if a.IPv4 == "" && a.IPv6 == "" {
 			continue

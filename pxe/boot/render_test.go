@@ -14,7 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/anneal-dev/anneal/internal/testenv"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -81,49 +81,49 @@ func TestRenderEveryInstaller(t *testing.T) {
 		t.Run(string(tc.kind), func(t *testing.T) {
 			site := loadSite(t)
 			withInstaller(site, tc.kind)
-			for _, node := range site.Nodes {
+			for _, nd := range site.Nodes {
 				sub := func(s string) string {
-					ps := site.PatchSet(node.PatchSet)
-					return strings.NewReplacer("NODE", node.Name, "BUILD", reconcile.BuildSpecOf(site, node).ID(),
+					ps := site.PatchSet(nd.PatchSet)
+					return strings.NewReplacer("NODE", nd.Name, "BUILD", node.BuildSpecOf(site, nd).ID(),
 						"KVER", ps.Kernel, "OPENSSL", ps.Packages["openssl"]).Replace(s)
 				}
-				r, err := Render(site, node, testBase+"/", testToken)
+				r, err := Render(site, nd, testBase+"/", testToken)
 				if err != nil {
-					t.Fatalf("%s: %v", node.Name, err)
+					t.Fatalf("%s: %v", nd.Name, err)
 				}
-				again, err := Render(site, node, testBase, testToken)
+				again, err := Render(site, nd, testBase, testToken)
 				if err != nil || again.Script != r.Script || !maps.Equal(again.Files, r.Files) {
-					t.Errorf("%s: rendering twice differs (err %v)", node.Name, err)
+					t.Errorf("%s: rendering twice differs (err %v)", nd.Name, err)
 				}
-				if r.Installer != tc.kind || r.BuildID != reconcile.BuildSpecOf(site, node).ID() {
-					t.Errorf("%s: installer %s build %s", node.Name, r.Installer, r.BuildID)
+				if r.Installer != tc.kind || r.BuildID != node.BuildSpecOf(site, nd).ID() {
+					t.Errorf("%s: installer %s build %s", nd.Name, r.Installer, r.BuildID)
 				}
 				want := append([]string{FileNetworkConfig, FileBuild}, tc.files...)
 				if got := slices.Sorted(maps.Keys(r.Files)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
-					t.Errorf("%s: files %v, want %v", node.Name, got, want)
+					t.Errorf("%s: files %v, want %v", nd.Name, got, want)
 				}
 				kernel := kernelLine(t, r.Script)
 				for _, arg := range append([]string{"initrd=initrd", "anneal.node=NODE", "anneal.build=BUILD",
 					"anneal.url=" + testBase, "anneal.token=" + testToken}, tc.scriptArgs...) {
 					if !strings.Contains(kernel, " "+sub(arg)) {
-						t.Errorf("%s: kernel line lacks %q:\n%s", node.Name, sub(arg), kernel)
+						t.Errorf("%s: kernel line lacks %q:\n%s", nd.Name, sub(arg), kernel)
 					}
 				}
 				for file, wants := range tc.configHas {
 					for _, w := range wants {
 						if !strings.Contains(r.Files[file], sub(w)) {
-							t.Errorf("%s: %s lacks %q:\n%s", node.Name, file, sub(w), r.Files[file])
+							t.Errorf("%s: %s lacks %q:\n%s", nd.Name, file, sub(w), r.Files[file])
 						}
 					}
 				}
 				var build map[string]any
-				if err := json.Unmarshal([]byte(r.Files[FileBuild]), &build); err != nil || build["id"] != r.BuildID || build["hostname"] != node.Name {
-					t.Errorf("%s: build.json id/hostname wrong (err %v):\n%s", node.Name, err, r.Files[FileBuild])
+				if err := json.Unmarshal([]byte(r.Files[FileBuild]), &build); err != nil || build["id"] != r.BuildID || build["hostname"] != nd.Name {
+					t.Errorf("%s: build.json id/hostname wrong (err %v):\n%s", nd.Name, err, r.Files[FileBuild])
 				}
 				if tc.kind == schema.InstallerAutoinstall || tc.kind == schema.InstallerCloudInit {
 					var ud map[string]any
 					if err := yaml.Unmarshal([]byte(r.Files[FileUserData]), &ud); err != nil {
-						t.Errorf("%s: user-data is not YAML: %v", node.Name, err)
+						t.Errorf("%s: user-data is not YAML: %v", nd.Name, err)
 					}
 				}
 			}
@@ -411,9 +411,9 @@ func TestIfupdownParses(t *testing.T) {
 	ifquery := testenv.LookPath(t, "ifquery", "ifupdown")
 	site := loadSite(t)
 	withInstaller(site, schema.InstallerPreseed)
-	for _, node := range site.Nodes {
-		t.Run(node.Name, func(t *testing.T) {
-			r, err := Render(site, node, testBase, testToken)
+	for _, nd := range site.Nodes {
+		t.Run(nd.Name, func(t *testing.T) {
+			r, err := Render(site, nd, testBase, testToken)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -426,12 +426,12 @@ func TestIfupdownParses(t *testing.T) {
 				t.Fatalf("ifquery: %v\n%s", err, out)
 			}
 			listed := strings.Fields(string(out))
-			for _, a := range reconcile.BuildSpecOf(site, node).Network.Addresses {
+			for _, a := range node.BuildSpecOf(site, nd).Network.Addresses {
 				if !slices.Contains(listed, a.Device) {
 					t.Errorf("%s (network %s) is not brought up; ifquery lists %v", a.Device, a.Network, listed)
 				}
 			}
-			for _, b := range node.Bonds {
+			for _, b := range nd.Bonds {
 				out, err := exec.CommandContext(t.Context(), ifquery, "-i", path, b.Name).CombinedOutput()
 				if want := "bond-mode: " + b.Mode; err != nil || !strings.Contains(string(out), want) {
 					t.Errorf("ifquery %s: %v, lacks %q:\n%s", b.Name, err, want, out)

@@ -7,7 +7,7 @@
 // /api/v1/discovered).
 //
 // A node installs only when the rebuild engine armed it: its record in the
-// NodeStore is provisioning, holds a nonce that has not expired, and
+// node.Store is provisioning, holds a nonce that has not expired, and
 // targets the build the site wants now. The script then carries an install
 // token (tokens.go) that the installer presents for its files, each served
 // once per arming; the install writes it to a root-only file in the
@@ -34,7 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -49,7 +49,7 @@ type Server struct {
 	Site func() *schema.Site
 	// Nodes holds node records: whether a node is armed, for which build,
 	// with which nonce.
-	Nodes reconcile.NodeStore
+	Nodes node.Store
 	// Key signs install and agent tokens. It is never logged.
 	Key []byte
 	// BaseURL is how nodes reach this server ("http://10.10.1.2:8080").
@@ -60,7 +60,7 @@ type Server struct {
 	Now func() time.Time
 	// OnReport is called after a node's report is stored. It runs on the
 	// request's goroutine and must not block long.
-	OnReport func(reconcile.Report)
+	OnReport func(node.Report)
 	// AgentBinary is the path of the anneal binary served at GET
 	// /agent/anneal for installers to fetch; "" answers 404.
 	AgentBinary string
@@ -260,66 +260,66 @@ func (s *Server) handleIPXE(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no site loaded", http.StatusServiceUnavailable)
 		return
 	}
-	node := s.nodeByMAC(site, mac)
-	if node == nil {
+	nd := s.nodeByMAC(site, mac)
+	if nd == nil {
 		s.disc.seen(mac, remote, now)
 		s.log().Warn("boot: netboot from a MAC not in the site", "mac", mac, "site", siteName(site), "remote", remote)
 		writeScript(w, exitScript(fmt.Sprintf("MAC %s is not in site %s", mac, siteName(site))))
 		return
 	}
-	if err := s.checkSource(r, site, node); err != nil {
-		s.fail(w, r, "iPXE script", node.Name, err)
+	if err := s.checkSource(r, site, nd); err != nil {
+		s.fail(w, r, "iPXE script", nd.Name, err)
 		return
 	}
-	rec, err := s.Nodes.NodeRecord(r.Context(), node.Name)
+	rec, err := s.Nodes.NodeRecord(r.Context(), nd.Name)
 	if err != nil {
-		s.log().Error("boot: read node record, not booting", "node", node.Name, "mac", mac, "err", err)
+		s.log().Error("boot: read node record, not booting", "node", nd.Name, "mac", mac, "err", err)
 		http.Error(w, "node store unavailable", http.StatusInternalServerError)
 		return
 	}
-	want := reconcile.BuildSpecOf(site, node).ID()
-	if why := notArmed(node, rec, want, now); why != "" {
-		s.log().Info("boot: node not armed, booting from local disk", "node", node.Name, "mac", mac, "reason", why, "remote", remote)
-		writeScript(w, exitScript(fmt.Sprintf("%s is not armed for an install: %s", node.Name, why), "booting from the local disk"))
+	want := node.BuildSpecOf(site, nd).ID()
+	if why := notArmed(nd, rec, want, now); why != "" {
+		s.log().Info("boot: node not armed, booting from local disk", "node", nd.Name, "mac", mac, "reason", why, "remote", remote)
+		writeScript(w, exitScript(fmt.Sprintf("%s is not armed for an install: %s", nd.Name, why), "booting from the local disk"))
 		return
 	}
 	if !rec.InstallFetched.IsZero() {
 		// The installer already ran from this arming: this is the installed
 		// system's reboot on a machine that netboots first.
-		s.log().Info("boot: install already fetched, booting from local disk", "node", node.Name, "mac", mac, "remote", remote)
-		writeScript(w, exitScript(fmt.Sprintf("%s already fetched its install", node.Name), "booting from the local disk"))
+		s.log().Info("boot: install already fetched, booting from local disk", "node", nd.Name, "mac", mac, "remote", remote)
+		writeScript(w, exitScript(fmt.Sprintf("%s already fetched its install", nd.Name), "booting from the local disk"))
 		return
 	}
-	if err := s.Nodes.UpdateNode(r.Context(), node.Name, func(rec *reconcile.NodeRecord) error {
+	if err := s.Nodes.UpdateNode(r.Context(), nd.Name, func(rec *node.Record) error {
 		rec.Netbooted = now
 		return nil
 	}); err != nil {
-		s.log().Error("boot: record netboot, not booting", "node", node.Name, "err", err)
+		s.log().Error("boot: record netboot, not booting", "node", nd.Name, "err", err)
 		http.Error(w, "node store unavailable", http.StatusInternalServerError)
 		return
 	}
-	token := MintInstallToken(s.Key, node.Name, rec.Target, rec.Nonce, rec.TokenExpires)
-	rd, err := s.render(site, node, token)
+	token := MintInstallToken(s.Key, nd.Name, rec.Target, rec.Nonce, rec.TokenExpires)
+	rd, err := s.render(site, nd, token)
 	if err != nil {
-		s.log().Error("boot: render install, not booting", "node", node.Name, "err", err)
+		s.log().Error("boot: render install, not booting", "node", nd.Name, "err", err)
 		http.Error(w, "cannot render the install", http.StatusInternalServerError)
 		return
 	}
-	s.log().Info("boot: serving install script", "node", node.Name, "mac", mac, "build", rd.BuildID, "installer", string(rd.Installer), "remote", remote)
+	s.log().Info("boot: serving install script", "node", nd.Name, "mac", mac, "build", rd.BuildID, "installer", string(rd.Installer), "remote", remote)
 	writeScript(w, rd.Script)
 }
 
 // notArmed says why a node's next netboot must not install, or "" when it
 // installs want.
-func notArmed(node *schema.Node, rec *reconcile.NodeRecord, want string, now time.Time) string {
+func notArmed(nd *schema.Node, rec *node.Record, want string, now time.Time) string {
 	switch {
-	case !node.Exists():
+	case !nd.Exists():
 		return "the node is decommissioned"
 	case rec == nil:
 		return "anneal has no record of it"
-	case rec.State == reconcile.NodeUnknown:
+	case rec.State == node.Unknown:
 		return "no rebuild of it is in progress"
-	case rec.State != reconcile.NodeProvisioning:
+	case rec.State != node.Provisioning:
 		return fmt.Sprintf("its state is %q, not provisioning", string(rec.State))
 	case rec.Nonce == "":
 		return "its install token was already used"

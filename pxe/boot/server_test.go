@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -61,7 +61,7 @@ func TestIPXEScript(t *testing.T) {
 			name: "installed, not armed",
 			prepare: func(f *fixture) {
 				f.arm("e1n01")
-				f.update("e1n01", func(r *reconcile.NodeRecord) { r.State, r.Nonce = reconcile.NodeInstalled, "" })
+				f.update("e1n01", func(r *node.Record) { r.State, r.Nonce = node.Installed, "" })
 			},
 			mac:     "b0:7b:25:0b:01:01",
 			status:  http.StatusOK,
@@ -83,7 +83,7 @@ func TestIPXEScript(t *testing.T) {
 			name: "armed for another build",
 			prepare: func(f *fixture) {
 				f.arm("e1n01")
-				f.update("e1n01", func(r *reconcile.NodeRecord) { r.Target = "0000000000000000" })
+				f.update("e1n01", func(r *node.Record) { r.Target = "0000000000000000" })
 			},
 			mac:     "b0:7b:25:0b:01:01",
 			status:  http.StatusOK,
@@ -151,9 +151,9 @@ func TestIPXEScript(t *testing.T) {
 	}
 }
 
-func (f *fixture) update(node string, fn func(*reconcile.NodeRecord)) {
+func (f *fixture) update(name string, fn func(*node.Record)) {
 	f.t.Helper()
-	if err := f.store.UpdateNode(context.Background(), node, func(r *reconcile.NodeRecord) error { fn(r); return nil }); err != nil {
+	if err := f.store.UpdateNode(context.Background(), name, func(r *node.Record) error { fn(r); return nil }); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -239,14 +239,14 @@ func TestInstallFiles(t *testing.T) {
 		{
 			name: "node re-armed with a new nonce", node: "e1n01", file: FileUserData, status: http.StatusForbidden,
 			mutate: func(f *fixture, token string) string {
-				f.update("e1n01", func(r *reconcile.NodeRecord) { r.Nonce = "a-newer-nonce" })
+				f.update("e1n01", func(r *node.Record) { r.Nonce = "a-newer-nonce" })
 				return ""
 			},
 		},
 		{
 			name: "node no longer provisioning", node: "e1n01", file: FileUserData, status: http.StatusForbidden,
 			mutate: func(f *fixture, token string) string {
-				f.update("e1n01", func(r *reconcile.NodeRecord) { r.State = reconcile.NodeFailed })
+				f.update("e1n01", func(r *node.Record) { r.State = node.Failed })
 				return ""
 			},
 		},
@@ -340,12 +340,12 @@ func TestInstallCallback(t *testing.T) {
 		name      string
 		prepare   func(f *fixture) req
 		status    int
-		wantState reconcile.NodeState
+		wantState node.State
 		wantNonce bool // the nonce is still there (nothing consumed it)
 		reason    string
 		reports   int
 	}{
-		{name: "good", prepare: good, status: http.StatusNoContent, wantState: reconcile.NodeInstalled, reports: 1},
+		{name: "good", prepare: good, status: http.StatusNoContent, wantState: node.Installed, reports: 1},
 		{
 			name: "replayed",
 			prepare: func(f *fixture) req {
@@ -356,7 +356,7 @@ func TestInstallCallback(t *testing.T) {
 				f.takeReports()
 				return r
 			},
-			status: http.StatusForbidden, wantState: reconcile.NodeInstalled,
+			status: http.StatusForbidden, wantState: node.Installed,
 		},
 		{
 			name: "forged",
@@ -366,7 +366,7 @@ func TestInstallCallback(t *testing.T) {
 				r.body = installedRequest{Token: forged, BuildID: f.buildID("e1n01")}
 				return r
 			},
-			status: http.StatusForbidden, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status: http.StatusForbidden, wantState: node.Provisioning, wantNonce: true,
 		},
 		{
 			name: "guessed nonce with the right key is still single use",
@@ -375,7 +375,7 @@ func TestInstallCallback(t *testing.T) {
 				r.body = installedRequest{Token: MintInstallToken(testKey, "e1n01", f.buildID("e1n01"), "another-nonce", t0.Add(time.Hour)), BuildID: f.buildID("e1n01")}
 				return r
 			},
-			status: http.StatusForbidden, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status: http.StatusForbidden, wantState: node.Provisioning, wantNonce: true,
 		},
 		{
 			name: "expired",
@@ -384,7 +384,7 @@ func TestInstallCallback(t *testing.T) {
 				f.setNow(t0.Add(time.Hour))
 				return r
 			},
-			status: http.StatusForbidden, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status: http.StatusForbidden, wantState: node.Provisioning, wantNonce: true,
 		},
 		{
 			name: "wrong node",
@@ -394,7 +394,7 @@ func TestInstallCallback(t *testing.T) {
 				r.path = "/api/v1/nodes/e1n02/installed"
 				return r
 			},
-			status: http.StatusForbidden, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status: http.StatusForbidden, wantState: node.Provisioning, wantNonce: true,
 		},
 		{
 			name: "wrong build",
@@ -403,26 +403,26 @@ func TestInstallCallback(t *testing.T) {
 				r.body = installedRequest{Token: f.tokenOf("e1n01"), BuildID: "deadbeefdeadbeef", Facts: sampleFacts("e1n01")}
 				return r
 			},
-			status: http.StatusConflict, wantState: reconcile.NodeFailed, reason: "installed build deadbeefdeadbeef, expected BUILD", reports: 1,
+			status: http.StatusConflict, wantState: node.Failed, reason: "installed build deadbeefdeadbeef, expected BUILD", reports: 1,
 		},
 		{
 			name: "no token",
 			prepare: func(f *fixture) req {
 				return req{"/api/v1/nodes/e1n01/installed", installedRequest{BuildID: f.buildID("e1n01")}}
 			},
-			status: http.StatusForbidden, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status: http.StatusForbidden, wantState: node.Provisioning, wantNonce: true,
 		},
 		{
 			name:    "not JSON",
 			prepare: func(f *fixture) req { return req{"/api/v1/nodes/e1n01/installed", "{not json"} },
-			status:  http.StatusBadRequest, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status:  http.StatusBadRequest, wantState: node.Provisioning, wantNonce: true,
 		},
 		{
 			name: "body too large",
 			prepare: func(f *fixture) req {
 				return req{"/api/v1/nodes/e1n01/installed", `{"token": "` + strings.Repeat("a", maxReportBody) + `"}`}
 			},
-			status: http.StatusRequestEntityTooLarge, wantState: reconcile.NodeProvisioning, wantNonce: true,
+			status: http.StatusRequestEntityTooLarge, wantState: node.Provisioning, wantNonce: true,
 		},
 	}
 	for _, tc := range tests {
@@ -452,7 +452,7 @@ func TestInstallCallback(t *testing.T) {
 				t.Fatalf("%d reports, want %d", len(reports), tc.reports)
 			}
 			if tc.reports == 1 {
-				if rep := reports[0]; rep.Node != "e1n01" || rep.Kind != reconcile.ReportInstalled || !rep.Time.Equal(f.clock()) || rep.Facts.Kernel != "5.15.0-126-generic" {
+				if rep := reports[0]; rep.Node != "e1n01" || rep.Kind != node.ReportInstalled || !rep.Time.Equal(f.clock()) || rep.Facts.Kernel != "5.15.0-126-generic" {
 					t.Errorf("report %+v", rep)
 				}
 				if rec.Facts == nil || rec.Facts.Hostname != "e1n01" || !rec.FactsAt.Equal(f.clock()) || !rec.Since.Equal(f.clock()) {
@@ -505,15 +505,15 @@ func TestAgentFacts(t *testing.T) {
 	}{
 		{"good", "e1n01", func(f *fixture) string { return AgentToken(testKey, "e1n01", "") }, http.StatusNoContent},
 		{"good, of the record's generation", "e1n01", func(f *fixture) string {
-			f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = "g2" })
+			f.update("e1n01", func(r *node.Record) { r.AgentGen = "g2" })
 			return AgentToken(testKey, "e1n01", "g2")
 		}, http.StatusNoContent},
 		{"of an older generation", "e1n01", func(f *fixture) string {
-			f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = "g2" })
+			f.update("e1n01", func(r *node.Record) { r.AgentGen = "g2" })
 			return AgentToken(testKey, "e1n01", "g1")
 		}, http.StatusForbidden},
 		{"without generation, once the record has one", "e1n01", func(f *fixture) string {
-			f.update("e1n01", func(r *reconcile.NodeRecord) { r.AgentGen = "g2" })
+			f.update("e1n01", func(r *node.Record) { r.AgentGen = "g2" })
 			return AgentToken(testKey, "e1n01", "")
 		}, http.StatusForbidden},
 		{"no token", "e1n01", func(f *fixture) string { return "" }, http.StatusForbidden},
@@ -525,7 +525,7 @@ func TestAgentFacts(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			f.update(tc.node, func(r *reconcile.NodeRecord) { r.State = reconcile.NodeVerified })
+			f.update(tc.node, func(r *node.Record) { r.State = node.Verified })
 			bearer := tc.bearer(f)
 			f.secret(bearer)
 			status, body := f.post("/api/v1/nodes/"+tc.node+"/facts", factsRequest{BuildID: "0123456789abcdef", Facts: sampleFacts(tc.node)}, bearer)
@@ -540,10 +540,10 @@ func TestAgentFacts(t *testing.T) {
 				}
 				return
 			}
-			if rec.Facts == nil || rec.Facts.Hostname != tc.node || !rec.FactsAt.Equal(t0) || rec.State != reconcile.NodeVerified {
+			if rec.Facts == nil || rec.Facts.Hostname != tc.node || !rec.FactsAt.Equal(t0) || rec.State != node.Verified {
 				t.Errorf("record %+v: want facts stored and state kept", rec)
 			}
-			if len(reports) != 1 || reports[0].Kind != reconcile.ReportAgent || reports[0].BuildID != "0123456789abcdef" || reports[0].Node != tc.node {
+			if len(reports) != 1 || reports[0].Kind != node.ReportAgent || reports[0].BuildID != "0123456789abcdef" || reports[0].Node != tc.node {
 				t.Errorf("reports %+v", reports)
 			}
 		})

@@ -104,7 +104,7 @@ func CheckInstallToken(key []byte, token string, now time.Time) (InstallClaims, 
 // AgentToken is the bearer token of node's `anneal agent`: hex
 // HMAC-SHA256(key, "agent\x00"+node+"\x00"+gen), then "-" and gen, gen
 // being the token generation in the node's record
-// (reconcile.NodeRecord.AgentGen). Every arming draws a new generation, so
+// (node.Record.AgentGen). Every arming draws a new generation, so
 // each install hands its agent a new token and the old one dies; a revoke
 // draws one too. An empty gen gives the token of anneal before
 // generations (the bare HMAC over "agent\x00"+node), accepted only while

@@ -26,7 +26,7 @@ import (
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
 	"github.com/anneal-dev/anneal/pxe/tftp"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -56,10 +56,10 @@ type Config struct {
 	// Key signs install and agent tokens (at least boot.MinKeyLen bytes).
 	Key []byte
 	// Nodes are the node records the server reads and updates.
-	Nodes reconcile.NodeStore
+	Nodes node.Store
 	// OnReport is told of every agent report stored (the reconciler's
 	// Report).
-	OnReport func(reconcile.Report)
+	OnReport func(node.Report)
 	// AgentBinary is the anneal binary served to installers ("": none).
 	AgentBinary string
 	// ArtifactDir keeps the verified copies of kernels and initrds (""

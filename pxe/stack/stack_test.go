@@ -18,23 +18,23 @@ import (
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/pxe/boot"
 	"github.com/anneal-dev/anneal/pxe/dhcp"
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/pin/tftp/v3"
 )
 
 const exampleSite = "../../examples/site-repo"
 
-// memNodes is an in-memory reconcile.NodeStore.
+// memNodes is an in-memory node.Store.
 type memNodes struct {
 	mu   sync.Mutex
-	recs map[string]*reconcile.NodeRecord
+	recs map[string]*node.Record
 }
 
-func (m *memNodes) NodeRecords(context.Context) (map[string]*reconcile.NodeRecord, error) {
+func (m *memNodes) NodeRecords(context.Context) (map[string]*node.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[string]*reconcile.NodeRecord{}
+	out := map[string]*node.Record{}
 	for k, v := range m.recs {
 		c := *v
 		out[k] = &c
@@ -42,7 +42,7 @@ func (m *memNodes) NodeRecords(context.Context) (map[string]*reconcile.NodeRecor
 	return out, nil
 }
 
-func (m *memNodes) NodeRecord(_ context.Context, name string) (*reconcile.NodeRecord, error) {
+func (m *memNodes) NodeRecord(_ context.Context, name string) (*node.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.recs[name]; r != nil {
@@ -52,10 +52,10 @@ func (m *memNodes) NodeRecord(_ context.Context, name string) (*reconcile.NodeRe
 	return nil, nil
 }
 
-func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*reconcile.NodeRecord) error) error {
+func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*node.Record) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r := &reconcile.NodeRecord{Name: name}
+	r := &node.Record{Name: name}
 	if old := m.recs[name]; old != nil {
 		c := *old
 		r = &c
@@ -64,7 +64,7 @@ func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*reconcile
 		return err
 	}
 	if m.recs == nil {
-		m.recs = map[string]*reconcile.NodeRecord{}
+		m.recs = map[string]*node.Record{}
 	}
 	m.recs[name] = r
 	return nil

@@ -1,5 +1,5 @@
 // Package ideal computes the schedule of a rollout run by an engine with no
-// overhead of its own: the same limits as reconcile.Rollout (the canary
+// overhead of its own: the same limits as rollout.Engine (the canary
 // wave first, then at most maxConcurrentInstalls installs site wide and
 // maxUnavailable per rack and per role down at once, nodes taken in plan
 // order), every node taking the same time. With equal durations a greedy
@@ -15,7 +15,7 @@ package ideal
 import (
 	"cmp"
 
-	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -34,9 +34,9 @@ type Schedule struct {
 func (s Schedule) Rounds() int { return len(s.First) + len(s.Rest) }
 
 // Of computes the ideal schedule of plan on site.
-func Of(site *schema.Site, plan *reconcile.RebuildPlan) Schedule {
+func Of(site *schema.Site, plan *rollout.RebuildPlan) Schedule {
 	pol := site.Config.Policies
-	s := Schedule{Budget: cmp.Or(pol.MaxConcurrentInstalls, reconcile.DefaultMaxConcurrentInstalls)}
+	s := Schedule{Budget: cmp.Or(pol.MaxConcurrentInstalls, rollout.DefaultMaxConcurrentInstalls)}
 	nodes := map[string]*schema.Node{}
 	rackSize, roleSize := map[string]int{}, map[string]int{}
 	for _, n := range site.Nodes {
@@ -60,7 +60,7 @@ func Of(site *schema.Site, plan *reconcile.RebuildPlan) Schedule {
 			roleLimit[role] = p.Of(roleSize[role])
 		}
 	}
-	var first, rest []reconcile.NodeRebuild
+	var first, rest []rollout.NodeRebuild
 	for _, r := range plan.Rebuilds {
 		if nodes[r.Node] == nil {
 			continue
@@ -71,7 +71,7 @@ func Of(site *schema.Site, plan *reconcile.RebuildPlan) Schedule {
 			rest = append(rest, r)
 		}
 	}
-	round := func(queue []reconcile.NodeRebuild) (started int, keep []reconcile.NodeRebuild) {
+	round := func(queue []rollout.NodeRebuild) (started int, keep []rollout.NodeRebuild) {
 		rackDown, roleDown := map[string]int{}, map[string]int{}
 		for _, r := range queue {
 			n := nodes[r.Node]
@@ -96,7 +96,7 @@ func Of(site *schema.Site, plan *reconcile.RebuildPlan) Schedule {
 		}
 		return started, keep
 	}
-	run := func(queue []reconcile.NodeRebuild) (rounds []int) {
+	run := func(queue []rollout.NodeRebuild) (rounds []int) {
 		for len(queue) > 0 {
 			n, keep := round(queue)
 			if n == 0 {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	bbolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -649,11 +650,11 @@ var (
 )
 
 // NodeRecords returns every stored node record by name.
-func (s *Store) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeRecord, error) {
-	out := map[string]*reconcile.NodeRecord{}
+func (s *Store) NodeRecords(ctx context.Context) (map[string]*node.Record, error) {
+	out := map[string]*node.Record{}
 	err := s.view(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
-			r := &reconcile.NodeRecord{}
+			r := &node.Record{}
 			if err := s.decode("node "+string(k), v, r); err != nil {
 				return err
 			}
@@ -668,14 +669,14 @@ func (s *Store) NodeRecords(ctx context.Context) (map[string]*reconcile.NodeReco
 }
 
 // NodeRecord returns one node's record, or nil.
-func (s *Store) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRecord, error) {
-	var r *reconcile.NodeRecord
+func (s *Store) NodeRecord(ctx context.Context, name string) (*node.Record, error) {
+	var r *node.Record
 	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketNodes).Get([]byte(name))
 		if v == nil {
 			return nil
 		}
-		r = &reconcile.NodeRecord{}
+		r = &node.Record{}
 		return s.decode("node "+name, v, r)
 	})
 	if err != nil {
@@ -688,13 +689,13 @@ func (s *Store) NodeRecord(ctx context.Context, name string) (*reconcile.NodeRec
 // transaction. Concurrent updates are batched into shared transactions
 // (bbolt's Batch), so fn may run more than once: it must only change the
 // record it is given.
-func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*reconcile.NodeRecord) error) error {
+func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*node.Record) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err := s.batch(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
-		r := &reconcile.NodeRecord{Name: name}
+		r := &node.Record{Name: name}
 		if v := b.Get([]byte(name)); v != nil {
 			if err := s.decode("node "+name, v, r); err != nil {
 				return err
@@ -718,14 +719,14 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*reconcile.
 
 // UpdateNodes is UpdateNode for many nodes in one transaction: every
 // record is updated, or none (the first error aborts them all).
-func (s *Store) UpdateNodes(ctx context.Context, names []string, fn func(*reconcile.NodeRecord) error) error {
+func (s *Store) UpdateNodes(ctx context.Context, names []string, fn func(*node.Record) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err := s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
 		for _, name := range names {
-			r := &reconcile.NodeRecord{Name: name}
+			r := &node.Record{Name: name}
 			if v := b.Get([]byte(name)); v != nil {
 				if err := s.decode("node "+name, v, r); err != nil {
 					return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 func open(t *testing.T, path string) *Store {
@@ -129,7 +130,7 @@ func TestNodeRecords(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if err := s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.Attempts++; return nil }); err != nil {
+			if err := s.UpdateNode(ctx, "n1", func(r *node.Record) error { r.Attempts++; return nil }); err != nil {
 				t.Error(err)
 			}
 		})
@@ -137,13 +138,13 @@ func TestNodeRecords(t *testing.T) {
 	wg.Wait()
 	// A failing update changes nothing.
 	boom := errors.New("boom")
-	err := s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.State = reconcile.NodeFailed; return boom })
+	err := s.UpdateNode(ctx, "n1", func(r *node.Record) error { r.State = node.Failed; return boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want boom", err)
 	}
-	if err := s.UpdateNode(ctx, "n2", func(r *reconcile.NodeRecord) error {
-		r.State, r.BuildID = reconcile.NodeVerified, "b2"
-		r.Facts = &reconcile.Facts{Hostname: "n2"}
+	if err := s.UpdateNode(ctx, "n2", func(r *node.Record) error {
+		r.State, r.BuildID = node.Verified, "b2"
+		r.Facts = &node.Facts{Hostname: "n2"}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -157,7 +158,7 @@ func TestNodeRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != 2 || all["n1"].Attempts != 50 || all["n1"].State != reconcile.NodeUnknown || all["n1"].Name != "n1" {
+	if len(all) != 2 || all["n1"].Attempts != 50 || all["n1"].State != node.Unknown || all["n1"].Name != "n1" {
 		t.Fatalf("n1 = %+v (of %d records)", all["n1"], len(all))
 	}
 	n2, err := s.NodeRecord(ctx, "n2")
@@ -180,7 +181,7 @@ func TestBackup(t *testing.T) {
 	if err := s.SaveStatus(ctx, &reconcile.Status{AppliedRevision: "abc123"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.State = reconcile.NodeVerified; return nil }); err != nil {
+	if err := s.UpdateNode(ctx, "n1", func(r *node.Record) error { r.State = node.Verified; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -194,7 +195,7 @@ func TestBackup(t *testing.T) {
 				return
 			default:
 			}
-			_ = s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.Reason = strings.Repeat("x", i%100); return nil })
+			_ = s.UpdateNode(ctx, "n1", func(r *node.Record) error { r.Reason = strings.Repeat("x", i%100); return nil })
 		}
 	}()
 	var buf bytes.Buffer
@@ -215,7 +216,7 @@ func TestBackup(t *testing.T) {
 	}
 	// The copy opens as a store.
 	b := open(t, file)
-	if rec, err := b.NodeRecord(ctx, "n1"); err != nil || rec == nil || rec.State != reconcile.NodeVerified {
+	if rec, err := b.NodeRecord(ctx, "n1"); err != nil || rec == nil || rec.State != node.Verified {
 		t.Fatalf("node record in the copy: %v, %v", rec, err)
 	}
 	b.Close()

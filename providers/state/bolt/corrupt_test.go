@@ -15,6 +15,7 @@ import (
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // writeState writes a real store with an inventory of many RRsets (several
@@ -33,7 +34,7 @@ func writeState(t *testing.T) (string, []byte) {
 		s.RecordOwned(ctx, "bind", "example.net", keys, nil),
 		s.SaveStatus(ctx, &reconcile.Status{AppliedRevision: "abc123"}),
 		s.BeginApply(ctx, &dns.ApplyRecord{Revision: "r1", Pending: map[string]int{"bind/example.net": 1}}),
-		s.UpdateNode(ctx, "n1", func(r *reconcile.NodeRecord) error { r.State = reconcile.NodeVerified; return nil }),
+		s.UpdateNode(ctx, "n1", func(r *node.Record) error { r.State = node.Verified; return nil }),
 	} {
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +73,7 @@ func readAll(ctx context.Context, s *Store) error {
 	_, err5 := s.InFlight(ctx)
 	_, err6 := s.SyncMark(ctx, "bind", "example.net")
 	_, err7 := s.CachedZone(ctx, "bind", "example.net")
-	err8 := s.UpdateNode(ctx, "n2", func(*reconcile.NodeRecord) error { return nil })
+	err8 := s.UpdateNode(ctx, "n2", func(*node.Record) error { return nil })
 	err9 := s.RecordOwned(ctx, "bind", "example.net", []dns.RRsetKey{{Name: "x.example.net", Type: dns.TypeA}}, nil)
 	return errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9)
 }

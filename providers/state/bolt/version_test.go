@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/anneal-dev/anneal/reconcile"
+	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
 // rawFile writes a bbolt file at path with raw bbolt (no Open): fn fills
@@ -42,7 +43,7 @@ func preVersion(tx *bbolt.Tx) error {
 			return err
 		}
 	}
-	rec, _ := json.Marshal(&reconcile.NodeRecord{Name: "n1", State: reconcile.NodeVerified, BuildID: "b1"})
+	rec, _ := json.Marshal(&node.Record{Name: "n1", State: node.Verified, BuildID: "b1"})
 	st, _ := json.Marshal(&reconcile.Status{AppliedRevision: "abc123"})
 	return errors.Join(tx.Bucket(bucketNodes).Put([]byte("n1"), rec), tx.Bucket(bucketStatus).Put(keyStatus, st))
 }
@@ -174,7 +175,7 @@ func TestStateFormatVersion(t *testing.T) {
 			}
 			if tc.build != nil && tc.checkVersion == 0 { // the data came through the migration
 				rec, err := s.NodeRecord(ctx, "n1")
-				if err != nil || rec == nil || rec.State != reconcile.NodeVerified || rec.BuildID != "b1" {
+				if err != nil || rec == nil || rec.State != node.Verified || rec.BuildID != "b1" {
 					t.Errorf("node n1 after the migration: %+v, %v", rec, err)
 				}
 				if st, err := s.LoadStatus(ctx); err != nil || st == nil || st.AppliedRevision != "abc123" {
@@ -182,7 +183,7 @@ func TestStateFormatVersion(t *testing.T) {
 				}
 			}
 			// Every bucket is there.
-			if err := s.UpdateNode(ctx, "n2", func(*reconcile.NodeRecord) error { return nil }); err != nil {
+			if err := s.UpdateNode(ctx, "n2", func(*node.Record) error { return nil }); err != nil {
 				t.Error(err)
 			}
 			if err := s.Close(); err != nil {

@@ -1,10 +1,8 @@
-package reconcile
+package rollout
 
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"golang.org/x/sync/errgroup"
 )
@@ -37,7 +36,7 @@ const (
 	DefaultPollInterval = time.Second
 )
 
-// Rollout rebuilds nodes in waves: canaries first, then the rest, with at
+// Engine rebuilds nodes in waves: canaries first, then the rest, with at
 // most maxUnavailable per rack and per role down at once, and at most
 // maxConcurrentInstalls netboots site wide. A failed canary, or more
 // failures than maxFailures, halts it: nodes not started are left
@@ -50,11 +49,11 @@ const (
 // → verify its build and facts → verified, rejoin groups. Every step is written to the node's
 // record first, so a restarted anneal resumes a rollout without power
 // cycling a node twice.
-type Rollout struct {
+type Engine struct {
 	Site  *schema.Site
-	Nodes NodeStore
+	Nodes node.Store
 	// BMC returns a node's BMC (credentials resolved by cmd).
-	BMC func(*schema.Node) (BMC, error)
+	BMC func(*schema.Node) (node.BMC, error)
 	// SyncDNS converges DNS to the site with the records' availability, so
 	// that nodes out of service leave their groups and verified ones
 	// rejoin. Nil: DNS is not managed.
@@ -68,12 +67,12 @@ type Rollout struct {
 	PollInterval   time.Duration
 	Log            *slog.Logger
 	// Progress is told about every step (a terminal display, logs).
-	Progress func(RolloutEvent)
+	Progress func(Event)
 	Now      func() time.Time
 }
 
-// RolloutEvent is one step of one node's rebuild.
-type RolloutEvent struct {
+// Event is one step of one node's rebuild.
+type Event struct {
 	Node   string `json:"node"`
 	Step   string `json:"step"`
 	Detail string `json:"detail,omitempty"`
@@ -95,7 +94,7 @@ const (
 )
 
 // Actions are the plan's DAG actions the event completes.
-func (e RolloutEvent) Actions() []string {
+func (e Event) Actions() []string {
 	switch e.Step {
 	case StepLeave:
 		return []string{"leave:" + e.Node}
@@ -111,8 +110,8 @@ func (e RolloutEvent) Actions() []string {
 	return nil
 }
 
-// RolloutResult is what a rollout did.
-type RolloutResult struct {
+// Result is what a rollout did.
+type Result struct {
 	Verified       []string          `json:"verified,omitempty"`
 	Failed         map[string]string `json:"failed,omitempty"`
 	Decommissioned []string          `json:"decommissioned,omitempty"`
@@ -123,7 +122,7 @@ type RolloutResult struct {
 }
 
 // Err summarises a result that is not a full success.
-func (r *RolloutResult) Err() error {
+func (r *Result) Err() error {
 	if r.Halted == "" && len(r.Failed) == 0 && len(r.NotStarted) == 0 {
 		return nil
 	}
@@ -145,24 +144,24 @@ func (r *RolloutResult) Err() error {
 // anneal lost its state, while it runs unobserved), and a decommissioned
 // node, or one that left the site, keeps its names until it is powered
 // off.
-func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) dns.Availability {
+func AvailabilityOf(site *schema.Site, records map[string]*node.Record) dns.Availability {
 	av := dns.Availability{OutOfService: map[string]bool{}, Retiring: map[string]bool{}}
 	for _, n := range site.Nodes {
 		rec := records[n.Name]
 		switch {
 		case !n.Exists():
-			if rec != nil && rec.State != NodeRetired {
+			if rec != nil && rec.State != node.Retired {
 				av.Retiring[n.Name] = true
 			}
-		case rec != nil && rec.State == NodeUnknown && rec.Unobserved && rec.Power != PowerOff:
+		case rec != nil && rec.State == node.Unknown && rec.Unobserved && rec.Power != node.PowerOff:
 			// anneal lost track of it while it ran: its DNS stays as it
 			// is (round-robin groups included) until it reports or is
 			// rebuilt.
-		case rec == nil || rec.State != NodeVerified:
+		case rec == nil || rec.State != node.Verified:
 			av.OutOfService[n.Name] = true
 		}
 	}
-	for _, rec := range Departed(site, records) {
+	for _, rec := range node.Departed(site, records) {
 		if rec.Declared != nil && len(rec.Declared.RRsets) > 0 {
 			if av.Departed == nil {
 				av.Departed = map[string][]dns.RRset{}
@@ -175,8 +174,8 @@ func AvailabilityOf(site *schema.Site, records map[string]*NodeRecord) dns.Avail
 
 // Run executes the rebuild plan. It returns when every started rebuild has
 // finished, or ctx ends (rebuilds in flight are then left to resume).
-func (ro *Rollout) Run(ctx context.Context, plan *RebuildPlan) (*RolloutResult, error) {
-	res := &RolloutResult{Failed: map[string]string{}}
+func (ro *Engine) Run(ctx context.Context, plan *RebuildPlan) (*Result, error) {
+	res := &Result{Failed: map[string]string{}}
 	if plan == nil || plan.Count() == 0 {
 		return res, nil
 	}
@@ -229,8 +228,8 @@ func (ro *Rollout) Run(ctx context.Context, plan *RebuildPlan) (*RolloutResult, 
 
 // scheduler keeps the rollout's counts of nodes down per rack and role.
 type scheduler struct {
-	ro          *Rollout
-	res         *RolloutResult
+	ro          *Engine
+	res         *Result
 	nodes       map[string]*schema.Node
 	rackLimit   map[string]int
 	roleLimit   map[string]int
@@ -243,7 +242,7 @@ type scheduler struct {
 	done, total int
 }
 
-func (ro *Rollout) newScheduler(plan *RebuildPlan, records map[string]*NodeRecord, res *RolloutResult) *scheduler {
+func (ro *Engine) newScheduler(plan *RebuildPlan, records map[string]*node.Record, res *Result) *scheduler {
 	pol := ro.Site.Config.Policies
 	s := &scheduler{ro: ro, res: res, nodes: map[string]*schema.Node{},
 		rackLimit: map[string]int{}, roleLimit: map[string]int{}, rackDown: map[string]int{}, roleDown: map[string]int{},
@@ -281,7 +280,7 @@ func (ro *Rollout) newScheduler(plan *RebuildPlan, records map[string]*NodeRecor
 			continue
 		}
 		switch rec.State {
-		case NodePending, NodeProvisioning, NodeInstalled, NodeFailed:
+		case node.Pending, node.Provisioning, node.Installed, node.Failed:
 			s.down(n, 1)
 		}
 	}
@@ -422,7 +421,7 @@ func (s *scheduler) finish(d rebuildDone, rejoin *[]string) {
 		s.down(n, -1)
 		s.res.Verified = append(s.res.Verified, d.node)
 		*rejoin = append(*rejoin, d.node)
-		s.ro.emit(RolloutEvent{Node: d.node, Step: StepVerified, Done: s.done, Total: s.total})
+		s.ro.emit(Event{Node: d.node, Step: StepVerified, Done: s.done, Total: s.total})
 		return
 	}
 	if d.reason == errInterrupted {
@@ -433,7 +432,7 @@ func (s *scheduler) finish(d rebuildDone, rejoin *[]string) {
 	s.failures++
 	s.failedNames = append(s.failedNames, d.node)
 	s.res.Failed[d.node] = d.reason
-	s.ro.emit(RolloutEvent{Node: d.node, Step: StepFailed, Detail: d.reason, Done: s.done, Total: s.total})
+	s.ro.emit(Event{Node: d.node, Step: StepFailed, Detail: d.reason, Done: s.done, Total: s.total})
 }
 
 // leave takes a batch's nodes out of service (records to pending) and
@@ -453,8 +452,8 @@ func (s *scheduler) leave(ctx context.Context, batch []NodeRebuild) error {
 			continue
 		}
 		wg.Go(func() {
-			errs[i] = s.ro.Nodes.UpdateNode(ctx, r.Node, func(rec *NodeRecord) error {
-				rec.State, rec.Since, rec.Reason, rec.Target = NodePending, now, "", r.To
+			errs[i] = s.ro.Nodes.UpdateNode(ctx, r.Node, func(rec *node.Record) error {
+				rec.State, rec.Since, rec.Reason, rec.Target = node.Pending, now, "", r.To
 				return nil
 			})
 		})
@@ -478,7 +477,7 @@ func (s *scheduler) leave(ctx context.Context, batch []NodeRebuild) error {
 		if r.Resume || !inGroups(s.ro.Site, s.nodes[r.Node]) {
 			detail = "in no DNS group (or out already)"
 		}
-		s.ro.emit(RolloutEvent{Node: r.Node, Step: StepLeave, Detail: detail, Done: s.done, Total: s.total})
+		s.ro.emit(Event{Node: r.Node, Step: StepLeave, Detail: detail, Done: s.done, Total: s.total})
 	}
 	return nil
 }
@@ -513,21 +512,21 @@ const errInterrupted = "\x00interrupted"
 
 // rebuild runs one node's rebuild and returns "" when verified, or why it
 // failed.
-func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) string {
-	spec := BuildSpecOf(ro.Site, n)
+func (ro *Engine) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) string {
+	spec := node.BuildSpecOf(ro.Site, n)
 	timeout := cmp.Or(ro.InstallTimeout, DefaultInstallTimeout)
 	if !r.Resume {
-		nonce, err := newNonce()
+		nonce, err := node.NewNonce()
 		if err != nil {
 			return ro.fail(ctx, n.Name, err.Error())
 		}
-		gen, err := newNonce()
+		gen, err := node.NewNonce()
 		if err != nil {
 			return ro.fail(ctx, n.Name, err.Error())
 		}
 		now := ro.now()
-		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *NodeRecord) error {
-			rec.State, rec.Since, rec.Target, rec.Reason = NodeProvisioning, now, r.To, ""
+		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *node.Record) error {
+			rec.State, rec.Since, rec.Target, rec.Reason = node.Provisioning, now, r.To, ""
 			rec.Nonce, rec.TokenExpires = nonce, now.Add(timeout)
 			rec.Netbooted, rec.InstallFetched, rec.Fetched, rec.PowerCycles = time.Time{}, time.Time{}, nil, 1
 			// The node is about to be wiped: its old agent token dies now,
@@ -540,14 +539,14 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 		if err != nil {
 			return ro.interrupted(ctx, err)
 		}
-		ro.emit(RolloutEvent{Node: n.Name, Step: StepArm, Detail: "build " + r.To})
+		ro.emit(Event{Node: n.Name, Step: StepArm, Detail: "build " + r.To})
 		if err := ro.powerCycle(ctx, n); err != nil {
 			if ctx.Err() != nil {
 				return errInterrupted
 			}
 			return ro.fail(ctx, n.Name, err.Error())
 		}
-		ro.emit(RolloutEvent{Node: n.Name, Step: StepPower, Detail: "next boot PXE, power cycled"})
+		ro.emit(Event{Node: n.Name, Step: StepPower, Detail: "next boot PXE, power cycled"})
 	}
 	poll := cmp.Or(ro.PollInterval, DefaultPollInterval)
 	announced := false
@@ -560,9 +559,9 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 			w.stop()
 			return ro.interrupted(ctx, err)
 		}
-		if rec != nil && rec.State == NodeInstalled && !announced {
+		if rec != nil && rec.State == node.Installed && !announced {
 			announced = true
-			ro.emit(RolloutEvent{Node: n.Name, Step: StepInstalled, Detail: "awaiting its agent's confirmation"})
+			ro.emit(Event{Node: n.Name, Step: StepInstalled, Detail: "awaiting its agent's confirmation"})
 		}
 		if done, reason := ro.step(ctx, n, rec, r, spec, timeout); done {
 			w.stop()
@@ -576,12 +575,12 @@ func (ro *Rollout) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) s
 
 // step looks at a waiting rebuild's record: done with "" (verified) or a
 // failure reason, or not done yet.
-func (ro *Rollout) step(ctx context.Context, n *schema.Node, rec *NodeRecord, r NodeRebuild, spec BuildSpec, timeout time.Duration) (bool, string) {
+func (ro *Engine) step(ctx context.Context, n *schema.Node, rec *node.Record, r NodeRebuild, spec node.BuildSpec, timeout time.Duration) (bool, string) {
 	if rec == nil || rec.Target != r.To {
 		return true, "its record changed under the rollout (retried or rebuilt by another anneal?)"
 	}
 	switch rec.State {
-	case NodeInstalled:
+	case node.Installed:
 		// The callback alone verifies nothing (anyone holding the install
 		// token could post it): the installed system's agent must report.
 		if rec.Confirmed() {
@@ -591,9 +590,9 @@ func (ro *Rollout) step(ctx context.Context, n *schema.Node, rec *NodeRecord, r 
 			return true, ro.fail(ctx, n.Name, fmt.Sprintf("installed, but its agent did not report within %s of the install callback", timeout))
 		}
 		return false, ""
-	case NodeFailed:
+	case node.Failed:
 		return true, cmp.Or(rec.Reason, "failed")
-	case NodeProvisioning:
+	case node.Provisioning:
 		if ro.now().After(rec.Since.Add(timeout)) {
 			return true, ro.fail(ctx, n.Name, fmt.Sprintf("no install callback within %s of the power cycle", timeout))
 		}
@@ -611,7 +610,7 @@ func (ro *Rollout) step(ctx context.Context, n *schema.Node, rec *NodeRecord, r 
 // MaxPowerCycles times; then the rebuild fails. Nothing was installed, so
 // a second cycle repeats nothing that completed. It returns a failure
 // reason, or "".
-func (ro *Rollout) netbootMissed(ctx context.Context, n *schema.Node, rec *NodeRecord) string {
+func (ro *Engine) netbootMissed(ctx context.Context, n *schema.Node, rec *node.Record) string {
 	nt := cmp.Or(ro.NetbootTimeout, DefaultNetbootTimeout)
 	last := rec.Since
 	if !rec.Netbooted.IsZero() || ro.now().Before(last.Add(nt)) {
@@ -621,7 +620,7 @@ func (ro *Rollout) netbootMissed(ctx context.Context, n *schema.Node, rec *NodeR
 		return ro.fail(ctx, n.Name, fmt.Sprintf("it never fetched its iPXE script after %d power cycles %s apart (check its boot order, DHCP and the netboot server)", rec.PowerCycles, nt))
 	}
 	now := ro.now()
-	if err := ro.Nodes.UpdateNode(ctx, n.Name, func(r *NodeRecord) error {
+	if err := ro.Nodes.UpdateNode(ctx, n.Name, func(r *node.Record) error {
 		r.Since, r.PowerCycles = now, r.PowerCycles+1
 		return nil
 	}); err != nil {
@@ -633,11 +632,11 @@ func (ro *Rollout) netbootMissed(ctx context.Context, n *schema.Node, rec *NodeR
 		}
 		return ro.fail(ctx, n.Name, err.Error())
 	}
-	ro.emit(RolloutEvent{Node: n.Name, Step: StepPower, Detail: fmt.Sprintf("no netboot within %s: next boot PXE, power cycled again", nt)})
+	ro.emit(Event{Node: n.Name, Step: StepPower, Detail: fmt.Sprintf("no netboot within %s: next boot PXE, power cycled again", nt)})
 	return ""
 }
 
-func (ro *Rollout) interrupted(ctx context.Context, err error) string {
+func (ro *Engine) interrupted(ctx context.Context, err error) string {
 	if ctx.Err() != nil {
 		return errInterrupted
 	}
@@ -646,7 +645,7 @@ func (ro *Rollout) interrupted(ctx context.Context, err error) string {
 
 // powerCycle sets the next boot to PXE and cycles power, retrying
 // transient BMC failures twice with backoff.
-func (ro *Rollout) powerCycle(ctx context.Context, n *schema.Node) error {
+func (ro *Engine) powerCycle(ctx context.Context, n *schema.Node) error {
 	bmc, err := ro.BMC(n)
 	if err != nil {
 		return fmt.Errorf("bmc: %w", err)
@@ -660,10 +659,10 @@ func (ro *Rollout) powerCycle(ctx context.Context, n *schema.Node) error {
 				return ctx.Err()
 			}
 		}
-		if last = bmc.BootOnce(ctx, BootPXE); last != nil {
+		if last = bmc.BootOnce(ctx, node.BootPXE); last != nil {
 			continue
 		}
-		if last = bmc.SetPower(ctx, ActionCycle); last == nil {
+		if last = bmc.SetPower(ctx, node.ActionCycle); last == nil {
 			return nil
 		}
 	}
@@ -672,27 +671,27 @@ func (ro *Rollout) powerCycle(ctx context.Context, n *schema.Node) error {
 
 // verify checks the build and facts an installed node's agent reported
 // against its build.
-func (ro *Rollout) verify(ctx context.Context, node string, spec BuildSpec, build string) string {
+func (ro *Engine) verify(ctx context.Context, name string, spec node.BuildSpec, build string) string {
 	var reason string
 	now := ro.now()
-	err := ro.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
+	err := ro.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
 		reason = ""
 		var diffs []string
 		switch {
 		case !rec.Confirmed():
-			return fmt.Errorf("node %s: no report of its agent since its install", node)
+			return fmt.Errorf("node %s: no report of its agent since its install", name)
 		case rec.FactsBuild != build:
 			diffs = []string{fmt.Sprintf("its agent reports build %q, expected %s", rec.FactsBuild, build)}
 		default:
-			diffs = VerifyFacts(spec, *rec.Facts)
+			diffs = node.VerifyFacts(spec, *rec.Facts)
 		}
 		rec.Nonce = ""
 		if len(diffs) > 0 {
 			reason = "facts differ from the build: " + strings.Join(diffs, "; ")
-			rec.State, rec.Since, rec.Reason = NodeFailed, now, reason
+			rec.State, rec.Since, rec.Reason = node.Failed, now, reason
 			return nil
 		}
-		rec.State, rec.Since, rec.Reason = NodeVerified, now, ""
+		rec.State, rec.Since, rec.Reason = node.Verified, now, ""
 		rec.BuildID, rec.BuiltAt, rec.Spec, rec.Target = build, now, &spec, ""
 		return nil
 	})
@@ -703,14 +702,14 @@ func (ro *Rollout) verify(ctx context.Context, node string, spec BuildSpec, buil
 }
 
 // fail records a failed rebuild and disarms the node's netboot.
-func (ro *Rollout) fail(ctx context.Context, node, reason string) string {
+func (ro *Engine) fail(ctx context.Context, name, reason string) string {
 	now := ro.now()
-	err := ro.Nodes.UpdateNode(context.WithoutCancel(ctx), node, func(rec *NodeRecord) error {
-		rec.State, rec.Since, rec.Reason, rec.Nonce = NodeFailed, now, reason, ""
+	err := ro.Nodes.UpdateNode(context.WithoutCancel(ctx), name, func(rec *node.Record) error {
+		rec.State, rec.Since, rec.Reason, rec.Nonce = node.Failed, now, reason, ""
 		return nil
 	})
 	if err != nil {
-		ro.log().Error("record failed rebuild", "node", node, "err", err)
+		ro.log().Error("record failed rebuild", "node", name, "err", err)
 	}
 	return reason
 }
@@ -728,7 +727,7 @@ const decommissionParallel = 16
 // marked decommissioned (the netboot server no longer serves it) → one DNS
 // sync removes their names. A node that fails a step is in res.Failed and
 // keeps its names; the others go on.
-func (ro *Rollout) decommission(ctx context.Context, names []string, res *RolloutResult) {
+func (ro *Engine) decommission(ctx context.Context, names []string, res *Result) {
 	if len(names) == 0 {
 		return
 	}
@@ -747,7 +746,7 @@ func (ro *Rollout) decommission(ctx context.Context, names []string, res *Rollou
 				fail(name, fmt.Errorf("node %s left the site and anneal does not know its BMC", name))
 				continue
 			}
-			n = departedNode(rec)
+			n = node.StandIn(rec)
 		}
 		nodes[name] = n
 		todo = append(todo, name)
@@ -765,7 +764,7 @@ func (ro *Rollout) decommission(ctx context.Context, names []string, res *Rollou
 	g := new(errgroup.Group)
 	g.SetLimit(decommissionParallel)
 	for _, name := range todo {
-		ro.emit(RolloutEvent{Node: name, Step: StepLeave, Detail: "decommission: out of its groups, names kept"})
+		ro.emit(Event{Node: name, Step: StepLeave, Detail: "decommission: out of its groups, names kept"})
 		g.Go(func() error {
 			err := ro.powerOff(ctx, name, nodes[name])
 			mu.Lock()
@@ -793,7 +792,7 @@ func (ro *Rollout) decommission(ctx context.Context, names []string, res *Rollou
 	}
 	for _, name := range off {
 		res.Decommissioned = append(res.Decommissioned, name)
-		ro.emit(RolloutEvent{Node: name, Step: StepRetired, Detail: "powered off, netboot and DNS names removed"})
+		ro.emit(Event{Node: name, Step: StepRetired, Detail: "powered off, netboot and DNS names removed"})
 	}
 }
 
@@ -802,56 +801,48 @@ func (ro *Rollout) decommission(ctx context.Context, names []string, res *Rollou
 // power-off, and the power-off is not cut by a newer revision: a revert in
 // between finds the node decommissioning (and rebuilds it), never
 // "verified" but off.
-func (ro *Rollout) powerOff(ctx context.Context, name string, n *schema.Node) error {
+func (ro *Engine) powerOff(ctx context.Context, name string, n *schema.Node) error {
 	bmc, err := ro.BMC(n)
 	if err != nil {
 		return fmt.Errorf("bmc: %w", err)
 	}
-	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *NodeRecord) error {
-		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = NodeRetiring, ro.now(), "", "", ""
+	if err := ro.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
+		rec.State, rec.Since, rec.Nonce, rec.Target, rec.Reason = node.Retiring, ro.now(), "", "", ""
 		return nil
 	}); err != nil {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), powerOffTimeout)
 	defer cancel()
-	if err := bmc.SetPower(pctx, ActionOff); err != nil {
+	if err := bmc.SetPower(pctx, node.ActionOff); err != nil {
 		return fmt.Errorf("power off: %w", err)
 	}
-	ro.emit(RolloutEvent{Node: name, Step: StepPowerOff, Detail: "powered off through its BMC"})
-	return ro.Nodes.UpdateNode(pctx, name, func(rec *NodeRecord) error {
-		rec.State, rec.Since = NodeRetired, ro.now()
+	ro.emit(Event{Node: name, Step: StepPowerOff, Detail: "powered off through its BMC"})
+	return ro.Nodes.UpdateNode(pctx, name, func(rec *node.Record) error {
+		rec.State, rec.Since = node.Retired, ro.now()
 		return nil
 	})
 }
 
-func (ro *Rollout) emit(e RolloutEvent) {
+func (ro *Engine) emit(e Event) {
 	if ro.Progress != nil {
 		ro.Progress(e)
 	}
 	ro.log().Info("rollout", "node", e.Node, "step", e.Step, "detail", e.Detail)
 }
 
-func (ro *Rollout) now() time.Time {
+func (ro *Engine) now() time.Time {
 	if ro.Now != nil {
 		return ro.Now()
 	}
 	return time.Now()
 }
 
-func (ro *Rollout) log() *slog.Logger {
+func (ro *Engine) log() *slog.Logger {
 	if ro.Log != nil {
 		return ro.Log
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-func newNonce() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("random nonce: %w", err)
-	}
-	return hex.EncodeToString(b), nil
 }
 
 // Waker wakes rebuilds waiting on a node when it reports. The zero value

@@ -1,4 +1,4 @@
-package reconcile
+package rollout
 
 import (
 	"context"
@@ -11,53 +11,10 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
 	"github.com/anneal-dev/anneal/schema"
 )
-
-// memNodes is an in-memory NodeStore.
-type memNodes struct {
-	mu   sync.Mutex
-	recs map[string]*NodeRecord
-}
-
-func (m *memNodes) NodeRecords(context.Context) (map[string]*NodeRecord, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[string]*NodeRecord{}
-	for k, v := range m.recs {
-		c := *v
-		out[k] = &c
-	}
-	return out, nil
-}
-
-func (m *memNodes) NodeRecord(_ context.Context, name string) (*NodeRecord, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if r := m.recs[name]; r != nil {
-		c := *r
-		return &c, nil
-	}
-	return nil, nil
-}
-
-func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*NodeRecord) error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := &NodeRecord{Name: name}
-	if old := m.recs[name]; old != nil {
-		c := *old
-		r = &c
-	}
-	if err := fn(r); err != nil {
-		return err
-	}
-	if m.recs == nil {
-		m.recs = map[string]*NodeRecord{}
-	}
-	m.recs[name] = r
-	return nil
-}
 
 // fakeFleet plays the nodes behind the BMCs: a power cycle with a
 // one-time PXE boot "installs" the armed build after a delay and reports
@@ -66,7 +23,7 @@ func (m *memNodes) UpdateNode(_ context.Context, name string, fn func(*NodeRecor
 type fakeFleet struct {
 	t       *testing.T
 	site    *schema.Site
-	store   *memNodes
+	store   *nodetest.Store
 	wake    *Waker
 	delay   time.Duration
 	badNode map[string]bool // reports facts with a VLAN missing
@@ -88,15 +45,15 @@ type fakeBMC struct {
 	pxe  bool
 }
 
-func (b *fakeBMC) PowerState(context.Context) (PowerState, error) { return PowerOn, nil }
-func (b *fakeBMC) Firmware(context.Context) (Firmware, error)     { return Firmware{}, nil }
-func (b *fakeBMC) BootOnce(_ context.Context, d BootDevice) error {
-	b.pxe = d == BootPXE
+func (b *fakeBMC) PowerState(context.Context) (node.PowerState, error) { return node.PowerOn, nil }
+func (b *fakeBMC) Firmware(context.Context) (node.Firmware, error)     { return node.Firmware{}, nil }
+func (b *fakeBMC) BootOnce(_ context.Context, d node.BootDevice) error {
+	b.pxe = d == node.BootPXE
 	return nil
 }
 
-func (b *fakeBMC) SetPower(ctx context.Context, a PowerAction) error {
-	if a != ActionCycle {
+func (b *fakeBMC) SetPower(ctx context.Context, a node.PowerAction) error {
+	if a != node.ActionCycle {
 		return nil
 	}
 	if !b.pxe {
@@ -126,27 +83,27 @@ func (f *fakeFleet) start(n *schema.Node) {
 	if lost {
 		return
 	}
-	_ = f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error {
+	_ = f.store.UpdateNode(context.Background(), n.Name, func(r *node.Record) error {
 		r.Netbooted, r.InstallFetched = time.Now(), time.Now()
 		return nil
 	})
 	go func() {
 		time.Sleep(f.delay)
-		spec := BuildSpecOf(f.site, n)
-		facts := FactsOfBuild(spec)
+		spec := node.BuildSpecOf(f.site, n)
+		facts := node.FactsOfBuild(spec)
 		if f.badNode[n.Name] {
-			facts.Interfaces = slices.DeleteFunc(facts.Interfaces, func(i FactInterface) bool { return i.Kind == KindVLAN })
+			facts.Interfaces = slices.DeleteFunc(facts.Interfaces, func(i node.FactInterface) bool { return i.Kind == node.KindVLAN })
 		}
 		f.mu.Lock()
 		f.down[n.Rack]--
 		f.finished[n.Name] = time.Now()
 		f.mu.Unlock()
-		err := f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error {
-			if r.State != NodeProvisioning || r.Nonce == "" {
+		err := f.store.UpdateNode(context.Background(), n.Name, func(r *node.Record) error {
+			if r.State != node.Provisioning || r.Nonce == "" {
 				return errors.New("not armed")
 			}
-			r.State, r.Since, r.Nonce = NodeInstalled, time.Now(), ""
-			r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), ReportInstalled, spec.ID()
+			r.State, r.Since, r.Nonce = node.Installed, time.Now(), ""
+			r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), node.ReportInstalled, spec.ID()
 			return nil
 		})
 		if err != nil {
@@ -157,20 +114,20 @@ func (f *fakeFleet) start(n *schema.Node) {
 			return
 		}
 		// The installed system's agent reports, as the boot server stores it.
-		_ = f.store.UpdateNode(context.Background(), n.Name, func(r *NodeRecord) error {
-			r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), ReportAgent, spec.ID()
+		_ = f.store.UpdateNode(context.Background(), n.Name, func(r *node.Record) error {
+			r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), node.ReportAgent, spec.ID()
 			return nil
 		})
 		f.wake.Notify(n.Name)
 	}()
 }
 
-func newFleet(t *testing.T, site *schema.Site) (*fakeFleet, *Rollout) {
-	f := &fakeFleet{t: t, site: site, store: &memNodes{}, wake: &Waker{}, delay: 20 * time.Millisecond,
+func newFleet(t *testing.T, site *schema.Site) (*fakeFleet, *Engine) {
+	f := &fakeFleet{t: t, site: site, store: &nodetest.Store{}, wake: &Waker{}, delay: 20 * time.Millisecond,
 		badNode: map[string]bool{}, silent: map[string]bool{}, mute: map[string]bool{}, lost: map[string]int{},
 		cycles: map[string]int{}, down: map[string]int{}, maxDown: map[string]int{}, finished: map[string]time.Time{}}
-	ro := &Rollout{Site: site, Nodes: f.store, Wake: f.wake, PollInterval: 10 * time.Millisecond,
-		BMC: func(n *schema.Node) (BMC, error) { return &fakeBMC{f: f, node: n}, nil }}
+	ro := &Engine{Site: site, Nodes: f.store, Wake: f.wake, PollInterval: 10 * time.Millisecond,
+		BMC: func(n *schema.Node) (node.BMC, error) { return &fakeBMC{f: f, node: n}, nil }}
 	return f, ro
 }
 
@@ -191,7 +148,7 @@ func TestRolloutConvergesUnderLimits(t *testing.T) {
 		if r.Canary {
 			canaries = append(canaries, r.Node)
 		}
-		if !slices.Equal(r.Reasons, []RebuildReason{ReasonNew}) {
+		if !slices.Equal(r.Reasons, []node.RebuildReason{node.ReasonNew}) {
 			t.Errorf("%s reasons %v", r.Node, r.Reasons)
 		}
 	}
@@ -225,7 +182,7 @@ func TestRolloutConvergesUnderLimits(t *testing.T) {
 	recs, _ := f.store.NodeRecords(ctx)
 	for _, r := range plan.Rebuilds {
 		rec := recs[r.Node]
-		if rec.State != NodeVerified || rec.BuildID != r.To || rec.Nonce != "" || rec.Spec == nil {
+		if rec.State != node.Verified || rec.BuildID != r.To || rec.Nonce != "" || rec.Spec == nil {
 			t.Errorf("%s record %+v", r.Node, rec)
 		}
 	}
@@ -256,7 +213,7 @@ func TestRolloutHalts(t *testing.T) {
 			t.Fatalf("failure reason: %q", res.Failed["e1n01"])
 		}
 		recs, _ := f.store.NodeRecords(ctx)
-		if len(recs) != 1 || recs["e1n01"].State != NodeFailed {
+		if len(recs) != 1 || recs["e1n01"].State != node.Failed {
 			t.Fatalf("records: %v", slices.Collect(maps.Keys(recs)))
 		}
 		// The failed canary is held in the next plan until retried.
@@ -309,8 +266,8 @@ func TestRolloutResumesWithoutSecondPowerCycle(t *testing.T) {
 			target = r
 		}
 	}
-	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error {
-		r.State, r.Since, r.Target, r.Nonce, r.TokenExpires = NodeProvisioning, time.Now(), target.To, "n", time.Now().Add(time.Hour)
+	_ = f.store.UpdateNode(ctx, "e1n01", func(r *node.Record) error {
+		r.State, r.Since, r.Target, r.Nonce, r.TokenExpires = node.Provisioning, time.Now(), target.To, "n", time.Now().Add(time.Hour)
 		return nil
 	})
 	recs, _ := f.store.NodeRecords(ctx)
@@ -325,10 +282,10 @@ func TestRolloutResumesWithoutSecondPowerCycle(t *testing.T) {
 			n = x
 		}
 	}
-	facts := FactsOfBuild(BuildSpecOf(site, n))
-	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error {
-		r.State, r.Nonce, r.InstallFetched = NodeInstalled, "", time.Now()
-		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), ReportAgent, target.To
+	facts := node.FactsOfBuild(node.BuildSpecOf(site, n))
+	_ = f.store.UpdateNode(ctx, "e1n01", func(r *node.Record) error {
+		r.State, r.Nonce, r.InstallFetched = node.Installed, "", time.Now()
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, time.Now(), node.ReportAgent, target.To
 		return nil
 	})
 	res, err := ro.Run(ctx, plan)
@@ -358,7 +315,7 @@ func TestPlanRebuildReasons(t *testing.T) {
 		t.Fatal("a patch set change rebuilds nothing")
 	}
 	r := p.Rebuilds[0]
-	if !slices.Contains(r.Reasons, ReasonPatchSetChanged) || r.From == "" || r.From == r.To {
+	if !slices.Contains(r.Reasons, node.ReasonPatchSetChanged) || r.From == "" || r.From == r.To {
 		t.Fatalf("rebuild %+v", r)
 	}
 	var kernel bool
@@ -372,14 +329,14 @@ func TestPlanRebuildReasons(t *testing.T) {
 	}
 	// Drift by hand: a VLAN added on a verified node.
 	rec := recs["w1n01"]
-	rec.Facts.Interfaces = append(rec.Facts.Interfaces, FactInterface{Name: "bond0.999", Kind: KindVLAN, VLANID: 999, Link: "bond0"})
+	rec.Facts.Interfaces = append(rec.Facts.Interfaces, node.FactInterface{Name: "bond0.999", Kind: node.KindVLAN, VLANID: 999, Link: "bond0"})
 	p = PlanRebuilds(site, recs, time.Now())
-	if len(p.Rebuilds) != 1 || p.Rebuilds[0].Reasons[0] != ReasonLiveDrift || !strings.Contains(strings.Join(p.Rebuilds[0].Drift, ";"), "bond0.999") {
+	if len(p.Rebuilds) != 1 || p.Rebuilds[0].Reasons[0] != node.ReasonLiveDrift || !strings.Contains(strings.Join(p.Rebuilds[0].Drift, ";"), "bond0.999") {
 		t.Fatalf("drift plan %+v", p.Rebuilds)
 	}
 	// Patch and scrub: an old build is rebuilt.
 	p = PlanRebuilds(site, recs, time.Now().Add(91*24*time.Hour))
-	if len(p.Rebuilds) != 13 || p.Rebuilds[0].Reasons[0] != ReasonExpired {
+	if len(p.Rebuilds) != 13 || p.Rebuilds[0].Reasons[0] != node.ReasonExpired {
 		t.Fatalf("expired plan: %d, %+v", len(p.Rebuilds), p.Rebuilds[0])
 	}
 }
@@ -409,8 +366,8 @@ type decomBMC struct {
 	mu  *sync.Mutex
 }
 
-func (b *decomBMC) SetPower(ctx context.Context, a PowerAction) error {
-	if a == ActionOff {
+func (b *decomBMC) SetPower(ctx context.Context, a node.PowerAction) error {
+	if a == node.ActionOff {
 		b.mu.Lock()
 		*b.off = append(*b.off, b.node.Name)
 		b.mu.Unlock()
@@ -441,7 +398,7 @@ func TestRolloutDecommission(t *testing.T) {
 	var mu sync.Mutex
 	var namesAtSync []bool
 	ro.Site = gone
-	ro.BMC = func(n *schema.Node) (BMC, error) {
+	ro.BMC = func(n *schema.Node) (node.BMC, error) {
 		return &decomBMC{fakeBMC: fakeBMC{f: f, node: n}, off: &off, mu: &mu}, nil
 	}
 	ro.SyncDNS = func(ctx context.Context) error {
@@ -472,7 +429,7 @@ func TestRolloutDecommission(t *testing.T) {
 		t.Fatalf("w1n04's names at each DNS sync: %v, want kept while it runs, then removed", namesAtSync)
 	}
 	recs, _ = f.store.NodeRecords(ctx)
-	if recs["w1n04"].State != NodeRetired {
+	if recs["w1n04"].State != node.Retired {
 		t.Fatalf("record %+v", recs["w1n04"])
 	}
 	if again := PlanRebuilds(gone, recs, time.Now()); again.Count() != 0 {
@@ -490,15 +447,15 @@ func TestPlanInterruptedRollouts(t *testing.T) {
 	if res, err := ro.Run(ctx, PlanRebuilds(site, nil, time.Now())); err != nil || res.Err() != nil {
 		t.Fatal(err, res.Err())
 	}
-	_ = f.store.UpdateNode(ctx, "e1n01", func(r *NodeRecord) error { r.State, r.Target = NodePending, r.BuildID; return nil })
-	_ = f.store.UpdateNode(ctx, "e1n02", func(r *NodeRecord) error { r.State, r.Target = NodeProvisioning, "0123456789abcdef"; return nil })
+	_ = f.store.UpdateNode(ctx, "e1n01", func(r *node.Record) error { r.State, r.Target = node.Pending, r.BuildID; return nil })
+	_ = f.store.UpdateNode(ctx, "e1n02", func(r *node.Record) error { r.State, r.Target = node.Provisioning, "0123456789abcdef"; return nil })
 	recs, _ := f.store.NodeRecords(ctx)
 	p := PlanRebuilds(site, recs, time.Now())
-	got := map[string]RebuildReason{}
+	got := map[string]node.RebuildReason{}
 	for _, r := range p.Rebuilds {
 		got[r.Node] = r.Reasons[0]
 	}
-	if len(got) != 2 || got["e1n01"] != ReasonInterrupted || got["e1n02"] != ReasonSuperseded {
+	if len(got) != 2 || got["e1n01"] != node.ReasonInterrupted || got["e1n02"] != node.ReasonSuperseded {
 		t.Fatalf("rebuilds: %v", got)
 	}
 }
@@ -523,8 +480,8 @@ func TestRolloutHaltsWhenDNSCannotLeave(t *testing.T) {
 func TestFactsOfBuildVerify(t *testing.T) {
 	site := siteWith(t, nil)
 	for _, n := range site.Nodes {
-		spec := BuildSpecOf(site, n)
-		if diffs := VerifyFacts(spec, FactsOfBuild(spec)); len(diffs) > 0 {
+		spec := node.BuildSpecOf(site, n)
+		if diffs := node.VerifyFacts(spec, node.FactsOfBuild(spec)); len(diffs) > 0 {
 			t.Errorf("%s: %v", n.Name, diffs)
 		}
 	}

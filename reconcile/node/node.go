@@ -1,8 +1,9 @@
-package reconcile
+package node
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"time"
 )
@@ -69,8 +70,8 @@ type Report struct {
 	Time    time.Time `json:"time"`
 }
 
-// NodeState is where a node is in its build lifecycle.
-type NodeState string
+// State is where a node is in its build lifecycle.
+type State string
 
 // Node states: pending → provisioning → installed → verified, or failed.
 //
@@ -78,25 +79,25 @@ type NodeState string
 // installed ("installed, awaiting its agent's confirmation"), and the node
 // is verified by the first report of its agent, with the agent token of
 // this install, whose build and facts (read by the agent on the running
-// system) match the build (see NodeRecord.Confirmed).
+// system) match the build (see Record.Confirmed).
 const (
-	NodeUnknown      NodeState = ""             // anneal has never built or heard from it
-	NodePending      NodeState = "pending"      // a rebuild is planned, not started
-	NodeProvisioning NodeState = "provisioning" // netboot armed, power cycled, install running
-	NodeInstalled    NodeState = "installed"    // the install callback arrived; awaiting the agent's confirmation
-	NodeVerified     NodeState = "verified"     // the agent's facts match the build: ready
-	NodeFailed       NodeState = "failed"
-	NodeRetired      NodeState = "decommissioned"
-	// NodeRetiring: its decommission began (out of its groups, power-off
+	Unknown      State = ""             // anneal has never built or heard from it
+	Pending      State = "pending"      // a rebuild is planned, not started
+	Provisioning State = "provisioning" // netboot armed, power cycled, install running
+	Installed    State = "installed"    // the install callback arrived; awaiting the agent's confirmation
+	Verified     State = "verified"     // the agent's facts match the build: ready
+	Failed       State = "failed"
+	Retired      State = "decommissioned"
+	// Retiring: its decommission began (out of its groups, power-off
 	// sent or about to be); a node back in the site from here is rebuilt.
-	NodeRetiring NodeState = "decommissioning"
+	Retiring State = "decommissioning"
 )
 
-// NodeRecord is what anneal remembers of a node: what it did to it and
+// Record is what anneal remembers of a node: what it did to it and
 // what the node last reported.
-type NodeRecord struct {
-	Name  string    `json:"name"`
-	State NodeState `json:"state"`
+type Record struct {
+	Name  string `json:"name"`
+	State State  `json:"state"`
 	// Since is when the node entered State; each state has a timeout.
 	Since  time.Time `json:"since"`
 	Reason string    `json:"reason,omitempty"` // why it failed
@@ -157,8 +158,8 @@ type NodeRecord struct {
 }
 
 // Armed reports whether the node's next netboot installs its target.
-func (r *NodeRecord) Armed(now time.Time) bool {
-	return r != nil && r.State == NodeProvisioning && r.Nonce != "" && now.Before(r.TokenExpires)
+func (r *Record) Armed(now time.Time) bool {
+	return r != nil && r.State == Provisioning && r.Nonce != "" && now.Before(r.TokenExpires)
 }
 
 // Confirmed reports whether the node's agent has reported since the
@@ -166,51 +167,33 @@ func (r *NodeRecord) Armed(now time.Time) bool {
 // confirms (or refutes) an install. Only the agent of this install holds a
 // token of the current generation, so such a report comes from the
 // installed system.
-func (r *NodeRecord) Confirmed() bool {
+func (r *Record) Confirmed() bool {
 	return r != nil && r.FactsFrom == ReportAgent && r.Facts != nil &&
 		!r.InstallFetched.IsZero() && !r.FactsAt.Before(r.InstallFetched)
 }
 
-// NodeStore keeps node records. Update is a read-modify-write under the
+// Store keeps node records. Update is a read-modify-write under the
 // store's lock, so the rebuild engine and the install callback never
 // overwrite each other.
-type NodeStore interface {
-	NodeRecords(ctx context.Context) (map[string]*NodeRecord, error)
-	NodeRecord(ctx context.Context, name string) (*NodeRecord, error)
+type Store interface {
+	NodeRecords(ctx context.Context) (map[string]*Record, error)
+	NodeRecord(ctx context.Context, name string) (*Record, error)
 	// UpdateNode calls fn with the stored record (a new one with Name set
 	// when none is stored) and stores what it leaves, unless fn fails.
-	UpdateNode(ctx context.Context, name string, fn func(*NodeRecord) error) error
+	UpdateNode(ctx context.Context, name string, fn func(*Record) error) error
 }
 
-// RevokeAgent invalidates node's agent token: it draws a new generation,
-// so the token its agent holds (and any copy of it) is refused from now
-// on. The node's next install hands its agent a token of a newer
-// generation again; until then its reports are refused, so its drift is
-// not seen. It is for a token that leaked or a node that left anneal.
-func (r *Reconciler) RevokeAgent(ctx context.Context, node string) error {
-	rb := r.Rebuild
-	if rb == nil {
-		return errors.New("rebuilds are not enabled")
+// NewNonce draws a random nonce: install tokens, agent token generations.
+func NewNonce() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random nonce: %w", err)
 	}
-	if site := r.Site(); site != nil && site.Node(node) == nil {
-		return fmt.Errorf("node %s is not in the site", node)
-	}
-	gen, err := newNonce()
-	if err != nil {
-		return err
-	}
-	err = rb.Nodes.UpdateNode(ctx, node, func(rec *NodeRecord) error {
-		if rec.Declared == nil && rec.BuildID == "" && rec.State == NodeUnknown && rec.FactsAt.IsZero() {
-			// No record: a revoke never creates one (the records are
-			// how a lost state is told from a kept one).
-			return fmt.Errorf("anneal has no record of node %s yet", node)
-		}
-		rec.AgentGen = gen
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("revoke the agent token of %s: %w", node, err)
-	}
-	r.log().Info("agent token revoked", "node", node)
-	return nil
+	return hex.EncodeToString(b), nil
+}
+
+// Batch is a Store that can update many records in one
+// transaction.
+type Batch interface {
+	UpdateNodes(ctx context.Context, names []string, fn func(*Record) error) error
 }

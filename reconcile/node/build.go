@@ -1,4 +1,4 @@
-package reconcile
+package node
 
 import (
 	"crypto/sha256"
@@ -168,6 +168,24 @@ const (
 	ReasonPatchSetChanged RebuildReason = "patch-set-changed"
 	ReasonNetworkChanged  RebuildReason = "network-changed"
 	ReasonHostnameChanged RebuildReason = "hostname-changed"
+)
+
+// More rebuild reasons: the build is older than the site's maxBuildAge,
+// or the live node differs from its build (changed by hand).
+const (
+	ReasonExpired   RebuildReason = "build-expired"
+	ReasonLiveDrift RebuildReason = "live-drift"
+	// ReasonUnknownBuild: anneal has the node's build id but not its spec
+	// (the state was written by an older anneal or lost).
+	ReasonUnknownBuild RebuildReason = "build-changed"
+	// ReasonRecover: the node failed a rebuild to another build.
+	ReasonRecover RebuildReason = "failed-rebuild"
+	// ReasonSuperseded: the node was installing a build the site no
+	// longer wants.
+	ReasonSuperseded RebuildReason = "superseded"
+	// ReasonInterrupted: a rollout took the node out of service and
+	// stopped before rebuilding it.
+	ReasonInterrupted RebuildReason = "interrupted"
 )
 
 // FieldChange is one field that differs, by path.

@@ -1,4 +1,4 @@
-package reconcile
+package rollout
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -16,9 +19,9 @@ import (
 // never waits on the fleet: what Run costs is the engine's (and the
 // in-memory store's).
 type benchFleet struct {
-	store *memNodes
+	store *nodetest.Store
 	wake  *Waker
-	facts map[string]Facts // by node: what its build reports
+	facts map[string]node.Facts // by node: what its build reports
 }
 
 type benchBMC struct {
@@ -27,34 +30,34 @@ type benchBMC struct {
 	pxe  bool
 }
 
-func (b *benchBMC) PowerState(context.Context) (PowerState, error) { return PowerOn, nil }
-func (b *benchBMC) Firmware(context.Context) (Firmware, error)     { return Firmware{}, nil }
+func (b *benchBMC) PowerState(context.Context) (node.PowerState, error) { return node.PowerOn, nil }
+func (b *benchBMC) Firmware(context.Context) (node.Firmware, error)     { return node.Firmware{}, nil }
 
-func (b *benchBMC) BootOnce(_ context.Context, d BootDevice) error {
-	b.pxe = d == BootPXE
+func (b *benchBMC) BootOnce(_ context.Context, d node.BootDevice) error {
+	b.pxe = d == node.BootPXE
 	return nil
 }
 
-func (b *benchBMC) SetPower(ctx context.Context, a PowerAction) error {
-	if a != ActionCycle || !b.pxe {
+func (b *benchBMC) SetPower(ctx context.Context, a node.PowerAction) error {
+	if a != node.ActionCycle || !b.pxe {
 		return nil
 	}
 	facts := b.f.facts[b.node]
-	err := b.f.store.UpdateNode(ctx, b.node, func(r *NodeRecord) error {
-		if r.State != NodeProvisioning || r.Nonce == "" {
+	err := b.f.store.UpdateNode(ctx, b.node, func(r *node.Record) error {
+		if r.State != node.Provisioning || r.Nonce == "" {
 			return errors.New("not armed")
 		}
 		// The callback and, at once, the new agent's confirming report.
 		now := time.Now()
-		r.State, r.Nonce, r.InstallFetched = NodeInstalled, "", now
-		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, now, ReportAgent, r.Target
+		r.State, r.Nonce, r.InstallFetched = node.Installed, "", now
+		r.Facts, r.FactsAt, r.FactsFrom, r.FactsBuild = &facts, now, node.ReportAgent, r.Target
 		return nil
 	})
 	b.f.wake.Notify(b.node)
 	return err
 }
 
-// BenchmarkRollout runs Rollout.Run over the first rebuild plan of a
+// BenchmarkRollout runs Engine.Run over the first rebuild plan of a
 // generated 1,000-node site (canaries 1, maxUnavailable 10% per rack and
 // per role, maxConcurrentInstalls 100) with zero BMC and install latency
 // and an in-memory store, and reports the engine's cost per node rebuilt.
@@ -71,15 +74,15 @@ func BenchmarkRollout(b *testing.B) {
 		b.Fatal(err)
 	}
 	plan := PlanRebuilds(site, nil, time.Now())
-	facts := map[string]Facts{}
+	facts := map[string]node.Facts{}
 	for _, n := range site.Nodes {
-		facts[n.Name] = FactsOfBuild(BuildSpecOf(site, n))
+		facts[n.Name] = node.FactsOfBuild(node.BuildSpecOf(site, n))
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		f := &benchFleet{store: &memNodes{}, wake: &Waker{}, facts: facts}
-		ro := &Rollout{Site: site, Nodes: f.store, Wake: f.wake,
-			BMC: func(n *schema.Node) (BMC, error) { return &benchBMC{f: f, node: n.Name}, nil }}
+		f := &benchFleet{store: &nodetest.Store{}, wake: &Waker{}, facts: facts}
+		ro := &Engine{Site: site, Nodes: f.store, Wake: f.wake,
+			BMC: func(n *schema.Node) (node.BMC, error) { return &benchBMC{f: f, node: n.Name}, nil }}
 		res, err := ro.Run(context.Background(), plan)
 		if err != nil {
 			b.Fatal(err)
@@ -99,28 +102,27 @@ func BenchmarkRollout(b *testing.B) {
 func BenchmarkDecommission(b *testing.B) {
 	big := generated(b, 11000)
 	small := generated(b, 10000)
-	decl := DeclaredOf(big, big.Nodes, "A")
+	decl := node.DeclaredOf(big, big.Nodes, "A")
 	for b.Loop() {
 		b.StopTimer()
-		nodes := &memNodes{recs: map[string]*NodeRecord{}}
+		nodes := &nodetest.Store{Recs: map[string]*node.Record{}}
 		for _, n := range big.Nodes {
-			nodes.recs[n.Name] = &NodeRecord{Name: n.Name, State: NodeVerified, BuildID: "x", Declared: decl[n.Name]}
+			nodes.Recs[n.Name] = &node.Record{Name: n.Name, State: node.Verified, BuildID: "x", Declared: decl[n.Name]}
 		}
 		recs, _ := nodes.NodeRecords(context.Background())
 		p := PlanRebuildsWith(small, recs, RebuildOptions{Now: time.Now()})
 		p.Rebuilds = nil // the decommissions alone
 		f := &benchFleet{store: nodes, wake: &Waker{}}
-		var pl Planner
 		syncs := 0
-		ro := &Rollout{Site: small, Nodes: nodes, Wake: f.wake,
-			BMC: func(n *schema.Node) (BMC, error) { return &benchBMC{f: f, node: n.Name}, nil },
+		ro := &Engine{Site: small, Nodes: nodes, Wake: f.wake,
+			BMC: func(n *schema.Node) (node.BMC, error) { return &benchBMC{f: f, node: n.Name}, nil },
 			SyncDNS: func(ctx context.Context) error {
 				syncs++
 				recs, err := nodes.NodeRecords(ctx)
 				if err != nil {
 					return err
 				}
-				_, err = pl.Compile(small, AvailabilityOf(small, recs))
+				_, err = dns.CompileWith(small, AvailabilityOf(small, recs))
 				return err
 			}}
 		b.StartTimer()

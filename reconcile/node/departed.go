@@ -1,4 +1,4 @@
-package reconcile
+package node
 
 import (
 	"cmp"
@@ -72,8 +72,8 @@ func DeclaredOf(site *schema.Site, nodes []*schema.Node, rev string) map[string]
 	return out
 }
 
-// sameDeclared compares two declarations, ignoring the revision.
-func sameDeclared(a, b *Declared) bool {
+// SameDeclared compares two declarations, ignoring the revision.
+func SameDeclared(a, b *Declared) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -92,10 +92,10 @@ func sameDeclared(a, b *Declared) bool {
 
 // Departed lists the records of nodes that left the site (no document
 // declares them any more) and are not decommissioned yet, by name.
-func Departed(site *schema.Site, records map[string]*NodeRecord) []*NodeRecord {
-	var out []*NodeRecord
+func Departed(site *schema.Site, records map[string]*Record) []*Record {
+	var out []*Record
 	for name, rec := range records {
-		if rec.State == NodeRetired || site.Node(name) != nil {
+		if rec.State == Retired || site.Node(name) != nil {
 			continue
 		}
 		if rec.Declared == nil {
@@ -103,17 +103,17 @@ func Departed(site *schema.Site, records map[string]*NodeRecord) []*NodeRecord {
 		}
 		out = append(out, rec)
 	}
-	slices.SortFunc(out, func(a, b *NodeRecord) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b *Record) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Unreachable lists the nodes that left the site that anneal cannot
 // decommission: it built or knew them, but their records predate
 // declarations, so it does not know their BMCs.
-func Unreachable(site *schema.Site, records map[string]*NodeRecord) []string {
+func Unreachable(site *schema.Site, records map[string]*Record) []string {
 	var out []string
 	for name, rec := range records {
-		if rec.State != NodeRetired && rec.Declared == nil && site.Node(name) == nil && (rec.BuildID != "" || rec.State != NodeUnknown) {
+		if rec.State != Retired && rec.Declared == nil && site.Node(name) == nil && (rec.BuildID != "" || rec.State != Unknown) {
 			out = append(out, name)
 		}
 	}
@@ -121,10 +121,10 @@ func Unreachable(site *schema.Site, records map[string]*NodeRecord) []string {
 	return out
 }
 
-// departedNode is a stand-in schema.Node for a node that left the site,
+// StandIn is a stand-in schema.Node for a node that left the site,
 // from its record: enough for the rollout's decommission (name, rack,
 // roles, BMC). It is decommissioned: in no group, never built.
-func departedNode(rec *NodeRecord) *schema.Node {
+func StandIn(rec *Record) *schema.Node {
 	n := &schema.Node{State: schema.StateDecommissioned}
 	n.Name = rec.Name
 	if d := rec.Declared; d != nil {

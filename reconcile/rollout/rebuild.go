@@ -1,4 +1,4 @@
-package reconcile
+package rollout
 
 import (
 	"cmp"
@@ -6,25 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
-)
-
-// More rebuild reasons: the build is older than the site's maxBuildAge,
-// or the live node differs from its build (changed by hand).
-const (
-	ReasonExpired   RebuildReason = "build-expired"
-	ReasonLiveDrift RebuildReason = "live-drift"
-	// ReasonUnknownBuild: anneal has the node's build id but not its spec
-	// (the state was written by an older anneal or lost).
-	ReasonUnknownBuild RebuildReason = "build-changed"
-	// ReasonRecover: the node failed a rebuild to another build.
-	ReasonRecover RebuildReason = "failed-rebuild"
-	// ReasonSuperseded: the node was installing a build the site no
-	// longer wants.
-	ReasonSuperseded RebuildReason = "superseded"
-	// ReasonInterrupted: a rollout took the node out of service and
-	// stopped before rebuilding it.
-	ReasonInterrupted RebuildReason = "interrupted"
 )
 
 // RebuildPlan is the rebuild layer of a plan: which nodes are rebuilt and
@@ -46,10 +29,10 @@ type NodeRebuild struct {
 	Rack   string   `json:"rack"`
 	Roles  []string `json:"roles,omitempty"`
 	// From is the live build ("" when never built), To the desired one.
-	From    string          `json:"from,omitempty"`
-	To      string          `json:"to"`
-	Reasons []RebuildReason `json:"reasons"`
-	Changes []FieldChange   `json:"changes,omitempty"`
+	From    string               `json:"from,omitempty"`
+	To      string               `json:"to"`
+	Reasons []node.RebuildReason `json:"reasons"`
+	Changes []node.FieldChange   `json:"changes,omitempty"`
 	// Drift lists live facts that differ from the build.
 	Drift []string `json:"drift,omitempty"`
 	// Canary nodes go first; a failed canary halts the rollout.
@@ -73,9 +56,9 @@ type HeldNode struct {
 // FirmwareDrift is a BMC's firmware that differs from its hardware
 // profile. It is reported; anneal does not flash firmware.
 type FirmwareDrift struct {
-	Node  string   `json:"node"`
-	Want  Firmware `json:"want"`
-	Found Firmware `json:"found"`
+	Node  string        `json:"node"`
+	Want  node.Firmware `json:"want"`
+	Found node.Firmware `json:"found"`
 }
 
 // Count is the number of nodes the plan rebuilds or decommissions.
@@ -89,7 +72,7 @@ func (p *RebuildPlan) Count() int {
 // PlanRebuilds compares each node's desired build with what anneal knows
 // of the live node and lists the rebuilds, in name order. It is a pure
 // function of the site, the records and now.
-func PlanRebuilds(site *schema.Site, records map[string]*NodeRecord, now time.Time) *RebuildPlan {
+func PlanRebuilds(site *schema.Site, records map[string]*node.Record, now time.Time) *RebuildPlan {
 	return PlanRebuildsWith(site, records, RebuildOptions{Now: now})
 }
 
@@ -109,7 +92,7 @@ type RebuildOptions struct {
 
 // PlanRebuildsWith is PlanRebuilds with options. Nodes that left the site
 // (records no document declares any more) are decommissioned too.
-func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o RebuildOptions) *RebuildPlan {
+func PlanRebuildsWith(site *schema.Site, records map[string]*node.Record, o RebuildOptions) *RebuildPlan {
 	now := o.Now
 	p := &RebuildPlan{}
 	nodes := slices.Clone(site.Nodes)
@@ -118,14 +101,14 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 	for _, n := range nodes {
 		rec := records[n.Name]
 		if !n.Exists() {
-			if rec != nil && rec.State != NodeRetired {
+			if rec != nil && rec.State != node.Retired {
 				p.Decommission = append(p.Decommission, n.Name)
 			}
 			continue
 		}
 		if rec != nil && rec.Firmware != nil {
 			if prof := site.HardwareProfile(n.HardwareProfile); prof != nil {
-				want := Firmware{BIOS: prof.Firmware.BIOS, BMC: prof.Firmware.BMC}
+				want := node.Firmware{BIOS: prof.Firmware.BIOS, BMC: prof.Firmware.BMC}
 				if want.BIOS != "" && want.BIOS != rec.Firmware.BIOS || want.BMC != "" && want.BMC != rec.Firmware.BMC {
 					p.Firmware = append(p.Firmware, FirmwareDrift{Node: n.Name, Want: want, Found: *rec.Firmware})
 				}
@@ -137,69 +120,69 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 			}
 			continue
 		}
-		spec := BuildSpecOf(site, n)
+		spec := node.BuildSpecOf(site, n)
 		id := spec.ID()
 		nr := NodeRebuild{Node: n.Name, Region: n.Region, Rack: n.Rack, Roles: n.Roles, To: id}
 		if rec != nil {
 			nr.From = rec.BuildID
 		}
 		switch {
-		case rec != nil && rec.Target == id && (rec.State == NodeProvisioning || rec.State == NodeInstalled):
+		case rec != nil && rec.Target == id && (rec.State == node.Provisioning || rec.State == node.Installed):
 			nr.Resume = true
-			nr.Reasons = []RebuildReason{ReasonNew}
+			nr.Reasons = []node.RebuildReason{node.ReasonNew}
 			if rec.Spec != nil {
-				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
+				nr.Reasons, nr.Changes = node.DiffBuilds(*rec.Spec, spec)
 			}
-		case rec != nil && (rec.State == NodeProvisioning || rec.State == NodeInstalled):
+		case rec != nil && (rec.State == node.Provisioning || rec.State == node.Installed):
 			// Installing another build: the revision moved on (a revert
 			// during a rollout). It is re-armed for this one.
-			nr.Reasons = []RebuildReason{ReasonSuperseded}
+			nr.Reasons = []node.RebuildReason{node.ReasonSuperseded}
 			nr.Drift = []string{fmt.Sprintf("it was installing build %s", rec.Target)}
-		case rec != nil && rec.State == NodePending:
+		case rec != nil && rec.State == node.Pending:
 			// A rollout took it out of service, then stopped before arming it.
-			nr.Reasons = []RebuildReason{ReasonInterrupted}
+			nr.Reasons = []node.RebuildReason{node.ReasonInterrupted}
 			if rec.Spec != nil && rec.BuildID != id {
-				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
+				nr.Reasons, nr.Changes = node.DiffBuilds(*rec.Spec, spec)
 			}
-		case rec != nil && rec.State == NodeFailed && rec.Target == id:
+		case rec != nil && rec.State == node.Failed && rec.Target == id:
 			p.Held = append(p.Held, HeldNode{Node: n.Name, Failed: true,
 				Reason: fmt.Sprintf("its rebuild to %s failed (%s): retry it with `anneal nodes retry %s` or POST /api/v1/nodes/%s/retry", id, rec.Reason, n.Name, n.Name)})
 			continue
-		case rec != nil && rec.State == NodeFailed:
+		case rec != nil && rec.State == node.Failed:
 			// It failed a rebuild to another build (since reverted): what
 			// is on its disk is unknown.
-			nr.Reasons = []RebuildReason{ReasonRecover}
+			nr.Reasons = []node.RebuildReason{node.ReasonRecover}
 			nr.Drift = []string{fmt.Sprintf("its rebuild to %s failed (%s)", rec.Target, rec.Reason)}
-		case rec != nil && (rec.State == NodeRetired || rec.State == NodeRetiring):
+		case rec != nil && (rec.State == node.Retired || rec.State == node.Retiring):
 			// Decommissioned (powered off), now back in the fleet.
-			nr.Reasons = []RebuildReason{ReasonNew}
+			nr.Reasons = []node.RebuildReason{node.ReasonNew}
 			nr.Drift = []string{"it was decommissioned and powered off"}
-		case rec != nil && rec.Unobserved && rec.BuildID == "" && rec.Power != PowerOff && rec.State == NodeUnknown && now.Before(o.ObserveUntil):
+		case rec != nil && rec.Unobserved && rec.BuildID == "" && rec.Power != node.PowerOff && rec.State == node.Unknown && now.Before(o.ObserveUntil):
 			p.Held = append(p.Held, HeldNode{Node: n.Name,
 				Reason: fmt.Sprintf("observing: anneal has no record of its build; waiting until %s for its agent to report (a lost or fresh state)", o.ObserveUntil.UTC().Format(time.RFC3339))})
 			continue
 		case rec == nil || rec.BuildID == "":
-			nr.Reasons = []RebuildReason{ReasonNew}
-			if rec != nil && rec.Unobserved && (rec.Power != PowerOff || o.Lost) {
+			nr.Reasons = []node.RebuildReason{node.ReasonNew}
+			if rec != nil && rec.Unobserved && (rec.Power != node.PowerOff || o.Lost) {
 				nr.Unobserved = true
 				nr.Drift = []string{fmt.Sprintf("anneal lost its state while the node was in the site, its agent did not report its build, and its BMC says power %s", cmp.Or(string(rec.Power), "unknown"))}
 			}
 		case rec.BuildID != id:
 			if rec.Spec != nil {
-				nr.Reasons, nr.Changes = DiffBuilds(*rec.Spec, spec)
+				nr.Reasons, nr.Changes = node.DiffBuilds(*rec.Spec, spec)
 			}
 			if len(nr.Reasons) == 0 {
-				nr.Reasons = []RebuildReason{ReasonUnknownBuild}
+				nr.Reasons = []node.RebuildReason{node.ReasonUnknownBuild}
 			}
 		case maxAge > 0 && !rec.BuiltAt.IsZero() && now.Sub(rec.BuiltAt) > maxAge:
-			nr.Reasons = []RebuildReason{ReasonExpired}
+			nr.Reasons = []node.RebuildReason{node.ReasonExpired}
 			nr.Drift = []string{fmt.Sprintf("built %s ago, policy maxBuildAge is %s", now.Sub(rec.BuiltAt).Round(time.Hour), maxAge)}
 		case rec.Facts != nil:
-			drift := VerifyFacts(spec, *rec.Facts)
+			drift := node.VerifyFacts(spec, *rec.Facts)
 			if len(drift) == 0 {
 				continue
 			}
-			nr.Reasons, nr.Drift = []RebuildReason{ReasonLiveDrift}, drift
+			nr.Reasons, nr.Drift = []node.RebuildReason{node.ReasonLiveDrift}, drift
 		default:
 			continue
 		}
@@ -209,7 +192,7 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 	for _, n := range site.Nodes {
 		bmcOf[n.BMC.Address] = n.Name
 	}
-	for _, rec := range Departed(site, records) {
+	for _, rec := range node.Departed(site, records) {
 		if other, ok := bmcOf[rec.Declared.BMC.Address]; ok && rec.Declared.BMC.Address != "" {
 			// A renamed node, or the address given to another: powering
 			// it off would power off a node of the site.
@@ -220,7 +203,7 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 		p.Decommission = append(p.Decommission, rec.Name)
 		p.Removed = append(p.Removed, rec.Name)
 	}
-	for _, name := range Unreachable(site, records) {
+	for _, name := range node.Unreachable(site, records) {
 		p.Held = append(p.Held, HeldNode{Node: name, Reason: "left the site, but its record predates anneal keeping each node's BMC: power it off by hand"})
 	}
 	slices.Sort(p.Decommission)
@@ -230,11 +213,11 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*NodeRecord, o Rebui
 
 // needsBuild reports whether a node's live build differs from its desired
 // one (without the reasons).
-func needsBuild(site *schema.Site, n *schema.Node, rec *NodeRecord, now time.Time, maxAge time.Duration) bool {
+func needsBuild(site *schema.Site, n *schema.Node, rec *node.Record, now time.Time, maxAge time.Duration) bool {
 	if rec == nil || rec.BuildID == "" {
 		return true
 	}
-	if rec.BuildID != BuildSpecOf(site, n).ID() {
+	if rec.BuildID != node.BuildSpecOf(site, n).ID() {
 		return true
 	}
 	return maxAge > 0 && !rec.BuiltAt.IsZero() && now.Sub(rec.BuiltAt) > maxAge
