@@ -1,13 +1,11 @@
 package reconcile
 
 import (
-	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/anneal-dev/anneal/internal/sitetest"
 	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
@@ -15,30 +13,7 @@ import (
 
 // siteWith loads a copy of the example site with edits applied to files.
 func siteWith(t *testing.T, edits map[string]func(string) string) *schema.Site {
-	t.Helper()
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, os.DirFS("../examples/site-repo")); err != nil {
-		t.Fatal(err)
-	}
-	for file, f := range edits {
-		p := filepath.Join(dir, file)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := f(string(b))
-		if out == string(b) {
-			t.Fatalf("edit of %s changed nothing", file)
-		}
-		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return sitetest.ExampleWith(t, "../examples/site-repo", edits)
 }
 
 func TestReviewRange(t *testing.T) {

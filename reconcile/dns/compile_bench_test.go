@@ -1,27 +1,15 @@
 package dns
 
 import (
-	"context"
 	"slices"
 	"testing"
 
-	"github.com/anneal-dev/anneal/bench/sitegen/gen"
+	"github.com/anneal-dev/anneal/internal/sitetest"
 	"github.com/anneal-dev/anneal/schema"
 )
 
 // generated loads a site of bench/sitegen's layout.
-func generated(b *testing.B, nodes int) *schema.Site {
-	b.Helper()
-	dir := b.TempDir()
-	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
-		b.Fatal(err)
-	}
-	site, _, err := schema.LoadDir(context.Background(), dir, schema.LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return site
-}
+func generated(b *testing.B, nodes int) *schema.Site { return sitetest.Generated(b, nodes) }
 
 // BenchmarkCompileDNS compiles the DNS of a generated 10,000-node site.
 func BenchmarkCompileDNS(b *testing.B) {
