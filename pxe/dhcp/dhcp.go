@@ -29,6 +29,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/insomniacslk/dhcp/rfc1035label"
 )
 
 // DHCP UDP ports (RFC 2131 section 4.1) and the PXE boot server discovery
@@ -68,14 +69,17 @@ const ipxeUserClass = "iPXE"
 // the set starts over, so a flood of made-up MACs cannot grow it forever.
 const maxUnknownLogged = 4096
 
-// Lease is one static reservation: what a node gets on the provisioning network.
+// Lease is one static reservation: what a node gets on the provisioning
+// network. ModeFull sends every field that is set, and only those.
 type Lease struct {
-	IP       net.IP
-	Mask     net.IPMask
-	Router   net.IP
-	DNS      []net.IP
-	Hostname string
-	Domain   string
+	IP       net.IP     // yiaddr
+	Mask     net.IPMask // option 1
+	Router   net.IP     // option 3
+	DNS      []net.IP   // option 6, IPv4 resolvers
+	Hostname string     // option 12
+	Domain   string     // option 15
+	MTU      int        // option 26 when 68..65535
+	Search   []string   // option 119, domain search list
 }
 
 // BootFiles names the first-stage boot files, fetched by TFTP from the server.
@@ -435,6 +439,19 @@ func (s *Server) configOptions(l Lease) []dhcpv4.Modifier {
 	}
 	if l.Domain != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(l.Domain))) // option 15
+	}
+	if l.MTU >= minMTU && l.MTU <= maxMTU {
+		mtu := []byte{byte(l.MTU >> 8), byte(l.MTU)}
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, mtu))) // option 26
+	}
+	var search []string
+	for _, d := range l.Search {
+		if n, ok := dnsName(d); ok {
+			search = append(search, n)
+		}
+	}
+	if len(search) > 0 {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: search}))) // option 119
 	}
 	return mods
 }

@@ -170,11 +170,16 @@ func checkLease(t *testing.T, env map[string]string, err error, wantFile string)
 		t.Errorf("udhcpc exit: %v", err)
 	}
 	want := map[string]string{
-		"ip":        "10.10.1.11",
-		"subnet":    "255.255.255.0",
-		"router":    "10.10.1.1",
-		"hostname":  "e1n01",
-		"domain":    "east.example.net",
+		"ip":       "10.10.1.11",
+		"subnet":   "255.255.255.0",
+		"router":   "10.10.1.1",
+		"hostname": "e1n01",
+		"domain":   "east.example.net",
+		// The site's resolvers (option 6), MTU (26) and search list (119):
+		// what d-i and the installers' DHCP clients configure from.
+		"dns":       "10.10.2.2",
+		"mtu":       "1500",
+		"search":    "example.net",
 		"serverid":  serverIP.String(),
 		"siaddr":    serverIP.String(),
 		"boot_file": wantFile,

@@ -413,6 +413,9 @@ func TestHandler(t *testing.T) {
 			if resp.HostName() != "e1n01" || resp.DomainName() != "east.example.net" {
 				t.Errorf("options 12/15 = %q %q", resp.HostName(), resp.DomainName())
 			}
+			checkSiteOptions(t, resp, wantSiteOptions{
+				dns: []string{"10.10.2.2"}, domain: "east.example.net", mtu: 1500, search: []string{"example.net"},
+			})
 			if got := resp.IPAddressLeaseTime(0); got != 30*time.Minute {
 				t.Errorf("option 51 = %v, want 30m", got)
 			}

@@ -293,6 +293,7 @@ func checkProxyReply(t *testing.T, req, resp *dhcpv4.DHCPv4, wantType dhcpv4.Mes
 	for _, o := range []dhcpv4.OptionCode{
 		dhcpv4.OptionIPAddressLeaseTime, dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter,
 		dhcpv4.OptionDomainNameServer, dhcpv4.OptionHostName, dhcpv4.OptionDomainName,
+		dhcpv4.OptionInterfaceMTU, dhcpv4.OptionDNSDomainSearchList,
 	} {
 		if resp.Options.Has(o) {
 			t.Errorf("proxy reply carries %s: %s", o, resp.Summary())
