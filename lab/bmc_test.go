@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func TestRedfishThroughProvider(t *testing.T) {
 	if err := b.SetPower(ctx, node.ActionCycle); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "path=/redfish/v1/Systems/1/Actions/ComputerSystem.Reset status=204") {
+	if !strings.Contains(logs.String(), "path=/redfish/v1/Systems/System.Embedded.1/Actions/ComputerSystem.Reset status=204") {
 		t.Fatalf("no reset request logged:\n%s", logs.String())
 	}
 	s = waitNode(t, n, "second boot", func(s NodeStatus) bool { return s.Boots == 2 && s.Phase == PhaseNoOS })
@@ -104,54 +105,106 @@ func TestRedfishThroughProvider(t *testing.T) {
 }
 
 // TestRequestsBmclibMakes pins what bmclib v2.3.5 and gofish v0.20.0
-// request for each call, as the lab logs it.
+// request for each call, as the lab logs it, with both Id styles: iDRAC's
+// (e1n02, a Dell profile) and Supermicro's (w1n01). Each call's effect is
+// checked on the node.
 func TestRequestsBmclibMakes(t *testing.T) {
 	t.Parallel()
 	site := exampleSite(t)
-	var logs logBuffer
-	f := startFleet(t, Config{Site: site, Logger: debugLogger(&logs)})
-	b := labBMC(t, f, site, "e1n02", labPassword, 5*time.Second)
-	open := []string{"GET /redfish/v1/", "POST /redfish/v1/SessionService/Sessions"}
-	system := []string{"GET /redfish/v1/Systems", "GET /redfish/v1/Systems/1"}
-	cat := func(parts ...[]string) []string {
-		var out []string
-		for _, p := range parts {
-			out = append(out, p...)
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		name string
-		call func(context.Context) error
-		want []string
+	for _, style := range []struct {
+		node, system, manager, chassis string
+		firmware                       []string // the inventory's members, in any order
+		fw                             node.Firmware
 	}{
-		{"PowerState", func(ctx context.Context) error { _, err := b.PowerState(ctx); return err },
-			cat(open, system)},
-		{"BootOnce pxe", func(ctx context.Context) error { return b.BootOnce(ctx, node.BootPXE) },
-			cat(open, system, []string{"PATCH /redfish/v1/Systems/1"})},
-		{"SetPower on", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionOn) },
-			cat(open, system, []string{"POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset"})},
-		{"SetPower cycle (on)", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionCycle) },
-			cat(open, system, system, []string{"POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset"})},
-		{"Firmware", func(ctx context.Context) error { _, err := b.Firmware(ctx); return err },
-			cat(open, []string{"GET /redfish/v1/", "GET /redfish/v1/Chassis", "GET /redfish/v1/Chassis/1"}, system,
-				[]string{"GET /redfish/v1/Managers", "GET /redfish/v1/Managers/1"})},
+		{"e1n02", "/redfish/v1/Systems/System.Embedded.1", "/redfish/v1/Managers/iDRAC.Embedded.1", "/redfish/v1/Chassis/System.Embedded.1",
+			[]string{"Installed-159-1.13.2__BIOS.Setup.1-1", "Installed-25227-7.10.50.00__iDRAC.Embedded.1-1"},
+			node.Firmware{BIOS: "1.13.2", BMC: "7.10.50.00"}},
+		{"w1n01", "/redfish/v1/Systems/1", "/redfish/v1/Managers/1", "/redfish/v1/Chassis/1",
+			[]string{"BIOS", "BMC"}, node.Firmware{BIOS: "1.9", BMC: "01.04.08"}},
 	} {
-		logs.Reset()
-		if err := tc.call(t.Context()); err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		want := append(tc.want, "DELETE /redfish/v1/SessionService/Sessions/*")
-		got := requests(logs.String())
-		if len(got) != len(want) {
-			t.Errorf("%s: requests\n%s\nwant\n%s", tc.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
-			continue
-		}
-		for i := range got {
-			if !matchRequest(want[i], got[i]) {
-				t.Errorf("%s: request %d is %q, want %q", tc.name, i, got[i], want[i])
+		t.Run(style.node, func(t *testing.T) {
+			t.Parallel()
+			var logs logBuffer
+			f := startFleet(t, Config{Site: site, Logger: debugLogger(&logs)})
+			b := labBMC(t, f, site, style.node, labPassword, 5*time.Second)
+			n := f.Node(style.node)
+			open := []string{"GET /redfish/v1/", "POST /redfish/v1/SessionService/Sessions"}
+			system := []string{"GET /redfish/v1/Systems", "GET " + style.system}
+			firmware := []string{"GET /redfish/v1/UpdateService", "GET /redfish/v1/UpdateService/FirmwareInventory"}
+			for _, m := range style.firmware {
+				firmware = append(firmware, "GET /redfish/v1/UpdateService/FirmwareInventory/"+m)
 			}
+			cat := func(parts ...[]string) []string {
+				var out []string
+				for _, p := range parts {
+					out = append(out, p...)
+				}
+				return out
+			}
+			var fw node.Firmware
+			for _, tc := range []struct {
+				name  string
+				call  func(context.Context) error
+				want  []string
+				check func() bool
+			}{
+				{"PowerState", func(ctx context.Context) error {
+					st, err := b.PowerState(ctx)
+					if err == nil && st != node.PowerOff {
+						err = fmt.Errorf("power %v, want off", st)
+					}
+					return err
+				}, cat(open, system), nil},
+				{"BootOnce pxe", func(ctx context.Context) error { return b.BootOnce(ctx, node.BootPXE) },
+					cat(open, system, []string{"PATCH " + style.system}),
+					func() bool { s := n.Status(); return s.BootOverride == "Pxe" && s.BootOverrideEnabled == "Once" }},
+				{"SetPower on", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionOn) },
+					cat(open, system, []string{"POST " + style.system + "/Actions/ComputerSystem.Reset"}),
+					func() bool { return n.Status().Power == node.PowerOn }},
+				{"SetPower cycle (on)", func(ctx context.Context) error { return b.SetPower(ctx, node.ActionCycle) },
+					cat(open, system, system, []string{"POST " + style.system + "/Actions/ComputerSystem.Reset"}),
+					func() bool { return n.Status().Power == node.PowerOn }},
+				{"Firmware", func(ctx context.Context) error { var err error; fw, err = b.Firmware(ctx); return err },
+					cat(open, firmware, []string{"GET /redfish/v1/Chassis", "GET " + style.chassis}, system,
+						[]string{"GET /redfish/v1/Managers", "GET " + style.manager}),
+					func() bool { return fw == style.fw }},
+			} {
+				logs.Reset()
+				if err := tc.call(t.Context()); err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				if tc.check != nil && !tc.check() {
+					t.Errorf("%s: no effect: %+v, firmware %+v", tc.name, n.Status(), fw)
+				}
+				want := append(tc.want, "DELETE /redfish/v1/SessionService/Sessions/*")
+				got := requests(logs.String())
+				sortConcurrent(got)
+				sortConcurrent(want)
+				if len(got) != len(want) {
+					t.Errorf("%s: requests\n%s\nwant\n%s", tc.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+					continue
+				}
+				for i := range got {
+					if !matchRequest(want[i], got[i]) {
+						t.Errorf("%s: request %d is %q, want %q", tc.name, i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// sortConcurrent sorts the firmware inventory's members, which gofish
+// requests concurrently.
+func sortConcurrent(reqs []string) {
+	member := func(r string) bool { return strings.HasPrefix(r, "GET /redfish/v1/UpdateService/FirmwareInventory/") }
+	for i := 0; i < len(reqs); i++ {
+		j := i
+		for j < len(reqs) && member(reqs[j]) {
+			j++
 		}
+		slices.Sort(reqs[i:j])
+		i = j
 	}
 }
 

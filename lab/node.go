@@ -97,6 +97,7 @@ type Node struct {
 	profileFW node.Firmware
 	vendor    string
 	model     string
+	rf        rfPaths // its BMC's Redfish Ids, by vendor
 
 	mu        sync.Mutex
 	power     node.PowerState
@@ -146,6 +147,7 @@ func newNode(f *Fleet, site *schema.Site, sn *schema.Node, bmcAddr, password str
 		n.profileFW = node.Firmware{BIOS: p.Firmware.BIOS, BMC: p.Firmware.BMC}
 		n.vendor, n.model = p.Vendor, p.Model
 	}
+	n.rf = redfishPaths(n.vendor)
 	return n
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,20 +21,65 @@ import (
 // The Redfish resources a virtual BMC serves: what bmclib v2.3.5's gofish
 // provider (and gofish v0.20.0 under it) requests for Open, Close, power
 // state, power actions, the one-time boot device and the firmware
-// inventory. Ids follow Supermicro's ("1"), which bmclib's inventory
-// recognises.
+// inventory, and the documents DSP0266 requires of every service. The
+// system, manager and chassis Ids follow the vendor of the node's hardware
+// profile (rfPaths), as bmclib's inventory expects.
 const (
+	pathRedfish    = "/redfish"
 	pathRoot       = "/redfish/v1/"
+	pathMetadata   = "/redfish/v1/$metadata"
+	pathOData      = "/redfish/v1/odata"
 	pathSessionSvc = "/redfish/v1/SessionService"
 	pathSessions   = "/redfish/v1/SessionService/Sessions"
 	pathSystems    = "/redfish/v1/Systems"
-	pathSystem     = "/redfish/v1/Systems/1"
-	pathReset      = "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"
 	pathManagers   = "/redfish/v1/Managers"
-	pathManager    = "/redfish/v1/Managers/1"
 	pathChassisCol = "/redfish/v1/Chassis"
-	pathChassis    = "/redfish/v1/Chassis/1"
+	pathUpdateSvc  = "/redfish/v1/UpdateService"
+	pathFWInv      = "/redfish/v1/UpdateService/FirmwareInventory"
 )
+
+// The @odata.type of every resource the lab serves; $metadata references
+// their schemas.
+const (
+	typeServiceRoot   = "#ServiceRoot.v1_15_0.ServiceRoot"
+	typeSessionSvc    = "#SessionService.v1_1_8.SessionService"
+	typeSession       = "#Session.v1_5_0.Session"
+	typeSessions      = "#SessionCollection.SessionCollection"
+	typeSystems       = "#ComputerSystemCollection.ComputerSystemCollection"
+	typeSystem        = "#ComputerSystem.v1_20_0.ComputerSystem"
+	typeManagers      = "#ManagerCollection.ManagerCollection"
+	typeManager       = "#Manager.v1_15_0.Manager"
+	typeChassisCol    = "#ChassisCollection.ChassisCollection"
+	typeChassis       = "#Chassis.v1_21_0.Chassis"
+	typeUpdateSvc     = "#UpdateService.v1_11_0.UpdateService"
+	typeSoftwareInvs  = "#SoftwareInventoryCollection.SoftwareInventoryCollection"
+	typeSoftwareInv   = "#SoftwareInventory.v1_9_0.SoftwareInventory"
+	serviceContainer  = "ServiceRoot.v1_15_0.ServiceContainer"
+	redfishExtensions = "RedfishExtensions.v1_0_0"
+)
+
+var odataTypes = []string{typeServiceRoot, typeSessionSvc, typeSession, typeSessions, typeSystems, typeSystem,
+	typeManagers, typeManager, typeChassisCol, typeChassis, typeUpdateSvc, typeSoftwareInvs, typeSoftwareInv}
+
+// rfPaths are one BMC's system, manager and chassis: iDRAC's Ids for a
+// Dell hardware profile, "1" (Supermicro's, and many others') otherwise.
+type rfPaths struct {
+	dell                            bool
+	systemID, managerID, chassisID  string
+	system, reset, manager, chassis string
+}
+
+func redfishPaths(vendor string) rfPaths {
+	p := rfPaths{systemID: "1", managerID: "1", chassisID: "1"}
+	if strings.Contains(strings.ToLower(vendor), "dell") {
+		p = rfPaths{dell: true, systemID: "System.Embedded.1", managerID: "iDRAC.Embedded.1", chassisID: "System.Embedded.1"}
+	}
+	p.system = pathSystems + "/" + p.systemID
+	p.reset = p.system + "/Actions/ComputerSystem.Reset"
+	p.manager = pathManagers + "/" + p.managerID
+	p.chassis = pathChassisCol + "/" + p.chassisID
+	return p
+}
 
 // bootTargets are the override targets the virtual BMC accepts.
 var bootTargets = []string{targetNone, targetPxe, targetHdd, "Cd", "Usb", "BiosSetup", "Diags", "Floppy", "Utilities", "UefiHttp", "RemoteDrive", "SDCard"}
@@ -96,47 +142,114 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// serveRedfish answers one request to the node's BMC.
+// serveRedfish answers one request to the node's BMC. In order: the
+// service root and the documents DSP0266 wants unauthenticated (and login)
+// need no credentials, the rest does (401); a path no resource has is 404;
+// a "$" query parameter (none is implemented) is 501; a method the resource
+// does not have is 405 with Allow. HEAD is GET without the body.
 func (n *Node) serveRedfish(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	switch {
-	case path == "/redfish" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, map[string]any{"v1": pathRoot})
-		return
-	case path+"/" == pathRoot && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, n.serviceRoot())
-		return
-	case path == pathSessions && r.Method == http.MethodPost:
-		n.login(w, r)
+	if path+"/" == pathRoot {
+		path = pathRoot
+	}
+	tok := ""
+	if !publicPath(path) && (path != pathSessions || r.Method != http.MethodPost) {
+		var ok bool
+		if tok, ok = n.authorize(r); !ok {
+			w.Header().Set("WWW-Authenticate", `Basic realm="anneal lab BMC"`)
+			redfishError(w, http.StatusUnauthorized, "Base.1.8.NoValidSession", "no valid session or credentials")
+			return
+		}
+	}
+	allow := n.allowed(path)
+	if allow == nil {
+		redfishError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
 		return
 	}
-	tok, ok := n.authorize(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="anneal lab BMC"`)
-		redfishError(w, http.StatusUnauthorized, "Base.1.8.NoValidSession", "no valid session or credentials")
+	if q := unsupportedQuery(r); q != "" {
+		redfishError(w, http.StatusNotImplemented, "Base.1.8.QueryNotSupported", "query parameter "+q+" is not supported")
 		return
 	}
-	switch {
-	case r.Method == http.MethodGet:
+	if !slices.Contains(allow, r.Method) {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		redfishError(w, http.StatusMethodNotAllowed, "Base.1.8.ActionNotSupported", r.Method+" not allowed on "+r.URL.Path)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead: // the server drops a HEAD's body
+		if path == pathMetadata {
+			writeBody(w, http.StatusOK, "application/xml; charset=utf-8", metadataXML)
+			return
+		}
 		body := n.resource(path, tok)
-		if body == nil {
+		if body == nil { // a session ended since allowed
 			redfishError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
 			return
 		}
 		writeJSON(w, http.StatusOK, body)
-	case r.Method == http.MethodDelete && strings.HasPrefix(path, pathSessions+"/"):
-		n.logout(w, strings.TrimPrefix(path, pathSessions+"/"))
-	case r.Method == http.MethodPatch && path == pathSystem:
-		n.patchSystem(w, r)
-	case r.Method == http.MethodPost && path == pathReset:
-		n.postReset(w, r)
-	default:
-		if n.resource(path, tok) != nil || path == pathReset {
-			redfishError(w, http.StatusMethodNotAllowed, "Base.1.8.ActionNotSupported", r.Method+" not allowed on "+r.URL.Path)
+	case http.MethodPost:
+		if path == pathSessions {
+			n.login(w, r)
 			return
 		}
-		redfishError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
+		n.postReset(w, r)
+	case http.MethodDelete:
+		n.logout(w, strings.TrimPrefix(path, pathSessions+"/"))
+	case http.MethodPatch:
+		n.patchSystem(w, r)
 	}
+}
+
+// publicPath: no credentials needed (DSP0266: the service root, $metadata
+// and the OData service document).
+func publicPath(path string) bool {
+	return path == pathRedfish || path == pathRoot || path == pathMetadata || path == pathOData
+}
+
+var (
+	allowGet     = []string{http.MethodGet, http.MethodHead}
+	allowSession = []string{http.MethodGet, http.MethodHead, http.MethodDelete}
+	allowLogin   = []string{http.MethodGet, http.MethodHead, http.MethodPost}
+	allowSystem  = []string{http.MethodGet, http.MethodHead, http.MethodPatch}
+	allowAction  = []string{http.MethodPost}
+)
+
+// allowed is the methods of the resource at path, nil if there is none.
+func (n *Node) allowed(path string) []string {
+	switch path {
+	case pathRedfish, pathRoot, pathMetadata:
+		return allowGet
+	case pathSessions:
+		return allowLogin
+	case n.rf.system:
+		return allowSystem
+	case n.rf.reset:
+		return allowAction
+	}
+	if n.resource(path, "") == nil {
+		return nil
+	}
+	if strings.HasPrefix(path, pathSessions+"/") {
+		return allowSession
+	}
+	return allowGet
+}
+
+// unsupportedQuery is the first (by name) "$" query parameter of the
+// request, "" if none: the lab implements none of $expand, $select,
+// $filter, $top, $skip, $levels...
+func unsupportedQuery(r *http.Request) string {
+	var names []string
+	for k := range r.URL.Query() {
+		if strings.HasPrefix(k, "$") {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	return names[0]
 }
 
 // login is POST /redfish/v1/SessionService/Sessions.
@@ -248,7 +361,7 @@ func collection(typ, p, name string, members ...string) map[string]any {
 
 func (n *Node) serviceRoot() map[string]any {
 	return map[string]any{
-		"@odata.type":    "#ServiceRoot.v1_15_0.ServiceRoot",
+		"@odata.type":    typeServiceRoot,
 		"@odata.id":      pathRoot,
 		"Id":             "RootService",
 		"Name":           "Root Service",
@@ -260,20 +373,112 @@ func (n *Node) serviceRoot() map[string]any {
 		"Managers":       link(pathManagers),
 		"Chassis":        link(pathChassisCol),
 		"SessionService": link(pathSessionSvc),
+		"UpdateService":  link(pathUpdateSvc),
 		"Links":          map[string]any{"Sessions": link(pathSessions)},
+		"ProtocolFeaturesSupported": map[string]any{
+			"ExpandQuery":     map[string]any{"ExpandAll": false, "Levels": false, "Links": false, "NoLinks": false},
+			"FilterQuery":     false,
+			"SelectQuery":     false,
+			"OnlyMemberQuery": false,
+			"ExcerptQuery":    false,
+		},
 	}
 }
 
+// odataService is the OData service document: the service root's
+// top-level resources.
+func odataService() map[string]any {
+	var value []any
+	for _, s := range []struct{ name, url string }{
+		{"Service", pathRoot}, {"Systems", pathSystems}, {"Chassis", pathChassisCol}, {"Managers", pathManagers},
+		{"SessionService", pathSessionSvc}, {"Sessions", pathSessions}, {"UpdateService", pathUpdateSvc},
+	} {
+		value = append(value, map[string]any{"name": s.name, "kind": "Singleton", "url": s.url})
+	}
+	return map[string]any{"@odata.context": pathMetadata, "value": value}
+}
+
+// metadataXML is $metadata: a CSDL document that references the DMTF
+// schema of every type the lab serves.
+var metadataXML = func() []byte {
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
+	b.WriteString(`<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">` + "\n")
+	files := map[string][]string{}
+	var order []string
+	add := func(ns string) {
+		file, _, _ := strings.Cut(ns, ".")
+		if files[file] == nil {
+			order = append(order, file)
+		}
+		if !slices.Contains(files[file], ns) {
+			files[file] = append(files[file], ns)
+		}
+	}
+	for _, t := range odataTypes {
+		ns := strings.TrimPrefix(t, "#")
+		ns = ns[:strings.LastIndex(ns, ".")]
+		base, _, _ := strings.Cut(ns, ".")
+		add(base)
+		add(ns)
+	}
+	add("Resource")
+	add("Resource.v1_0_0")
+	add("Message")
+	add("Message.v1_1_2")
+	for _, file := range order {
+		fmt.Fprintf(&b, "  <edmx:Reference Uri=\"http://redfish.dmtf.org/schemas/v1/%s_v1.xml\">\n", file)
+		for _, ns := range files[file] {
+			fmt.Fprintf(&b, "    <edmx:Include Namespace=\"%s\"/>\n", ns)
+		}
+		b.WriteString("  </edmx:Reference>\n")
+	}
+	fmt.Fprintf(&b, "  <edmx:Reference Uri=\"http://redfish.dmtf.org/schemas/v1/RedfishExtensions_v1.xml\">\n"+
+		"    <edmx:Include Namespace=\"%s\" Alias=\"Redfish\"/>\n  </edmx:Reference>\n", redfishExtensions)
+	b.WriteString("  <edmx:DataServices>\n")
+	b.WriteString(`    <Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" Namespace="Service">` + "\n")
+	fmt.Fprintf(&b, "      <EntityContainer Name=\"Service\" Extends=\"%s\"/>\n", serviceContainer)
+	b.WriteString("    </Schema>\n  </edmx:DataServices>\n</edmx:Edmx>\n")
+	return []byte(b.String())
+}()
+
 func sessionBody(s *session, user string) map[string]any {
-	return map[string]any{"@odata.type": "#Session.v1_5_0.Session", "@odata.id": pathSessions + "/" + s.id,
+	return map[string]any{"@odata.type": typeSession, "@odata.id": pathSessions + "/" + s.id,
 		"Id": s.id, "Name": "User Session", "UserName": user}
 }
+
+// firmwareItem is a member of the firmware inventory.
+type firmwareItem struct {
+	id, name, version, softwareID string
+}
+
+// firmwareInventory is the node's BIOS and BMC firmware as iDRAC names
+// them ("Installed-<component>-<version>__<FQDD>", which bmclib matches to
+// the BIOS and to the manager's Id) or as Supermicro does ("BIOS", "BMC").
+func (n *Node) firmwareInventory() []firmwareItem {
+	fw := n.f.firmwareOf(n)
+	if n.rf.dell {
+		return []firmwareItem{
+			{"Installed-159-" + fw.BIOS + "__BIOS.Setup.1-1", "BIOS", fw.BIOS, "159"},
+			{"Installed-25227-" + fw.BMC + "__" + n.rf.managerID + "-1", "Integrated Dell Remote Access Controller", fw.BMC, "25227"},
+		}
+	}
+	return []firmwareItem{{"BIOS", "BIOS", fw.BIOS, "BIOS"}, {"BMC", "BMC", fw.BMC, "BMC"}}
+}
+
+func firmwarePath(id string) string { return pathFWInv + "/" + url.PathEscape(id) }
 
 // resource is the body of a GET, or nil.
 func (n *Node) resource(path, tok string) map[string]any {
 	switch path {
+	case pathRedfish:
+		return map[string]any{"v1": pathRoot}
+	case pathRoot:
+		return n.serviceRoot()
+	case pathOData:
+		return odataService()
 	case pathSessionSvc:
-		return map[string]any{"@odata.type": "#SessionService.v1_1_8.SessionService", "@odata.id": pathSessionSvc,
+		return map[string]any{"@odata.type": typeSessionSvc, "@odata.id": pathSessionSvc,
 			"Id": "SessionService", "Name": "Session Service", "ServiceEnabled": true, "SessionTimeout": int(sessionIdle.Seconds()),
 			"Sessions": link(pathSessions)}
 	case pathSessions:
@@ -283,31 +488,51 @@ func (n *Node) resource(path, tok string) map[string]any {
 			ids = append(ids, pathSessions+"/"+s.id)
 		}
 		n.mu.Unlock()
-		return collection("#SessionCollection.SessionCollection", pathSessions, "Session Collection", ids...)
+		return collection(typeSessions, pathSessions, "Session Collection", ids...)
 	case pathSystems:
-		return collection("#ComputerSystemCollection.ComputerSystemCollection", pathSystems, "Computer System Collection", pathSystem)
-	case pathSystem:
+		return collection(typeSystems, pathSystems, "Computer System Collection", n.rf.system)
+	case n.rf.system:
 		return n.system()
 	case pathManagers:
-		return collection("#ManagerCollection.ManagerCollection", pathManagers, "Manager Collection", pathManager)
-	case pathManager:
+		return collection(typeManagers, pathManagers, "Manager Collection", n.rf.manager)
+	case n.rf.manager:
 		fw := n.f.firmwareOf(n)
-		return map[string]any{"@odata.type": "#Manager.v1_15_0.Manager", "@odata.id": pathManager, "Id": "1",
+		return map[string]any{"@odata.type": typeManager, "@odata.id": n.rf.manager, "Id": n.rf.managerID,
 			"Name": "Manager", "Description": "anneal lab BMC", "ManagerType": "BMC", "FirmwareVersion": fw.BMC,
 			"Manufacturer": n.vendor, "Model": n.model, "UUID": n.uuid(),
 			"Status": map[string]any{"State": "Enabled", "Health": "OK"},
-			"Links":  map[string]any{"ManagerForServers": []any{link(pathSystem)}, "ManagerForChassis": []any{link(pathChassis)}}}
+			"Links":  map[string]any{"ManagerForServers": []any{link(n.rf.system)}, "ManagerForChassis": []any{link(n.rf.chassis)}}}
 	case pathChassisCol:
-		return collection("#ChassisCollection.ChassisCollection", pathChassisCol, "Chassis Collection", pathChassis)
-	case pathChassis:
+		return collection(typeChassisCol, pathChassisCol, "Chassis Collection", n.rf.chassis)
+	case n.rf.chassis:
 		n.mu.Lock()
 		power := n.power
 		n.mu.Unlock()
-		return map[string]any{"@odata.type": "#Chassis.v1_21_0.Chassis", "@odata.id": pathChassis, "Id": "1",
+		return map[string]any{"@odata.type": typeChassis, "@odata.id": n.rf.chassis, "Id": n.rf.chassisID,
 			"Name": "Chassis", "ChassisType": "RackMount", "Manufacturer": n.vendor, "Model": n.model,
 			"SerialNumber": "LAB-" + n.name, "PowerState": redfishPower(power),
 			"Status": map[string]any{"State": "Enabled", "Health": "OK"},
-			"Links":  map[string]any{"ComputerSystems": []any{link(pathSystem)}, "ManagedBy": []any{link(pathManager)}}}
+			"Links":  map[string]any{"ComputerSystems": []any{link(n.rf.system)}, "ManagedBy": []any{link(n.rf.manager)}}}
+	case pathUpdateSvc:
+		return map[string]any{"@odata.type": typeUpdateSvc, "@odata.id": pathUpdateSvc, "Id": "UpdateService",
+			"Name": "Update Service", "ServiceEnabled": true, "Status": map[string]any{"State": "Enabled", "Health": "OK"},
+			"FirmwareInventory": link(pathFWInv)}
+	case pathFWInv:
+		var ms []string
+		for _, it := range n.firmwareInventory() {
+			ms = append(ms, firmwarePath(it.id))
+		}
+		return collection(typeSoftwareInvs, pathFWInv, "Firmware Inventory Collection", ms...)
+	}
+	if id, ok := strings.CutPrefix(path, pathFWInv+"/"); ok {
+		for _, it := range n.firmwareInventory() {
+			if it.id == id {
+				return map[string]any{"@odata.type": typeSoftwareInv, "@odata.id": firmwarePath(it.id), "Id": it.id,
+					"Name": it.name, "Version": it.version, "SoftwareId": it.softwareID, "Updateable": true,
+					"Status": map[string]any{"State": "Enabled", "Health": "OK"}}
+			}
+		}
+		return nil
 	}
 	if strings.HasPrefix(path, pathSessions+"/") {
 		id := strings.TrimPrefix(path, pathSessions+"/")
@@ -335,9 +560,9 @@ func (n *Node) system() map[string]any {
 	power, o := n.power, n.override
 	n.mu.Unlock()
 	return map[string]any{
-		"@odata.type":  "#ComputerSystem.v1_20_0.ComputerSystem",
-		"@odata.id":    pathSystem,
-		"Id":           "1",
+		"@odata.type":  typeSystem,
+		"@odata.id":    n.rf.system,
+		"Id":           n.rf.systemID,
 		"Name":         "System",
 		"HostName":     n.name,
 		"SystemType":   "Physical",
@@ -355,14 +580,14 @@ func (n *Node) system() map[string]any {
 			"BootSourceOverrideTarget@Redfish.AllowableValues": bootTargets,
 		},
 		"Actions": map[string]any{"#ComputerSystem.Reset": map[string]any{
-			"target":                            pathReset,
+			"target":                            n.rf.reset,
 			"ResetType@Redfish.AllowableValues": resetTypes,
 		}},
-		"Links": map[string]any{"Chassis": []any{link(pathChassis)}, "ManagedBy": []any{link(pathManager)}},
+		"Links": map[string]any{"Chassis": []any{link(n.rf.chassis)}, "ManagedBy": []any{link(n.rf.manager)}},
 	}
 }
 
-// patchSystem is PATCH Systems/1: only Boot's override is writable; the
+// patchSystem is PATCH of the system: only Boot's override is writable; the
 // other Boot properties bmclib sends are ignored.
 func (n *Node) patchSystem(w http.ResponseWriter, r *http.Request) {
 	var body struct {
@@ -416,10 +641,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	writeBody(w, status, "application/json; charset=utf-8", append(data, '\n'))
+}
+
+// writeBody writes a response with its length (a HEAD's too: the server
+// drops the body it is given).
+func writeBody(w http.ResponseWriter, status int, contentType string, data []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.Header().Set("OData-Version", "4.0")
 	w.WriteHeader(status)
-	w.Write(append(data, '\n'))
+	w.Write(data)
 }
 
 // redfishError writes a Redfish error body.
