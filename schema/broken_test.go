@@ -109,6 +109,7 @@ var brokenTable = []brokenSite{
 	{dir: "bad-enum", code: "schema", file: "nodes/west-w1.yaml", line: 49, column: 11, object: "Node/w1n02", path: "bonds[0].mode", msg: `"lacp" is not one of "802.3ad", "active-backup"`},
 	{dir: "bad-mac", code: "schema", file: "nodes/east-e2.yaml", line: 116, column: 24, object: "Node/e2n04", path: "interfaces[2].mac", msg: `"B0:7B:25:13:03:04": must be a MAC address in lower-case hex`},
 	{dir: "bad-duration", code: "schema", file: "site.yaml", line: 26, column: 16, object: "Site/lab1", path: "policies.maxBuildAge", msg: `"90days": must be a duration like 90d`},
+	{dir: "bad-mirror", code: "schema", file: "images/ubuntu-22.04.yaml", line: 19, column: 9, object: "Image/ubuntu-22.04", path: "mirror", msg: `"ftp://mirror.example.net/ubuntu": must be an http or https URL`},
 	{dir: "percent-over-100", code: "schema", file: "site.yaml", line: 23, column: 16, object: "Site/lab1", path: "policies.maxUnavailable.perRole.compute", msg: `"250%"`},
 
 	// YAML and documents.
@@ -392,6 +393,15 @@ func TestValidVariants(t *testing.T) {
 			warn:  "rollout-blocked",
 		},
 		{
+			// A mirror with a port, an https one at an IPv6 address, and
+			// a BaseOS repository with dnf's $basearch.
+			name: "mirrors",
+			edits: []edit{
+				{"images/ubuntu-22.04.yaml", "  - ip=dhcp\n", "  - ip=dhcp\nmirror: http://mirror.example.net:3142/ubuntu/\n"},
+				{"images/ubuntu-22.04.yaml", "  - inst.text\n", "  - inst.text\nmirror: https://[2001:db8::80]/rocky/9.4/BaseOS/$basearch/os\n"},
+			},
+		},
+		{
 			name:  "100% is a percentage",
 			edits: []edit{{"site.yaml", "      compute: \"25%\"\n", "      compute: \"100%\"\n"}},
 		},
@@ -449,6 +459,21 @@ func TestInvalidVariants(t *testing.T) {
 			name:  "a duration past time.Duration",
 			edits: []edit{{"site.yaml", "  maxBuildAge: 90d\n", "  maxBuildAge: 99999999999w\n"}},
 			want:  brokenSite{code: "decode", file: "site.yaml", line: 2, column: 1, msg: `duration "99999999999w" is too long`},
+		},
+		{
+			name:  "a mirror with credentials",
+			edits: []edit{{"images/ubuntu-22.04.yaml", "  - ip=dhcp\n", "  - ip=dhcp\nmirror: http://user:pw@mirror.example.net/ubuntu\n"}},
+			want:  brokenSite{code: "schema", file: "images/ubuntu-22.04.yaml", line: 19, column: 9, object: "Image/ubuntu-22.04", path: "mirror", msg: "must be an http or https URL of a host"},
+		},
+		{
+			name:  "a mirror with a query",
+			edits: []edit{{"images/ubuntu-22.04.yaml", "  - inst.text\n", "  - inst.text\nmirror: \"http://mirror.example.net/rocky?arch=x86_64\"\n"}},
+			want:  brokenSite{code: "schema", file: "images/ubuntu-22.04.yaml", line: 35, column: 9, object: "Image/rocky-9", path: "mirror", msg: "no credentials, query"},
+		},
+		{
+			name:  "a mirror with a space",
+			edits: []edit{{"images/ubuntu-22.04.yaml", "  - ip=dhcp\n", "  - ip=dhcp\nmirror: \"http://mirror.example.net/ub untu\"\n"}},
+			want:  brokenSite{code: "schema", file: "images/ubuntu-22.04.yaml", line: 19, column: 9, object: "Image/ubuntu-22.04", path: "mirror", msg: "must be an http or https URL"},
 		},
 		{
 			name:  "perRack over 100%",

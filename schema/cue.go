@@ -251,6 +251,7 @@ var fieldHints = map[string]string{
 	"sha256":          "must be 64 lower-case hex digits",
 	"url":             "must be an http, https, tftp or file URL",
 	"api":             "must be an http or https URL",
+	"mirror":          "must be an http or https URL of a host, an optional port and a path, with no credentials, query, fragment or spaces, like http://mirror.example.net/debian",
 	"maxBuildAge":     "must be a duration like 90d, 12h or 1w2d",
 	"speed":           "must be a link speed like 1G, 25G or 100M",
 	"size":            "must be a disk size like 960G or 1.92T, or an artifact's length in bytes (a whole number above 0)",

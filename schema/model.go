@@ -240,6 +240,10 @@ type Image struct {
 	Initrd     Artifact      `yaml:"initrd" json:"initrd"`
 	Rootfs     *Artifact     `yaml:"rootfs" json:"rootfs,omitempty"`
 	KernelArgs []string      `yaml:"kernelArgs" json:"kernelArgs,omitempty"`
+	// Mirror is where the installer fetches packages (an archive's base
+	// URL, or for kickstart the BaseOS repository); "" leaves the
+	// installer's default.
+	Mirror string `yaml:"mirror" json:"mirror,omitempty"`
 }
 
 // InstallerKind selects the install configuration format.

@@ -19,6 +19,7 @@ type autoinstall struct {
 	SSH      aiSSH           `yaml:"ssh"`
 	Storage  *aiStorage      `yaml:"storage,omitempty"`
 	Network  *netplanNetwork `yaml:"network"`
+	Apt      *aiApt          `yaml:"apt,omitempty"`
 	Kernel   *aiKernel       `yaml:"kernel,omitempty"`
 	Packages []quoted        `yaml:"packages,omitempty"`
 	// LateCommands run in the installer (sh -c) after the install, with
@@ -48,6 +49,17 @@ type aiLayout struct {
 	Match map[string]string `yaml:"match,omitempty"`
 }
 
+// aiApt is the installer's and the installed system's archive (curtin's
+// apt "primary" list; "default" is every architecture not named).
+type aiApt struct {
+	Primary []aiArchive `yaml:"primary"`
+}
+
+type aiArchive struct {
+	Arches []string `yaml:"arches,flow"`
+	URI    string   `yaml:"uri"`
+}
+
 type aiKernel struct {
 	Package string `yaml:"package"`
 }
@@ -68,6 +80,9 @@ func renderAutoinstall(in *install) (map[string]string, error) {
 		// The callback runs on the installed system's first boot
 		// (firstboot.go), not here in the installer.
 		LateCommands: in.firstBoot(autoinstallShell),
+	}
+	if in.mirror != nil {
+		ai.Apt = &aiApt{Primary: []aiArchive{{Arches: []string{"default"}, URI: in.mirror.String()}}}
 	}
 	if disk := in.installDisk(); disk != "" {
 		ai.Storage = &aiStorage{Layout: aiLayout{Name: "lvm", Match: map[string]string{"path": "/dev/" + disk}}}

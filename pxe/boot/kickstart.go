@@ -26,6 +26,10 @@ func renderKickstart(in *install) (map[string]string, error) {
 	for _, l := range netLines {
 		b.WriteString(l + "\n")
 	}
+	if in.mirror != nil {
+		// The installation source: the image's BaseOS repository.
+		b.WriteString("url --url=" + in.mirror.String() + "\n")
+	}
 	if disk := in.installDisk(); disk != "" {
 		fmt.Fprintf(&b, "ignoredisk --only-use=%s\n", disk)
 		fmt.Fprintf(&b, "zerombr\nclearpart --all --initlabel --drives=%s\n", disk)

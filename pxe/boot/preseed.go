@@ -11,6 +11,15 @@ import (
 // installed system's whole network is an ifupdown interfaces(5) file,
 // served as BASEURL/install/NODE/TOKEN/interfaces and written into
 // /target/etc/network/interfaces by the late command.
+//
+// d-i brings the network up with DHCP to fetch the preseed (preseed/url),
+// so the netcfg answers in it come too late to matter: left alone, the
+// installer keeps its DHCP lease. The installation guide's workaround
+// (appendix B.4.2, "preseeding the network configuration is normally not
+// possible when using network preseeding") is a preseed/run script of
+// "kill-all-dhcp; netcfg", which runs netcfg again, now with the static
+// answers: netcfg.sh, served beside preseed.cfg (preseed/run resolves a
+// relative name against the preseed's own URL).
 
 // renderPreseed renders preseed.cfg and the interfaces file.
 func renderPreseed(in *install) (map[string]string, error) {
@@ -26,6 +35,7 @@ func renderPreseed(in *install) (map[string]string, error) {
 	d("keyboard-configuration/xkb-keymap select us")
 
 	// The installer's own network: the provisioning address, static.
+	d("preseed/run string %s", FileNetcfg)
 	d("netcfg/choose_interface select %s", prov.name)
 	d("netcfg/disable_autoconfig boolean true")
 	d("netcfg/get_ipaddress string %s", p.Addr())
@@ -35,18 +45,34 @@ func renderPreseed(in *install) (map[string]string, error) {
 	} else {
 		d("netcfg/no_default_route boolean true")
 	}
-	if len(in.net.resolvers) > 0 {
-		ns := make([]string, len(in.net.resolvers))
-		for i, r := range in.net.resolvers {
-			ns[i] = r.String()
-		}
-		d("netcfg/get_nameservers string %s", strings.Join(ns, " "))
+	// Answered even when empty: an unanswered question stops the install.
+	ns := make([]string, len(in.net.resolvers))
+	for i, r := range in.net.resolvers {
+		ns[i] = r.String()
 	}
+	d("netcfg/get_nameservers string %s", strings.Join(ns, " "))
 	d("netcfg/confirm_static boolean true")
 	d("netcfg/get_hostname string %s", in.spec.Hostname)
 	d("netcfg/hostname string %s", in.spec.Hostname)
+	domain := ""
 	if len(in.net.search) > 0 {
-		d("netcfg/get_domain string %s", in.net.search[0])
+		domain = in.net.search[0]
+	}
+	d("netcfg/get_domain string %s", domain)
+
+	// The archive mirror (choose-mirror): the image's, or d-i's default.
+	if m := in.mirror; m != nil {
+		dir := m.EscapedPath()
+		if dir == "" {
+			dir = "/"
+		}
+		d("mirror/country string manual")
+		d("mirror/protocol string %s", m.Scheme)
+		d("mirror/%s/hostname string %s", m.Scheme, m.Host)
+		d("mirror/%s/directory string %s", m.Scheme, dir)
+		d("mirror/%s/proxy string", m.Scheme)
+	} else {
+		b.WriteString("# mirror: the image names none, so d-i picks its default (the public Debian mirrors)\n")
 	}
 
 	d("passwd/root-login boolean true")
@@ -86,8 +112,13 @@ func renderPreseed(in *install) (map[string]string, error) {
 	late = append(late, in.firstBoot(preseedShell)...)
 	d("preseed/late_command string %s", strings.Join(late, " && "))
 
-	return map[string]string{FilePreseed: b.String(), FileInterfaces: renderInterfaces(in.net)}, nil
+	return map[string]string{FilePreseed: b.String(), FileInterfaces: renderInterfaces(in.net), FileNetcfg: netcfgScript}, nil
 }
+
+// netcfgScript is the preseed/run script: stop the DHCP client that
+// fetched the preseed and configure the network again from its answers
+// (static: netcfg/disable_autoconfig).
+const netcfgScript = "#!/bin/sh\n# anneal: apply the preseed's static network (d-i installation guide, B.4.2)\nkill-all-dhcp; netcfg\n"
 
 // ifupdownPackages are the packages ifupdown needs for the build's devices.
 func ifupdownPackages(t *topology) []string {

@@ -25,6 +25,7 @@ const (
 	FileKickstart     = "ks.cfg"         // kickstart
 	FilePreseed       = "preseed.cfg"    // preseed
 	FileInterfaces    = "interfaces"     // preseed: /etc/network/interfaces for the installed system
+	FileNetcfg        = "netcfg.sh"      // preseed: the preseed/run script that applies the static network
 )
 
 // Rendered is everything one node's netboot install is made of, rendered
@@ -70,6 +71,10 @@ type install struct {
 	net     *topology
 	netplan *netplanNetwork
 	proxied bool // artifacts through the netboot server's verified copies
+	// mirror is the image's package mirror, nil for the installer's
+	// default. It is not in the build spec: another mirror is not another
+	// build.
+	mirror *url.URL
 }
 
 // ArtifactPath is where the netboot server serves the verified copy of an
@@ -192,7 +197,33 @@ func newInstall(site *schema.Site, nd *schema.Node, baseURL, token string) (*ins
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	in.netplan = netplanOf(in.net)
+	if img.Mirror != "" {
+		if in.mirror, err = checkMirror(img.Mirror); err != nil {
+			return nil, fmt.Errorf("image %s: %w", img.Name, err)
+		}
+	}
 	return in, nil
+}
+
+// mirrorChars are urlChars and '$' (dnf's $basearch in a repository URL):
+// a mirror is written into preseed, kickstart and YAML, never a shell.
+var mirrorChars = regexp.MustCompile(`^[A-Za-z0-9._~:/@%+=,\[\]$-]+$`)
+
+// checkMirror checks an image's mirror as the schema does (an http(s) URL
+// of a host, optional port and path, nothing else): the renderers write it
+// as is.
+func checkMirror(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("mirror %q: %w", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" {
+		return nil, fmt.Errorf("mirror %q: want http(s)://host[:port][/path]", s)
+	}
+	if !mirrorChars.MatchString(s) {
+		return nil, fmt.Errorf("mirror %q holds characters an installer's configuration cannot", s)
+	}
+	return u, nil
 }
 
 // filesFor lists the files an installer kind serves (agent.json included).
@@ -204,7 +235,7 @@ func filesFor(kind schema.InstallerKind) []string {
 	case schema.InstallerKickstart:
 		return append(common, FileKickstart)
 	case schema.InstallerPreseed:
-		return append(common, FilePreseed, FileInterfaces)
+		return append(common, FilePreseed, FileInterfaces, FileNetcfg)
 	}
 	return nil
 }

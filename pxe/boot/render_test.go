@@ -65,9 +65,9 @@ func TestRenderEveryInstaller(t *testing.T) {
 				"\ncat > /etc/systemd/system/anneal-agent.service <<'ANNEAL_EOF'\n",
 				"\nsystemctl enable anneal-installed.service anneal-agent.service\n%end\n"}}},
 		{schema.InstallerPreseed, []string{"auto=true", "priority=critical", "url=" + testBase + "/install/NODE/" + testToken + "/preseed.cfg", "interface=eno1"},
-			[]string{FilePreseed, FileInterfaces},
+			[]string{FilePreseed, FileInterfaces, FileNetcfg},
 			map[string][]string{
-				FilePreseed: {"d-i netcfg/choose_interface select eno1\n", "d-i netcfg/disable_autoconfig boolean true\n", "d-i netcfg/get_netmask string 255.255.255.0\n", "d-i netcfg/get_gateway string 10.10.1.1\n",
+				FilePreseed: {"d-i preseed/run string netcfg.sh\n", "d-i netcfg/choose_interface select eno1\n", "d-i netcfg/disable_autoconfig boolean true\n", "d-i netcfg/get_netmask string 255.255.255.0\n", "d-i netcfg/get_gateway string 10.10.1.1\n",
 					"d-i pkgsel/include string ifenslave vlan", "openssl=OPENSSL", "d-i preseed/late_command string ",
 					"/target/etc/network/interfaces", " && (umask 077 && printf '%s' '" + testToken + "' > /target/etc/anneal/install-token) && ",
 					" && echo 'ExecStart=/usr/local/bin/anneal agent --once --install-token-file /etc/anneal/install-token' && ",
@@ -75,6 +75,7 @@ func TestRenderEveryInstaller(t *testing.T) {
 					"; } > /target/etc/systemd/system/anneal-agent.service && ",
 					" && in-target systemctl enable anneal-installed.service anneal-agent.service\n"},
 				FileInterfaces: {"auto bond0\n", "bond-slaves ", "vlan-raw-device bond0\n"},
+				FileNetcfg:     {"#!/bin/sh\n", "\nkill-all-dhcp; netcfg\n"},
 			}},
 	}
 	for _, tc := range tests {
@@ -326,6 +327,11 @@ func TestRenderRefusesUnsafeValues(t *testing.T) {
 		{"package name with a quote", func(s *schema.Site) { s.PatchSet("2026-11").Packages["x'y"] = "1" }, testBase, testToken},
 		{"kernel with a semicolon", func(s *schema.Site) { s.PatchSet("2026-11").Kernel = "5.15;reboot" }, testBase, testToken},
 		{"unknown installer", func(s *schema.Site) { s.Image("ubuntu-22.04").Installer = "anaconda-classic" }, testBase, testToken},
+		{"mirror with a quote", func(s *schema.Site) { s.Image("ubuntu-22.04").Mirror = "http://mirror.example.net/a'b" }, testBase, testToken},
+		{"mirror with a space", func(s *schema.Site) { s.Image("ubuntu-22.04").Mirror = "http://mirror.example.net/a b" }, testBase, testToken},
+		{"mirror with a line break", func(s *schema.Site) { s.Image("ubuntu-22.04").Mirror = "http://mirror.example.net/a\nd-i x" }, testBase, testToken},
+		{"mirror with credentials", func(s *schema.Site) { s.Image("ubuntu-22.04").Mirror = "http://u:p@mirror.example.net/" }, testBase, testToken},
+		{"mirror not http", func(s *schema.Site) { s.Image("ubuntu-22.04").Mirror = "ftp://mirror.example.net/debian" }, testBase, testToken},
 		{"base URL with a quote", nil, "http://10.10.1.2:8080/a'b", testToken},
 		{"base URL with a query", nil, "http://10.10.1.2:8080/?x=1", testToken},
 		{"base URL not http", nil, "ftp://10.10.1.2/", testToken},
