@@ -32,10 +32,12 @@ type server struct {
 	mu    sync.Mutex
 	posts []post
 	codes []int
+	// got is signalled once per post received.
+	got chan struct{}
 }
 
 func newServer(t *testing.T, codes ...int) *server {
-	s := &server{codes: codes}
+	s := &server{codes: codes, got: make(chan struct{}, 1024)}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		var body map[string]any
 		data, _ := io.ReadAll(req.Body)
@@ -51,6 +53,10 @@ func newServer(t *testing.T, codes ...int) *server {
 		}
 		if code != http.StatusOK {
 			http.Error(w, "refused: "+http.StatusText(code), code)
+		}
+		select {
+		case s.got <- struct{}{}:
+		default:
 		}
 	}))
 	t.Cleanup(s.Close)
@@ -241,9 +247,14 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(srv.received()) < 3 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	timeout := time.After(10 * time.Second)
+wait:
+	for range 3 {
+		select {
+		case <-srv.got:
+		case <-timeout:
+			break wait // the count below fails the test
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -28,12 +28,18 @@ type upstream struct {
 	files map[string][]byte
 	hits  atomic.Int64
 	delay time.Duration
+	// hit is signalled once per request (while its buffer lasts).
+	hit chan struct{}
 }
 
 func newUpstream(t testing.TB) *upstream {
-	u := &upstream{files: map[string][]byte{}}
+	u := &upstream{files: map[string][]byte{}, hit: make(chan struct{}, 64)}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.hits.Add(1)
+		select {
+		case u.hit <- struct{}{}:
+		default:
+		}
 		u.mu.Lock()
 		data, ok := u.files[r.URL.Path]
 		delay := u.delay
@@ -190,10 +196,10 @@ func TestArtifactDownloadOutlivesCaller(t *testing.T) {
 		}
 		first <- err
 	}()
-	for deadline := time.Now().Add(10 * time.Second); u.hits.Load() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the download did not start")
-		}
+	select {
+	case <-u.hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the download did not start")
 	}
 	cancel() // the first machine hangs up mid-download
 	if err := <-first; err == nil {
