@@ -650,8 +650,16 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	if rb != nil {
 		r.pl.Nodes = rb.Nodes
 	}
+	var records map[string]*node.Record
+	if rb != nil {
+		// Read once: the plan and the firmware reads both use them.
+		if records, err = rb.Nodes.NodeRecords(ctx); err != nil {
+			return FailApply, fmt.Errorf("read node records: %w", err)
+		}
+	}
 	t0 := time.Now()
-	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, ObserveLost: st.ObserveLost, Applied: r.appliedPolicies(ctx, st)})
+	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, ObserveLost: st.ObserveLost,
+		Records: records, Applied: r.appliedPolicies(ctx, st)})
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
 		var pe *PlanError
@@ -661,7 +669,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		return FailApply, err
 	}
 	if rb != nil {
-		r.observeFirmware(ctx, site)
+		r.observeFirmware(ctx, site, records)
 	}
 	c, u, d, conf := plan.Counts()
 	st.Drift = Drift{Creates: c, Updates: u, Deletes: d, Conflicts: conf, Failures: len(plan.DNS.Failures)}
@@ -1004,16 +1012,10 @@ func updateNodes(ctx context.Context, s node.Store, names []string, fn func(*nod
 // does not answer or has no inventory (IPMI) is logged and retried at the
 // next interval. The reads belong to Run: its ctx cancels them (a read
 // cut short is not recorded) and it waits for them before returning.
-func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site) {
+func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, records map[string]*node.Record) {
 	rb := r.Rebuild
 	every := cmp.Or(rb.FirmwareEvery, DefaultFirmwareEvery)
 	if every < 0 || !r.firmwareBusy.CompareAndSwap(false, true) {
-		return
-	}
-	records, err := rb.Nodes.NodeRecords(ctx)
-	if err != nil {
-		r.firmwareBusy.Store(false)
-		r.log().Warn("firmware: read node records", "err", err)
 		return
 	}
 	now := time.Now()

@@ -63,6 +63,9 @@ type PlanInput struct {
 	// ObserveUntil and ObserveLost: see RebuildOptions.
 	ObserveUntil time.Time
 	ObserveLost  bool
+	// Records are the node records when the caller has read them already
+	// this pass (nil: the planner reads them from Nodes).
+	Records map[string]*node.Record
 	// Applied are the policies of the revision applied last: each guard's
 	// limit is the stricter of the site's and these, so a commit cannot
 	// loosen the guard of the change it makes (nil: the site's alone).
@@ -90,7 +93,10 @@ func (p *Planner) Plan(ctx context.Context, in PlanInput) (plan *Plan, desired *
 	var records map[string]*node.Record
 	var av dns.Availability
 	if p.Nodes != nil {
-		records, err = p.Nodes.NodeRecords(ctx)
+		records = in.Records
+		if records == nil {
+			records, err = p.Nodes.NodeRecords(ctx)
+		}
 		if err != nil {
 			return nil, nil, &PlanError{Class: FailApply, Err: fmt.Errorf("read node records: %w", err)}
 		}
