@@ -32,6 +32,7 @@ func check(s *Site, grants SecretGrants) Diagnostics {
 	c.siteConfig()
 	c.networks()
 	c.profiles()
+	c.images()
 	for _, n := range s.Nodes {
 		c.node(n)
 	}
@@ -153,6 +154,19 @@ func (c *checker) profiles() {
 				c.errorf(&p.Meta, fieldPath{"disks", i, "name"}, "duplicate-disk", "disk %q is declared twice", d.Name)
 			}
 			disks[d.Name] = true
+		}
+	}
+}
+
+// images checks that an image installer has its disk image and no other
+// installer is given one (it would be ignored).
+func (c *checker) images() {
+	for _, img := range c.site.Images {
+		switch {
+		case img.Installer == InstallerImage && img.Disk == nil:
+			c.errorf(&img.Meta, fieldPath{"disk"}, "missing-disk-image", "installer \"image\" writes a whole-disk image: give disk (url, sha256, and format when compressed)")
+		case img.Installer != InstallerImage && img.Disk != nil:
+			c.errorf(&img.Meta, fieldPath{"disk"}, "unused-disk-image", "disk is only written by installer \"image\"; installer %q would ignore it", string(img.Installer))
 		}
 	}
 }

@@ -232,14 +232,16 @@ type Disk struct {
 
 // Image is an installable operating system.
 type Image struct {
-	Meta       `yaml:",inline"`
-	Version    string        `yaml:"version" json:"version"`
-	Arch       string        `yaml:"arch" json:"arch"`
-	Installer  InstallerKind `yaml:"installer" json:"installer"`
-	Kernel     Artifact      `yaml:"kernel" json:"kernel"`
-	Initrd     Artifact      `yaml:"initrd" json:"initrd"`
-	Rootfs     *Artifact     `yaml:"rootfs" json:"rootfs,omitempty"`
-	KernelArgs []string      `yaml:"kernelArgs" json:"kernelArgs,omitempty"`
+	Meta      `yaml:",inline"`
+	Version   string        `yaml:"version" json:"version"`
+	Arch      string        `yaml:"arch" json:"arch"`
+	Installer InstallerKind `yaml:"installer" json:"installer"`
+	Kernel    Artifact      `yaml:"kernel" json:"kernel"`
+	Initrd    Artifact      `yaml:"initrd" json:"initrd"`
+	Rootfs    *Artifact     `yaml:"rootfs" json:"rootfs,omitempty"`
+	// Disk is the whole-disk image of installer "image".
+	Disk       *DiskImage `yaml:"disk" json:"disk,omitempty"`
+	KernelArgs []string   `yaml:"kernelArgs" json:"kernelArgs,omitempty"`
 	// Mirror is where the installer fetches packages (an archive's base
 	// URL, or for kickstart the BaseOS repository); "" leaves the
 	// installer's default.
@@ -255,7 +257,43 @@ const (
 	InstallerAutoinstall InstallerKind = "autoinstall"
 	InstallerKickstart   InstallerKind = "kickstart"
 	InstallerPreseed     InstallerKind = "preseed"
+	// InstallerImage writes Image.Disk to the node's install disk from
+	// anneal's own deploy environment.
+	InstallerImage InstallerKind = "image"
 )
+
+// DiskImage is a whole-disk image: the artifact (compressed or not) and
+// where its root file system is.
+type DiskImage struct {
+	Artifact `yaml:",inline"`
+	// Format is "raw" (default), "raw.gz" or "raw.zst".
+	Format string `yaml:"format" json:"format,omitempty"`
+	// RootPartition is the root file system's partition number (0: 1).
+	RootPartition int `yaml:"rootPartition" json:"rootPartition,omitempty"`
+}
+
+// Disk image formats.
+const (
+	DiskRaw     = "raw"
+	DiskRawGzip = "raw.gz"
+	DiskRawZstd = "raw.zst"
+)
+
+// FormatOrDefault is the image's format, "raw" when not given.
+func (d *DiskImage) FormatOrDefault() string {
+	if d.Format == "" {
+		return DiskRaw
+	}
+	return d.Format
+}
+
+// Root is the root partition's number, 1 when not given.
+func (d *DiskImage) Root() int {
+	if d.RootPartition <= 0 {
+		return 1
+	}
+	return d.RootPartition
+}
 
 // Artifact is a downloadable file with its checksum and, optionally, its
 // length in bytes (0: not declared).

@@ -87,7 +87,11 @@ var errNotDeclared = errors.New("no image of the site declares this artifact")
 // declared finds the artifact of a SHA-256 among the site's images.
 func declared(site *schema.Site, sum string) (schema.Artifact, bool) {
 	for _, img := range site.Images {
-		for _, a := range []*schema.Artifact{&img.Kernel, &img.Initrd, img.Rootfs} {
+		disk := (*schema.Artifact)(nil)
+		if img.Disk != nil {
+			disk = &img.Disk.Artifact
+		}
+		for _, a := range []*schema.Artifact{&img.Kernel, &img.Initrd, img.Rootfs, disk} {
 			if a != nil && a.SHA256 == sum {
 				return *a, true
 			}

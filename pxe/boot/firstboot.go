@@ -204,3 +204,16 @@ func echoLines(path, text string) string {
 	}
 	return "{ " + strings.Join(q, " && ") + "; } > " + path
 }
+
+// Paths of anneal's files in an installed system, for installers that
+// write them from Go (the image installer's deploy environment).
+const (
+	InstalledBuildIDPath     = buildIDPath
+	InstalledAgentConfigPath = agentConfigPath
+	InstalledBinPath         = binPath
+	InstalledUnitDir         = unitDir
+	InstalledAgentUnit       = agentUnit
+)
+
+// AgentUnitText is anneal-agent.service, the unit that runs the agent.
+func AgentUnitText() string { return agentUnitText }

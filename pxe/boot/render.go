@@ -26,6 +26,7 @@ const (
 	FilePreseed       = "preseed.cfg"    // preseed
 	FileInterfaces    = "interfaces"     // preseed: /etc/network/interfaces for the installed system
 	FileNetcfg        = "netcfg.sh"      // preseed: the preseed/run script that applies the static network
+	// FileDeploy (deploy.json) is image's; it also serves FileInterfaces.
 )
 
 // Rendered is everything one node's netboot install is made of, rendered
@@ -148,8 +149,10 @@ func render(site *schema.Site, node *schema.Node, baseURL, token string, proxied
 		files, err = renderKickstart(in)
 	case schema.InstallerPreseed:
 		files, err = renderPreseed(in)
+	case schema.InstallerImage:
+		files, err = renderDeploy(in)
 	default:
-		err = fmt.Errorf("image %s: installer %q is not one of autoinstall, cloud-init, kickstart, preseed", in.spec.Image.Name, r.Installer)
+		err = fmt.Errorf("image %s: installer %q is not one of autoinstall, cloud-init, kickstart, preseed, image", in.spec.Image.Name, r.Installer)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", node.Name, err)
@@ -236,6 +239,8 @@ func filesFor(kind schema.InstallerKind) []string {
 		return append(common, FileKickstart)
 	case schema.InstallerPreseed:
 		return append(common, FilePreseed, FileInterfaces, FileNetcfg)
+	case schema.InstallerImage:
+		return append(common, FileDeploy, FileInterfaces)
 	}
 	return nil
 }

@@ -54,6 +54,12 @@ func renderScript(in *install) (string, error) {
 			args = append(args, "interface="+d.name)
 		}
 		args = append(args, "url="+cfg+FilePreseed)
+	case schema.InstallerImage:
+		da, err := deployArgs(in)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, da...)
 	}
 	kernelURL, initrdURL := in.artifactURL(img.Kernel, ipxeKernelName), in.artifactURL(img.Initrd, ipxeInitrdName)
 	for _, tok := range append([]string{kernelURL, initrdURL}, args...) {
@@ -71,9 +77,18 @@ func renderScript(in *install) (string, error) {
 	} else {
 		b.WriteString("# kernel and initrd: from the image's URLs, not verified by anneal\n")
 	}
+	if img.Installer == schema.InstallerImage {
+		// The MAC of the NIC iPXE booted from (the one expansion anneal
+		// writes itself): the deploy environment configures it.
+		args = append(args, "anneal.bootif=${netX/mac}")
+	}
 	b.WriteString("imgfree\n")
 	fmt.Fprintf(&b, "kernel --name %s %s %s || goto failed\n", ipxeKernelName, kernelURL, strings.Join(args, " "))
 	fmt.Fprintf(&b, "initrd --name %s %s || goto failed\n", ipxeInitrdName, initrdURL)
+	if img.Installer == schema.InstallerImage {
+		b.WriteString("# anneal's deploy environment: /init is the anneal binary\n")
+		fmt.Fprintf(&b, "initrd --name %s %s%s || goto failed\n", ipxeDeployInitrdName, in.base, DeployInitrdPath)
+	}
 	b.WriteString("boot || goto failed\n")
 	b.WriteString(":failed\n")
 	fmt.Fprintf(&b, "echo anneal: netboot of %s failed, booting from the local disk\n", in.node.Name)

@@ -188,6 +188,8 @@ func (s *Server) init() {
 	mux.HandleFunc("POST /api/v1/nodes/{node}/facts", s.handleFacts)
 	mux.HandleFunc("GET /api/v1/discovered", s.handleDiscovered)
 	mux.HandleFunc("GET /agent/anneal", s.handleAgentBinary)
+	mux.HandleFunc("GET "+DeployInitrdPath, s.handleDeployInitrd)
+	mux.HandleFunc("POST /api/v1/nodes/{node}/progress", s.handleProgress)
 	mux.HandleFunc("GET /artifacts/{sha256}/{name}", s.handleArtifact)
 	if s.ArtifactDir != "" {
 		client := s.ArtifactClient

@@ -23,13 +23,16 @@ type BuildSpec struct {
 
 // ImageSpec is the installed image, by content, not only by name.
 type ImageSpec struct {
-	Name       string   `json:"name"`
-	Version    string   `json:"version"`
-	Arch       string   `json:"arch"`
-	Installer  string   `json:"installer"`
-	Kernel     string   `json:"kernel"`
-	Initrd     string   `json:"initrd"`
-	Rootfs     string   `json:"rootfs,omitempty"`
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	Arch      string `json:"arch"`
+	Installer string `json:"installer"`
+	Kernel    string `json:"kernel"`
+	Initrd    string `json:"initrd"`
+	Rootfs    string `json:"rootfs,omitempty"`
+	// Disk is installer image's whole-disk image: its artifact, format and
+	// root partition ("URL#sha256=HEX;format=raw.gz;root=1").
+	Disk       string   `json:"disk,omitempty"`
 	KernelArgs []string `json:"kernelArgs,omitempty"`
 }
 
@@ -76,6 +79,9 @@ func BuildSpecOf(site *schema.Site, n *schema.Node) BuildSpec {
 			Kernel: artifact(img.Kernel), Initrd: artifact(img.Initrd), KernelArgs: img.KernelArgs}
 		if img.Rootfs != nil {
 			spec.Image.Rootfs = artifact(*img.Rootfs)
+		}
+		if d := img.Disk; d != nil {
+			spec.Image.Disk = fmt.Sprintf("%s;format=%s;root=%d", artifact(d.Artifact), d.FormatOrDefault(), d.Root())
 		}
 	}
 	if ps := site.PatchSet(n.PatchSet); ps != nil {
@@ -249,7 +255,7 @@ func flattenSpec(s BuildSpec) map[string]string {
 	m := map[string]string{"hostname": s.Hostname}
 	im := s.Image
 	for k, v := range map[string]string{"name": im.Name, "version": im.Version, "arch": im.Arch, "installer": im.Installer,
-		"kernel": im.Kernel, "initrd": im.Initrd, "rootfs": im.Rootfs, "kernelArgs": strings.Join(im.KernelArgs, " ")} {
+		"kernel": im.Kernel, "initrd": im.Initrd, "rootfs": im.Rootfs, "disk": im.Disk, "kernelArgs": strings.Join(im.KernelArgs, " ")} {
 		if v != "" {
 			m["image."+k] = v
 		}

@@ -155,6 +155,18 @@ type Record struct {
 	// record of any node, and it has not been heard from since. Rebuilding
 	// it is a change nobody reviewed: it waits for approval.
 	Unobserved bool `json:"unobserved,omitempty"`
+	// Deploy is the progress anneal's deploy environment (installer
+	// image) last reported in the current arming. Cleared at arming.
+	Deploy *DeployProgress `json:"deploy,omitempty"`
+}
+
+// DeployProgress is a deploy environment's report: its phase, the bytes
+// of the disk image written so far and the image's size (0: unknown).
+type DeployProgress struct {
+	Phase string    `json:"phase"`
+	Bytes int64     `json:"bytes,omitempty"`
+	Total int64     `json:"total,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 // Armed reports whether the node's next netboot installs its target.

@@ -528,7 +528,7 @@ func (ro *Engine) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) st
 		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *node.Record) error {
 			rec.State, rec.Since, rec.Target, rec.Reason = node.Provisioning, now, r.To, ""
 			rec.Nonce, rec.TokenExpires = nonce, now.Add(timeout)
-			rec.Netbooted, rec.InstallFetched, rec.Fetched, rec.PowerCycles = time.Time{}, time.Time{}, nil, 1
+			rec.Netbooted, rec.InstallFetched, rec.Fetched, rec.PowerCycles, rec.Deploy = time.Time{}, time.Time{}, nil, 1, nil
 			// The node is about to be wiped: its old agent token dies now,
 			// and the install hands the new agent a token of this generation.
 			rec.AgentGen = gen

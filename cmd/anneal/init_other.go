@@ -1,0 +1,6 @@
+//go:build !linux
+
+package main
+
+// runAsInit: the deploy environment is Linux only.
+func runAsInit() {}
