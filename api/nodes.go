@@ -40,6 +40,9 @@ type LiveView struct {
 	BuiltAt  time.Time `json:"builtAt,omitzero"`
 	FactsAt  time.Time `json:"factsAt,omitzero"`
 	UpToDate bool      `json:"upToDate"`
+	// Deploy is the image installer's last progress report while the
+	// node provisions: phase and bytes written.
+	Deploy *node.DeployProgress `json:"deploy,omitempty"`
 }
 
 // NodeViews lists a site's nodes, each with its live state when records
@@ -59,7 +62,7 @@ func NodeViews(s *schema.Site, records map[string]*node.Record) []NodeView {
 		})
 		if rec := records[n.Name]; rec != nil {
 			v := &views[len(views)-1]
-			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
+			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target, Deploy: rec.Deploy,
 				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == node.Verified && rec.BuildID == v.BuildID}
 		}
 	}

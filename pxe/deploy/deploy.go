@@ -134,7 +134,7 @@ func (c *Client) File(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("fetch %s: %w", shown, scrub(err, c.Cmd.Token))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, &StatusError{What: "fetch " + shown, Code: resp.StatusCode, Msg: strings.TrimSpace(string(firstLine(body)))}
+		return nil, &StatusError{What: "fetch " + shown, Code: resp.StatusCode, Msg: scrubText(strings.TrimSpace(string(firstLine(body))), c.Cmd.Token)}
 	}
 	if len(body) > maxInstallFile {
 		return nil, fmt.Errorf("fetch %s: larger than %d bytes", shown, maxInstallFile)
@@ -190,7 +190,7 @@ func (c *Client) post(ctx context.Context, route string, body any) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("post %s: %s: %s", route, resp.Status, strings.TrimSpace(string(firstLine(msg))))
+		return &StatusError{What: "post " + route, Code: resp.StatusCode, Msg: scrubText(strings.TrimSpace(string(firstLine(msg))), c.Cmd.Token)}
 	}
 	return nil
 }
@@ -208,7 +208,7 @@ func (c *Client) Image(ctx context.Context, img boot.DeployDiskImage) (io.ReadCl
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		return nil, fmt.Errorf("disk image %s: %s: %s", img.URL, resp.Status, strings.TrimSpace(string(firstLine(msg))))
+		return nil, &StatusError{What: "disk image " + img.URL, Code: resp.StatusCode, Msg: scrubText(strings.TrimSpace(string(firstLine(msg))), c.Cmd.Token)}
 	}
 	return resp.Body, nil
 }
@@ -221,6 +221,15 @@ func firstLine(b []byte) []byte {
 		b = b[:200]
 	}
 	return b
+}
+
+// scrubText removes the install token from a text (a server's message
+// that echoes the URL).
+func scrubText(s, token string) string {
+	if token == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, token, "TOKEN")
 }
 
 // scrub removes the install token from an error (a URL in it).
@@ -303,7 +312,16 @@ func WriteImage(ctx context.Context, disk io.Writer, src io.Reader, img boot.Dep
 		if err := ctx.Err(); err != nil {
 			return written, err
 		}
-		n, rerr := io.ReadFull(data, buf)
+		// Fill the buffer; unlike io.ReadFull, an io.ErrUnexpectedEOF
+		// here is the decompressor's (a truncated stream), not a short
+		// last chunk.
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = data.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			if limit > 0 && written+int64(n) > limit {
 				return written, fmt.Errorf("%w: it is larger than the disk (%d bytes)", ErrImage, limit)
@@ -317,7 +335,7 @@ func WriteImage(ctx context.Context, disk io.Writer, src io.Reader, img boot.Dep
 				last = time.Now()
 			}
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
@@ -442,7 +460,10 @@ func Configure(root string, f Files) error {
 			return err
 		}
 	}
-	if hosts, err := r.ReadFile("etc/hosts"); err == nil && !bytes.Contains(hosts, []byte(" "+f.Hostname+"\n")) {
+	if hosts, err := r.ReadFile("etc/hosts"); err == nil && !bytes.Contains(append(hosts, '\n'), []byte(" "+f.Hostname+"\n")) {
+		if len(hosts) > 0 && hosts[len(hosts)-1] != '\n' {
+			hosts = append(hosts, '\n')
+		}
 		hosts = append(hosts, []byte("127.0.1.1 "+f.Hostname+"\n")...)
 		if err := write("etc/hosts", hosts, 0o644); err != nil {
 			return err

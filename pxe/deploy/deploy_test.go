@@ -192,7 +192,6 @@ func TestWriteImage(t *testing.T) {
 		imageErr bool  // the error wraps ErrImage
 		maxWrite int64 // the disk gets at most this many bytes (0: no check)
 		errHas   string
-		knownBug string
 		progress bool
 	}{
 		{name: "raw", src: raw, img: boot.DeployDiskImage{Format: schema.DiskRaw, SHA256: sumOf(raw), Size: int64(len(raw))}, want: raw},
@@ -207,8 +206,7 @@ func TestWriteImage(t *testing.T) {
 		{name: "raw, declared size too large", src: raw, img: boot.DeployDiskImage{Format: schema.DiskRaw, SHA256: sumOf(raw), Size: int64(len(raw)) + 1}, wantErr: true, imageErr: true, errHas: "declared"},
 		{name: "raw.gz, declared size too small", src: gz, img: boot.DeployDiskImage{Format: schema.DiskRawGzip, SHA256: sumOf(gz), Size: int64(len(gz)) / 2}, wantErr: true, imageErr: true},
 		{name: "raw.gz, declared size too large", src: gz, img: boot.DeployDiskImage{Format: schema.DiskRawGzip, SHA256: sumOf(gz), Size: int64(len(gz)) + 10}, wantErr: true, imageErr: true},
-		{name: "raw.gz, truncated, SHA-256 of what was sent", src: gz[:len(gz)/2], img: boot.DeployDiskImage{Format: schema.DiskRawGzip, SHA256: sumOf(gz[:len(gz)/2])}, wantErr: true, imageErr: true,
-			knownBug: "WriteImage takes io.ErrUnexpectedEOF from the decompressor as the end of the image (pxe/deploy/deploy.go:320: `rerr == io.EOF || rerr == io.ErrUnexpectedEOF`), so a truncated raw.gz whose declared SHA-256 matches the truncated file is written and accepted"},
+		{name: "raw.gz, truncated, SHA-256 of what was sent", src: gz[:len(gz)/2], img: boot.DeployDiskImage{Format: schema.DiskRawGzip, SHA256: sumOf(gz[:len(gz)/2])}, wantErr: true, imageErr: true},
 		{name: "raw.gz, truncated, SHA-256 of the whole file", src: gz[:len(gz)/2], img: boot.DeployDiskImage{Format: schema.DiskRawGzip, SHA256: sumOf(gz)}, wantErr: true, imageErr: true},
 		{name: "raw.zst, truncated, SHA-256 of what was sent", src: zst[:len(zst)/2], img: boot.DeployDiskImage{Format: schema.DiskRawZstd, SHA256: sumOf(zst[:len(zst)/2])}, wantErr: true, imageErr: true},
 		{name: "raw.gz, not gzip", src: raw, img: boot.DeployDiskImage{Format: schema.DiskRawGzip, SHA256: sumOf(raw)}, wantErr: true, imageErr: true, errHas: "gzip"},
@@ -226,9 +224,6 @@ func TestWriteImage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" {
-				t.Skip("known bug: " + tc.knownBug)
-			}
 			var src io.Reader = bytes.NewReader(tc.src)
 			if tc.srcErr != nil {
 				src = &failingReader{data: slices.Clone(tc.src), err: tc.srcErr}
@@ -379,12 +374,11 @@ func TestConfigure(t *testing.T) {
 		wantFile(t, root, rel(boot.InstalledBinPath), []byte("\x7fELF the anneal binary"), 0o755)
 	}
 	tests := []struct {
-		name     string
-		dirs     []string
-		files    map[string]string
-		errHas   []string
-		check    func(t *testing.T, root string, f Files)
-		knownBug string
+		name   string
+		dirs   []string
+		files  map[string]string
+		errHas []string
+		check  func(t *testing.T, root string, f Files)
 	}{
 		{
 			name: "ifupdown", dirs: []string{"etc/network"},
@@ -460,8 +454,7 @@ func TestConfigure(t *testing.T) {
 		},
 		{
 			name: "hosts without a final newline", dirs: []string{"etc/network"},
-			files:    map[string]string{"etc/hosts": "127.0.0.1 localhost"},
-			knownBug: "pxe/deploy/deploy.go:445 appends \"127.0.1.1 HOST\\n\" to /etc/hosts without first ending its last line: \"127.0.0.1 localhost\" becomes \"127.0.0.1 localhost127.0.1.1 e1n01\\n\"",
+			files: map[string]string{"etc/hosts": "127.0.0.1 localhost"},
 			check: func(t *testing.T, root string, f Files) {
 				hosts, _ := os.ReadFile(filepath.Join(root, "etc/hosts"))
 				if !slices.Contains(strings.Split(string(hosts), "\n"), "127.0.1.1 e1n01") || !slices.Contains(strings.Split(string(hosts), "\n"), "127.0.0.1 localhost") {
@@ -472,9 +465,6 @@ func TestConfigure(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" {
-				t.Skip("known bug: " + tc.knownBug)
-			}
 			root := mkRoot(t, tc.dirs, tc.files)
 			f := configureFiles(t)
 			err := Configure(root, f)
@@ -655,28 +645,23 @@ func TestParseConfig(t *testing.T) {
 func TestClientFile(t *testing.T) {
 	const token = "cGF5bG9hZA.c2lnbmF0dXJl"
 	tests := []struct {
-		name     string
-		status   int
-		body     string
-		want     string // body returned on success
-		errHas   string
-		refused  bool
-		knownBug string
+		name    string
+		status  int
+		body    string
+		want    string // body returned on success
+		errHas  string
+		refused bool
 	}{
 		{name: "ok", status: http.StatusOK, body: "network:\n  version: 2\n", want: "network:\n  version: 2\n"},
 		{name: "exactly the limit", status: http.StatusOK, body: strings.Repeat("x", maxInstallFile), want: strings.Repeat("x", maxInstallFile)},
 		{name: "forbidden", status: http.StatusForbidden, body: "install token expired\nmore\n", errHas: "403 Forbidden: install token expired", refused: true},
 		{name: "gone", status: http.StatusGone, body: "install file already served in this arming\n", errHas: "410", refused: true},
-		{name: "forbidden, the server echoes the URL", status: http.StatusForbidden, body: "refused GET /install/e1n01/" + token + "/network-config\n", errHas: "403", refused: true,
-			knownBug: "pxe/deploy/deploy.go:137 puts the server's first body line into StatusError.Msg unscrubbed, so a 4xx/5xx body that echoes the request URL puts the install token into the error (and the log)"},
+		{name: "forbidden, the server echoes the URL", status: http.StatusForbidden, body: "refused GET /install/e1n01/" + token + "/network-config\n", errHas: "403", refused: true},
 		{name: "unavailable", status: http.StatusServiceUnavailable, body: "no site loaded\n", errHas: "503"},
 		{name: "too large", status: http.StatusOK, body: strings.Repeat("x", maxInstallFile+1), errHas: "larger than"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" {
-				t.Skip("known bug: " + tc.knownBug)
-			}
 			var gotPath string
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				gotPath = r.URL.Path

@@ -152,9 +152,8 @@ func (m *modules) coldplug() {
 
 // load loads the modules a name or modalias resolves to.
 func (m *modules) load(name string) {
-	name = strings.ReplaceAll(name, "-", "_")
-	if _, ok := m.deps[name]; ok {
-		m.insert(name, 0)
+	if mod := strings.ReplaceAll(name, "-", "_"); m.deps[mod].path != "" {
+		m.insert(mod, 0)
 		return
 	}
 	for _, a := range m.aliases {
