@@ -138,27 +138,37 @@ func deploy(ctx context.Context, c *Client, mods *modules, log *slog.Logger) err
 		return wipeAfter(disk, err)
 	}
 	err = Configure(target, files)
-	if err == nil {
-		err = callback(ctx, c)
-	}
 	if uerr := unix.Unmount(target, 0); uerr != nil && err == nil {
 		err = fmt.Errorf("unmount the installed system: %w", uerr)
 	}
+	unix.Sync()
 	if err != nil {
 		return wipeAfter(disk, err)
 	}
+	// The disk is complete and flushed: report, then the callback (which
+	// uses the install token up).
 	c.Progress(ctx, boot.PhaseRebooting, written, written, nil)
+	if err := callback(ctx, c, files); err != nil {
+		return wipeAfter(disk, err)
+	}
 	return nil
 }
 
 // callback posts the install callback with the install token, the facts
 // of the deploy environment and the build id written.
-func callback(ctx context.Context, c *Client) error {
-	a, err := agent.New(agent.Options{
-		ConfigPath:  filepath.Join(target, boot.InstalledAgentConfigPath),
-		BuildIDFile: filepath.Join(target, boot.InstalledBuildIDPath),
-		Root:        "/", Client: c.HTTP, Log: c.Log,
-	})
+func callback(ctx context.Context, c *Client, files Files) error {
+	dir := "/run/anneal"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	cfg, id := filepath.Join(dir, "agent.json"), filepath.Join(dir, "build-id")
+	if err := os.WriteFile(cfg, files.Agent, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(id, []byte(files.BuildID+"\n"), 0o600); err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{ConfigPath: cfg, BuildIDFile: id, Root: "/", Client: c.HTTP, Log: c.Log})
 	if err != nil {
 		return err
 	}

@@ -296,7 +296,11 @@ func (s *Server) send(conn net.PacketConn, req, resp *dhcpv4.DHCPv4, to net.Addr
 		s.log.Warn("dhcp: send reply", "mac", req.ClientHWAddr.String(), "type", resp.MessageType().String(), "to", to.String(), "err", err)
 		return
 	}
-	s.log.Debug("dhcp: reply", "mac", req.ClientHWAddr.String(), "type", resp.MessageType().String(), "yiaddr", resp.YourIPAddr.String(), "to", to.String())
+	level := slog.LevelDebug
+	if resp.MessageType() == dhcpv4.MessageTypeAck {
+		level = slog.LevelInfo // a node got its address: one line per boot
+	}
+	s.log.Log(context.Background(), level, "dhcp: reply", "mac", req.ClientHWAddr.String(), "type", resp.MessageType().String(), "yiaddr", resp.YourIPAddr.String(), "to", to.String())
 }
 
 // replyAddr is where a reply goes (RFC 2131 section 4.1): to the relay
