@@ -138,7 +138,9 @@ func TestLife(t *testing.T) {
 	lifeGit(t, site, "commit", "-q", "-m", "vm1 on image 1")
 
 	ns := lifeNetns(t)
-	inNS := func(args ...string) *exec.Cmd { return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...) }
+	inNS := func(args ...string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	}
 
 	httpd := inNS("busybox", "httpd", "-f", "-p", lifeMirror, "-h", mirror)
 	startProc(t, httpd, filepath.Join(dir, "httpd.log"))
@@ -719,7 +721,7 @@ func lifeBMC(t *testing.T, dir, disk string, inNS func(...string) *exec.Cmd) {
 	must(t, f.Truncate(256<<20))
 	must(t, f.Close())
 	for name, content := range map[string]string{"boot": "default\n", "commands.log": "", "console.log": "",
-		"bmc.emu": "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+		"bmc.emu":    "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
 		"chassis.sh": fmt.Sprintf(lifeChassis, dir, lifeNodeMAC, disk),
 		"lan.conf": fmt.Sprintf(`name "vm1"
 set_working_mc 0x20
