@@ -516,7 +516,10 @@ func (n *Node) resource(path, tok string) map[string]any {
 	case pathUpdateSvc:
 		return map[string]any{"@odata.type": typeUpdateSvc, "@odata.id": pathUpdateSvc, "Id": "UpdateService",
 			"Name": "Update Service", "ServiceEnabled": true, "Status": map[string]any{"State": "Enabled", "Health": "OK"},
-			"FirmwareInventory": link(pathFWInv)}
+			"FirmwareInventory": link(pathFWInv),
+			// No action is implemented (SimpleUpdate is not), but sushy
+			// requires the property: an empty Actions, as the schema allows.
+			"Actions": map[string]any{}}
 	case pathFWInv:
 		var ms []string
 		for _, it := range n.firmwareInventory() {
