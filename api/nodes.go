@@ -41,7 +41,7 @@ type LiveView struct {
 	FactsAt  time.Time `json:"factsAt,omitzero"`
 	UpToDate bool      `json:"upToDate"`
 	// Deploy is the image installer's last progress report while the
-	// node provisions: phase and bytes written.
+	// node provisions, is installed or failed: phase and bytes written.
 	Deploy *node.DeployProgress `json:"deploy,omitempty"`
 }
 
@@ -62,8 +62,12 @@ func NodeViews(s *schema.Site, records map[string]*node.Record) []NodeView {
 		})
 		if rec := records[n.Name]; rec != nil {
 			v := &views[len(views)-1]
-			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target, Deploy: rec.Deploy,
+			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
 				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == node.Verified && rec.BuildID == v.BuildID}
+			switch rec.State {
+			case node.Provisioning, node.Installed, node.Failed:
+				v.Live.Deploy = rec.Deploy // the current (or failed) install's, not an old one
+			}
 		}
 	}
 	// Nodes that left the site: "removed" until decommissioned, then

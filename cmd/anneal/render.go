@@ -20,8 +20,8 @@ func newRenderCmd() *cobra.Command {
 		Short: "Print what a node's rebuild would be served: iPXE script, install config, network config",
 		Long: `Render prints, for one node, exactly what the netboot server hands it during a
 rebuild: the iPXE script (kernel, initrd, command line), the install
-configuration for its image's installer (autoinstall/cloud-init, kickstart or
-preseed) and its network configuration (netplan v2), all derived from the
+configuration for its image's installer (autoinstall/cloud-init, kickstart,
+preseed, or image: deploy.json for anneal's deploy environment) and its network configuration (netplan v2), all derived from the
 site alone. The install token is shown as ` + placeholderToken + `: the running
 server mints a single-use one per rebuild.`,
 		Args: noArgs,
