@@ -57,7 +57,16 @@ func (n *Node) netboot(ctx context.Context, gen uint64) outcome {
 	if !n.setPhase(gen, PhaseNetboot) {
 		return bootFromDisk
 	}
-	script, err := n.fetchScript(ctx)
+	scriptURL := n.f.cfg.BootURL + "/ipxe/" + n.mac
+	if n.f.cfg.DHCP != nil {
+		u, err := n.dhcpBoot(ctx)
+		if err != nil {
+			n.fail(gen, fmt.Errorf("netboot: %w", err))
+			return bootFromDisk
+		}
+		scriptURL = u
+	}
+	script, err := n.fetchScript(ctx, scriptURL)
 	if err != nil {
 		n.fail(gen, fmt.Errorf("netboot: %w", err))
 		return bootFromDisk
@@ -65,6 +74,14 @@ func (n *Node) netboot(ctx context.Context, gen uint64) outcome {
 	if script.exit {
 		n.f.log.Debug("lab: iPXE script exits: booting from disk", "node", n.name)
 		return bootFromDisk
+	}
+	if n.f.cfg.DHCP != nil {
+		// iPXE's kernel and initrd commands: a failed or wrong download
+		// goes to the script's failure path, the local disk.
+		if err := n.fetchImages(ctx, script); err != nil {
+			n.fail(gen, fmt.Errorf("netboot: %w", err))
+			return bootFromDisk
+		}
 	}
 	p, err := installParamsOf(script.args)
 	if err != nil {
@@ -331,10 +348,10 @@ func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) error 
 // maxChains bounds chain loading.
 const maxChains = 4
 
-// fetchScript fetches the node's iPXE script by MAC and follows chain
-// commands.
-func (n *Node) fetchScript(ctx context.Context) (ipxeScript, error) {
-	u := n.f.cfg.BootURL + "/ipxe/" + n.mac
+// fetchScript fetches the node's iPXE script from u and follows chain
+// commands; the script's image URLs are resolved against the URL it came
+// from.
+func (n *Node) fetchScript(ctx context.Context, u string) (ipxeScript, error) {
 	for range maxChains + 1 {
 		var body []byte
 		err := n.retry(ctx, "iPXE script", func() (err error) {
@@ -349,6 +366,7 @@ func (n *Node) fetchScript(ctx context.Context) (ipxeScript, error) {
 			return s, fmt.Errorf("%s: %w", u, err)
 		}
 		if s.chain == "" {
+			s.url = u
 			return s, nil
 		}
 		next, err := n.expand(s.chain)
@@ -380,11 +398,14 @@ func (n *Node) expand(s string) (string, error) {
 }
 
 // ipxeScript is what the lab reads of an iPXE script: the first kernel,
-// chain or exit command.
+// chain or exit command, and after a kernel the initrds up to boot.
 type ipxeScript struct {
-	exit  bool
-	args  []string // the kernel's command line
-	chain string
+	exit    bool
+	args    []string // the kernel's command line
+	kernel  string   // the kernel's URL, as written
+	initrds []string // the initrds' URLs, as written
+	chain   string
+	url     string // where the script came from
 }
 
 // parseIPXE reads an iPXE script as iPXE would decide what to boot: it
@@ -399,9 +420,27 @@ func parseIPXE(body []byte) (ipxeScript, error) {
 	if i == len(lines) || !strings.HasPrefix(strings.TrimSpace(lines[i]), "#!ipxe") {
 		return ipxeScript{}, errors.New("not an iPXE script (no #!ipxe line)")
 	}
+	var s *ipxeScript // after a kernel line
 	for _, line := range lines[i+1:] {
-		fields := strings.Fields(line)
-		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") || strings.HasPrefix(fields[0], ":") {
+		fields := command(strings.Fields(line))
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		if strings.HasPrefix(fields[0], ":") {
+			if s != nil {
+				break // a label after the kernel: the failure path
+			}
+			continue
+		}
+		if s != nil {
+			switch fields[0] {
+			case "initrd", "imgfetch", "module":
+				if rest := skipOptions(fields[1:]); len(rest) > 0 {
+					s.initrds = append(s.initrds, rest[0])
+				}
+			case "boot", "exit", "sanboot", "chain", "chainload", "kernel", "imgexec":
+				return *s, nil
+			}
 			continue
 		}
 		switch fields[0] {
@@ -411,14 +450,28 @@ func parseIPXE(body []byte) (ipxeScript, error) {
 				return ipxeScript{}, fmt.Errorf("%s without an image", fields[0])
 			}
 			if fields[0] == "kernel" {
-				return ipxeScript{args: rest[1:]}, nil
+				s = &ipxeScript{kernel: rest[0], args: rest[1:]}
+				continue
 			}
 			return ipxeScript{chain: rest[0]}, nil
 		case "exit", "sanboot":
 			return ipxeScript{exit: true}, nil
 		}
 	}
+	if s != nil {
+		return *s, nil
+	}
 	return ipxeScript{}, errors.New("the script neither loads a kernel nor exits")
+}
+
+// command is a line's first command: its fields up to "||", "&&" or ";".
+func command(fields []string) []string {
+	for i, f := range fields {
+		if f == "||" || f == "&&" || f == ";" {
+			return fields[:i]
+		}
+	}
+	return fields
 }
 
 // skipOptions drops an image command's options (--name x, --autofree).

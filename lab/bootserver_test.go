@@ -40,6 +40,12 @@ type testBootServer struct {
 	files     map[string][]string
 	callbacks map[string][]callback
 	reports   map[string][]agentReport
+	// artifacts, when not nil, are served at /artifacts/{sha256}/{name}
+	// (by the SHA-256 in the path, whatever the content) and the scripts
+	// name them there, as pxe/boot's with an artifact cache; fetched
+	// records the paths served.
+	artifacts map[string][]byte
+	fetched   []string
 	changed   chan struct{}
 }
 
@@ -75,6 +81,8 @@ func newTestBootServer(t testing.TB, site *schema.Site) *testBootServer {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ipxe/{mac}", b.script)
+	mux.HandleFunc("GET /dhcp/ipxe/{mac}", b.script) // the URL tests give the DHCP server
+	mux.HandleFunc("GET /artifacts/{sha}/{name}", b.artifact)
 	mux.HandleFunc("GET /install/{node}/{token}/{file}", b.file)
 	mux.HandleFunc("POST /api/v1/nodes/{node}/installed", b.installed)
 	mux.HandleFunc("POST /api/v1/nodes/{node}/facts", b.facts)
@@ -138,9 +146,46 @@ func (b *testBootServer) script(w http.ResponseWriter, r *http.Request) {
 	tok := token()
 	b.tokens[n.Name] = tok
 	spec := node.BuildSpecOf(b.site, n)
+	if b.artifacts != nil {
+		img := b.site.Image(n.Image)
+		fmt.Fprintf(w, "#!ipxe\nimgfree\nkernel --name vmlinuz /artifacts/%s/vmlinuz initrd=initrd %s anneal.node=%s anneal.build=%s anneal.url=%s anneal.token=%s || goto failed\n"+
+			"initrd --name initrd %s/artifacts/%s/initrd || goto failed\nboot || goto failed\n:failed\ninitrd http://127.0.0.1:1/never\nexit 1\n",
+			img.Kernel.SHA256, strings.Join(spec.Image.KernelArgs, " "), n.Name, spec.ID(), b.URL, tok, b.URL, img.Initrd.SHA256)
+		return
+	}
 	fmt.Fprintf(w, "#!ipxe\n:start\nkernel --name vmlinuz %s initrd=initrd %s anneal.node=%s anneal.build=%s anneal.url=%s anneal.token=%s\ninitrd %s\nboot\n",
 		strings.Split(spec.Image.Kernel, "#")[0], strings.Join(spec.Image.KernelArgs, " "), n.Name, spec.ID(), b.URL, tok,
 		strings.Split(spec.Image.Initrd, "#")[0])
+}
+
+func (b *testBootServer) artifact(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	data, ok := b.artifacts[r.PathValue("sha")]
+	if ok {
+		b.fetched = append(b.fetched, r.URL.Path)
+		b.notifyLocked()
+	}
+	b.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Write(data)
+}
+
+func (b *testBootServer) setArtifact(sha string, data []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.artifacts == nil {
+		b.artifacts = map[string][]byte{}
+	}
+	b.artifacts[sha] = data
+}
+
+func (b *testBootServer) artifactsFetched() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.fetched...)
 }
 
 func (b *testBootServer) file(w http.ResponseWriter, r *http.Request) {

@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -83,6 +84,11 @@ type Config struct {
 	// HTTPClient is what the virtual nodes fetch and post with (nil: a
 	// client with a 30 s timeout and no proxy).
 	HTTPClient *http.Client
+	// DHCP, when set, makes a PXE boot go through anneal's DHCP server
+	// (relayed by the node's rack), TFTP and the script URL the DHCP ACK
+	// names, and fetch and verify the kernel and initrds the script names;
+	// nil fetches {BootURL}/ipxe/{mac} directly and no kernel or initrd.
+	DHCP *DHCPConfig
 }
 
 // Fleet is the lab's fleet: the virtual BMCs and nodes of one site. Create
@@ -107,6 +113,9 @@ type Fleet struct {
 	wg     sync.WaitGroup
 
 	persist persister
+
+	// relays are the racks' DHCP relays, by region/rack (Config.DHCP).
+	relays map[string]*relay
 
 	mu     sync.RWMutex
 	faults Faults
@@ -139,6 +148,27 @@ func New(cfg Config) (*Fleet, error) {
 		cfg.Listen = DefaultListen
 	}
 	cfg.BootURL = strings.TrimSuffix(cfg.BootURL, "/")
+	var dhcpServer *net.UDPAddr
+	if d := cfg.DHCP; d != nil {
+		dc := *d
+		cfg.DHCP = &dc
+		switch dc.Firmware {
+		case "":
+			dc.Firmware = FirmwarePXE
+		case FirmwarePXE, FirmwareIPXE:
+		default:
+			return nil, fmt.Errorf("lab: firmware %q is neither %q nor %q", dc.Firmware, FirmwarePXE, FirmwareIPXE)
+		}
+		var err error
+		if dhcpServer, err = net.ResolveUDPAddr("udp4", dc.Server); err != nil || dhcpServer.Port == 0 {
+			return nil, fmt.Errorf("lab: DHCP server %q: want an IPv4 host:port (%v)", dc.Server, err)
+		}
+		if dc.TFTP != "" {
+			if _, err := net.ResolveUDPAddr("udp4", dc.TFTP); err != nil {
+				return nil, fmt.Errorf("lab: TFTP server %q: %w", dc.TFTP, err)
+			}
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -171,6 +201,20 @@ func New(cfg Config) (*Fleet, error) {
 		f.cancel()
 		return nil, err
 	}
+	if dhcpServer != nil {
+		var racks []string
+		for _, n := range f.order {
+			if !slices.Contains(racks, n.rack) {
+				racks = append(racks, n.rack)
+			}
+		}
+		relays, err := startRelays(racks, dhcpServer)
+		if err != nil {
+			f.cancel()
+			return nil, fmt.Errorf("lab: %w", err)
+		}
+		f.relays = relays
+	}
 	var hosts []string
 	for h := range f.byBMC {
 		hosts = append(hosts, h)
@@ -180,6 +224,7 @@ func New(cfg Config) (*Fleet, error) {
 	if err != nil {
 		f.cancel()
 		f.stopPersister()
+		f.closeRelays()
 		return nil, fmt.Errorf("lab: certificate: %w", err)
 	}
 	f.cert, f.pool = cert, pool
@@ -187,6 +232,7 @@ func New(cfg Config) (*Fleet, error) {
 	if err != nil {
 		f.cancel()
 		f.stopPersister()
+		f.closeRelays()
 		return nil, fmt.Errorf("lab: listen: %w", err)
 	}
 	// Every client is the one daemon on loopback: no per-source bound, and
@@ -333,6 +379,13 @@ func (f *Fleet) shutdown() {
 	f.ln.Close()
 	f.wg.Wait()
 	f.stopPersister()
+	f.closeRelays()
+}
+
+func (f *Fleet) closeRelays() {
+	for _, r := range f.relays {
+		r.close()
+	}
 }
 
 // Status lists every node's status, in site order.

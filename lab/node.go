@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -98,6 +99,13 @@ type Node struct {
 	vendor    string
 	model     string
 	rf        rfPaths // its BMC's Redfish Ids, by vendor
+	rack      string  // region/rack: its DHCP relay
+	// provAddrs are its IPv4 addresses on provisioning networks: what a
+	// DHCP ACK must give it.
+	provAddrs []netip.Addr
+	// imageSums are the SHA-256 its image declares (kernel, initrd,
+	// rootfs, disk): what a netboot server's /artifacts/ copy must match.
+	imageSums map[string]bool
 
 	mu        sync.Mutex
 	power     node.PowerState
@@ -148,6 +156,24 @@ func newNode(f *Fleet, site *schema.Site, sn *schema.Node, bmcAddr, password str
 		n.vendor, n.model = p.Vendor, p.Model
 	}
 	n.rf = redfishPaths(n.vendor)
+	n.rack = sn.Region + "/" + sn.Rack
+	for _, a := range sn.Addresses {
+		if nw := site.Network(a.Network); nw != nil && nw.Provisioning && a.IPv4.Is4() {
+			n.provAddrs = append(n.provAddrs, a.IPv4)
+		}
+	}
+	n.imageSums = map[string]bool{}
+	if img := site.Image(sn.Image); img != nil {
+		arts := []*schema.Artifact{&img.Kernel, &img.Initrd, img.Rootfs}
+		if img.Disk != nil {
+			arts = append(arts, &img.Disk.Artifact)
+		}
+		for _, a := range arts {
+			if a != nil && a.SHA256 != "" {
+				n.imageSums[strings.ToLower(a.SHA256)] = true
+			}
+		}
+	}
 	return n
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,9 @@ func TestParseIPXE(t *testing.T) {
 		{"html", "<html>404</html>", ipxeScript{}, "#!ipxe"},
 		{"nothing to boot", "#!ipxe\necho hello\n", ipxeScript{}, "neither"},
 		{"kernel without image", "#!ipxe\nkernel --name x\n", ipxeScript{}, "without an image"},
+		{"images", "#!ipxe\nimgfree\nkernel --name vmlinuz /artifacts/k/vmlinuz a=b || goto failed\ninitrd --name initrd http://x/i || goto failed\n" +
+			"initrd --name deploy http://x/deploy/anneal.cpio\nboot || goto failed\n:failed\ninitrd http://x/never\nexit 1\n",
+			ipxeScript{kernel: "/artifacts/k/vmlinuz", args: []string{"a=b"}, initrds: []string{"http://x/i", "http://x/deploy/anneal.cpio"}}, ""},
 	} {
 		got, err := parseIPXE([]byte(tc.script))
 		if tc.err != "" {
@@ -39,7 +43,8 @@ func TestParseIPXE(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || mustJSON(t, got.args) != mustJSON(t, tc.want.args) || got.exit != tc.want.exit || got.chain != tc.want.chain {
+		if err != nil || mustJSON(t, got.args) != mustJSON(t, tc.want.args) || got.exit != tc.want.exit || got.chain != tc.want.chain ||
+			(tc.want.kernel != "" && (got.kernel != tc.want.kernel || !slices.Equal(got.initrds, tc.want.initrds))) {
 			t.Errorf("%s: %+v, %v; want %+v", tc.name, got, err, tc.want)
 		}
 	}

@@ -50,6 +50,9 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 	faultsFile := c.Flags().String("faults", "", "faults at start (YAML or JSON)")
 	bootDelay := c.Flags().Duration("boot-delay", time.Second, "how long a virtual node takes to boot")
 	agentInterval := c.Flags().Duration("agent-interval", 10*time.Second, "how often installed nodes report facts (0: never)")
+	dhcpServer := c.Flags().String("dhcp-server", "", "anneal serve's DHCP server (its --dhcp-listen, host:port): nodes netboot through it, relayed by their rack's switch (needs root: the relays bind port 67 on 127.B.x.y), then fetch and verify their kernel and initrds; without it nodes fetch BOOT-URL/ipxe/MAC directly")
+	tftpServer := c.Flags().String("tftp-server", "", "anneal serve's TFTP server (its --tftp-listen, host:port); default the DHCP ACK's next server, port 69")
+	firmware := c.Flags().String("firmware", lab.FirmwarePXE, "with --dhcp-server, what the nodes' NICs boot: pxe (DHCP, TFTP of iPXE, DHCP again as iPXE) or ipxe (iPXE in ROM: DHCP as iPXE)")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		if *dir == "" {
@@ -93,8 +96,14 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 				log.Info("lab dns", "target", t.Name, "dns", srv.DNSAddr(), "api", srv.APIURL(), "zones", len(srv.Zones()))
 			}
 		}
+		var dhcp *lab.DHCPConfig
+		if *dhcpServer != "" {
+			dhcp = &lab.DHCPConfig{Server: *dhcpServer, TFTP: *tftpServer, Firmware: *firmware}
+		} else if *tftpServer != "" {
+			return fmt.Errorf("%s: --tftp-server needs --dhcp-server", c.CommandPath())
+		}
 		fleet, err := lab.New(lab.Config{Site: s, Resolve: resolve, Listen: *bmcListen, BootURL: *bootURL,
-			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet")})
+			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet"), DHCP: dhcp})
 		if err != nil {
 			return failure(err)
 		}
@@ -147,7 +156,7 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 			return failure(err)
 		}
 		defer remove()
-		log.Info("anneal lab", "site", s.Config.Name, "nodes", len(fleet.Nodes()), "bmc", fleet.Addr(), "control", endpoints.Control, "boot", *bootURL)
+		log.Info("anneal lab", "site", s.Config.Name, "nodes", len(fleet.Nodes()), "bmc", fleet.Addr(), "control", endpoints.Control, "boot", *bootURL, "dhcp", *dhcpServer)
 		err = fleet.Serve(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return failure(err)
