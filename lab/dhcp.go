@@ -318,7 +318,9 @@ func (n *Node) fetchImages(ctx context.Context, s ipxeScript) error {
 	if err != nil {
 		return fmt.Errorf("script URL %q: %w", s.url, err)
 	}
-	for i, raw := range append([]string{s.kernel}, s.initrds...) {
+	verified := 0
+	images := append([]string{s.kernel}, s.initrds...)
+	for i, raw := range images {
 		what := "initrd"
 		if i == 0 {
 			what = "kernel"
@@ -345,7 +347,11 @@ func (n *Node) fetchImages(ctx context.Context, s ipxeScript) error {
 		if err := n.fetchImage(ctx, u.String(), want); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
+		if want != "" {
+			verified++
+		}
 	}
+	n.f.log.Info("lab: netboot images fetched", "node", n.name, "images", len(images), "verified", verified)
 	return nil
 }
 
