@@ -28,7 +28,7 @@ type netbootServers struct {
 	dhcpLog, tftpLog   *logBuffer
 }
 
-func startNetbootServers(t *testing.T, site *schema.Site, scriptBase string) *netbootServers {
+func startNetbootServers(t *testing.T, site *schema.Site, scriptBase string, mods ...func(*dhcp.Config)) *netbootServers {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		// The racks' relays get the server's answers on port 67 (RFC 2131 4.1).
@@ -47,6 +47,9 @@ func startNetbootServers(t *testing.T, site *schema.Site, scriptBase string) *ne
 		Log:    slog.New(slog.NewTextHandler(s.dhcpLog, nil))}
 	if scriptBase != "" {
 		cfg.IPXEScriptURL = func(mac net.HardwareAddr) string { return scriptBase + "/ipxe/" + mac.String() }
+	}
+	for _, m := range mods {
+		m(&cfg)
 	}
 	srv, err := dhcp.New(cfg)
 	if err != nil {
@@ -177,5 +180,39 @@ func TestNetbootThroughDHCPiPXEFirmware(t *testing.T) {
 	}
 	if scripts, _, _, _ := boot.snapshot("e1n02"); scripts != 0 {
 		t.Errorf("e1n02 fetched %d scripts without a script URL from DHCP", scripts)
+	}
+}
+
+// TestNetbootThroughDHCPWrongAddress: a DHCP server that gives a node
+// another address than the site's fails its netboot at the first ACK:
+// no TFTP, no script.
+func TestNetbootThroughDHCPWrongAddress(t *testing.T) {
+	t.Parallel()
+	site := exampleSite(t)
+	boot := newTestBootServer(t, site)
+	leases := dhcp.LeasesFromSite(site)
+	ns := startNetbootServers(t, site, boot.URL, func(c *dhcp.Config) {
+		c.Lookup = func(mac net.HardwareAddr) (dhcp.Lease, bool) {
+			l, ok := leases[mac.String()]
+			l.IP = net.IPv4(10, 99, 0, 1)
+			return l, ok
+		}
+	})
+	f := startFleet(t, Config{Site: site, BootURL: boot.URL, DHCP: &DHCPConfig{Server: ns.dhcpAddr, TFTP: ns.tftpAddr}})
+	pxeCycle(t, f, "e1n01")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := f.Node("e1n01").WaitFor(ctx, func(s NodeStatus) bool { return s.LastError != "" && s.Phase == PhaseNoOS })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.LastError, "DHCP ACK gives 10.99.0.1, not the node's provisioning address (10.10.1.11)") {
+		t.Errorf("e1n01's error: %q", st.LastError)
+	}
+	if strings.Contains(ns.tftpLog.String(), `msg="tftp: read"`) {
+		t.Errorf("TFTP after a wrong ACK:\n%s", ns.tftpLog)
+	}
+	if scripts, _, _, _ := boot.snapshot("e1n01"); scripts != 0 {
+		t.Errorf("%d scripts fetched after a wrong ACK", scripts)
 	}
 }

@@ -11,6 +11,11 @@
 // `anneal agent` would. Its "disk" (installed build, facts, agent
 // configuration) survives a lab restart under Config.StateDir.
 //
+// With Config.DHCP the netboot goes as on a real network: DHCP through the
+// rack's relay to anneal's DHCP server, TFTP of the first-stage boot file,
+// DHCP again as iPXE, the script the ACK names, and the kernel and initrds
+// the script names, verified against the image's SHA-256 (see dhcp.go).
+//
 // Faults (a BMC that stops answering, an install that never calls back or
 // reports a wrong interface, slow boots, firmware drift) are set from a file,
 // at runtime through Fleet.SetFaults, or over HTTP at /lab/v1/faults.

@@ -37,6 +37,13 @@ and DNS servers. Run anneal serve --netboot-listen ADDR --lab DIR against it:
 serve reaches every BMC address through the lab. State (DNS zones, node
 disks) lives in --dir and survives a restart.
 
+With --dhcp-server (serve's --dhcp-listen; as root: each rack's relay binds
+port 67 on a loopback address) a node netboots as on a real network: DHCP
+relayed by its rack, TFTP of iPXE (--tftp-server, serve's --tftp-listen),
+DHCP again as iPXE, the script the ACK names, then the kernel and initrds
+the script names, anneal's copies checked against the site's SHA-256.
+Without it a node fetches --boot-url/ipxe/MAC directly and no kernel.
+
 Faults (--faults FILE, or PUT /lab/v1/faults on the control API): BMC
 timeouts, installs that fail, slow boots, firmware drift; a DNS server goes
 away with PUT /lab/v1/dns/TARGET {"down": true}.`,
