@@ -211,7 +211,14 @@ type Reconciler struct {
 	Rebuild *RebuildConfig
 
 	firmwareBusy atomic.Bool // a background firmware read is running
-	liftHalt     atomic.Bool // a retry lifts a halted rollout's hold once
+	// retries counts the retries of failed nodes; a pass reads it before
+	// the node records it plans from. haltRetries is that count as the
+	// pass that halted the last rollout read it: a halt holds until a
+	// pass plans from records that have a retry made since (one made
+	// during a pass, after it read the records, is not in its plan: it
+	// lifts the halt for the next pass, never for that one).
+	retries     atomic.Uint64
+	haltRetries uint64 // read and written by passes only
 
 	mu       sync.Mutex
 	status   Status
@@ -651,7 +658,11 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		r.pl.Nodes = rb.Nodes
 	}
 	var records map[string]*node.Record
+	var retries uint64
 	if rb != nil {
+		// The retries the records have (or more: a retry writes the
+		// record, then counts).
+		retries = r.retries.Load()
 		// Read once: the plan and the firmware reads both use them.
 		if records, err = rb.Nodes.NodeRecords(ctx); err != nil {
 			return FailApply, fmt.Errorf("read node records: %w", err)
@@ -729,7 +740,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		return FailTargets, fmt.Errorf("%d DNS target(s) or zone(s) could not be read: %s", len(dp.Failures), dp.Failures[0].Error)
 	}
 	if rb != nil {
-		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds, approved); err != nil {
+		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds, approved, retries); err != nil {
 			return class, err
 		}
 	}
@@ -1073,8 +1084,9 @@ func (r *Reconciler) observeFirmware(ctx context.Context, site *schema.Site, rec
 	})
 }
 
-// rollout publishes the netboot profiles and runs the rebuilds.
-func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]dns.Target, rp *rollout.RebuildPlan, approved bool) (string, error) {
+// rollout publishes the netboot profiles and runs the rebuilds. retries
+// is the count of retries read before the records rp was planned from.
+func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site, rev string, targets map[string]dns.Target, rp *rollout.RebuildPlan, approved bool, retries uint64) (string, error) {
 	rb := r.Rebuild
 	if rb.Publish != nil {
 		if err := rb.Publish(ctx, site); err != nil {
@@ -1097,7 +1109,9 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		}
 	}
 	if rp.Count() > 0 {
-		if ro := st.Rollout; ro != nil && ro.Revision == rev && ro.Halted != "" && !r.liftHalt.Swap(false) {
+		// A halted rollout of this revision holds until a retry made
+		// since it halted is in the records rp was planned from.
+		if ro := st.Rollout; ro != nil && ro.Revision == rev && ro.Halted != "" && retries <= r.haltRetries {
 			return FailApply, fmt.Errorf("the rollout of %s halted (%s); retry the failed nodes (anneal nodes retry NAME, or POST /api/v1/nodes/NAME/retry) or push a fix", rev, ro.Halted)
 		}
 		t0 := time.Now()
@@ -1138,6 +1152,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 			r.executed(rev, ActDNSRejoin)
 		}
 		if res != nil {
+			r.haltRetries = retries
 			st.Rollout = &RolloutStatus{Revision: rev, Result: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
 		}
 		if err != nil {
@@ -1321,7 +1336,7 @@ func (r *Reconciler) Retry(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	r.liftHalt.Store(true)
+	r.retries.Add(1) // after the write: a pass that counts it reads the record
 	r.log().Info("retry", "node", name, "was", was)
 	r.Trigger()
 	return nil

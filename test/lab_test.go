@@ -259,8 +259,14 @@ func TestLabRollout(t *testing.T) {
 			t.Errorf("%s left B's build during a halted rollout", name)
 		}
 	}
-	// The next passes do not pick another canary: the halt holds.
-	time.Sleep(2500 * time.Millisecond)
+	// The next passes do not pick another canary: the halt holds. Two
+	// more passes end (a pass that went on would end only once its
+	// rebuilds did, after their netboots), still halted.
+	after := st.Reconciles + 2
+	held := waitStatus(t, api, "two more passes of the halted rollout", func(s serveStatus) bool { return s.Reconciles >= after })
+	if held.LastAttemptedRevision != revC || !strings.Contains(held.LastError, "halted") {
+		t.Errorf("after two more passes: %+v, want C's rollout still halted", held)
+	}
 	if b := boots(); b["e1n02"] != bootsB["e1n02"] {
 		t.Fatal("a halted rollout went on with another node")
 	}
