@@ -287,6 +287,9 @@ func WriteImage(ctx context.Context, disk io.Writer, src io.Reader, img boot.Dep
 	case schema.DiskRawGzip:
 		zr, err := gzip.NewReader(counted)
 		if err != nil {
+			if counted.readErr != nil {
+				return 0, fmt.Errorf("read the disk image: %w", counted.readErr)
+			}
 			return 0, fmt.Errorf("%w: gzip: %v", ErrImage, err)
 		}
 		defer zr.Close()
@@ -380,6 +383,44 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.readErr = err
 	}
 	return n, err
+}
+
+// headSize is the part of a disk image HeadWriter holds back: its
+// partition table(s) and boot code.
+const headSize = 1 << 20
+
+// HeadWriter writes a disk image to W at offset 0 as it comes, except
+// its first MiB, which it keeps until Commit: until then whatever was
+// written does not boot (the caller zeroed the disk's first MiB before).
+type HeadWriter struct {
+	W    io.WriterAt
+	head []byte
+	off  int64
+}
+
+func (h *HeadWriter) Write(p []byte) (int, error) {
+	n := 0
+	if h.off < headSize {
+		k := min(int64(len(p)), headSize-h.off)
+		h.head = append(h.head, p[:k]...)
+		h.off += k
+		n, p = int(k), p[k:]
+	}
+	if len(p) > 0 {
+		m, err := h.W.WriteAt(p, h.off)
+		h.off += int64(m)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// Commit writes the held-back first MiB.
+func (h *HeadWriter) Commit() error {
+	_, err := h.W.WriteAt(h.head, 0)
+	return err
 }
 
 // Files are what Configure writes into the installed system.

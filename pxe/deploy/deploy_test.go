@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -790,4 +791,52 @@ func FuzzParseConfig(f *testing.F) {
 			t.Errorf("accepted format %q", cfg.Image.Format)
 		}
 	})
+}
+
+// memDisk is an io.WriterAt over a byte slice.
+type memDisk []byte
+
+func (m memDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m)) {
+		return 0, errors.New("write past the end of the disk")
+	}
+	return copy(m[off:], p), nil
+}
+
+// TestHeadWriter: the image's first MiB reaches the disk only at Commit,
+// whatever the sizes of the writes; the rest goes to its offset as it comes.
+func TestHeadWriter(t *testing.T) {
+	img := make([]byte, 3<<20+123)
+	for i := range img {
+		img[i] = byte(i*7 + 1)
+	}
+	for _, chunk := range []int{1, 4096, 1<<20 - 1, 1 << 20, 1<<20 + 1, 4 << 20} {
+		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+			disk := make(memDisk, len(img)+(1<<20))
+			h := &HeadWriter{W: disk}
+			for off := 0; off < len(img); off += chunk {
+				p := img[off:min(off+chunk, len(img))]
+				if n, err := h.Write(p); err != nil || n != len(p) {
+					t.Fatalf("Write(%d bytes at %d) = %d, %v", len(p), off, n, err)
+				}
+			}
+			if !bytes.Equal(disk[:1<<20], make([]byte, 1<<20)) {
+				t.Fatal("the first MiB reached the disk before Commit")
+			}
+			if !bytes.Equal(disk[1<<20:len(img)], img[1<<20:]) {
+				t.Fatal("the rest of the image is not at its offset")
+			}
+			if err := h.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(disk[:len(img)], img) {
+				t.Fatal("after Commit the disk does not hold the image")
+			}
+		})
+	}
+	// A write past the end of the disk is an error, with what was written.
+	small := make(memDisk, 2<<20)
+	if _, err := (&HeadWriter{W: small}).Write(make([]byte, 3<<20)); err == nil {
+		t.Fatal("a write past the disk's end succeeded")
+	}
 }

@@ -27,6 +27,7 @@ type modules struct {
 	deps    map[string]modInfo // by module name
 	softpre map[string][]string
 	loaded  map[string]bool
+	seen    map[string]bool // modaliases coldplug handled
 }
 
 type alias struct{ pattern, module string }
@@ -47,7 +48,7 @@ func newModules(log *slog.Logger) (*modules, error) {
 
 // loadModuleIndex reads a modules directory's index files.
 func loadModuleIndex(dir string, log *slog.Logger) (*modules, error) {
-	m := &modules{dir: dir, log: log, deps: map[string]modInfo{}, softpre: map[string][]string{}, loaded: map[string]bool{}}
+	m := &modules{dir: dir, log: log, deps: map[string]modInfo{}, softpre: map[string][]string{}, loaded: map[string]bool{}, seen: map[string]bool{}}
 	if err := eachLine(filepath.Join(dir, "modules.dep"), func(l string) {
 		p, ds, ok := strings.Cut(l, ":")
 		if !ok {
@@ -121,10 +122,11 @@ func modName(p string) string {
 	return strings.ReplaceAll(b, "-", "_")
 }
 
-// coldplug loads the modules of every device, again while loading one
-// made new devices appear (a PCI bus's virtio devices), at most 8 rounds.
+// coldplug loads the modules of every device not seen before, again
+// while loading one made new devices appear (a PCI bus's virtio
+// devices), at most 8 rounds. Called again, it handles only new devices.
 func (m *modules) coldplug() {
-	seen := map[string]bool{}
+	seen := m.seen
 	for round := 0; round < 8; round++ {
 		fresh := false
 		_ = filepath.WalkDir("/sys/devices", func(p string, d fs.DirEntry, err error) error {

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/anneal-dev/anneal/agent"
 	"github.com/anneal-dev/anneal/pxe/boot"
+	"github.com/anneal-dev/anneal/schema"
 )
 
 // target is where the written root file system is mounted.
@@ -31,8 +34,11 @@ const target = "/target"
 // powers the machine off when it failed (the disk wiped of anything it
 // wrote), after reporting why.
 func Main(log *slog.Logger) {
-	ctx := context.Background()
-	err := run(ctx, log)
+	// The whole deploy is bounded: a server that stops answering leaves
+	// no node in its deploy environment for ever.
+	ctx, cancel := context.WithTimeout(context.Background(), deployLimit)
+	defer cancel()
+	err := runSafely(ctx, log)
 	cmd := unix.LINUX_REBOOT_CMD_RESTART
 	if err != nil {
 		log.Error("deploy failed; powering off", "err", err)
@@ -44,10 +50,36 @@ func Main(log *slog.Logger) {
 	if err := unix.Reboot(cmd); err != nil {
 		log.Error("reboot", "err", err)
 	}
-	select {} // PID 1 must not exit
+	for { // PID 1 must not exit
+		time.Sleep(time.Hour)
+	}
 }
 
-func run(ctx context.Context, log *slog.Logger) error {
+// deployLimit bounds one deploy, network up to reboot: the install
+// token's lifetime (the rollout's install timeout) is 45 minutes by
+// default, after which nothing the deploy environment sends is accepted.
+const deployLimit = 50 * time.Minute
+
+// runState is what a failure must undo: the install disk, once the
+// deploy started writing it.
+type runState struct{ disk string }
+
+// runSafely is run with a panic turned into an error: a panic of PID 1
+// would panic the kernel, report nothing and leave the disk as it is.
+func runSafely(ctx context.Context, log *slog.Logger) (err error) {
+	st := &runState{}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("deploy environment panic: %v", r)
+			if st.disk != "" {
+				err = wipeAfter(st.disk, err)
+			}
+		}
+	}()
+	return run(ctx, log, st)
+}
+
+func run(ctx context.Context, log *slog.Logger, st *runState) error {
 	if err := mountBasics(); err != nil {
 		return err
 	}
@@ -66,16 +98,18 @@ func run(ctx context.Context, log *slog.Logger) error {
 	} else {
 		mods.coldplug()
 	}
-	link, err := netUp(ctx, cmd, log)
+	link, err := netUp(ctx, cmd, mods, log)
 	if err != nil {
 		return err
 	}
 	log.Info("network up", "link", link, "address", cmd.IP)
 	c := &Client{Cmd: cmd, Log: log, HTTP: &http.Client{Timeout: 0, Transport: &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-		ResponseHeaderTimeout: 5 * time.Minute, // the server may be downloading the image first
+		DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		// The server may be downloading the image before it answers (its
+		// own bound is 30 minutes); the deploy's deadline bounds the rest.
+		ResponseHeaderTimeout: 30 * time.Minute,
 	}}}
-	err = deploy(ctx, c, mods, log)
+	err = deploy(ctx, c, mods, st, log)
 	if err != nil {
 		c.Progress(ctx, boot.PhaseFailed, 0, 0, err)
 	}
@@ -83,7 +117,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 }
 
 // deploy is the install proper, once the network is up.
-func deploy(ctx context.Context, c *Client, mods *modules, log *slog.Logger) error {
+func deploy(ctx context.Context, c *Client, mods *modules, st *runState, log *slog.Logger) error {
 	var raw []byte
 	// The first request may come before the link is really usable
 	// (carrier, the switch port): retry it for two minutes.
@@ -117,12 +151,12 @@ func deploy(ctx context.Context, c *Client, mods *modules, log *slog.Logger) err
 		}
 	}
 
-	disk, err := findDisk(ctx, cfg.Disk)
+	disk, err := findDisk(ctx, cfg.Disk, mods)
 	if err != nil {
 		return err
 	}
 	log.Info("writing the disk image", "disk", disk, "image", cfg.Image.URL, "format", cfg.Image.Format, "size", cfg.Image.Size)
-	written, err := writeDisk(ctx, c, disk, cfg.Image, log)
+	written, err := writeDisk(ctx, c, disk, cfg.Image, st, log)
 	if err != nil {
 		return err
 	}
@@ -172,15 +206,36 @@ func callback(ctx context.Context, c *Client, files Files) error {
 	if err != nil {
 		return err
 	}
-	if err := a.Installed(ctx, c.Cmd.Token); err != nil {
-		return fmt.Errorf("install callback: %w", scrub(err, c.Cmd.Token))
+	// Retried while the server cannot be reached or answers 5xx: the disk
+	// is good and wiping it for a server's restart would waste the
+	// install. A refusal after an attempt whose answer was lost means
+	// that attempt got through (the token is single use).
+	deadline := time.Now().Add(5 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		err := a.Installed(ctx, c.Cmd.Token)
+		if err == nil {
+			return nil
+		}
+		var se *agent.StatusError
+		permanent := errors.As(err, &se) && se.Permanent()
+		switch {
+		case permanent && attempt > 1 && se.Code == http.StatusForbidden:
+			c.Log.Warn("install callback refused as used: an earlier attempt whose answer was lost got through", "attempt", attempt)
+			return nil
+		case permanent || time.Now().After(deadline) || ctx.Err() != nil:
+			return fmt.Errorf("install callback: %w", scrub(err, c.Cmd.Token))
+		}
+		c.Log.Warn("install callback: retrying", "attempt", attempt, "err", scrub(err, c.Cmd.Token))
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt)*2*time.Second, 15*time.Second)):
+		}
 	}
-	return nil
 }
 
 // writeDisk streams the image onto the disk and flushes it. On any
 // failure after the first write the disk is wiped.
-func writeDisk(ctx context.Context, c *Client, disk string, img boot.DeployDiskImage, log *slog.Logger) (int64, error) {
+func writeDisk(ctx context.Context, c *Client, disk string, img boot.DeployDiskImage, st *runState, log *slog.Logger) (int64, error) {
 	src, err := c.Image(ctx, img)
 	if err != nil {
 		return 0, err
@@ -190,18 +245,49 @@ func writeDisk(ctx context.Context, c *Client, disk string, img boot.DeployDiskI
 	if err != nil {
 		return 0, fmt.Errorf("open the install disk: %w", err)
 	}
+	defer f.Close()
 	size, err := diskSize(f)
 	if err != nil {
-		f.Close()
 		return 0, fmt.Errorf("install disk %s: size: %w", disk, err)
 	}
-	progress := func(n int64) { c.Progress(ctx, boot.PhaseWriting, n, img.Size, nil) }
+	// The disk is unbootable from here until the image is verified: its
+	// old partition tables go first, and the image's first MiB (its own)
+	// is written last. A power cut in between leaves a disk that does not
+	// boot, never a half-written system that does.
+	st.disk = disk
+	if err := wipeFile(f, size); err != nil {
+		return 0, fmt.Errorf("install disk %s: %w", disk, err)
+	}
+	total := img.Size
+	if img.Format != schema.DiskRaw {
+		total = 0 // the declared size is the compressed file's
+	}
+	// Progress goes out in the background, one report at a time: a slow
+	// server never slows the write.
+	var reporting sync.WaitGroup
+	var busy atomic.Bool
+	progress := func(n int64) {
+		if busy.CompareAndSwap(false, true) {
+			reporting.Add(1)
+			go func() {
+				defer reporting.Done()
+				defer busy.Store(false)
+				c.Progress(ctx, boot.PhaseWriting, n, total, nil)
+			}()
+		}
+	}
 	start := time.Now()
-	written, err := WriteImage(ctx, f, src, img, size, progress, 2*time.Second)
+	hw := &HeadWriter{W: f}
+	written, err := WriteImage(ctx, hw, src, img, size, progress, 2*time.Second)
+	reporting.Wait()
 	if err == nil {
 		err = f.Sync()
 	}
-	f.Close()
+	if err == nil {
+		if err = hw.Commit(); err == nil {
+			err = f.Sync()
+		}
+	}
 	if err != nil {
 		return written, wipeAfter(disk, err)
 	}
@@ -229,13 +315,18 @@ func wipe(disk string) error {
 	if err != nil {
 		return err
 	}
+	return wipeFile(f, size)
+}
+
+// wipeFile zeroes a disk's first and last MiB and flushes them.
+func wipeFile(f *os.File, size int64) error {
 	zero := make([]byte, 1<<20)
 	for _, off := range []int64{0, size - int64(len(zero))} {
 		if off < 0 {
 			continue
 		}
 		if _, err := f.WriteAt(zero, off); err != nil {
-			return err
+			return fmt.Errorf("wipe: %w", err)
 		}
 	}
 	return f.Sync()
@@ -268,7 +359,7 @@ func mountBasics() error {
 // netUp configures the provisioning address on the NIC that netbooted
 // (anneal.bootif, else the site's anneal.mac), waiting up to a minute for
 // its driver.
-func netUp(ctx context.Context, cmd Cmdline, log *slog.Logger) (string, error) {
+func netUp(ctx context.Context, cmd Cmdline, mods *modules, log *slog.Logger) (string, error) {
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		_ = netlink.LinkSetUp(lo)
 	}
@@ -292,6 +383,9 @@ func netUp(ctx context.Context, cmd Cmdline, log *slog.Logger) (string, error) {
 			}
 		}
 		if link == nil {
+			if mods != nil {
+				mods.coldplug() // devices found late (USB NICs)
+			}
 			if time.Now().After(deadline) {
 				return "", fmt.Errorf("no network interface with MAC %s: its driver is not in the image's initrd", strings.Trim(strings.Join(want, " or "), " or"))
 			}
@@ -325,9 +419,12 @@ func netUp(ctx context.Context, cmd Cmdline, log *slog.Logger) (string, error) {
 
 // findDisk waits up to a minute for the install disk: the named one, or
 // the first whole, non-removable disk by name.
-func findDisk(ctx context.Context, name string) (string, error) {
+func findDisk(ctx context.Context, name string, mods *modules) (string, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
+		if mods != nil {
+			mods.coldplug() // disks behind a controller are found after it loads (sd_mod)
+		}
 		if name != "" {
 			if _, err := os.Stat("/sys/block/" + name); err == nil {
 				return "/dev/" + name, nil
