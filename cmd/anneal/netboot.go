@@ -91,6 +91,9 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 		httpClient = lab.RedirectClient(e.Redfish)
 	}
 	exe, _ := os.Executable()
+	if err := boot.CheckDeployBinary(exe, ""); err != nil {
+		log.Warn("installer image cannot netboot from this daemon: its binary is the deploy environment's /init", "err", err)
+	}
 	artifacts := f.artifacts
 	switch artifacts {
 	case "none":

@@ -220,7 +220,7 @@ func (s *Server) handleDeployInitrd(w http.ResponseWriter, r *http.Request) {
 	f, size, err := openStatic(s.AgentBinary)
 	if err != nil {
 		s.log().Error("boot: deploy initramfs", "err", err)
-		http.Error(w, "no deploy initramfs: "+err.Error(), http.StatusServiceUnavailable)
+		http.Error(w, "no deploy initramfs", http.StatusServiceUnavailable)
 		return
 	}
 	defer f.Close()
@@ -267,6 +267,29 @@ func deployInitrdSize(size int64) int64 {
 		n += entry(d, 0)
 	}
 	return n + entry("init", size) + entry("TRAILER!!!", 0)
+}
+
+// CheckDeployBinary checks that the binary at path can be the deploy
+// environment's /init on nodes of arch ("amd64", "arm64"; "" skips the
+// check): a statically linked ELF executable for that machine.
+func CheckDeployBinary(path, arch string) error {
+	if path == "" {
+		return errors.New("no agent binary to build the deploy initramfs from")
+	}
+	f, _, err := openStatic(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return fmt.Errorf("agent binary %s: %w", path, err)
+	}
+	want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[arch]
+	if arch != "" && ef.Machine != want {
+		return fmt.Errorf("agent binary %s is for %s, the image's nodes are %s: run the daemon built for their architecture", path, ef.Machine, arch)
+	}
+	return nil
 }
 
 // openStatic opens a statically linked ELF executable: the deploy

@@ -251,8 +251,11 @@ func TestDeployInitrdRoute(t *testing.T) {
 		return
 	}
 	h := newFixture(t, func(f *fixture) { f.srv.AgentBinary = dyn })
-	if status, body := h.get(DeployInitrdPath); status != http.StatusServiceUnavailable || !strings.Contains(body, "dynamically linked") {
-		t.Errorf("dynamic binary: %d %q, want 503", status, body)
+	if status, body := h.get(DeployInitrdPath); status != http.StatusServiceUnavailable || strings.Contains(body, dyn) {
+		t.Errorf("dynamic binary: %d %q, want 503 without the server's path", status, body)
+	}
+	if err := CheckDeployBinary(dyn, "amd64"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("CheckDeployBinary(dynamic) = %v, want a dynamically linked error", err)
 	}
 }
 

@@ -300,6 +300,15 @@ func (s *Server) handleIPXE(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node store unavailable", http.StatusInternalServerError)
 		return
 	}
+	if img := site.Image(nd.Image); img != nil && img.Installer == schema.InstallerImage {
+		// The deploy environment is this server's binary: refuse here,
+		// where the operator sees it, not in a kernel panic on the node.
+		if err := CheckDeployBinary(s.AgentBinary, img.Arch); err != nil {
+			s.log().Error("boot: no deploy environment for installer image, not booting", "node", nd.Name, "err", err)
+			http.Error(w, "no deploy environment", http.StatusServiceUnavailable)
+			return
+		}
+	}
 	token := MintInstallToken(s.Key, nd.Name, rec.Target, rec.Nonce, rec.TokenExpires)
 	rd, err := s.render(site, nd, token)
 	if err != nil {
