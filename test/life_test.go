@@ -45,6 +45,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,7 +58,6 @@ import (
 const (
 	lifeServerIP = "10.20.0.2"
 	lifeNodeMAC  = "52:54:00:20:00:21"
-	lifeAPIIP    = "10.21.0.2" // serve's API, on a veth pair to the test
 	lifeMirror   = "127.0.0.1:8081"
 	lifeIPMIPort = 9623
 	// lifeInstallLimit bounds one rebuild, power on to verified, under TCG.
@@ -104,20 +104,11 @@ func lifeRequire(t *testing.T) lifeTools {
 func TestLife(t *testing.T) {
 	tl := lifeRequire(t)
 	t.Parallel()
-	dir := t.TempDir()
-	mirror := filepath.Join(dir, "mirror")
-	must(t, os.MkdirAll(mirror, 0o755))
-
-	// The daemon's binary is the deploy environment's /init: static.
-	bin := filepath.Join(dir, "anneal")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/anneal")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build a static anneal: %v\n%s", err, out)
-	}
+	env := newLifeEnv(t, 0, 768)
 
 	// Artifacts: kernel, the deploy environment's module initramfs, two
 	// disk images.
+	mirror, dir := env.mirror, env.dir
 	copyFile(t, tl.kernel, filepath.Join(mirror, "vmlinuz"))
 	mods := lifeModuleFiles(t, tl.release)
 	writeCpio(t, filepath.Join(mirror, "modules.cpio"), mods, nil)
@@ -128,50 +119,9 @@ func TestLife(t *testing.T) {
 	}
 	compressZstd(t, filepath.Join(mirror, "life-2.raw"), filepath.Join(mirror, "life-2.raw.zst"))
 
-	// The site repository.
-	site := filepath.Join(dir, "site")
-	must(t, os.MkdirAll(site, 0o755))
-	must(t, os.WriteFile(filepath.Join(site, "site.yaml"), []byte(lifeSite(t, mirror, tl.release)), 0o644))
-	must(t, os.WriteFile(filepath.Join(site, "node.yaml"), []byte(lifeNode("life-1")), 0o644))
-	lifeGit(t, site, "init", "-q", "-b", "main")
-	lifeGit(t, site, "add", ".")
-	lifeGit(t, site, "commit", "-q", "-m", "vm1 on image 1")
-
-	ns := lifeNetns(t)
-	inNS := func(args ...string) *exec.Cmd {
-		return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	}
-
-	httpd := inNS("busybox", "httpd", "-f", "-p", lifeMirror, "-h", mirror)
-	startProc(t, httpd, filepath.Join(dir, "httpd.log"))
-	// The same files on the provisioning network, for the VM's dd.
-	startProc(t, inNS("busybox", "httpd", "-f", "-p", lifeServerIP+":8082", "-h", mirror), filepath.Join(dir, "httpd-prov.log"))
-
-	bmc := filepath.Join(dir, "bmc")
-	lifeBMC(t, bmc, filepath.Join(dir, "disk.raw"), inNS)
-
-	grants := filepath.Join(dir, "grants.yaml")
-	must(t, os.WriteFile(grants, []byte("secrets:\n  bmc-password:\n    from: env:LIFE_BMC_PASSWORD\n    bmc: [127.0.0.1/32]\n"), 0o644))
-	tftp := filepath.Join(dir, "tftp")
-	must(t, os.MkdirAll(tftp, 0o755))
-	if b, err := os.ReadFile("/usr/lib/ipxe/undionly.kpxe"); err == nil {
-		must(t, os.WriteFile(filepath.Join(tftp, "undionly.kpxe"), b, 0o644))
-	}
-	serve := inNS(bin, "serve", "--repo", site, "--interval", "1s", "--state", filepath.Join(dir, "state", "anneal.db"),
-		"--listen", lifeAPIIP+":9000", "--netboot-listen", lifeServerIP+":8080",
-		"--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "tap0", "--dhcp-server-ip", lifeServerIP,
-		"--tftp-listen", lifeServerIP+":69", "--tftp-root", tftp)
-	serve.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ANNEAL_SECRETS=" + grants, "LIFE_BMC_PASSWORD=secret"}
-	serveLog := filepath.Join(dir, "serve.log")
-	startProc(t, serve, serveLog)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("serve log (tail):\n%s", tail(readFile(serveLog), 120))
-			t.Logf("VM console (tail, the agent's reports left out):\n%s", tail(dropLines(cleanConsole(readFile(filepath.Join(bmc, "console.log"))), "msg=report"), 150))
-			t.Logf("BMC chassis commands:\n%s", readFile(filepath.Join(bmc, "commands.log")))
-		}
-	})
-	api := "http://" + lifeAPIIP + ":9000"
+	site := env.site(t, lifeSite(t, mirror, tl.release), lifeNode("life-1", "eth0"))
+	env.serve(t, site)
+	api, bmc, serveLog := env.api, env.bmc, env.serveLog
 
 	// 1. First converge: image 1 installed and verified.
 	start := time.Now()
@@ -180,7 +130,7 @@ func TestLife(t *testing.T) {
 	lifePhases(t, serveLog, start)
 
 	// 2. A commit moves the node to image 2 (zstd): rebuilt.
-	must(t, os.WriteFile(filepath.Join(site, "node.yaml"), []byte(lifeNode("life-2")), 0o644))
+	must(t, os.WriteFile(filepath.Join(site, "node.yaml"), []byte(lifeNode("life-2", "eth0")), 0o644))
 	lifeGit(t, site, "commit", "-q", "-am", "vm1 on image 2")
 	start = time.Now()
 	v2 := lifeWaitVerified(t, api, v1, start)
@@ -232,6 +182,92 @@ func lifeWriteRates(t *testing.T, consolePath, image string) {
 		}
 		time.Sleep(time.Second) // the console is a file QEMU appends to
 	}
+}
+
+// lifeEnv is one test's network namespace with a mirror (127.0.0.1:8081,
+// and lifeServerIP:8082 on the provisioning network), a BMC driving a QEMU
+// VM, and anneal serve (once started).
+type lifeEnv struct {
+	dir, ns, mirror, bmc string
+	api, serveLog        string
+	apiIP                string
+	bin                  string
+}
+
+// lifeStatic is anneal built without cgo: the daemon's binary is the
+// deploy environment's /init. Built once per test binary, beside annealBin.
+var lifeStatic = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(filepath.Dir(annealBin), "anneal-static")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/anneal")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build a static anneal: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// newLifeEnv makes the namespace (index idx keeps tests apart), the
+// mirrors and the BMC of a VM with memMiB of memory.
+func newLifeEnv(t *testing.T, idx, memMiB int) *lifeEnv {
+	t.Helper()
+	bin, err := lifeStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &lifeEnv{dir: t.TempDir(), bin: bin}
+	e.mirror, e.bmc = filepath.Join(e.dir, "mirror"), filepath.Join(e.dir, "bmc")
+	must(t, os.MkdirAll(e.mirror, 0o755))
+	e.ns, e.apiIP = lifeNetns(t, idx)
+	startProc(t, e.inNS("busybox", "httpd", "-f", "-p", lifeMirror, "-h", e.mirror), filepath.Join(e.dir, "httpd.log"))
+	// The same files on the provisioning network, for the VM.
+	startProc(t, e.inNS("busybox", "httpd", "-f", "-vv", "-p", lifeServerIP+":8082", "-h", e.mirror), filepath.Join(e.dir, "httpd-prov.log"))
+	lifeBMC(t, e.bmc, filepath.Join(e.dir, "disk.raw"), memMiB, e.inNS)
+	return e
+}
+
+func (e *lifeEnv) inNS(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", e.ns}, args...)...)
+}
+
+// site makes the site's git repository: site.yaml and node.yaml.
+func (e *lifeEnv) site(t *testing.T, siteYAML, nodeYAML string) string {
+	t.Helper()
+	site := filepath.Join(e.dir, "site")
+	must(t, os.MkdirAll(site, 0o755))
+	must(t, os.WriteFile(filepath.Join(site, "site.yaml"), []byte(siteYAML), 0o644))
+	must(t, os.WriteFile(filepath.Join(site, "node.yaml"), []byte(nodeYAML), 0o644))
+	lifeGit(t, site, "init", "-q", "-b", "main")
+	lifeGit(t, site, "add", ".")
+	lifeGit(t, site, "commit", "-q", "-m", "the site")
+	return site
+}
+
+// serve starts anneal serve in the namespace, following site, with its
+// DHCP, TFTP and netboot servers on tap0.
+func (e *lifeEnv) serve(t *testing.T, site string) {
+	t.Helper()
+	grants := filepath.Join(e.dir, "grants.yaml")
+	must(t, os.WriteFile(grants, []byte("secrets:\n  bmc-password:\n    from: env:LIFE_BMC_PASSWORD\n    bmc: [127.0.0.1/32]\n"), 0o644))
+	tftp := filepath.Join(e.dir, "tftp")
+	must(t, os.MkdirAll(tftp, 0o755))
+	if b, err := os.ReadFile("/usr/lib/ipxe/undionly.kpxe"); err == nil {
+		must(t, os.WriteFile(filepath.Join(tftp, "undionly.kpxe"), b, 0o644))
+	}
+	serve := e.inNS(e.bin, "serve", "--repo", site, "--interval", "1s", "--state", filepath.Join(e.dir, "state", "anneal.db"),
+		"--listen", e.apiIP+":9000", "--netboot-listen", lifeServerIP+":8080",
+		"--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "tap0", "--dhcp-server-ip", lifeServerIP,
+		"--tftp-listen", lifeServerIP+":69", "--tftp-root", tftp)
+	serve.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.dir, "ANNEAL_SECRETS=" + grants, "LIFE_BMC_PASSWORD=secret"}
+	e.serveLog = filepath.Join(e.dir, "serve.log")
+	startProc(t, serve, e.serveLog)
+	e.api = "http://" + e.apiIP + ":9000"
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve log (tail):\n%s", tail(readFile(e.serveLog), 120))
+			t.Logf("VM console (tail, the agent's reports left out):\n%s", tail(dropLines(cleanConsole(readFile(filepath.Join(e.bmc, "console.log"))), "msg=report"), 150))
+			t.Logf("BMC chassis commands:\n%s", readFile(filepath.Join(e.bmc, "commands.log")))
+		}
+	})
 }
 
 // lifeWaitVerified waits until the node is verified on a build other than
@@ -338,6 +374,12 @@ kernelArgs: [console=ttyS0, panic=10]
 disk: {%[4]s, format: %[5]s}
 `, v, art("vmlinuz"), art("modules.cpio"), disk, format)
 	}
+	return lifeSiteBase(release) + image("1", art("life-1.raw"), "raw") + image("2", art("life-2.raw.zst"), "raw.zst")
+}
+
+// lifeSiteBase is the site without its images: one region, rack and
+// network, the VM's hardware profile, a patch set pinning release.
+func lifeSiteBase(release string) string {
 	return fmt.Sprintf(`apiVersion: anneal.dev/v1alpha1
 kind: Site
 name: life
@@ -371,10 +413,10 @@ apiVersion: anneal.dev/v1alpha1
 kind: PatchSet
 name: kernel
 kernel: %q
-%s%s`, release, image("1", art("life-1.raw"), "raw"), image("2", art("life-2.raw.zst"), "raw.zst"))
+`, release)
 }
 
-func lifeNode(image string) string {
+func lifeNode(image, nic string) string {
 	return fmt.Sprintf(`apiVersion: anneal.dev/v1alpha1
 kind: Node
 name: vm1
@@ -382,18 +424,18 @@ region: r1
 rack: k1
 hardwareProfile: qemu-vm
 hostIndex: 21
-image: %s
+image: %[1]s
 patchSet: kernel
 bmc:
   address: 127.0.0.1
-  port: %d
+  port: %[2]d
   username: admin
   password: secret:bmc-password
 interfaces:
-  - {nic: eth0, mac: %q}
+  - {nic: %[4]s, mac: %[3]q}
 networks:
-  - {network: provisioning, interface: eth0}
-`, image, lifeIPMIPort, lifeNodeMAC)
+  - {network: provisioning, interface: %[4]s}
+`, image, lifeIPMIPort, lifeNodeMAC, nic)
 }
 
 // cpioFile is one entry of an archive the test writes.
@@ -633,11 +675,13 @@ func compressZstd(t *testing.T, src, dst string) {
 }
 
 // lifeNetns makes the namespace: tap0 (the provisioning network, the
-// servers at .2) and a veth pair to the test for serve's API.
-func lifeNetns(t *testing.T) string {
+// servers at .2) and a veth pair to the test for serve's API; it returns
+// the namespace and the API's address in it.
+func lifeNetns(t *testing.T, idx int) (string, string) {
 	t.Helper()
-	suffix := fmt.Sprintf("%d", os.Getpid()%100000)
+	suffix := fmt.Sprintf("%d%d", os.Getpid()%10000, idx)
 	ns, host, peer := "anneal-life-"+suffix, "alh"+suffix, "aln"+suffix
+	hostIP, nsIP := fmt.Sprintf("10.21.%d.1", idx), fmt.Sprintf("10.21.%d.2", idx)
 	runQuiet(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "link", "del", host).Run()
@@ -649,14 +693,14 @@ func lifeNetns(t *testing.T) string {
 		{"ip", "-n", ns, "addr", "add", lifeServerIP + "/24", "dev", "tap0"},
 		{"ip", "-n", ns, "link", "set", "tap0", "up"},
 		{"ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns},
-		{"ip", "addr", "add", "10.21.0.1/30", "dev", host},
+		{"ip", "addr", "add", hostIP + "/30", "dev", host},
 		{"ip", "link", "set", host, "up"},
-		{"ip", "-n", ns, "addr", "add", lifeAPIIP + "/30", "dev", peer},
+		{"ip", "-n", ns, "addr", "add", nsIP + "/30", "dev", peer},
 		{"ip", "-n", ns, "link", "set", peer, "up"},
 	} {
 		runQuiet(t, c...)
 	}
-	return ns
+	return ns, nsIP
 }
 
 // lifeChassis is ipmi_sim's chassis control for a QEMU VM: power on
@@ -670,7 +714,7 @@ start() {
   boot="order=c"
   if [ "$(cat "$d/boot")" = pxe ]; then boot="once=n,order=c"; echo default > "$d/boot"; fi
   echo "=== anneal-life: power on, boot $boot, $(date +%%s)" >> "$d/console.log"
-  qemu-system-x86_64 -accel tcg -m 768 -display none -daemonize -pidfile "$d/qemu.pid" \
+  qemu-system-x86_64 -accel tcg -m %[4]d -display none -daemonize -pidfile "$d/qemu.pid" \
     -chardev file,id=ser,path="$d/console.log",append=on -serial chardev:ser \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,mac=%[2]s \
     -drive file=%[3]q,format=raw,if=virtio -drive file="$d/scratch.raw",format=raw,if=virtio \
@@ -709,7 +753,7 @@ exit 1
 
 // lifeBMC starts ipmi_sim in the namespace, the VM's disk empty and the
 // VM off.
-func lifeBMC(t *testing.T, dir, disk string, inNS func(...string) *exec.Cmd) {
+func lifeBMC(t *testing.T, dir, disk string, memMiB int, inNS func(...string) *exec.Cmd) {
 	t.Helper()
 	must(t, os.MkdirAll(filepath.Join(dir, "state"), 0o755))
 	f, err := os.Create(disk)
@@ -722,7 +766,7 @@ func lifeBMC(t *testing.T, dir, disk string, inNS func(...string) *exec.Cmd) {
 	must(t, f.Close())
 	for name, content := range map[string]string{"boot": "default\n", "commands.log": "", "console.log": "",
 		"bmc.emu":    "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
-		"chassis.sh": fmt.Sprintf(lifeChassis, dir, lifeNodeMAC, disk),
+		"chassis.sh": fmt.Sprintf(lifeChassis, dir, lifeNodeMAC, disk, memMiB),
 		"lan.conf": fmt.Sprintf(`name "vm1"
 set_working_mc 0x20
   startlan 1
@@ -852,3 +896,61 @@ func tail(s string, n int) string {
 var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>c]|\r`)
 
 func cleanConsole(s string) string { return ansi.ReplaceAllString(s, "") }
+
+// diImages is where Debian's netboot installer is (package
+// debian-installer-12-netboot-amd64).
+const diImages = "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64"
+
+// TestDebianInstaller: the real Debian installer (d-i) netboots through
+// anneal serve, as TestLife's VM does, with anneal's preseed, and gets as
+// far as offline allows without a prompt: it configures the preseed's
+// static network and asks the image's mirror (a mirror on the
+// provisioning network with no archive) for the suite's Release file. A
+// question left unanswered before that step would stop it, and the
+// mirror would never be asked.
+func TestDebianInstaller(t *testing.T) {
+	lifeRequire(t)
+	if _, err := os.Stat(filepath.Join(diImages, "initrd.gz")); err != nil {
+		servers.Unavailable(t, "TestDebianInstaller needs d-i's netboot images: .ci/run installs debian-installer-12-netboot-amd64")
+	}
+	t.Parallel()
+	// d-i asks about its low memory mode below about 1 GiB.
+	env := newLifeEnv(t, 1, 2048)
+	copyFile(t, filepath.Join(diImages, "linux"), filepath.Join(env.mirror, "di-linux"))
+	copyFile(t, filepath.Join(diImages, "initrd.gz"), filepath.Join(env.mirror, "di-initrd.gz"))
+	must(t, os.MkdirAll(filepath.Join(env.mirror, "debian"), 0o755))
+	art := func(name string) string {
+		sum := sha256.Sum256(mustRead(t, filepath.Join(env.mirror, name)))
+		return fmt.Sprintf(`{url: "http://%s/%s", sha256: "%s"}`, lifeMirror, name, hex.EncodeToString(sum[:]))
+	}
+	// The NIC as d-i names it: virtio-net in QEMU's PCI slot 3.
+	site := env.site(t, strings.Replace(lifeSiteBase("6.1.0-0-amd64"), "  - {name: eth0,", "  - {name: ens3,", 1)+fmt.Sprintf(`---
+apiVersion: anneal.dev/v1alpha1
+kind: Image
+name: debian-12
+version: "12"
+arch: amd64
+installer: preseed
+kernel: %s
+initrd: %s
+kernelArgs: [console=ttyS0]
+mirror: http://%s:8082/debian
+`, art("di-linux"), art("di-initrd.gz"), lifeServerIP), lifeNode("debian-12", "ens3"))
+	env.serve(t, site)
+
+	start := time.Now()
+	release := regexp.MustCompile(`url:/debian/dists/[a-z]+/Release`)
+	const diLimit = 10 * time.Minute // 4 minutes here under TCG with the machine loaded
+	deadline := start.Add(diLimit)
+	for !release.MatchString(readFile(filepath.Join(env.dir, "httpd-prov.log"))) {
+		if time.Now().After(deadline) {
+			t.Fatalf("d-i did not ask the mirror for the suite's Release within %s: it stopped at a question (console above)", diLimit)
+		}
+		time.Sleep(time.Second) // the mirror's log is a file busybox httpd appends to
+	}
+	t.Logf("d-i reached the mirror step with no prompt %s after the start", time.Since(start).Round(time.Second))
+	lifePhases(t, env.serveLog, start)
+	if got := readFile(env.serveLog); !strings.Contains(got, `file=preseed.cfg`) {
+		t.Errorf("the preseed was not served (serve log):\n%s", tail(got, 40))
+	}
+}

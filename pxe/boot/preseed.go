@@ -43,6 +43,9 @@ func renderPreseed(in *install) (map[string]string, error) {
 	if gw := in.provisioningGateway(); gw != "" {
 		d("netcfg/get_gateway string %s", gw)
 	} else {
+		// Both, as the installation guide's example gives them: an empty
+		// gateway, and no default route without asking.
+		d("netcfg/get_gateway string ")
 		d("netcfg/no_default_route boolean true")
 	}
 	// Answered even when empty: an unanswered question stops the install.

@@ -53,6 +53,17 @@ func renderScript(in *install) (string, error) {
 		if d := in.provisioningDevice(); d != nil && d.kind == devEther {
 			args = append(args, "interface="+d.name)
 		}
+		// d-i configures the network by DHCP before it has the preseed: on
+		// a provisioning network without a gateway it would ask whether
+		// to go on without a default route.
+		if in.provisioningGateway() == "" {
+			args = append(args, "netcfg/no_default_route=true")
+		}
+		// Likewise it asks for name servers when the lease names none
+		// (the site's networks declare no resolvers).
+		if len(in.net.resolvers) == 0 {
+			args = append(args, "netcfg/get_nameservers=")
+		}
 		args = append(args, "url="+cfg+FilePreseed)
 	case schema.InstallerImage:
 		da, err := deployArgs(in)
