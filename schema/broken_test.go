@@ -55,6 +55,7 @@ var brokenTable = []brokenSite{
 	{dir: "unknown-image", code: "unknown-image", file: "nodes/east-e2.yaml", line: 159, column: 8, object: "Node/e2n05", path: "image", msg: `image "rocky-8" is not declared; did you mean "rocky-9"?`},
 	{dir: "image-without-disk", code: "missing-disk-image", file: "images/ubuntu-22.04.yaml", line: 36, column: 1, object: "Image/debian-12-disk", path: "disk", msg: `installer "image" writes a whole-disk image`},
 	{dir: "disk-bad-format", code: "schema", file: "images/ubuntu-22.04.yaml", line: 51, column: 11, object: "Image/debian-12-disk", path: "disk.format", msg: `"raw.xz" is not one of "raw", "raw.gz", "raw.zst"`},
+	{dir: "reserved-kernel-arg", code: "reserved-kernel-arg", file: "images/ubuntu-22.04.yaml", line: 19, column: 5, object: "Image/ubuntu-22.04", path: "kernelArgs[2]", msg: `anneal.* arguments are anneal's own`},
 	{dir: "unknown-default-image", code: "unknown-image", file: "site.yaml", line: 15, column: 10, object: "Site/lab1", path: "defaults.image", msg: `image "ubuntu-24.04" is not declared`},
 	{dir: "no-image", code: "no-image", file: "nodes/east-e1.yaml", line: 2, column: 1, object: "Node/e1n01", msg: "node has no image and the Site has no defaults.image"},
 	{dir: "unknown-patch-set", code: "unknown-patch-set", file: "nodes/east-e1.yaml", line: 92, column: 11, object: "Node/e1n03", path: "patchSet", msg: `patch set "2026-12" is not declared; did you mean "2026-10"?`},

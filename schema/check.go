@@ -168,6 +168,15 @@ func (c *checker) images() {
 		case img.Installer != InstallerImage && img.Disk != nil:
 			c.errorf(&img.Meta, fieldPath{"disk"}, "unused-disk-image", "disk is only written by installer \"image\"; installer %q would ignore it", string(img.Installer))
 		}
+		for i, a := range img.KernelArgs {
+			key, _, _ := strings.Cut(a, "=")
+			switch {
+			case strings.HasPrefix(key, "anneal."):
+				c.errorf(&img.Meta, fieldPath{"kernelArgs", i}, "reserved-kernel-arg", "kernel argument %q: anneal.* arguments are anneal's own (node, build, token, addresses): an image cannot set them", a)
+			case img.Installer == InstallerImage && (key == "init" || key == "rdinit"):
+				c.errorf(&img.Meta, fieldPath{"kernelArgs", i}, "reserved-kernel-arg", "kernel argument %q: installer \"image\" boots anneal's deploy environment as /init; another init would never write the disk", a)
+			}
+		}
 	}
 }
 
