@@ -60,9 +60,13 @@ func Main(log *slog.Logger) {
 // default, after which nothing the deploy environment sends is accepted.
 const deployLimit = 50 * time.Minute
 
-// runState is what a failure must undo: the install disk, once the
+// runState is what a failure must report and undo: the client to the
+// netboot server once the network is up, the install disk once the
 // deploy started writing it.
-type runState struct{ disk string }
+type runState struct {
+	client *Client
+	disk   string
+}
 
 // runSafely is run with a panic turned into an error: a panic of PID 1
 // would panic the kernel, report nothing and leave the disk as it is.
@@ -73,6 +77,9 @@ func runSafely(ctx context.Context, log *slog.Logger) (err error) {
 			err = fmt.Errorf("deploy environment panic: %v", r)
 			if st.disk != "" {
 				err = wipeAfter(st.disk, err)
+			}
+			if st.client != nil {
+				st.client.Progress(context.WithoutCancel(ctx), boot.PhaseFailed, 0, 0, err)
 			}
 		}
 	}()
@@ -109,9 +116,11 @@ func run(ctx context.Context, log *slog.Logger, st *runState) error {
 		// own bound is 30 minutes); the deploy's deadline bounds the rest.
 		ResponseHeaderTimeout: 30 * time.Minute,
 	}}}
+	st.client = c
 	err = deploy(ctx, c, mods, st, log)
 	if err != nil {
-		c.Progress(ctx, boot.PhaseFailed, 0, 0, err)
+		// Reported even when the deploy's deadline ended it.
+		c.Progress(context.WithoutCancel(ctx), boot.PhaseFailed, 0, 0, err)
 	}
 	return err
 }
