@@ -4,7 +4,9 @@
 // /api/v1/nodes/{node}/installed), the agent's periodic facts (POST
 // /api/v1/nodes/{node}/facts), the anneal binary for installers (GET
 // /agent/anneal) and the MACs that netbooted without being in the site (GET
-// /api/v1/discovered).
+// /api/v1/discovered); for the image installer, anneal's deploy initramfs
+// (GET /deploy/anneal.cpio) and its progress reports (POST
+// /api/v1/nodes/{node}/progress), deploy.go.
 //
 // A node installs only when the rebuild engine armed it: its record in the
 // node.Store is provisioning, holds a nonce that has not expired, and
