@@ -113,7 +113,7 @@ func TestLife(t *testing.T) {
 	mods := lifeModuleFiles(t, tl.release)
 	writeCpio(t, filepath.Join(mirror, "modules.cpio"), mods, nil)
 	bootInitrd := filepath.Join(dir, "boot-initrd.cpio.gz")
-	lifeBootInitrd(t, bootInitrd, mods, tl.release)
+	lifeBootInitrd(t, bootInitrd, mods)
 	for _, v := range []string{"1", "2"} {
 		lifeDiskImage(t, dir, v, tl, bootInitrd, filepath.Join(mirror, "life-"+v+".raw"))
 	}
@@ -511,7 +511,7 @@ func busyboxFiles(t *testing.T) []cpioFile {
 
 // lifeBootInitrd is the installed system's initramfs: it loads the
 // modules, mounts the root partition and switches to it.
-func lifeBootInitrd(t *testing.T, path string, mods []cpioFile, release string) {
+func lifeBootInitrd(t *testing.T, path string, mods []cpioFile) {
 	t.Helper()
 	init := `#!/bin/sh
 mount -t proc proc /proc
@@ -528,7 +528,6 @@ exec switch_root /root /sbin/init
 	files := append(busyboxFiles(t), mods...)
 	files = append(files, cpioFile{name: "init", mode: cpio.TypeReg | 0o755, data: []byte(init)})
 	writeCpio(t, path, files, []string{"dev", "proc", "sys", "root"})
-	_ = release
 }
 
 // lifeDiskImage builds image v: partition 1 ext4 (the root), partition 2
@@ -682,7 +681,7 @@ func lifeNetns(t *testing.T, idx int) (string, string) {
 	suffix := fmt.Sprintf("%d%d", os.Getpid()%10000, idx)
 	ns, host, peer := "anneal-life-"+suffix, "alh"+suffix, "aln"+suffix
 	hostIP, nsIP := fmt.Sprintf("10.21.%d.1", idx), fmt.Sprintf("10.21.%d.2", idx)
-	runQuiet(t, "ip", "netns", "add", ns)
+	run(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "link", "del", host).Run()
 		_ = exec.Command("ip", "netns", "del", ns).Run()
@@ -698,7 +697,7 @@ func lifeNetns(t *testing.T, idx int) (string, string) {
 		{"ip", "-n", ns, "addr", "add", nsIP + "/30", "dev", peer},
 		{"ip", "-n", ns, "link", "set", peer, "up"},
 	} {
-		runQuiet(t, c...)
+		run(t, c...)
 	}
 	return ns, nsIP
 }
@@ -765,22 +764,9 @@ func lifeBMC(t *testing.T, dir, disk string, memMiB int, inNS func(...string) *e
 	must(t, f.Truncate(256<<20))
 	must(t, f.Close())
 	for name, content := range map[string]string{"boot": "default\n", "commands.log": "", "console.log": "",
-		"bmc.emu":    "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+		"bmc.emu":    servers.BMCEmu,
 		"chassis.sh": fmt.Sprintf(lifeChassis, dir, lifeNodeMAC, disk, memMiB),
-		"lan.conf": fmt.Sprintf(`name "vm1"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcd21
-  endlan
-  chassis_control %q
-  user 2 true "admin" "secret" admin 10 none md2 md5 straight
-`, lifeIPMIPort, filepath.Join(dir, "chassis.sh"))} {
+		"lan.conf":   servers.LanConf(lifeIPMIPort, filepath.Join(dir, "chassis.sh"), "admin", "secret")} {
 		must(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o755))
 	}
 	startProc(t, inNS("ipmi_sim", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "bmc.emu"), "-s", filepath.Join(dir, "state"), "-n"), filepath.Join(dir, "ipmi_sim.log"))
@@ -848,8 +834,6 @@ func run(t *testing.T, args ...string) {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
-
-func runQuiet(t *testing.T, args ...string) { t.Helper(); run(t, args...) }
 
 func must(t *testing.T, err error) {
 	t.Helper()

@@ -50,6 +50,13 @@ fi
 exit 1
 `
 
+// BMCEmu is ipmi_sim's emulator commands for one BMC (bmc.emu).
+const BMCEmu = `mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 1000 0x0a
+mc_enable 0x20
+`
+
 // IPMISimOptions configure an IPMI simulator for a test.
 type IPMISimOptions struct {
 	// Username and Password of the simulator's one admin user (default
@@ -109,11 +116,7 @@ func StartIPMISim(t testing.TB, opts IPMISimOptions) *IPMISim {
 		filepath.Join(s.stateDir, "power"):        power + "\n",
 		filepath.Join(s.stateDir, "boot"):         "default\n",
 		filepath.Join(s.stateDir, "commands.log"): "",
-		filepath.Join(s.Dir, "bmc.emu"): `mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-mc_enable 0x20
-`,
+		filepath.Join(s.Dir, "bmc.emu"):           BMCEmu,
 	}
 	if err := os.MkdirAll(filepath.Join(s.Dir, "state"), 0o755); err != nil {
 		t.Fatalf("servers.StartIPMISim: %v", err)
@@ -161,6 +164,13 @@ mc_enable 0x20
 func (s *IPMISim) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
 func (s *IPMISim) lanConf(script string) string {
+	return LanConf(s.Port, script, s.Username, s.Password)
+}
+
+// LanConf is ipmi_sim's lan.conf: one BMC serving IPMI v2 on
+// 127.0.0.1:port, its power driven by the chassis control script, one
+// admin user.
+func LanConf(port int, script, username, password string) string {
 	return fmt.Sprintf(`name "bmc0"
 set_working_mc 0x20
   startlan 1
@@ -174,7 +184,7 @@ set_working_mc 0x20
   endlan
   chassis_control %q
   user 2 true %q %q admin 10 none md2 md5 straight
-`, s.Port, script, s.Username, s.Password)
+`, port, script, username, password)
 }
 
 // start runs ipmi_sim and waits until ipmitool reads the power status.
