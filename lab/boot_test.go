@@ -263,8 +263,10 @@ func TestNetbootRetries(t *testing.T) {
 	n := f.Node("e1n04")
 	waitNode(t, n, "installing", func(s NodeStatus) bool { return s.Phase == PhaseInstalling })
 	boot.setFailing("e1n04", 2) // the install files and the callback
-	s := waitNode(t, n, "called back", func(s NodeStatus) bool { return s.Callbacks == 1 })
-	if s.Phase != PhaseRunning || s.LastError != "" || s.Boots != 1 {
+	// The callback is counted before the node reboots into its disk: wait
+	// for both.
+	s := waitNode(t, n, "called back and running", func(s NodeStatus) bool { return s.Callbacks == 1 && s.Phase == PhaseRunning })
+	if s.LastError != "" || s.Boots != 1 {
 		t.Fatalf("after retries: %+v", s)
 	}
 	if scripts, files, cbs, _ := boot.snapshot("e1n04"); scripts != 1 || len(files) != 3 || len(cbs) != 1 {
