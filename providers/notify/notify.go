@@ -163,13 +163,18 @@ func (n *Notifier) Start(ctx context.Context, rec *events.Recorder) error {
 	if err != nil {
 		return fmt.Errorf("notify: subscribe: %w", err)
 	}
+	n.startSinks(ctx)
+	n.wg.Go(func() { n.follow(ctx, rec, filter, ch) })
+	return nil
+}
+
+// startSinks starts one goroutine per sink.
+func (n *Notifier) startSinks(ctx context.Context) {
 	n.started = true
 	for _, s := range n.sinks {
 		s.max = n.queue
 		n.wg.Go(func() { n.work(ctx, s) })
 	}
-	n.wg.Go(func() { n.follow(ctx, rec, filter, ch) })
-	return nil
 }
 
 // Wait waits for the goroutines Start started to stop.
