@@ -16,6 +16,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/source"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -70,6 +71,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 	tlsCert := c.Flags().String("tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain) file, read again when it changes")
 	tlsKey := c.Flags().String("tls-key", "", "the PEM private key of --tls-cert")
 	pprofListen := c.Flags().String("pprof-listen", "", "serve Go's /debug/pprof profiles on this address (off by default; keep it on loopback)")
+	notifyFile := c.Flags().String("notify", "", "send events to the webhooks and forge commit statuses this file configures (YAML or JSON; see docs/operations.md)")
 	netboot := addNetbootFlags(c)
 	httpLimits := addHTTPLimitFlags(c)
 	netboot.http = httpLimits
@@ -90,6 +92,10 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 			return failure(err)
 		}
 		if err := site.forbid("TLS key (--tls-key)", *tlsKey, ""); err != nil {
+			return failure(err)
+		}
+		notifier, err := loadNotifier(*notifyFile, site, log)
+		if err != nil {
 			return failure(err)
 		}
 		src, name, err := serveSource(ctx, site)
@@ -153,6 +159,9 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 			}
 			return dnsTargets(s, resolve)
 		}
+		// The daemon's events: the notifier subscribes to them. (The
+		// reconciler emits them once the events work gives it the recorder.)
+		recorder := events.NewRecorder(nil, log)
 		r := &reconcile.Reconciler{Source: src, Targets: targets, Secrets: grants, State: st, Mode: reconcile.Mode(mode.value),
 			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.Observe}
 		stopNetboot, err := netboot.start(ctx, r, st, statePath, resolve, log)
@@ -212,6 +221,14 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 					log.Warn("directory watch stopped; polling only", "err", err)
 				}
 			}()
+		}
+		if notifier != nil {
+			notifyCtx, stopNotify := context.WithCancel(ctx)
+			if err := notifier.Start(notifyCtx, recorder); err != nil {
+				stopNotify()
+				return failure(err)
+			}
+			defer func() { stopNotify(); notifier.Wait() }()
 		}
 		log.Info("anneal serve", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "source", name, "mode", mode.value, "interval", *interval)
 		runErr := r.Run(ctx)
