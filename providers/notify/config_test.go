@@ -181,3 +181,29 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestOperationsExample: the example of docs/operations.md parses, and its
+// example error is the one a typo in it gives.
+func TestOperationsExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n# /etc/anneal/notify.yaml\n")
+	if !ok {
+		t.Fatal("no notify.yaml example in docs/operations.md")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	example = "# /etc/anneal/notify.yaml\n" + example
+	c, err := Parse("/etc/anneal/notify.yaml", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Webhooks) != 2 || c.CommitStatus == nil || c.Site != "east" {
+		t.Errorf("example %+v", c)
+	}
+	_, err = Parse("/etc/anneal/notify.yaml", []byte(strings.Replace(example, "    kinds:", "    kind:", 1)))
+	if err == nil || !strings.Contains(string(doc), "anneal: "+err.Error()+"\n") {
+		t.Errorf("docs/operations.md does not show the error %q", err)
+	}
+}
