@@ -51,6 +51,10 @@ or a body signed with it: X-Hub-Signature-256 over the whole body, at most
 replay). A --site directory is watched: a burst of edits triggers a
 reconcile once it settles.
 
+With --notify FILE, events go to the webhooks (JSON signed with
+HMAC-SHA256, or a Slack-compatible line) and the forge commit statuses
+(GitHub, GitLab) that the operator's file configures (docs/operations.md).
+
 Every HTTP server (API, netboot, pprof) keeps at most --max-conns
 connections open, --max-conns-per-source from one client address, and
 closes a client that sends too slowly (--http-read-timeout), stops reading

@@ -629,3 +629,46 @@ func TestCatchUpAfterFallingBehind(t *testing.T) {
 	default:
 	}
 }
+
+// TestRunStops: Run delivers until its context ends, then returns once
+// every goroutine stopped, a delivery in flight included.
+func TestRunStops(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	srv := newServer(t, func(w http.ResponseWriter) { <-hold })
+	c, err := Parse("notify.yaml", []byte(hookFile(srv.URL+"/hook?a=1", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(c, Options{Resolver: testEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := events.NewRecorder(nil, nil) // no store: events are streamed only
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx, rec) }()
+	// Run subscribes in its goroutine: emit until a delivery arrives.
+	var h hit
+	for got := false; !got; {
+		rec.Emit(t.Context(), events.Event{Kind: events.Applied, Revision: sha1, Message: "applied"})
+		select {
+		case h = <-srv.hits:
+			got = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	verify(t, h, events.Applied)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not return")
+	}
+	if err := n.Start(t.Context(), rec); err == nil {
+		t.Error("started twice")
+	}
+}
