@@ -227,10 +227,11 @@ func TestWebhookFromRecorder(t *testing.T) {
 			}
 		}
 	}
-	// Nothing else: the next delivery is the next event.
-	rec.Emit(t.Context(), events.Event{Kind: events.ApplyFailed, Revision: sha1, Message: "failed", Error: "dns: refused"})
-	if p := payload(t, srv.next(t)); p.Kind != events.ApplyFailed {
-		t.Errorf("got %s after the last, want apply.failed", p.Kind)
+	// Nothing else: the next delivery is the next event (its long error
+	// cut to 8 KiB).
+	rec.Emit(t.Context(), events.Event{Kind: events.ApplyFailed, Revision: sha1, Message: "failed", Error: strings.Repeat("e", 100_000)})
+	if p := payload(t, srv.next(t)); p.Kind != events.ApplyFailed || utf8.RuneCountInString(p.Error) != 8<<10 || !strings.HasSuffix(p.Error, "…") {
+		t.Errorf("got %s (error of %d bytes) after the last, want apply.failed, its error cut", p.Kind, len(p.Error))
 	}
 }
 
