@@ -19,18 +19,21 @@ import (
 // pass and apply from the reconciler's status (a copy taken under its
 // lock), and the nodes by state from the node records.
 //
-// Reading the records of 10,000 nodes costs a fraction of a second, so a
-// read is shared: scrapes within NodeCountsMaxAge of a successful read
-// reuse its counts, concurrent scrapes wait for the same read, and at most
-// one read runs at a time. A scrape waits NodeReadTimeout for it at most
-// (the read's context has that deadline too, for stores that honour it):
-// past it, or when the read fails, the node families are left out of that
-// scrape (rather than stale or wrong) and
-// anneal_node_records_read_errors_total counts it; the other families are
-// served as usual.
+// Reading the records of 10,000 nodes from bolt takes 1 to 2 s (JSON
+// decoding; BenchmarkNodeMetrics), so a read is shared: scrapes within
+// NodeCountsMaxAge of a successful read reuse its counts, concurrent
+// scrapes wait for the same read, and at most one read runs at a time. A
+// scrape waits NodeReadTimeout for it at most (the read's context has
+// that deadline too, for stores that honour it). A scrape that gets no
+// fresh counts (the read is late or failed) is counted in
+// anneal_node_records_read_errors_total and shows the last counts if they
+// are under NodeCountsMaxStale old (a read that outlasts the timeout
+// serves the next scrape), else leaves the node families out, rather
+// than show them stale; the other families are served as usual.
 const (
-	NodeCountsMaxAge = 15 * time.Second
-	NodeReadTimeout  = 5 * time.Second
+	NodeCountsMaxAge   = 30 * time.Second
+	NodeCountsMaxStale = 5 * time.Minute
+	NodeReadTimeout    = 5 * time.Second
 )
 
 // nodeStates are the node.State values, as the label of anneal_nodes
@@ -72,14 +75,15 @@ type liveCollector struct {
 	lastApplyDesc, lastReconcileDesc                         *prometheus.Desc
 	readErrors                                               prometheus.Counter
 
-	mu      sync.Mutex
-	src     *liveSource
-	timeout time.Duration
-	maxAge  time.Duration
-	reading chan struct{} // closed when the read in flight ends; nil when none runs
-	counts  *nodeCounts   // of the last successful read
-	readAt  time.Time     // when it ended
-	readErr error         // of the last read (nil: it succeeded)
+	mu        sync.Mutex
+	src       *liveSource
+	timeout   time.Duration
+	maxAge    time.Duration
+	maxStale  time.Duration
+	reading   chan struct{} // closed when the read in flight ends; nil when none runs
+	counts    *nodeCounts   // of the last successful read
+	countedAt time.Time     // when it ended
+	readErr   error         // of the last read (nil: it succeeded)
 	// The desired builds of a site, computed once per site (read and
 	// written only by the read in flight: one at a time).
 	buildsOf *schema.Site
@@ -107,8 +111,9 @@ func newLiveCollector() *liveCollector {
 		lastReconcileDesc: d("anneal_last_reconcile_timestamp_seconds", "When the last finished pass started (Unix time; 0 before the first)."),
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "anneal_node_records_read_errors_total",
 			Help: "Scrapes whose node records could not be read in time (the node families are left out of them)."}),
-		timeout: NodeReadTimeout,
-		maxAge:  NodeCountsMaxAge,
+		timeout:  NodeReadTimeout,
+		maxAge:   NodeCountsMaxAge,
+		maxStale: NodeCountsMaxStale,
 	}
 }
 
@@ -168,7 +173,9 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	counts, err := c.nodeCounts(src)
 	if err != nil {
 		c.readErrors.Inc()
-		return
+		if counts = c.recentCounts(); counts == nil {
+			return
+		}
 	}
 	for _, s := range nodeStates {
 		gauge(c.nodesDesc, float64(counts.states[stateLabel(s)]), stateLabel(s))
@@ -185,7 +192,7 @@ var errReadTimeout = errors.New("the node records were not read in time")
 // flight (started if none runs), waiting for it at most c.timeout.
 func (c *liveCollector) nodeCounts(src *liveSource) (*nodeCounts, error) {
 	c.mu.Lock()
-	if c.reading == nil && c.readErr == nil && c.counts != nil && time.Since(c.readAt) < c.maxAge {
+	if c.reading == nil && c.readErr == nil && c.counts != nil && time.Since(c.countedAt) < c.maxAge {
 		defer c.mu.Unlock()
 		return c.counts, nil
 	}
@@ -229,10 +236,21 @@ func (c *liveCollector) read(src *liveSource, timeout time.Duration, done chan s
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.reading, c.readAt, c.readErr = nil, time.Now(), err
+	c.reading, c.readErr = nil, err
 	if err == nil {
-		c.counts = counts
+		c.counts, c.countedAt = counts, time.Now()
 	}
+}
+
+// recentCounts returns the last counts if they are under c.maxStale old,
+// else nil.
+func (c *liveCollector) recentCounts() *nodeCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil || time.Since(c.countedAt) >= c.maxStale {
+		return nil
+	}
+	return c.counts
 }
 
 // desiredBuilds are the build ids of a site's nodes, by name (nil site:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anneal-dev/anneal/bench/sitegen/gen"
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
@@ -26,7 +28,7 @@ import (
 
 // scrape GETs /metrics from h and returns its samples by series
 // (`name{labels}` as exposed) and the families it has.
-func scrape(t *testing.T, h http.Handler) (samples map[string]float64, families map[string]bool) {
+func scrape(t testing.TB, h http.Handler) (samples map[string]float64, families map[string]bool) {
 	t.Helper()
 	w := do(t, h, http.MethodGet, "/metrics", "", nil)
 	if w.Code != http.StatusOK {
@@ -177,11 +179,12 @@ func (n *countingNodes) reads() int {
 	return n.calls
 }
 
-// limits sets the collector's read timeout and the age of reusable counts.
-func (c *liveCollector) limits(timeout, maxAge time.Duration) {
+// limits sets the collector's read timeout, the age of reusable counts and
+// that of counts shown when a read is late or fails.
+func (c *liveCollector) limits(timeout, maxAge, maxStale time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.timeout, c.maxAge = timeout, maxAge
+	c.timeout, c.maxAge, c.maxStale = timeout, maxAge, maxStale
 }
 
 // TestNodeMetrics: the nodes by state (every state exposed, 0 when no
@@ -272,7 +275,7 @@ func TestNodeMetricsStore(t *testing.T) {
 		t.Errorf("3 scrapes within %s read the records %d times, want once", NodeCountsMaxAge, got)
 	}
 
-	m.live.limits(time.Minute, 0) // every scrape reads
+	m.live.limits(time.Minute, 0, 0) // every scrape reads; no stale counts
 	nodes.set(nil, errors.New("bolt: database not open"))
 	samples, families := scrape(t, h)
 	if families["anneal_nodes"] || families["anneal_nodes_drifted"] {
@@ -291,7 +294,7 @@ func TestNodeMetricsStore(t *testing.T) {
 	nodes.mu.Lock()
 	nodes.gate = gate
 	nodes.mu.Unlock()
-	m.live.limits(time.Millisecond, 0)
+	m.live.limits(time.Millisecond, 0, 0)
 	before := nodes.reads()
 	for i := range 2 {
 		samples, families := scrape(t, h)
@@ -300,14 +303,19 @@ func TestNodeMetricsStore(t *testing.T) {
 		}
 		expect(t, samples, map[string]float64{"anneal_node_records_read_errors_total": float64(2 + i), "anneal_pending_approval": 0})
 	}
+	// With stale counts allowed, the last ones are shown (and the late
+	// read counted).
+	m.live.limits(time.Millisecond, 0, time.Hour)
+	samples, _ = scrape(t, h)
+	expect(t, samples, map[string]float64{`anneal_nodes{state="installed"}`: 1, "anneal_node_records_read_errors_total": 4})
 	if got := nodes.reads() - before; got != 1 {
 		t.Errorf("%d reads while one hangs, want 1", got)
 	}
-	m.live.limits(time.Minute, time.Minute)
+	m.live.limits(time.Minute, time.Minute, time.Hour)
 	nodes.set(recs, nil)
 	close(gate)
 	samples, _ = scrape(t, h) // the read in flight ends, with these records
-	expect(t, samples, map[string]float64{`anneal_nodes{state="failed"}`: 1, "anneal_node_records_read_errors_total": 3})
+	expect(t, samples, map[string]float64{`anneal_nodes{state="failed"}`: 1, `anneal_nodes{state="installed"}`: 0, "anneal_node_records_read_errors_total": 4})
 }
 
 // TestMetricsWithReconciler: a real reconciler in converge mode over the
@@ -464,4 +472,57 @@ func (z *zoneTarget) Apply(_ context.Context, zone string, changes []dns.RRsetCh
 		}
 	}
 	return len(changes), nil
+}
+
+// BenchmarkNodeMetrics measures a scrape that reads the node records of a
+// generated site (ANNEAL_BENCH_NODES, default 10,000) from a bolt store,
+// each record with its build spec: the first scrape (which also computes
+// the desired builds) and then each scrape that reads the records again.
+//
+//	go test ./api -run '^$' -bench NodeMetrics -benchtime 5x
+func BenchmarkNodeMetrics(b *testing.B) {
+	nodes := 10000
+	if v := os.Getenv("ANNEAL_BENCH_NODES"); v != "" {
+		nodes, _ = strconv.Atoi(v)
+	}
+	dir := b.TempDir()
+	if _, err := gen.Generate(dir, gen.Options{Nodes: nodes}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	s, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	names := make([]string, len(s.Nodes))
+	for i, n := range s.Nodes {
+		names[i] = n.Name
+	}
+	err = st.UpdateNodes(ctx, names, func(rec *node.Record) error {
+		spec := node.BuildSpecOf(s, s.Node(rec.Name))
+		rec.State, rec.BuildID, rec.Spec, rec.Since = node.Verified, spec.ID(), &spec, time.Now()
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := NewMetrics()
+	h := New(Config{Reconciler: &fakeReconciler{site: s}, Metrics: m, Nodes: st})
+	m.live.limits(time.Minute, 0, 0)
+	t0 := time.Now()
+	samples, _ := scrape(b, h)
+	first := time.Since(t0)
+	if samples[`anneal_nodes{state="verified"}`] != float64(len(s.Nodes)) || samples["anneal_nodes_drifted"] != 0 {
+		b.Fatalf("%d nodes: %v verified, %v drifted", len(s.Nodes), samples[`anneal_nodes{state="verified"}`], samples["anneal_nodes_drifted"])
+	}
+	b.ResetTimer()
+	for range b.N {
+		scrape(b, h)
+	}
+	b.ReportMetric(first.Seconds(), "first_scrape_s")
 }
