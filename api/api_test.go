@@ -100,7 +100,7 @@ func (n fakeNodes) NodeRecords(context.Context) (map[string]*node.Record, error)
 }
 
 // do sends one request to h and returns the recorded answer.
-func do(t testing.TB, h http.Handler, method, path, token string, body io.Reader) *httptest.ResponseRecorder {
+func do(t *testing.T, h http.Handler, method, path, token string, body io.Reader) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, path, body)
 	if token != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,7 +31,8 @@ import (
 // (`name{labels}` as exposed) and the families it has.
 func scrape(t testing.TB, h http.Handler) (samples map[string]float64, families map[string]bool) {
 	t.Helper()
-	w := do(t, h, http.MethodGet, "/metrics", "", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if w.Code != http.StatusOK {
 		t.Fatalf("GET /metrics: %d %s", w.Code, w.Body)
 	}
