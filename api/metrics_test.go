@@ -22,6 +22,7 @@ import (
 	"github.com/anneal-dev/anneal/reconcile/dns"
 	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
 	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -527,4 +528,69 @@ func BenchmarkNodeMetrics(b *testing.B) {
 		scrape(b, h)
 	}
 	b.ReportMetric(first.Seconds(), "first_scrape_s")
+}
+
+// TestRolloutMetricsLive: a real reconciler's rollout (rack e1 on an older
+// patch set) is visible on /metrics while it runs, not only once the pass
+// ends: running, with its nodes; then, the canary failing (no BMC), halted
+// with the failed node among the nodes by state.
+func TestRolloutMetricsLive(t *testing.T) {
+	site := loadExample(t)
+	nodes := &nodetest.Store{Recs: map[string]*node.Record{}}
+	now := time.Now()
+	rack := 0
+	for _, n := range site.Nodes {
+		if !n.Exists() {
+			continue
+		}
+		spec := node.BuildSpecOf(site, n)
+		if n.Region == "east" && n.Rack == "e1" {
+			spec.PatchSet.Name = "older"
+			rack++
+		}
+		nodes.Recs[n.Name] = &node.Record{Name: n.Name, State: node.Verified, Since: now, BuildID: spec.ID(), Spec: &spec, BuiltAt: now}
+	}
+	if rack < 2 {
+		t.Fatalf("the example site's rack east/e1 has %d nodes, want 2 or more", rack)
+	}
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	started, release := make(chan string), make(chan struct{})
+	var once sync.Once
+	m := NewMetrics()
+	r := &reconcile.Reconciler{Source: dirSource(exampleSite), State: st, Mode: reconcile.ModeConverge, Observe: m.Observe,
+		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
+			out := map[string]dns.Target{}
+			for _, tg := range s.DNS.Targets {
+				out[tg.Name] = &zoneTarget{name: tg.Name}
+			}
+			return out, nil
+		},
+		Rebuild: &reconcile.RebuildConfig{Nodes: nodes, FirmwareEvery: -1,
+			BMC: func(node.BMCAccess) (node.BMC, error) { return nil, errors.New("no BMC in this test") },
+			Progress: func(e rollout.Event) {
+				if e.Step == rollout.StepLeave {
+					once.Do(func() { started <- e.Node; <-release })
+				}
+			}}}
+	m.live.limits(time.Minute, 0, 0)
+	h := New(Config{Reconciler: r, Metrics: m, Nodes: nodes})
+	passed := make(chan struct{})
+	go func() { defer close(passed); r.ReconcileOnce(context.Background()) }()
+	canary := <-started
+	samples, _ := scrape(t, h)
+	expect(t, samples, map[string]float64{"anneal_rollout_running": 1, "anneal_rollout_nodes": float64(rack), "anneal_rollout_nodes_done": 0,
+		"anneal_rollout_halted": 0, "anneal_reconciles_total": 0, "anneal_nodes_drifted": float64(rack)})
+	close(release)
+	<-passed
+	samples, _ = scrape(t, h)
+	expect(t, samples, map[string]float64{"anneal_rollout_running": 0, "anneal_rollout_nodes": float64(rack), "anneal_rollout_halted": 1,
+		`anneal_rollout_result_nodes{result="failed"}`: 1, `anneal_rollout_result_nodes{result="not_started"}`: float64(rack - 1),
+		`anneal_nodes{state="failed"}`: 1, "anneal_reconciles_total": 1, `anneal_reconcile_failures_total{class="apply"}`: 1})
+	if st := r.Status(); st.Rollout == nil || st.Rollout.Failed[canary] == "" {
+		t.Errorf("the canary %s did not fail: %+v", canary, st.Rollout)
+	}
 }
