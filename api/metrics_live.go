@@ -52,7 +52,8 @@ func stateLabel(s node.State) string {
 	return "unknown" // a state this release does not know: bounded labels
 }
 
-// rolloutResults are the labels of anneal_rollout_result_nodes.
+// rolloutResults are the labels of anneal_rollout_result_nodes, in the
+// order Collect counts them.
 var rolloutResults = []string{"verified", "failed", "decommissioned", "not_started"}
 
 // liveSource is what the live collector reads.
@@ -154,9 +155,8 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.haltedDesc, bit(ro.Halted != ""))
 	gauge(c.totalDesc, float64(ro.Total))
 	gauge(c.doneDesc, float64(ro.Done))
-	for _, res := range rolloutResults {
-		n := map[string]int{"verified": len(ro.Verified), "failed": len(ro.Failed), "decommissioned": len(ro.Decommissioned), "not_started": len(ro.NotStarted)}[res]
-		gauge(c.resultDesc, float64(n), res)
+	for i, n := range []int{len(ro.Verified), len(ro.Failed), len(ro.Decommissioned), len(ro.NotStarted)} {
+		gauge(c.resultDesc, float64(n), rolloutResults[i])
 	}
 	var since time.Time
 	if st.PendingApproval != nil {
