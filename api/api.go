@@ -90,6 +90,7 @@ func New(cfg Config) http.Handler {
 	if m == nil {
 		m = NewMetrics()
 	}
+	m.serve(r, cfg.Nodes) // the fleet's metrics, read at scrape time
 	mux := http.NewServeMux()
 	authorized := func(w http.ResponseWriter, req *http.Request) bool {
 		if !bearerOK(req, token) {

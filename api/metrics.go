@@ -8,7 +8,9 @@ import (
 )
 
 // Metrics are the daemon's Prometheus metrics, on a registry of their own.
-// Observe is the reconciler's Observe hook; New serves them on /metrics.
+// Observe is the reconciler's Observe hook; New serves them on /metrics
+// and adds the fleet's (read from the reconciler and the node records at
+// scrape time, see live); CountEvents counts the events emitted.
 type Metrics struct {
 	reg       *prometheus.Registry
 	duration  prometheus.Histogram
@@ -17,7 +19,12 @@ type Metrics struct {
 	drift     *prometheus.GaugeVec
 	revision  *prometheus.GaugeVec
 	suspended prometheus.Gauge
-	pending   prometheus.Gauge
+	events    *prometheus.CounterVec
+	// eventsLost counts the event subscriptions lost (CountEvents).
+	eventsLost prometheus.Counter
+	live       *liveCollector
+	// counted, when set (tests), is called after each event counted.
+	counted func()
 }
 
 // NewMetrics registers the metrics on a new registry.
@@ -31,10 +38,14 @@ func NewMetrics() *Metrics {
 		drift:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_drift", Help: "What the last plan would change, by kind."}, []string{"kind"}),
 		revision:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anneal_applied_revision_info", Help: "The applied and last good revisions (value 1)."}, []string{"revision", "last_good"}),
 		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "anneal_suspended", Help: "1 while reconciling is suspended."}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "anneal_pending_approval",
-			Help: "1 while a plan with a guarded change waits for anneal approve."}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anneal_events_total",
+			Help: "Events emitted (the history of GET /api/v1/events), by kind."}, []string{"kind"}),
+		eventsLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "anneal_events_subscriptions_lost_total",
+			Help: "Times the metrics' event subscription was dropped or refused (events it missed are counted from the store when it can)."}),
+		live: newLiveCollector(),
 	}
-	m.reg.MustRegister(m.duration, m.runs, m.failures, m.drift, m.revision, m.suspended, m.pending)
+	m.initEvents()
+	m.reg.MustRegister(m.duration, m.runs, m.failures, m.drift, m.revision, m.suspended, m.events, m.eventsLost, m.live)
 	return m
 }
 
@@ -52,11 +63,6 @@ func (m *Metrics) Observe(st reconcile.Status, d time.Duration) {
 	m.drift.WithLabelValues("rebuild").Set(float64(st.Drift.Rebuilds))
 	m.drift.WithLabelValues("decommission").Set(float64(st.Drift.Decommissions))
 	m.drift.WithLabelValues("held").Set(float64(st.Drift.Held))
-	if st.PendingApproval != nil {
-		m.pending.Set(1)
-	} else {
-		m.pending.Set(0)
-	}
 	m.revision.Reset()
 	m.revision.WithLabelValues(st.AppliedRevision, st.LastGoodRevision).Set(1)
 	m.setSuspended(st.Suspended)

@@ -76,6 +76,9 @@ type Status struct {
 	// ObserveLost: the state was lost (the netboot key predates it), not
 	// new: nodes found off are not installed without approval either.
 	ObserveLost bool `json:"observeLost,omitempty"`
+	// LastApplied is when a pass last applied the applied revision
+	// successfully (converge mode; zero before the first).
+	LastApplied time.Time `json:"lastApplied,omitzero"`
 }
 
 // Drift counts what the last plan found.
@@ -748,7 +751,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		if st.AppliedRevision != rev {
 			r.log().Info("revision applied", "revision", rev, "plan", shortDigest(plan.Digest), "actions", len(plan.Actions))
 		}
-		st.AppliedRevision = rev
+		st.AppliedRevision, st.LastApplied = rev, time.Now().UTC()
 		r.applied, r.appliedRev = site, rev
 	}
 	return "", nil

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,6 +165,8 @@ func TestServeFollowsGit(t *testing.T) {
 	}
 	if _, body := httpGet(t, api+"/metrics"); !strings.Contains(body, fmt.Sprintf(`anneal_applied_revision_info{last_good="%s",revision="%s"} 1`, d, d)) {
 		t.Fatalf("metrics lack the applied revision:\n%s", body)
+	} else if applied := metricValue(body, "anneal_last_apply_timestamp_seconds"); applied < float64(committed.Unix()) {
+		t.Fatalf("anneal_last_apply_timestamp_seconds %v, want at or after commit D (%d)", applied, committed.Unix())
 	}
 	resp, err := http.Post(api+"/api/v1/reconcile", "", nil)
 	if err != nil || resp.StatusCode != http.StatusForbidden {
@@ -362,4 +365,18 @@ func TestServeOwnershipSurvivesStateLoss(t *testing.T) {
 	api, _ = startServe(t, l.env, "--repo", l.site, "--state", l.state, "--interval", "200ms")
 	waitStatus(t, api, "B applied with a fresh state", func(s serveStatus) bool { return s.AppliedRevision == b && s.LastError == "" })
 	l.assertConverged(t, "bind east.example.net printer.east.example.net A 300 192.0.2.7")
+}
+
+// metricValue is the value of an unlabelled series in a /metrics body, or
+// -1 when it is absent.
+func metricValue(body, series string) float64 {
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
