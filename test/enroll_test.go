@@ -165,6 +165,14 @@ func TestLabEnroll(t *testing.T) {
 		!strings.Contains(l.Reason, `hostname is "legacy-db-7"`) {
 		t.Errorf("w1n02 after its report: %+v, want unknown, enrolled, the hostname difference as the reason", l)
 	}
+	r = anneal(t, labEnv, "nodes", "--site", site, "--server", api)
+	mustExit(t, r, 0)
+	for _, line := range strings.Split(r.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "w1n02" && (!strings.Contains(line, " enrolled ") || !strings.Contains(line, "legacy-db-7")) {
+			t.Errorf("anneal nodes shows w1n02 as %q, want enrolled with the difference", line)
+		}
+	}
 	// The plan holds w1n02 with why; it rebuilds neither.
 	var plan reconcile.Plan
 	waitFor(t, "w1n02 held in the plan", func() bool {

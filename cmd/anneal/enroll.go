@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/spf13/cobra"
 )
@@ -84,6 +85,15 @@ stdout instead (for a pipe), otherwise nothing of them is printed.`,
 	return c
 }
 
+// liveState is a node's live state as anneal nodes shows it: "enrolled"
+// for an enrolled node not adopted yet.
+func liveState(l *api.LiveView) string {
+	if l.State == "" && !l.Enrolled.IsZero() {
+		return "enrolled"
+	}
+	return cmp.Or(l.State, "unknown")
+}
+
 // safeName reports whether s can name a directory under --out.
 func safeName(s string) bool {
 	return s != "" && filepath.IsLocal(s) && !strings.ContainsAny(s, `/\`) && !strings.HasPrefix(s, ".")
@@ -125,7 +135,7 @@ func writeEnrollment(w io.Writer, dir string, e *reconcile.Enrollment) error {
 		return nil
 	}
 	fmt.Fprintf(w, "agent.json holds %s's agent token, a credential: copy it only to that machine, then delete %s.\n", e.Node, nodeDir)
-	fmt.Fprintf(w, "On %s, as root:\n", e.Node)
+	fmt.Fprintf(w, "On %s, as root, in a copy of %s:\n", e.Node, nodeDir)
 	fmt.Fprintf(w, "  mkdir -p /etc/anneal\n")
 	for _, f := range e.Files {
 		fmt.Fprintf(w, "  install -m %s %s %s\n", f.Mode, f.Name, f.Path)
