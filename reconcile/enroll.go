@@ -126,11 +126,11 @@ func (r *Reconciler) notAdopted(ctx context.Context, name, why string) {
 	reason := "enrolled, not adopted: " + why
 	// Read first: most reports that adopt nothing are of nodes anneal
 	// built (drift), and a read costs no write transaction.
-	if rec, err := r.Rebuild.Nodes.NodeRecord(ctx, name); err != nil || !enrolledHeld(rec) || rec.Reason == reason {
+	if rec, err := r.Rebuild.Nodes.NodeRecord(ctx, name); err != nil || !rec.EnrolledHeld() || rec.Reason == reason {
 		return
 	}
 	err := r.Rebuild.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
-		if !enrolledHeld(rec) || rec.Reason == reason {
+		if !rec.EnrolledHeld() || rec.Reason == reason {
 			return errUnchanged
 		}
 		rec.Reason = reason
@@ -144,10 +144,4 @@ func (r *Reconciler) notAdopted(ctx context.Context, name, why string) {
 		r.log().Warn("enrolled node not adopted: it is held, not rebuilt; make the machine or the site match, or have anneal rebuild it (anneal nodes retry)",
 			"node", name, "why", why)
 	}
-}
-
-// enrolledHeld reports whether rec is an enrolled node that is not
-// adopted yet: held by the planner, rebuilt only after a retry.
-func enrolledHeld(rec *node.Record) bool {
-	return rec != nil && rec.State == node.Unknown && rec.BuildID == "" && !rec.Enrolled.IsZero()
 }

@@ -1332,7 +1332,7 @@ func (r *Reconciler) Retry(ctx context.Context, name string) error {
 	var was node.State
 	err := rb.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
 		was = rec.State
-		if rec.State != node.Failed && !enrolledHeld(rec) {
+		if rec.State != node.Failed && !rec.EnrolledHeld() {
 			return fmt.Errorf("node %s is %s, not failed", name, cmp.Or(string(rec.State), "unknown to anneal"))
 		}
 		rec.State, rec.Since, rec.Reason, rec.Target, rec.Nonce = node.Pending, time.Now(), "", "", ""

@@ -22,3 +22,10 @@ type AgentSetup struct {
 	// Unit is the systemd unit that runs the agent (one of Files).
 	Unit string `json:"unit"`
 }
+
+// EnrolledHeld reports whether the node was enrolled (anneal enroll) and
+// not adopted yet: anneal holds it (never arms nor power-cycles it) until
+// its agent reports its build with matching facts, or a retry releases it.
+func (r *Record) EnrolledHeld() bool {
+	return r != nil && r.State == Unknown && r.BuildID == "" && !r.Enrolled.IsZero()
+}

@@ -69,3 +69,37 @@ func TestPlanHoldsEnrolledNodes(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloutSkipsANodeEnrolledAfterThePlan: a node enrolled between the
+// plan and its arming is not taken out of service, armed nor
+// power-cycled; the rollout reports it as not rebuilt, its record stays
+// enrolled, and the other nodes are rebuilt.
+func TestRolloutSkipsANodeEnrolledAfterThePlan(t *testing.T) {
+	site := siteWith(t, nil)
+	f, ro := newFleet(t, site)
+	plan := PlanRebuilds(site, nil, time.Now())
+	enrolled := time.Now()
+	if err := f.store.UpdateNode(t.Context(), "w1n01", func(rec *node.Record) error {
+		rec.Enrolled, rec.AgentGen = enrolled, "g-enrolled"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ro.Run(t.Context(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Failed["w1n01"], "enrolled") || slices.Contains(res.Verified, "w1n01") {
+		t.Errorf("w1n01: failed %q, verified %v; want not rebuilt, saying it was enrolled", res.Failed["w1n01"], res.Verified)
+	}
+	if f.cycles["w1n01"] != 0 {
+		t.Errorf("w1n01 power-cycled %d times", f.cycles["w1n01"])
+	}
+	rec, err := f.store.NodeRecord(t.Context(), "w1n01")
+	if err != nil || rec.State != node.Unknown || rec.AgentGen != "g-enrolled" || !rec.Enrolled.Equal(enrolled) {
+		t.Errorf("w1n01's record %+v (%v): want it as enroll left it", rec, err)
+	}
+	if len(res.Verified) == 0 {
+		t.Error("no other node was rebuilt")
+	}
+}

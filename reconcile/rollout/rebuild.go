@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -157,7 +158,7 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*node.Record, o Rebu
 			// Decommissioned (powered off), now back in the fleet.
 			nr.Reasons = []node.RebuildReason{node.ReasonNew}
 			nr.Drift = []string{"it was decommissioned and powered off"}
-		case rec != nil && rec.State == node.Unknown && rec.BuildID == "" && !rec.Enrolled.IsZero():
+		case rec.EnrolledHeld():
 			// Enrolled (anneal enroll): a machine anneal did not install,
 			// adopted when its agent reports its build with matching
 			// facts. Never rebuilt on its own: a retry releases it.
@@ -216,6 +217,10 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*node.Record, o Rebu
 	pickCanaries(p.Rebuilds, site.Config.Policies.Canaries)
 	return p
 }
+
+// errEnrolled refuses to arm a node enrolled after the plan that
+// rebuilds it was made.
+var errEnrolled = errors.New("enrolled (anneal enroll) after this rollout was planned: not rebuilt; it is adopted when its agent reports its build, or rebuilt after anneal nodes retry")
 
 // enrolledReason is why enrolled node name is held.
 func enrolledReason(name string, rec *node.Record) string {
