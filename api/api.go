@@ -197,6 +197,7 @@ func New(cfg Config) http.Handler {
 	// X-Hub-Signature-256, Gitea's and GitLab-style bearer tokens alike);
 	// each delivery accepted once.
 	mux.Handle("POST /api/v1/webhook", newWebhook(token, r.Trigger))
+	mux.Handle("POST /api/v1/nodes/{node}/enroll", newEnroll(cfg)) // enroll.go
 	mux.HandleFunc("POST /api/v1/reconcile", func(w http.ResponseWriter, req *http.Request) {
 		if authorized(w, req) {
 			r.Trigger()

@@ -40,6 +40,9 @@ type LiveView struct {
 	BuiltAt  time.Time `json:"builtAt,omitzero"`
 	FactsAt  time.Time `json:"factsAt,omitzero"`
 	UpToDate bool      `json:"upToDate"`
+	// Enrolled is when `anneal enroll` gave the node an agent token (a
+	// machine anneal did not install); Reason says why it was not adopted.
+	Enrolled time.Time `json:"enrolled,omitzero"`
 	// Deploy is the image installer's last progress report while the
 	// node provisions, is installed or failed: phase and bytes written.
 	Deploy *node.DeployProgress `json:"deploy,omitempty"`
@@ -63,7 +66,8 @@ func NodeViews(s *schema.Site, records map[string]*node.Record) []NodeView {
 		if rec := records[n.Name]; rec != nil {
 			v := &views[len(views)-1]
 			v.Live = &LiveView{State: string(rec.State), BuildID: rec.BuildID, Since: rec.Since, Reason: rec.Reason, Target: rec.Target,
-				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == node.Verified && rec.BuildID == v.BuildID}
+				BuiltAt: rec.BuiltAt, FactsAt: rec.FactsAt, UpToDate: rec.State == node.Verified && rec.BuildID == v.BuildID,
+				Enrolled: rec.Enrolled}
 			switch rec.State {
 			case node.Provisioning, node.Installed, node.Failed:
 				v.Live.Deploy = rec.Deploy // the current (or failed) install's, not an old one

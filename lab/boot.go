@@ -285,19 +285,17 @@ func (n *Node) runDisk(ctx context.Context, gen uint64) {
 		return
 	}
 	n.setPhaseLocked(PhaseRunning)
-	var agent AgentConfig
-	if n.disk.Agent != nil {
-		agent = *n.disk.Agent
-	}
 	n.mu.Unlock()
-	if agent.URL == "" {
+	// A system with no agent configuration (one anneal did not install,
+	// until it is enrolled: SetAgent) reports nothing until it gets one.
+	if !n.waitAgent(ctx, gen) {
 		return
 	}
 	// The agent's first report, as the installed system comes up, is what
 	// confirms an install to anneal (its callback alone verifies nothing):
 	// it is retried like the callback, and made even when periodic reports
 	// are off.
-	err := n.retry(ctx, "agent report", func() error { return n.report(ctx, gen, agent) })
+	err := n.retry(ctx, "agent report", func() error { return n.report(ctx, gen) })
 	if err != nil && ctx.Err() == nil {
 		n.f.log.Warn("lab: agent report", "node", n.name, "err", err)
 	}
@@ -313,20 +311,45 @@ func (n *Node) runDisk(ctx context.Context, gen uint64) {
 			return
 		case <-t.C:
 		}
-		if err := n.report(ctx, gen, agent); err != nil && ctx.Err() == nil {
+		if err := n.report(ctx, gen); err != nil && ctx.Err() == nil {
 			n.f.log.Warn("lab: agent report", "node", n.name, "err", err)
 		}
 	}
 }
 
+// waitAgent waits until the disk holds an agent configuration; false
+// when the boot ended first.
+func (n *Node) waitAgent(ctx context.Context, gen uint64) bool {
+	for {
+		n.mu.Lock()
+		if n.gen != gen {
+			n.mu.Unlock()
+			return false
+		}
+		if n.disk.Agent != nil && n.disk.Agent.URL != "" {
+			n.mu.Unlock()
+			return true
+		}
+		ch := n.changed
+		n.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-ch:
+		}
+	}
+}
+
 // report posts one agent report: the disk's build and its (possibly hand
-// edited) facts.
-func (n *Node) report(ctx context.Context, gen uint64, agent AgentConfig) error {
+// edited) facts, with the disk's agent configuration as it is now (anneal
+// agent reads agent.json before every report).
+func (n *Node) report(ctx context.Context, gen uint64) error {
 	n.mu.Lock()
-	if n.gen != gen || n.disk.Facts == nil {
+	if n.gen != gen || n.disk.Facts == nil || n.disk.Agent == nil {
 		n.mu.Unlock()
 		return nil
 	}
+	agent := *n.disk.Agent
 	body := struct {
 		BuildID string     `json:"buildId"`
 		Facts   node.Facts `json:"facts"`

@@ -17,6 +17,7 @@ import (
 //	GET /lab/v1/nodes/{name}         one node
 //	GET /lab/v1/nodes/{name}/facts   its installed system's facts
 //	PUT /lab/v1/nodes/{name}/facts   edit them by hand (drift), until the next install
+//	PUT /lab/v1/nodes/{name}/agent   give its system agent.json and a build id ({"agent": {...}, "buildId": ...}: anneal enroll's files)
 //
 // It has no authentication: the lab listens on loopback.
 func (f *Fleet) ControlHandler() http.Handler {
@@ -71,6 +72,25 @@ func (f *Fleet) ControlHandler() http.Handler {
 		}
 		f.log.Info("lab: facts edited by hand", "node", n.name)
 		writeJSON(w, http.StatusOK, facts)
+	})
+	mux.HandleFunc("PUT /lab/v1/nodes/{name}/agent", func(w http.ResponseWriter, r *http.Request) {
+		n := f.controlNode(w, r)
+		if n == nil {
+			return
+		}
+		var body struct {
+			Agent   AgentConfig `json:"agent"`
+			BuildID string      `json:"buildId"`
+		}
+		if !decodeStrict(w, r, &body) {
+			return
+		}
+		if err := n.SetAgent(body.Agent, body.BuildID); err != nil {
+			controlError(w, http.StatusConflict, err.Error())
+			return
+		}
+		f.log.Info("lab: agent configured", "node", n.name, "build", body.BuildID)
+		writeJSON(w, http.StatusOK, n.Status())
 	})
 	return mux
 }

@@ -94,6 +94,12 @@ type Config struct {
 	// names, and fetch and verify the kernel and initrds the script names;
 	// nil fetches {BootURL}/ipxe/{mac} directly and no kernel or initrd.
 	DHCP *DHCPConfig
+	// Brownfield names nodes whose disk, when the lab first starts them
+	// (no state file yet), already holds a system anneal did not install,
+	// with no agent configuration: they start powered on and report
+	// nothing until given one (Node.SetAgent, PUT
+	// /lab/v1/nodes/NAME/agent: what `anneal enroll` hands out).
+	Brownfield map[string]Brownfield
 }
 
 // Fleet is the lab's fleet: the virtual BMCs and nodes of one site. Create
@@ -199,6 +205,10 @@ func New(cfg Config) (*Fleet, error) {
 		return nil, err
 	}
 	if err := f.SetFaults(cfg.Faults); err != nil {
+		f.cancel()
+		return nil, err
+	}
+	if err := f.preinstall(); err != nil {
 		f.cancel()
 		return nil, err
 	}

@@ -172,6 +172,10 @@ type RebuildConfig struct {
 	// Executed, when set, is told every action of the plan's DAG as it
 	// completes (tests compare them with the plan).
 	Executed func(revision, action string)
+	// AgentSetup renders the files an enrolled machine needs to report as
+	// node name with an agent token of generation gen and build id build
+	// (the netboot server's; nil: Enroll is refused). See enroll.go.
+	AgentSetup func(name, gen, build string) (node.AgentSetup, error)
 }
 
 // DefaultObserveGrace is two default agent intervals (5 minutes) and a
@@ -1303,15 +1307,16 @@ func (r *Reconciler) Report(ctx context.Context, rep node.Report) {
 		return
 	}
 	spec := node.BuildSpecOf(site, n)
-	if rep.BuildID != spec.ID() || len(node.VerifyFacts(spec, rep.Facts)) > 0 {
+	if why := adoptionRefused(spec, rep); why != "" {
+		r.notAdopted(ctx, rep.Node, why) // an enrolled node shows why (enroll.go)
 		return
 	}
 	now := time.Now()
 	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *node.Record) error {
 		if rec.State == node.Unknown {
 			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = node.Verified, now, spec.ID(), &spec, now
-			rec.Unobserved = false
-			r.log().Info("adopted a node that runs its desired build", "node", rep.Node, "build", rec.BuildID)
+			rec.Unobserved, rec.Reason = false, ""
+			r.log().Info("adopted a node that runs its desired build", "node", rep.Node, "build", rec.BuildID, "enrolled", !rec.Enrolled.IsZero())
 		}
 		return nil
 	})
@@ -1330,7 +1335,7 @@ func (r *Reconciler) Retry(ctx context.Context, name string) error {
 	var was node.State
 	err := rb.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
 		was = rec.State
-		if rec.State != node.Failed {
+		if rec.State != node.Failed && !rec.EnrolledHeld() {
 			return fmt.Errorf("node %s is %s, not failed", name, cmp.Or(string(rec.State), "unknown to anneal"))
 		}
 		rec.State, rec.Since, rec.Reason, rec.Target, rec.Nonce = node.Pending, time.Now(), "", "", ""

@@ -80,11 +80,11 @@ func send(t *testing.T, method, url, token, body string) {
 	}
 }
 
-// startLab runs `anneal lab` for a site until the test ends and returns
-// its control URL.
-func startLab(t *testing.T, site, dir, bootURL string) string {
+// startLab runs `anneal lab` for a site (with extra flags) until the test
+// ends and returns its control URL.
+func startLab(t *testing.T, site, dir, bootURL string, extra ...string) string {
 	t.Helper()
-	cmd := exec.Command(annealBin, "lab", "--site", site, "--dir", dir, "--boot-url", bootURL, "--boot-delay", "300ms", "--agent-interval", "1s")
+	cmd := exec.Command(annealBin, append([]string{"lab", "--site", site, "--dir", dir, "--boot-url", bootURL, "--boot-delay", "300ms", "--agent-interval", "1s"}, extra...)...)
 	cmd.Env = append(baseEnv(t.TempDir()), labEnv...)
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs

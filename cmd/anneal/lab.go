@@ -15,6 +15,9 @@ import (
 	"github.com/anneal-dev/anneal/lab"
 	"github.com/anneal-dev/anneal/lab/labdns"
 	"github.com/anneal-dev/anneal/netlimit"
+	"github.com/anneal-dev/anneal/pxe/boot"
+	"github.com/anneal-dev/anneal/reconcile/node"
+	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
 
@@ -46,7 +49,13 @@ Without it a node fetches --boot-url/ipxe/MAC directly and no kernel.
 
 Faults (--faults FILE, or PUT /lab/v1/faults on the control API): BMC
 timeouts, installs that fail, slow boots, firmware drift; a DNS server goes
-away with PUT /lab/v1/dns/TARGET {"down": true}.`,
+away with PUT /lab/v1/dns/TARGET {"down": true}.
+
+--brownfield NODE,... are machines anneal did not install: on the lab's first
+start (no state in --dir yet) they are on and run the site's build for them,
+with no agent configuration, so they report nothing until anneal enroll's
+files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
+"buildId": ID}.`,
 		Args: noArgs,
 	}
 	site := addSiteFlags(c)
@@ -59,6 +68,7 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 	agentInterval := c.Flags().Duration("agent-interval", 10*time.Second, "how often installed nodes report facts (0: never)")
 	dhcpServer := c.Flags().String("dhcp-server", "", "anneal serve's DHCP server (its --dhcp-listen, host:port): nodes netboot through it, relayed by their rack's switch (needs root: the relays bind port 67 on 127.B.x.y), then fetch and verify their kernel and initrds; without it nodes fetch BOOT-URL/ipxe/MAC directly")
 	tftpServer := c.Flags().String("tftp-server", "", "anneal serve's TFTP server (its --tftp-listen, host:port); default the DHCP ACK's next server, port 69")
+	brownfield := c.Flags().StringSlice("brownfield", nil, "nodes that already run the site's build, installed by something else than anneal, on the lab's first start (see anneal enroll)")
 	firmware := c.Flags().String("firmware", lab.FirmwarePXE, "with --dhcp-server, what the nodes' NICs boot: pxe (DHCP, TFTP of iPXE, DHCP again as iPXE) or ipxe (iPXE in ROM: DHCP as iPXE)")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
@@ -109,8 +119,13 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 		} else if *tftpServer != "" {
 			return fmt.Errorf("%s: --tftp-server needs --dhcp-server", c.CommandPath())
 		}
+		pre, err := brownfieldDisks(s, *brownfield, *bootURL)
+		if err != nil {
+			return fmt.Errorf("%s: --brownfield: %w", c.CommandPath(), err)
+		}
 		fleet, err := lab.New(lab.Config{Site: s, Resolve: resolve, Listen: *bmcListen, BootURL: *bootURL,
-			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet"), DHCP: dhcp})
+			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet"), DHCP: dhcp,
+			Brownfield: pre})
 		if err != nil {
 			return failure(err)
 		}
@@ -172,4 +187,25 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 		return nil
 	}
 	return c
+}
+
+// brownfieldDisks are the disks of --brownfield nodes: the build the site
+// wants for each, with the network configuration anneal would render.
+func brownfieldDisks(s *schema.Site, names []string, bootURL string) (map[string]lab.Brownfield, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	out := map[string]lab.Brownfield{}
+	for _, name := range names {
+		n := s.Node(name)
+		if n == nil {
+			return nil, fmt.Errorf("node %q is not in the site", name)
+		}
+		rd, err := boot.Render(s, n, bootURL, "brownfield")
+		if err != nil {
+			return nil, err
+		}
+		out[name] = lab.Brownfield{BuildID: node.BuildSpecOf(s, n).ID(), Network: []byte(rd.Network)}
+	}
+	return out, nil
 }

@@ -128,7 +128,7 @@ func (f *netbootFlags) start(ctx context.Context, r *reconcile.Reconciler, nodes
 	}
 	r.Rebuild = &reconcile.RebuildConfig{
 		Nodes: nodes, Wake: &rollout.Waker{}, InstallTimeout: f.installTimeout, NetbootTimeout: f.netbootTimeout, KeyKept: keyKept,
-		Publish: st.Publish,
+		Publish: st.Publish, AgentSetup: st.Boot.AgentSetup,
 		BMC: func(a node.BMCAccess) (node.BMC, error) {
 			b, err := bmc.FromAccess(a, resolve)
 			if err != nil || httpClient == nil {

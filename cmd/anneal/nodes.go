@@ -69,7 +69,7 @@ func newNodesCmd() *cobra.Command {
 			for _, v := range views {
 				live, lb, since, reason := "unknown", "-", "-", ""
 				if l := v.Live; l != nil {
-					live, lb, reason = l.State, cmp.Or(l.BuildID, "-"), l.Reason
+					live, lb, reason = liveState(l), cmp.Or(l.BuildID, "-"), l.Reason
 					if !l.Since.IsZero() {
 						since = l.Since.Local().Format("15:04:05")
 					}

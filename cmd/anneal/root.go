@@ -22,7 +22,7 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s: %w", c.CommandPath(), err)
 	})
-	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd())
+	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newEnrollCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd())
 	return root
 }
 

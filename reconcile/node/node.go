@@ -132,6 +132,12 @@ type Record struct {
 	// records written before generations existed: their agents keep the
 	// token they have until the node's next install or a revoke.
 	AgentGen string `json:"agentGen,omitempty"`
+	// Enrolled is when `anneal enroll` last gave the node an agent token
+	// of a new generation: a machine anneal did not install. It is
+	// adopted (verified, not rebuilt) once its agent reports its desired
+	// build with facts that match the build; until then it is held, never
+	// power-cycled, and Reason says why it was not adopted.
+	Enrolled time.Time `json:"enrolled,omitzero"`
 	// Facts are the last reported facts and FactsAt when they came;
 	// FactsFrom says who reported them (ReportInstalled: the install
 	// callback; ReportAgent: the node's agent) and FactsBuild the build id

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -157,6 +158,12 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*node.Record, o Rebu
 			// Decommissioned (powered off), now back in the fleet.
 			nr.Reasons = []node.RebuildReason{node.ReasonNew}
 			nr.Drift = []string{"it was decommissioned and powered off"}
+		case rec.EnrolledHeld():
+			// Enrolled (anneal enroll): a machine anneal did not install,
+			// adopted when its agent reports its build with matching
+			// facts. Never rebuilt on its own: a retry releases it.
+			p.Held = append(p.Held, HeldNode{Node: n.Name, Reason: enrolledReason(n.Name, rec)})
+			continue
 		case rec != nil && rec.Unobserved && rec.BuildID == "" && rec.Power != node.PowerOff && rec.State == node.Unknown && now.Before(o.ObserveUntil):
 			p.Held = append(p.Held, HeldNode{Node: n.Name,
 				Reason: fmt.Sprintf("observing: anneal has no record of its build; waiting until %s for its agent to report (a lost or fresh state)", o.ObserveUntil.UTC().Format(time.RFC3339))})
@@ -209,6 +216,17 @@ func PlanRebuildsWith(site *schema.Site, records map[string]*node.Record, o Rebu
 	slices.Sort(p.Decommission)
 	pickCanaries(p.Rebuilds, site.Config.Policies.Canaries)
 	return p
+}
+
+// errEnrolled refuses to arm a node enrolled after the plan that
+// rebuilds it was made.
+var errEnrolled = errors.New("enrolled (anneal enroll) after this rollout was planned: not rebuilt; it is adopted when its agent reports its build, or rebuilt after anneal nodes retry")
+
+// enrolledReason is why enrolled node name is held.
+func enrolledReason(name string, rec *node.Record) string {
+	why := cmp.Or(rec.Reason, "enrolled, awaiting its agent's first report")
+	return fmt.Sprintf("%s (enrolled at %s; held, never rebuilt on its own: adopted once its agent reports its desired build with matching facts, or `anneal nodes retry %s` has anneal rebuild it)",
+		why, rec.Enrolled.UTC().Format(time.RFC3339), name)
 }
 
 // needsBuild reports whether a node's live build differs from its desired

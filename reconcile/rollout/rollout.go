@@ -453,6 +453,9 @@ func (s *scheduler) leave(ctx context.Context, batch []NodeRebuild) error {
 		}
 		wg.Go(func() {
 			errs[i] = s.ro.Nodes.UpdateNode(ctx, r.Node, func(rec *node.Record) error {
+				if rec.EnrolledHeld() {
+					return nil // enrolled since the plan: its arming refuses it
+				}
 				rec.State, rec.Since, rec.Reason, rec.Target = node.Pending, now, "", r.To
 				return nil
 			})
@@ -526,6 +529,9 @@ func (ro *Engine) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) st
 		}
 		now := ro.now()
 		err = ro.Nodes.UpdateNode(ctx, n.Name, func(rec *node.Record) error {
+			if rec.EnrolledHeld() {
+				return errEnrolled // enrolled since the plan: never power-cycled for it
+			}
 			rec.State, rec.Since, rec.Target, rec.Reason = node.Provisioning, now, r.To, ""
 			rec.Nonce, rec.TokenExpires = nonce, now.Add(timeout)
 			rec.Netbooted, rec.InstallFetched, rec.Fetched, rec.PowerCycles, rec.Deploy = time.Time{}, time.Time{}, nil, 1, nil
