@@ -85,7 +85,14 @@ func New(cfg Config) http.Handler {
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", http.FileServerFS(sub)))
+	files := http.StripPrefix("/ui/static/", http.FileServerFS(sub))
+	mux.HandleFunc("GET /ui/static/{file}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("file") == "" { // no directory listing
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /ui/api/nodes", d.nodes)
 	mux.HandleFunc("GET /ui/api/plan", d.plan)
 	return secure(mux)

@@ -62,6 +62,8 @@ func TestRoutes(t *testing.T) {
 		{"/ui/static/app.js", "javascript", 200, []string{"textContent"}},
 		{"/ui/static/app.css", "text/css", 200, nil},
 		{"/ui/static/nothing.js", "", 404, nil},
+		{"/ui/static/", "", 404, nil},
+		{"/ui/static/favicon.svg", "image/svg+xml", 200, []string{"<svg"}},
 		{"/ui/api/nodes", "application/json", 200, []string{`"total":14`, `"e1n01"`, `rebuild: patchSet (canary)`}},
 		{"/ui/api/nodes?page=0", "application/json", 400, []string{"page must be a number from 1"}},
 		{"/ui/api/nodes?per=100000", "application/json", 400, []string{"per must be"}},

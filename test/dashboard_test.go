@@ -172,6 +172,15 @@ func TestDashboard(t *testing.T) {
 			t.Fatalf("click %s: %v", sel, err)
 		}
 	}
+	// choose picks an option of a select as the operator does.
+	choose := func(id, value string) {
+		t.Helper()
+		var ok bool
+		eval(fmt.Sprintf(`(() => { const s = document.getElementById(%q); s.value = %q; s.dispatchEvent(new Event('change')); return s.value === %q; })()`, id, value, value), &ok)
+		if !ok {
+			t.Fatalf("select %s has no option %q", id, value)
+		}
+	}
 	setToken := func(tok string) {
 		t.Helper()
 		if err := chromedp.Do(bctx, chromedp.SetValue(chromedp.CSS("#token"), tok), chromedp.Click(chromedp.CSS("#token-save"))); err != nil {
@@ -221,18 +230,14 @@ func TestDashboard(t *testing.T) {
 	}
 	// Filtered server-side: rack e1 only.
 	poll("the rack filter", `document.querySelector('#f-rack option[value="e1"]') !== null`)
-	if err := chromedp.Do(bctx, chromedp.SetValue(chromedp.CSS("#f-rack"), "e1"), chromedp.Evaluate[chromedp.Void](`document.getElementById('f-rack').dispatchEvent(new Event('change'))`)); err != nil {
-		t.Fatal(err)
-	}
+	choose("f-rack", "e1")
 	poll("rack e1's nodes only", `(() => { const r = [...document.querySelectorAll('#nodes-body tr.node')]; return r.length > 0 && r.every(tr => tr.dataset.node.startsWith('e1')); })()`)
-	if err := chromedp.Do(bctx, chromedp.SetValue(chromedp.CSS("#f-rack"), ""), chromedp.Evaluate[chromedp.Void](`document.getElementById('f-rack').dispatchEvent(new Event('change'))`)); err != nil {
-		t.Fatal(err)
-	}
+	choose("f-rack", "")
 	poll("every node listed again", fmt.Sprintf("document.querySelectorAll('#nodes-body tr.node').length === %d", len(loaded.Nodes)))
 
-	// B: rack e1 to a new patch set. The canary stays in firmware for 3 s
+	// B: rack e1 to a new patch set. The canary stays in firmware for 5 s
 	// (a lab fault), so the rollout runs while the page refreshes.
-	send(t, http.MethodPut, control+"/lab/v1/faults", "", `{"nodeBootDelay": {"e1n01": "3s"}}`)
+	send(t, http.MethodPut, control+"/lab/v1/faults", "", `{"nodeBootDelay": {"e1n01": "5s"}}`)
 	edit(t, site, "nodes/east-e1.yaml", setPatchSet("2026-12"))
 	git(t, site, "commit", "-q", "-am", "B: rack e1 to 2026-12")
 	revB := git(t, site, "rev-parse", "HEAD")
