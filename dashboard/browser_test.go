@@ -13,6 +13,7 @@ import (
 	"github.com/anneal-dev/anneal/internal/testenv"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/rollout"
 )
 
@@ -32,6 +33,20 @@ func TestBrowserShowsMarkupAsText(t *testing.T) {
 	// The API's status route, as api.New serves it, beside the dashboard.
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, st) })
+	// The history endpoints' contract: revisions newest first, events
+	// oldest first; a commit's summary is the site author's text.
+	mux.HandleFunc("GET /api/v1/history", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, []map[string]any{
+			{"revision": "abc", "summary": evil, "seen": "2026-01-02T03:04:05Z", "outcome": "awaiting-approval", "counts": map[string]int{"decommissions": 5}},
+			{"revision": "def", "summary": "B", "seen": "2026-01-02T03:00:00Z", "applied": "2026-01-02T03:01:00Z", "outcome": "applied"},
+		})
+	})
+	mux.HandleFunc("GET /api/v1/events", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, []events.Event{
+			{Seq: 1, Kind: events.RevisionSeen, Revision: "abc", Message: evil},
+			{Seq: 2, Kind: events.NodeStep, Node: "e1n02", Step: "install", Message: "install failed", Error: evil},
+		})
+	})
 	mux.Handle("/", New(Config{Reconciler: fixed{st: st, plan: plan, site: site}}))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
@@ -46,6 +61,7 @@ func TestBrowserShowsMarkupAsText(t *testing.T) {
 		t.Fatal(err)
 	}
 	shown, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('#nodes-body tr.node').length === 14 &&
+		document.querySelectorAll('#history-body tr').length === 2 && document.querySelectorAll('#events li').length === 2 &&
 		document.getElementById('plan-text').textContent.includes('guarded (mass-remove)') &&
 		!document.getElementById('approval-pending').hidden`, chromedp.WithPollingTimeout(10*time.Second)))
 	if err != nil || !shown {
@@ -53,11 +69,11 @@ func TestBrowserShowsMarkupAsText(t *testing.T) {
 		t.Fatalf("the page did not fill: %v\n%s", err, text)
 	}
 	res, err := chromedp.Run(ctx, chromedp.Evaluate[[]any](`[document.querySelectorAll('main img, main script').length, String(window.pwned),
-		['rev-error', 'approval-reasons', 'rollout-detail', 'plan-text', 'nodes-body'].map(id => document.getElementById(id).textContent.includes('<img src=x')).join()]`))
+		['rev-error', 'approval-reasons', 'rollout-detail', 'plan-text', 'nodes-body', 'history-body', 'events'].map(id => document.getElementById(id).textContent.includes('<img src=x')).join()]`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 3 || res[0] != float64(0) || res[1] != "undefined" || res[2] != strings.Repeat("true,", 4)+"true" {
+	if len(res) != 3 || res[0] != float64(0) || res[1] != "undefined" || res[2] != strings.Repeat("true,", 6)+"true" {
 		t.Errorf("markup from the site: [elements made, window.pwned, shown as text in each part] = %v, want [0 undefined true,...]", res)
 	}
 }

@@ -259,6 +259,10 @@ func TestDashboard(t *testing.T) {
 	if got := text("plan-head"); !strings.Contains(got, "awaits approval of revision "+revC[:12]) {
 		t.Errorf("plan head %q does not say it awaits C's approval", got)
 	}
+	// The history: C's row once the daemon serves /api/v1/history, else
+	// the page says it is unavailable.
+	poll("the history", fmt.Sprintf(`document.getElementById('history-state').textContent.includes('unavailable: this daemon serves no') ||
+		[...document.querySelectorAll('#history-body tr')].some(tr => tr.textContent.includes(%q))`, revC[:12]))
 	if path := os.Getenv("ANNEAL_SCREENSHOT"); path != "" {
 		shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 		if err != nil {

@@ -283,7 +283,7 @@
         const rev = el('td', short(h.revision), 'mono');
         rev.title = h.revision || '';
         tr.append(rev, el('td', h.summary || ''), el('td', h.outcome || '', 'outcome-' + (h.outcome || '')),
-          timeCell(h.applied || h.validated || h.seen), el('td', counts(h.counts)), el('td', h.error || '', 'error'));
+          timeCell(h.applied || h.last || h.validated || h.seen), el('td', counts(h.counts)), el('td', h.error || '', 'error'));
         return tr;
       });
       $('history-body').replaceChildren(...rows);
