@@ -303,6 +303,17 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("approved plan %s, want the pending one %s", st.Approved.PlanDigest, pending.PendingApproval.PlanDigest)
 	}
 	poll("the approval shown", fmt.Sprintf(`document.getElementById('approval-last').textContent.includes(%q)`, revC[:12]))
+	// Suspend and resume from the page.
+	click("#act-suspend")
+	poll("the suspended badge", `!document.getElementById('suspended').hidden`)
+	if !status().Suspended {
+		t.Error("the daemon is not suspended after the page's Suspend")
+	}
+	click("#act-resume")
+	poll("the suspended badge gone", `document.getElementById('suspended').hidden`)
+	if status().Suspended {
+		t.Error("the daemon is still suspended after the page's Resume")
+	}
 	var stored string
 	eval(`sessionStorage.getItem('anneal.token') + '|' + localStorage.length + '|' + location.href`, &stored)
 	if want := "lab-api-token|0|" + api + "/"; stored != want {
