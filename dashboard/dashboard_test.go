@@ -162,3 +162,29 @@ func TestPage(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderPlan renders plans as anneal plan prints them: one without a
+// DNS layer too; pending only when the approval names this plan.
+func TestRenderPlan(t *testing.T) {
+	pending := reconcile.Status{PendingApproval: &reconcile.Approval{Revision: "r1", PlanDigest: "d1"}}
+	for _, tc := range []struct {
+		name   string
+		plan   *reconcile.Plan
+		st     reconcile.Status
+		want   PlanView
+		inText string
+	}{
+		{"none", nil, pending, PlanView{}, ""},
+		{"no DNS layer", &reconcile.Plan{Site: "s", Digest: "d1"}, pending, PlanView{Available: true, Site: "s", Digest: "d1", Pending: true, Revision: "r1"}, `No changes: the live DNS matches site "s" on 0 targets.`},
+		{"another plan", &reconcile.Plan{Site: "s", Digest: "d2", DNS: &dns.Plan{}}, pending, PlanView{Available: true, Site: "s", Digest: "d2"}, "No changes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := RenderPlan(tc.plan, tc.st)
+			text := got.Text
+			got.Text = ""
+			if got != tc.want || !strings.Contains(text, tc.inText) {
+				t.Errorf("RenderPlan = %+v %q, want %+v with %q", got, text, tc.want, tc.inText)
+			}
+		})
+	}
+}

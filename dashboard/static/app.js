@@ -318,6 +318,10 @@
 
   async function refresh() {
     clearTimeout(timer);
+    if (document.hidden) { // a background tab costs the daemon nothing; shown again, it refreshes at once
+      timer = setTimeout(refresh, REFRESH_MS);
+      return;
+    }
     const jobs = [
       getJSON('/api/v1/status').then(renderStatus),
       getJSON('/ui/api/plan').then(renderPlan),
@@ -367,6 +371,7 @@
     });
     $('page-prev').addEventListener('click', () => { if (view.page > 1) { view.page--; refresh(); } });
     $('page-next').addEventListener('click', () => { if (view.page < view.pages) { view.page++; refresh(); } });
+    document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
     tokenChanged();
     refresh();
   }
