@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -81,11 +80,7 @@ func New(cfg Config) http.Handler {
 	d := &dashboard{cfg: cfg}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.page)
-	sub, err := fs.Sub(static, "static")
-	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
-	}
-	files := http.StripPrefix("/ui/static/", http.FileServerFS(sub))
+	files := http.StripPrefix("/ui/", http.FileServerFS(static)) // /ui/static/F is static/F
 	mux.HandleFunc("GET /ui/static/{file}", func(w http.ResponseWriter, r *http.Request) {
 		if r.PathValue("file") == "" { // no directory listing
 			http.NotFound(w, r)
@@ -178,20 +173,22 @@ type NodePage struct {
 	Nodes  []Row          `json:"nodes"`
 }
 
-// filter is a node list query.
-type filter struct {
-	region, rack, state, q string
-	page, per              int
+// Filter is a node list query: the region, rack and state (a live or
+// declared state, or "drift") to keep ("" keeps all), a part of the name
+// (lower case), and which page of how many nodes.
+type Filter struct {
+	Region, Rack, State, Query string
+	Page, PerPage              int
 }
 
-func parseFilter(r *http.Request) (filter, error) {
+func parseFilter(r *http.Request) (Filter, error) {
 	q := r.URL.Query()
-	f := filter{region: q.Get("region"), rack: q.Get("rack"), state: q.Get("state"), q: strings.ToLower(q.Get("q")), page: 1, per: DefaultPerPage}
+	f := Filter{Region: q.Get("region"), Rack: q.Get("rack"), State: q.Get("state"), Query: strings.ToLower(q.Get("q")), Page: 1, PerPage: DefaultPerPage}
 	for _, p := range []struct {
 		name     string
 		dst      *int
 		min, max int
-	}{{"page", &f.page, 1, 1 << 20}, {"per", &f.per, 1, MaxPerPage}} {
+	}{{"page", &f.Page, 1, 1 << 20}, {"per", &f.PerPage, 1, MaxPerPage}} {
 		v := q.Get(p.name)
 		if v == "" {
 			continue
@@ -202,7 +199,7 @@ func parseFilter(r *http.Request) (filter, error) {
 		}
 		*p.dst = n
 	}
-	for _, s := range []string{f.region, f.rack, f.state, f.q} {
+	for _, s := range []string{f.Region, f.Rack, f.State, f.Query} {
 		if len(s) > 256 {
 			return f, fmt.Errorf("a filter is over 256 bytes")
 		}
@@ -304,9 +301,10 @@ func drifted(r Row) bool {
 	return r.Drift != "" || r.State == string(schema.StateActive) && r.Live != "" && !r.UpToDate
 }
 
-// Page filters the rows and returns page f.page of them.
-func Page(rows []Row, f filter) NodePage {
-	p := NodePage{Total: len(rows), PerPage: f.per, Regions: map[string][]string{}, States: map[string]int{}, Nodes: []Row{}}
+// Page filters the rows and returns page f.Page of them (the last when
+// there are fewer pages); f.PerPage must be positive.
+func Page(rows []Row, f Filter) NodePage {
+	p := NodePage{Total: len(rows), PerPage: f.PerPage, Regions: map[string][]string{}, States: map[string]int{}, Nodes: []Row{}}
 	var kept []Row
 	for _, r := range rows {
 		if !slices.Contains(p.Regions[r.Region], r.Rack) {
@@ -317,11 +315,11 @@ func Page(rows []Row, f filter) NodePage {
 			p.States["drift"]++
 		}
 		switch {
-		case f.region != "" && r.Region != f.region,
-			f.rack != "" && r.Rack != f.rack,
-			f.state == "drift" && !drifted(r),
-			f.state != "" && f.state != "drift" && stateOf(r) != f.state,
-			f.q != "" && !strings.Contains(strings.ToLower(r.Name), f.q):
+		case f.Region != "" && r.Region != f.Region,
+			f.Rack != "" && r.Rack != f.Rack,
+			f.State == "drift" && !drifted(r),
+			f.State != "" && f.State != "drift" && stateOf(r) != f.State,
+			f.Query != "" && !strings.Contains(strings.ToLower(r.Name), f.Query):
 			continue
 		}
 		kept = append(kept, r)
@@ -330,10 +328,11 @@ func Page(rows []Row, f filter) NodePage {
 		slices.Sort(racks)
 	}
 	p.Matched = len(kept)
-	p.Pages = max(1, (len(kept)+f.per-1)/f.per)
-	p.Page = min(f.page, p.Pages)
-	start := (p.Page - 1) * f.per
-	p.Nodes = append(p.Nodes, kept[start:min(start+f.per, len(kept))]...)
+	per := max(1, f.PerPage)
+	p.Pages = max(1, (len(kept)+per-1)/per)
+	p.Page = min(max(1, f.Page), p.Pages)
+	start := (p.Page - 1) * per
+	p.Nodes = append(p.Nodes, kept[start:min(start+per, len(kept))]...)
 	return p
 }
 

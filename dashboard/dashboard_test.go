@@ -126,26 +126,24 @@ func TestPage(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name                   string
-		f                      filter
+		f                      Filter
 		matched, pages, page   int
 		first                  string
 		shown                  int
 		failed, drift, regions int
 	}{
-		{"first page", filter{page: 1, per: 100}, 1000, 10, 1, "n0000", 100, 10, 10, 2},
-		{"last page", filter{page: 10, per: 100}, 1000, 10, 10, "n0900", 100, 10, 10, 2},
-		{"past the end", filter{page: 99, per: 100}, 1000, 10, 10, "n0900", 100, 10, 10, 2},
-		{"a region", filter{region: "west", page: 1, per: 500}, 500, 1, 1, "n0001", 500, 10, 10, 2},
-		{"a rack", filter{region: "east", rack: "r02", page: 1, per: 100}, 50, 1, 1, "n0002", 50, 10, 10, 2},
-		{"failed", filter{state: "failed", page: 1, per: 100}, 10, 1, 1, "n0000", 10, 10, 10, 2},
-		{"drift", filter{state: "drift", page: 2, per: 5}, 10, 2, 2, "n0500", 5, 10, 10, 2},
-		{"name", filter{q: "N099", page: 1, per: 100}, 10, 1, 1, "n0990", 10, 10, 10, 2},
-		{"nothing", filter{q: "zz", page: 3, per: 100}, 0, 1, 1, "", 0, 10, 10, 2},
+		{"first page", Filter{Page: 1, PerPage: 100}, 1000, 10, 1, "n0000", 100, 10, 10, 2},
+		{"last page", Filter{Page: 10, PerPage: 100}, 1000, 10, 10, "n0900", 100, 10, 10, 2},
+		{"past the end", Filter{Page: 99, PerPage: 100}, 1000, 10, 10, "n0900", 100, 10, 10, 2},
+		{"a region", Filter{Region: "west", Page: 1, PerPage: 500}, 500, 1, 1, "n0001", 500, 10, 10, 2},
+		{"a rack", Filter{Region: "east", Rack: "r02", Page: 1, PerPage: 100}, 50, 1, 1, "n0002", 50, 10, 10, 2},
+		{"failed", Filter{State: "failed", Page: 1, PerPage: 100}, 10, 1, 1, "n0000", 10, 10, 10, 2},
+		{"drift", Filter{State: "drift", Page: 2, PerPage: 5}, 10, 2, 2, "n0500", 5, 10, 10, 2},
+		{"name", Filter{Query: "N099", Page: 1, PerPage: 100}, 10, 1, 1, "n0990", 10, 10, 10, 2},
+		{"nothing", Filter{Query: "zz", Page: 3, PerPage: 100}, 0, 1, 1, "", 0, 10, 10, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.f.q != "" {
-				tc.f.q = strings.ToLower(tc.f.q)
-			}
+			tc.f.Query = strings.ToLower(tc.f.Query)
 			p := Page(rows, tc.f)
 			first := ""
 			if len(p.Nodes) > 0 {
