@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/anneal-dev/anneal/internal/sitetest"
 	"github.com/anneal-dev/anneal/internal/testenv"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
@@ -51,12 +53,7 @@ func TestBrowserShowsMarkupAsText(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()), chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
+	ctx := browser(t, chromium)
 	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
 		t.Fatal(err)
 	}
@@ -76,4 +73,62 @@ func TestBrowserShowsMarkupAsText(t *testing.T) {
 	if len(res) != 3 || res[0] != float64(0) || res[1] != "undefined" || res[2] != strings.Repeat("true,", 6)+"true" {
 		t.Errorf("markup from the site: [elements made, window.pwned, shown as text in each part] = %v, want [0 undefined true,...]", res)
 	}
+}
+
+// browser starts a headless Chromium for the test (no sandbox, no GPU, a
+// throwaway profile, only loopback resolvable) and returns its tab.
+func browser(t *testing.T, chromium string) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()), chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	return ctx
+}
+
+// TestBrowserLargeFleet: a 1,000-node site is shown a page at a time,
+// paged and filtered on the server.
+func TestBrowserLargeFleet(t *testing.T) {
+	chromium := testenv.LookPath(t, "chromium", "chromium")
+	site := sitetest.Generated(t, 1000)
+	st := reconcile.Status{Mode: reconcile.ModeConverge}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, st) })
+	mux.Handle("/", New(Config{Reconciler: fixed{st: st, site: site}}))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx := browser(t, chromium)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	wait := func(what, expr string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('fleet').innerText`))
+			t.Fatalf("waiting for %s: %v\n%s", what, err, text)
+		}
+	}
+	rows := `document.querySelectorAll('#nodes-body tr.node')`
+	wait("the first page", `document.getElementById('fleet-count').textContent === '1000 of 1000 nodes' && `+rows+`.length === 100 &&
+		document.getElementById('page-info').textContent === 'page 1 of 10'`)
+	first, err := chromedp.Run(ctx, chromedp.Evaluate[string](rows+`[0].dataset.node`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#page-next"))); err != nil {
+		t.Fatal(err)
+	}
+	wait("the second page", `document.getElementById('page-info').textContent === 'page 2 of 10' && `+rows+`.length === 100 && `+rows+`[0].dataset.node !== '`+first+`'`)
+	region := site.Nodes[0].Region
+	n := 0
+	for _, nd := range site.Nodes {
+		if nd.Region == region {
+			n++
+		}
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const s = document.getElementById('f-region'); s.value = '`+region+`'; s.dispatchEvent(new Event('change')); return s.value === '`+region+`'; })()`)); err != nil {
+		t.Fatal(err)
+	}
+	wait("the region's nodes", fmt.Sprintf(`document.getElementById('fleet-count').textContent === '%d of 1000 nodes' && document.getElementById('page-info').textContent === 'page 1 of %d'`, n, (n+99)/100))
 }
