@@ -132,10 +132,12 @@ func TestDashboard(t *testing.T) {
 	}
 	// Before the merge of the history endpoints they answer 404: the page
 	// says "unavailable", and the browser logs the failed request.
+	blog.mu.Lock()
 	blog.expected = func(u string) bool {
 		p, err := url.Parse(u)
 		return err == nil && (p.Path == "/api/v1/history" || p.Path == "/api/v1/events")
 	}
+	blog.mu.Unlock()
 	// poll waits until the expression is truthy in the page.
 	poll := func(what, expr string) {
 		t.Helper()
@@ -280,8 +282,8 @@ func TestDashboard(t *testing.T) {
 	if !disabled {
 		t.Error("approve is enabled without a token")
 	}
-	wrong := blog.expected
 	blog.mu.Lock()
+	wrong := blog.expected
 	blog.expected = func(u string) bool { return wrong(u) || strings.HasSuffix(u, "/api/v1/approve") }
 	blog.mu.Unlock()
 	setToken("not-the-token")
