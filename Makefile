@@ -42,9 +42,11 @@ fuzz:
 
 # The main job on embedded defaults: the example site converged against
 # the simulated lab (anneal lab), then a patch set bump rolled out and
-# reverted. Needs only Go (git is go-git inside the demo program).
+# reverted. Needs only Go (git is go-git inside the demo program). The
+# dashboard's address is printed when serve starts; KEEP=1 leaves serve and
+# the lab running at the end, with the dashboard, until Ctrl-C.
 demo: build
-	$(GO) run ./examples/demo -anneal $(BIN) -site $(SITE)
+	$(GO) run ./examples/demo -anneal $(BIN) -site $(SITE)$(if $(KEEP), -keep)
 
 clean:
 	rm -rf bin

@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/anneal-dev/anneal/internal/planview"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
-	"github.com/anneal-dev/anneal/reconcile/rollout"
 )
 
 // palette colours plan lines on a terminal; the zero value prints plain.
@@ -29,36 +27,20 @@ func colorFor(w io.Writer) palette {
 	return palette{add: "\x1b[32m", change: "\x1b[33m", del: "\x1b[31m", warn: "\x1b[35m", reset: "\x1b[0m"}
 }
 
-const changesPerZone = 100
+const changesPerZone = planview.ChangesPerZone
 
-func rdata(s *dns.RRset) string {
-	return fmt.Sprintf("%d %s", s.TTL, strings.Join(s.Data, ", "))
+// view is the palette as package planview takes it.
+func (p palette) view() planview.Palette {
+	return planview.Palette{Add: p.add, Change: p.change, Del: p.del, Warn: p.warn, Reset: p.reset}
 }
 
 // changeLine renders one change as "+ name TYPE ttl data" (or old → new).
-func changeLine(c dns.RRsetChange) (sign, line string) {
-	switch c.Op {
-	case dns.OpCreate:
-		return "+", fmt.Sprintf("%s %s %s", c.New.Name, c.New.Type, rdata(c.New))
-	case dns.OpDelete:
-		return "-", fmt.Sprintf("%s %s %s", c.Old.Name, c.Old.Type, rdata(c.Old))
-	default:
-		return "~", fmt.Sprintf("%s %s %s → %s", c.New.Name, c.New.Type, rdata(c.Old), rdata(c.New))
-	}
-}
+func changeLine(c dns.RRsetChange) (sign, line string) { return planview.ChangeLine(c) }
 
 // writeChangeLines prints a zone's changes as +/~/- lines, coloured on a
 // terminal, at most changesPerZone unless full.
 func writeChangeLines(w io.Writer, changes []dns.RRsetChange, full bool, pal palette) {
-	for i, ch := range changes {
-		if i == changesPerZone && !full {
-			fmt.Fprintf(w, "    … and %d more (--full or -o json shows all)\n", len(changes)-i)
-			return
-		}
-		sign, line := changeLine(ch)
-		col := map[string]string{"+": pal.add, "~": pal.change, "-": pal.del}[sign]
-		fmt.Fprintf(w, "  %s%s %s%s\n", col, sign, line, pal.reset)
-	}
+	planview.WriteChangeLines(w, changes, full, pal.view())
 }
 
 // writeChangeDiff prints a zone's changes as the lines of a ```diff block
@@ -77,110 +59,9 @@ func writeChangeDiff(w io.Writer, changes []dns.RRsetChange, full bool) {
 	}
 }
 
+// renderText prints a plan as anneal plan shows it (package planview).
 func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
-	d := p.DNS
-	if d.Interrupted != nil {
-		fmt.Fprintf(w, "%san apply started %s did not finish (%d zone(s) pending); this plan completes it%s\n\n",
-			pal.warn, d.Interrupted.Started.Format("2006-01-02 15:04:05Z"), len(d.Interrupted.Pending), pal.reset)
-	}
-	for _, z := range d.Zones {
-		if len(z.Changes)+len(z.Conflicts)+len(z.Adopt) == 0 {
-			continue
-		}
-		c, u, del := z.Counts()
-		fmt.Fprintf(w, "dns %s zone %s: %d to add, %d to change, %d to delete\n", z.Target, z.Zone, c, u, del)
-		writeChangeLines(w, z.Changes, full, pal)
-		for _, k := range z.Adopt {
-			fmt.Fprintf(w, "  = %s (already as declared; anneal takes ownership)\n", k)
-		}
-		for _, cf := range z.Conflicts {
-			fmt.Fprintf(w, "  %s! %s: conflict, left alone: %s%s\n", pal.warn, cf.Key, cf.Reason, pal.reset)
-		}
-	}
-	for _, f := range d.Failures {
-		where := f.Target
-		if f.Zone != "" {
-			where += " zone " + f.Zone
-		}
-		fmt.Fprintf(w, "%serror: dns %s: %s%s\n", pal.del, where, f.Error, pal.reset)
-	}
-	for _, f := range d.Findings {
-		fmt.Fprintf(w, "%swarning: dns %s: %s: %s%s\n", pal.warn, f.Target, f.Kind, f.Detail, pal.reset)
-	}
-	for _, m := range d.MassDelete {
-		if m.Exceeded {
-			fmt.Fprintf(w, "%swarning: dns %s: %d of %d owned RRsets deleted (%d%%) exceeds dnsMassDeletePercent %d%%: apply needs --allow-mass-delete%s\n",
-				pal.warn, m.Target, m.Deletes, m.Owned, m.Percent, m.Limit, pal.reset)
-		}
-	}
-	renderRebuilds(w, p.Rebuilds, pal)
-	for _, g := range p.Guards {
-		how := "the daemon runs it once anneal approve names this plan"
-		if g.Kind == reconcile.GuardDNSMassDelete {
-			how += "; apply needs --allow-mass-delete"
-		}
-		fmt.Fprintf(w, "%sguarded (%s): %s: %s%s\n", pal.warn, g.Kind, g.Reason, how, pal.reset)
-	}
-	creates, updates, deletes, conflicts := p.Counts()
-	if !p.HasChanges() && !p.HasFailures() {
-		fleet := ""
-		if rp := p.Rebuilds; rp != nil && len(rp.Held) > 0 {
-			fleet = fmt.Sprintf("; %s held (above)", plural(len(rp.Held), "node"))
-		} else if rp != nil {
-			fleet = " and every node runs its build"
-		}
-		fmt.Fprintf(w, "No changes: the live DNS matches site %q on %s%s.\n", p.Site, plural(len(d.MassDelete), "target"), fleet)
-		return
-	}
-	fmt.Fprintf(w, "Plan: %d to add, %d to change, %d to delete, %s, %s", creates, updates, deletes, plural(conflicts, "conflict"), plural(len(d.Failures), "failure"))
-	if rp := p.Rebuilds; rp != nil {
-		fmt.Fprintf(w, "; %s to rebuild, %d to decommission, %d held", plural(len(rp.Rebuilds), "node"), len(rp.Decommission), len(rp.Held))
-	}
-	fmt.Fprintln(w, ".")
-	if p.Digest != "" {
-		fmt.Fprintf(w, "Plan digest %s (%s).\n", p.Digest[:12], plural(len(p.Actions), "action"))
-	}
-}
-
-// renderRebuilds prints the rebuild layer: each node, why, and the field
-// diff of its build.
-func renderRebuilds(w io.Writer, rp *rollout.RebuildPlan, pal palette) {
-	if rp == nil {
-		return
-	}
-	for _, r := range rp.Rebuilds {
-		tag := ""
-		switch {
-		case r.Canary:
-			tag = " (canary)"
-		case r.Resume:
-			tag = " (installing: resumed)"
-		}
-		from := r.From
-		if from == "" {
-			from = "never built"
-		}
-		fmt.Fprintf(w, "%s~ rebuild %s%s%s [%s/%s]: %s → %s: %s\n", pal.change, r.Node, tag, pal.reset, r.Region, r.Rack, from, r.To, reasonsText(r.Reasons))
-		for _, c := range r.Changes {
-			fmt.Fprintf(w, "    %s\n", c)
-		}
-		for _, d := range r.Drift {
-			fmt.Fprintf(w, "    live: %s\n", d)
-		}
-	}
-	for _, n := range rp.Decommission {
-		why := "state: decommissioned"
-		if slices.Contains(rp.Removed, n) {
-			why = "left the site"
-		}
-		fmt.Fprintf(w, "%s- decommission %s%s (%s): leave groups, power off, remove netboot and DNS names\n", pal.del, n, pal.reset, why)
-	}
-	for _, h := range rp.Held {
-		fmt.Fprintf(w, "%s! held %s%s: %s\n", pal.warn, h.Node, pal.reset, h.Reason)
-	}
-	for _, f := range rp.Firmware {
-		fmt.Fprintf(w, "%swarning: firmware on %s: BIOS %q BMC %q, profile wants BIOS %q BMC %q%s\n", pal.warn, f.Node, f.Found.BIOS, f.Found.BMC, f.Want.BIOS, f.Want.BMC, pal.reset)
-	}
+	planview.Text(w, p, full, pal.view())
 }
 
 func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/anneal-dev/anneal/internal/planview"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/node"
 )
@@ -23,13 +24,7 @@ func reviewCounts(r *reconcile.Review) (rebuilds, other, dnsChanges int) {
 	return
 }
 
-func reasonsText(rs []node.RebuildReason) string {
-	parts := make([]string, len(rs))
-	for i, r := range rs {
-		parts[i] = string(r)
-	}
-	return strings.Join(parts, ", ")
-}
+func reasonsText(rs []node.RebuildReason) string { return planview.Reasons(rs) }
 
 func renderReviewText(w io.Writer, r *reconcile.Review, full bool, pal palette) {
 	fmt.Fprintf(w, "Review of site %q: %s → %s\n\n", r.Site, r.Base, r.Head)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/api"
+	"github.com/anneal-dev/anneal/dashboard"
 	"github.com/anneal-dev/anneal/netlimit"
 	"github.com/anneal-dev/anneal/providers/secret"
 	"github.com/anneal-dev/anneal/providers/source"
@@ -40,6 +41,7 @@ a rebuild of a node anneal lost track of) runs nothing until anneal approve
 node records, the fleet is observed first (BMC power, agent reports for
 --observe-grace) and nodes running their desired build are adopted.
 
+The dashboard is at / on --listen (read-only without the token).
 HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
 /api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
 /api/v1/resume, /api/v1/approve, /api/v1/nodes/NODE/retry,
@@ -197,7 +199,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if r.Rebuild != nil {
 			apiConfig.Nodes = r.Rebuild.Nodes
 		}
-		srv := netlimit.NewServer(api.New(apiConfig), apiLimits)
+		srv := netlimit.NewServer(withDashboard(api.New(apiConfig), dashboard.Config{Reconciler: r, Nodes: apiConfig.Nodes, Log: log}), apiLimits)
 		srv.TLSConfig = tlsConfig
 		ln = netlimit.NewListener(ln, apiLimits, log.With("server", "api"))
 		go func() {
@@ -290,4 +292,14 @@ func shortHash(s string) string {
 		h = (h ^ uint32(s[i])) * 16777619
 	}
 	return fmt.Sprintf("%08x", h)
+}
+
+// withDashboard serves the dashboard at / and /ui/ beside the API.
+func withDashboard(apiHandler http.Handler, cfg dashboard.Config) http.Handler {
+	d := dashboard.New(cfg)
+	mux := http.NewServeMux()
+	mux.Handle("/", apiHandler)
+	mux.Handle("GET /{$}", d)
+	mux.Handle("/ui/", d)
+	return mux
 }

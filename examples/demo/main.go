@@ -38,12 +38,18 @@ var labEnv = []string{
 	"ANNEAL_BMC_PASSWORD=lab-bmc-password",
 	"ANNEAL_TSIG_SECRET=bGFiLXRzaWctc2VjcmV0LWZvci10aGUtZGVtbw==",
 	"ANNEAL_PDNS_API_KEY=lab-pdns-api-key",
+	"ANNEAL_API_TOKEN=" + demoToken,
 }
+
+// demoToken is the demo daemon's API token (serve --token): the
+// dashboard's actions need it. It is the demo's, like the lab's secrets
+// above, and protects nothing else.
+const demoToken = "demo-api-token"
 
 func main() {
 	bin := flag.String("anneal", "bin/anneal", "the anneal binary")
 	site := flag.String("site", "examples/site-repo", "the site to converge")
-	keep := flag.Bool("keep", false, "keep the work directory")
+	keep := flag.Bool("keep", false, "at the end, leave serve and the lab running with the dashboard until Ctrl-C, and keep the work directory")
 	secrets := flag.String("secrets", "examples/lab-secrets.yaml", "the operator's secret grants for the site (anneal --secrets)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -112,9 +118,11 @@ func run(ctx context.Context, bin, site, secrets string, keep bool) error {
 	}
 	step("anneal serve: follows the repository, converges DNS, netboot and rebuilds through the lab's BMCs")
 	if err := d.start("serve", "serve", "--repo", d.repo, "--branch", "main", "--interval", "1s", "--state", filepath.Join(work, "state.db"),
-		"--secrets", secrets, "--listen", api, "--netboot-listen", boot, "--lab", labDir, "--install-timeout", "30s"); err != nil {
+		"--secrets", secrets, "--listen", api, "--netboot-listen", boot, "--lab", labDir, "--install-timeout", "30s",
+		"--token", "env:ANNEAL_API_TOKEN"); err != nil {
 		return err
 	}
+	fmt.Printf("dashboard: %s/ (watch the rollouts there; its actions take the demo's API token %q)\n", d.api, demoToken)
 	step("waiting for commit A to converge: every active node netboots, installs, reports and is verified")
 	if err := d.anneal(ctx, "status", "--server", d.api, "--wait", revA, "--timeout", "60s"); err != nil {
 		return err
@@ -147,7 +155,13 @@ func run(ctx context.Context, bin, site, secrets string, keep bool) error {
 	if err := d.anneal(ctx, "status", "--server", d.api, "--wait", revC, "--timeout", "60s"); err != nil {
 		return err
 	}
-	step(fmt.Sprintf("done in %s; stopping serve and the lab", time.Since(start).Round(100*time.Millisecond)))
+	if keep {
+		step(fmt.Sprintf("done in %s; serve and the lab keep running", time.Since(start).Round(100*time.Millisecond)))
+		fmt.Printf("dashboard: %s/  (API token %q)\nwork directory: %s\nCtrl-C stops serve and the lab.\n", d.api, demoToken, work)
+		<-ctx.Done()
+		return nil
+	}
+	step(fmt.Sprintf("done in %s; stopping serve and the lab (make demo KEEP=1 leaves them up with the dashboard at %s/)", time.Since(start).Round(100*time.Millisecond), d.api))
 	return nil
 }
 
