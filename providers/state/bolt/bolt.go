@@ -20,11 +20,14 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	bbolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -101,6 +104,9 @@ type Store struct {
 	db       *bbolt.DB
 	path     string
 	migrated *Migration
+
+	evMu        sync.Mutex
+	evRetention events.Retention
 }
 
 // ErrCorrupt is what every CorruptError is (errors.Is).
@@ -293,7 +299,7 @@ func (s *Store) migrate() error {
 		if err != nil {
 			return err
 		}
-		for _, b := range dataBuckets {
+		for _, b := range append(slices.Clone(dataBuckets), optionalBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
