@@ -74,6 +74,9 @@ type Config struct {
 	// Log logs a backup that fails after its header was sent; nil: not
 	// logged.
 	Log *slog.Logger
+	// Events serves GET /api/v1/events and /api/v1/history; nil answers
+	// 501.
+	Events Events
 }
 
 // New returns the API's handler:
@@ -84,6 +87,7 @@ type Config struct {
 //	     /api/v1/nodes/{node}/retry, /api/v1/nodes/{node}/revoke-agent (bearer token)
 //	GET  /api/v1/state/backup (bearer token)
 //	POST /api/v1/webhook (bearer token, or a body signed with it)
+//	GET  /api/v1/events (?follow=1: server-sent events), /api/v1/history
 func New(cfg Config) http.Handler {
 	r, token := cfg.Reconciler, cfg.Token
 	m := cfg.Metrics
@@ -243,7 +247,8 @@ func New(cfg Config) http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	return mux
+	registerEvents(mux, cfg.Events, cfg.Log)
+	return withActor(mux)
 }
 
 // approveMaxBody bounds an approval's body.
