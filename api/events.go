@@ -150,7 +150,9 @@ func parseFilter(req *http.Request, now time.Time) (f events.Filter, follow bool
 	return f, follow, nil
 }
 
-func isAlnum(c rune) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isAlnum(c rune) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
 
 func kindList() string {
 	var ks []string
