@@ -168,7 +168,9 @@ func TestEventsFollow(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &lineWriter{wrote: make(chan struct{}, 1)}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"events", "--server", srv.URL, "--follow", "--kind", "node.step"}, w, w) }()
+	go func() {
+		done <- run(ctx, []string{"events", "--server", srv.URL, "--follow", "--kind", "node.step"}, w, w)
+	}()
 	w.waitFor(t, "power-cycle")
 	step := func(s string) events.Event {
 		return events.Event{Kind: events.NodeStep, Node: "e1n02", Step: s, Message: "m"}
