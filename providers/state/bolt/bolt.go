@@ -1,5 +1,6 @@
 // Package bolt is anneal's embedded state store: one bbolt file holding the
-// DNS ownership inventory, the zone snapshot cache and the apply journal.
+// DNS ownership inventory, the zone snapshot cache, the apply journal, the
+// node records, the status and the history of events (events.go).
 //
 // bbolt over SQLite: the state is a handful of key spaces read and written
 // by one process, with no queries beyond prefix scans; bbolt is pure Go (no
