@@ -134,10 +134,13 @@ func eventLine(e events.Event) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %-19s  %-12s  %-8s  ", e.Time.UTC().Format(time.RFC3339), e.Kind, dash(short(e.Revision)), dash(e.Node))
-	if e.Step != "" && e.Kind == events.NodeStep {
+	if e.Step != "" && e.Kind == events.NodeStep && e.Step != e.Message {
 		b.WriteString(e.Step + ": ")
 	}
 	b.WriteString(e.Message)
+	if e.Summary != "" {
+		fmt.Fprintf(&b, " %q", e.Summary)
+	}
 	if e.Actor != "" {
 		fmt.Fprintf(&b, " (by %s)", e.Actor)
 	}

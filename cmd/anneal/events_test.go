@@ -49,7 +49,7 @@ func TestEventsCLI(t *testing.T) {
 		wantNot  []string
 		wantLine int // lines of stdout (0: not checked)
 	}{
-		{"all", nil, 0, []string{"revision.seen", "0123456789ab  -", "node.step", "e1n01", "power-cycle: power cycled through its BMC",
+		{"all", nil, 0, []string{"revision.seen", "0123456789ab  -", `revision fetched "add e1n04"`, "node.step", "e1n01", "power-cycle: power cycled through its BMC",
 			"revision.applied", "dns=3 rebuilds=1", "revision.refused", "error: site.yaml: canaries: not an int"}, nil, 6},
 		{"node", []string{"--node", "e1n01"}, 0, []string{"power-cycle"}, []string{"revision.seen"}, 1},
 		{"kinds", []string{"--kind", "revision.applied", "--kind", "revision.refused"}, 0, []string{"revision.applied", "revision.refused"}, []string{"revision.seen"}, 2},
