@@ -75,8 +75,10 @@ type Config struct {
 	// logged.
 	Log *slog.Logger
 	// Events serves GET /api/v1/events and /api/v1/history; nil answers
-	// 501.
-	Events Events
+	// 501. StreamsDone, when closed, ends the event streams (a shutdown
+	// does not wait for its followers).
+	Events      Events
+	StreamsDone <-chan struct{}
 }
 
 // New returns the API's handler:
@@ -247,7 +249,7 @@ func New(cfg Config) http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	registerEvents(mux, cfg.Events, cfg.Log)
+	newEventsAPI(cfg.Events, cfg.Log, cfg.StreamsDone).register(mux)
 	return withActor(mux)
 }
 

@@ -43,16 +43,20 @@ const (
 type eventsAPI struct {
 	src     Events
 	log     *slog.Logger
+	done    <-chan struct{} // closed: the streams end (nil: never)
 	streams chan struct{}
 	// heartbeat is the stream's heartbeat period (tests shorten it).
 	heartbeat time.Duration
 }
 
-func registerEvents(mux *http.ServeMux, src Events, log *slog.Logger) {
+func newEventsAPI(src Events, log *slog.Logger, done <-chan struct{}) *eventsAPI {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &eventsAPI{src: src, log: log, streams: make(chan struct{}, maxStreams), heartbeat: heartbeat}
+	return &eventsAPI{src: src, log: log, done: done, streams: make(chan struct{}, maxStreams), heartbeat: heartbeat}
+}
+
+func (e *eventsAPI) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/events", e.events)
 	mux.HandleFunc("GET /api/v1/history", e.history)
 }
@@ -289,6 +293,8 @@ func (e *eventsAPI) stream(w http.ResponseWriter, req *http.Request, f events.Fi
 		select {
 		case <-ctx.Done():
 			return
+		case <-e.done:
+			return // shutting down: the client reconnects to the next one
 		case ev, ok := <-live:
 			if !ok {
 				if ctx.Err() == nil {

@@ -265,3 +265,63 @@ func TestHistoryAPI(t *testing.T) {
 		t.Fatalf("limit=x: %d", code)
 	}
 }
+
+// droppingEvents subscribes through a real recorder but hands the stream
+// a channel the test closes: a subscriber dropped for falling behind.
+type droppingEvents struct {
+	*events.Recorder
+	ch chan events.Event
+}
+
+func (d *droppingEvents) Subscribe(context.Context, events.Filter) (<-chan events.Event, error) {
+	return d.ch, nil
+}
+
+// TestEventsStreamHeartbeatAndDrop: an idle stream sends heartbeat
+// comments; a dropped subscription ends the stream with a comment saying
+// to reconnect, and a reconnect with Last-Event-ID resumes after it.
+func TestEventsStreamHeartbeatAndDrop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := events.NewRecorder(&events.Memory{}, nil)
+	rec.Emit(ctx, events.Event{Kind: events.Suspended, Message: "one"})
+	src := &droppingEvents{Recorder: rec, ch: make(chan events.Event, 1)}
+	e := newEventsAPI(src, nil, nil)
+	e.heartbeat = time.Millisecond
+	mux := http.NewServeMux()
+	e.register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close) // after the streams' bodies are closed (cleanups run last first)
+
+	s, _ := follow(t, ctx, srv.URL+"/api/v1/events?follow=1", nil)
+	if ev := s.next(t); ev.ev.Message != "one" {
+		t.Fatalf("backlog: %+v", ev)
+	}
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no heartbeat: %v", err)
+		}
+		if line == ": heartbeat\n" {
+			break
+		}
+	}
+	close(src.ch)
+	var rest strings.Builder
+	for {
+		line, err := s.r.ReadString('\n')
+		rest.WriteString(line)
+		if err != nil {
+			break // the stream ended
+		}
+	}
+	if !strings.Contains(rest.String(), ": dropped: the reader fell behind; reconnect with Last-Event-ID") {
+		t.Fatalf("after the drop: %q", rest.String())
+	}
+	rec.Emit(ctx, events.Event{Kind: events.Resumed, Message: "two"})
+	src.ch = make(chan events.Event, 1)
+	s2, _ := follow(t, ctx, srv.URL+"/api/v1/events", map[string]string{"Accept": "text/event-stream", "Last-Event-ID": "1"})
+	if ev := s2.next(t); ev.ev.Message != "two" || ev.id != "2" {
+		t.Fatalf("after Last-Event-ID 1: %+v", ev)
+	}
+}

@@ -189,7 +189,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if r.Rebuild != nil {
 			apiConfig.Nodes = r.Rebuild.Nodes
 		}
-		apiConfig.Events = r.Events
+		apiConfig.Events, apiConfig.StreamsDone = r.Events, ctx.Done()
 		srv := netlimit.NewServer(api.New(apiConfig), apiLimits)
 		srv.TLSConfig = tlsConfig
 		ln = netlimit.NewListener(ln, apiLimits, log.With("server", "api"))
