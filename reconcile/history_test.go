@@ -304,3 +304,47 @@ func TestApprovalEvents(t *testing.T) {
 		t.Fatalf("after the approval: %+v", evs)
 	}
 }
+
+// TestRolloutEvents: a rollout whose canary cannot be rebuilt states each
+// node step, the failure with its error, and the halt once over passes.
+func TestRolloutEvents(t *testing.T) {
+	ctx := context.Background()
+	site := exampleSite(t)
+	recs := verifiedRecords(site)
+	stale := recs["e1n01"]
+	stale.BuildID, stale.Spec = "0000000000000000", nil
+	mem := &events.Memory{}
+	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &ownState{}, Mode: ModeConverge, Interval: time.Hour, Targets: zoneTargets(),
+		Events: events.NewRecorder(mem, nil),
+		Rebuild: &RebuildConfig{Nodes: &nodetest.Store{Recs: recs}, FirmwareEvery: -1,
+			BMC: func(node.BMCAccess) (node.BMC, error) { return nil, errors.New("BMC unreachable") }}}
+	for range 3 {
+		r.ReconcileOnce(ctx)
+	}
+	var steps, halts, failed []events.Event
+	for _, e := range allEvents(t, mem) {
+		switch e.Kind {
+		case events.NodeStep:
+			steps = append(steps, e)
+		case events.RolloutHalted:
+			halts = append(halts, e)
+		case events.ApplyFailed:
+			failed = append(failed, e)
+		}
+	}
+	if len(steps) == 0 || len(halts) != 1 {
+		t.Fatalf("steps %+v, halts %+v (all: %v)", steps, halts, kindsOf(allEvents(t, mem)))
+	}
+	last := steps[len(steps)-1]
+	if last.Node != "e1n01" || last.Step != "failed" || !strings.Contains(last.Error, "BMC unreachable") || last.Revision != "r1" {
+		t.Errorf("the last step: %+v", last)
+	}
+	if h := halts[0]; h.Revision != "r1" || h.Error == "" || h.Counts["failed"] != 1 {
+		t.Errorf("halted: %+v", h)
+	}
+	// Three passes: the rollout's failure, then the held halt (a
+	// different error), stated once each.
+	if len(failed) != 2 {
+		t.Errorf("apply.failed over three passes: %+v", failed)
+	}
+}
