@@ -61,13 +61,15 @@ func (s *Store) eventRetention() events.Retention {
 
 // AppendEvents implements events.Store: the events are numbered and stored
 // in one transaction, and the oldest beyond the retention deleted.
+// Concurrent appends (a rollout's nodes) share a transaction (bbolt's
+// Batch): one disk sync for them all.
 func (s *Store) AppendEvents(ctx context.Context, evs []events.Event) ([]events.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	ret := s.eventRetention()
 	out := make([]events.Event, len(evs))
-	err := s.update(func(tx *bbolt.Tx) error {
+	err := s.batch(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketEvents)
 		if err != nil {
 			return err
