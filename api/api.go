@@ -1,7 +1,8 @@
 // Package api is anneal serve's HTTP API: health and readiness, the
 // reconciler's status, drift and nodes, the operator's actions (reconcile,
 // suspend, resume, retry, revoke an agent's token, a state backup), the
-// push webhook and the Prometheus metrics. It drives the reconcile loop
+// push webhook, the Prometheus metrics, and the history: events (listed or
+// streamed) and revisions (events.go). It drives the reconcile loop
 // through the Reconciler interface; cmd wires *reconcile.Reconciler.
 package api
 

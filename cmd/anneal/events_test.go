@@ -196,3 +196,19 @@ func TestEventsFollow(t *testing.T) {
 		t.Errorf("--kind not applied:\n%s", out)
 	}
 }
+
+// TestServeHelpRoutes: serve --help names every route of the API.
+func TestServeHelpRoutes(t *testing.T) {
+	code, out, errs := runCLI(t, "serve", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	help := strings.Join(strings.Fields(out), " ")
+	for _, route := range []string{"/healthz", "/readyz", "/metrics", "/api/v1/status", "/api/v1/drift", "/api/v1/nodes",
+		"/api/v1/events", "/api/v1/history", "/api/v1/reconcile", "/api/v1/suspend", "/api/v1/resume", "/api/v1/approve",
+		"/api/v1/nodes/NODE/retry", "/api/v1/nodes/NODE/revoke-agent", "/api/v1/state/backup", "/api/v1/webhook"} {
+		if !strings.Contains(help, route) {
+			t.Errorf("serve --help does not name %s", route)
+		}
+	}
+}
