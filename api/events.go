@@ -337,7 +337,7 @@ func (e *eventsAPI) history(w http.ResponseWriter, req *http.Request) {
 		}
 		limit = n
 	}
-	evs, err := e.src.Events(req.Context(), events.Filter{Kinds: events.RevisionKinds, Limit: events.MaxLimit})
+	evs, err := e.src.Events(req.Context(), events.Filter{Kinds: events.RevisionKinds(), Limit: events.MaxLimit})
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

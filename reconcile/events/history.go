@@ -16,9 +16,11 @@ const (
 	OutcomeSeen     = "seen"
 )
 
-// RevisionKinds are the kinds History reads.
-var RevisionKinds = []Kind{RevisionSeen, RevisionValidated, RevisionRefused, PlanComputed, ApprovalPending, Approved,
+var revisionKinds = []Kind{RevisionSeen, RevisionValidated, RevisionRefused, PlanComputed, ApprovalPending, Approved,
 	Applied, ApplyFailed, RolloutHalted}
+
+// RevisionKinds returns the kinds History reads.
+func RevisionKinds() []Kind { return slices.Clone(revisionKinds) }
 
 // RevisionRecord is one revision's history: when it was seen, validated
 // and applied, and how it ended.
@@ -50,7 +52,7 @@ func History(evs []Event) []RevisionRecord {
 	byRev := map[string]*RevisionRecord{}
 	var order []*RevisionRecord
 	for _, e := range evs {
-		if e.Revision == "" || !slices.Contains(RevisionKinds, e.Kind) {
+		if e.Revision == "" || !slices.Contains(revisionKinds, e.Kind) {
 			continue
 		}
 		r := byRev[e.Revision]
