@@ -234,7 +234,7 @@ func TestLabEnroll(t *testing.T) {
 			t.Errorf("the agent token of %s is in the daemon's log", what)
 		}
 	}
-	if !strings.Contains(log, "node enrolled") || !strings.Contains(log, "enrolled node not adopted") {
+	if !strings.Contains(log, "node enrolled") || !strings.Contains(log, "event=node.enrolled") || !strings.Contains(log, "event=node.adopted") || !strings.Contains(log, "enrolled node not adopted") {
 		t.Errorf("the daemon's log does not say what enroll did")
 	}
 }
