@@ -33,7 +33,7 @@ file is written readable by its owner only.`,
 	out := c.Flags().String("out", "", "the backup file to write (required)")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if *out == "" {
-			return fmt.Errorf("%s: --out is required", c.CommandPath())
+			return usagef("--out is required")
 		}
 		token, err := resolveToken(*tokenRef)
 		if err != nil {

@@ -63,9 +63,9 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		if *dir == "" {
-			return fmt.Errorf("%s: --dir is required", c.CommandPath())
+			return usagef("--dir is required")
 		}
-		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		site.resolving = true
 		s, err := site.loadValid(ctx)
 		if err != nil {
@@ -107,7 +107,7 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 		if *dhcpServer != "" {
 			dhcp = &lab.DHCPConfig{Server: *dhcpServer, TFTP: *tftpServer, Firmware: *firmware}
 		} else if *tftpServer != "" {
-			return fmt.Errorf("%s: --tftp-server needs --dhcp-server", c.CommandPath())
+			return usagef("--tftp-server needs --dhcp-server")
 		}
 		fleet, err := lab.New(lab.Config{Site: s, Resolve: resolve, Listen: *bmcListen, BootURL: *bootURL,
 			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet"), DHCP: dhcp})

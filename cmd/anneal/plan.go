@@ -190,7 +190,7 @@ func planExit(p *reconcile.Plan) error {
 }
 
 func logger(c *cobra.Command) *slog.Logger {
-	return slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return newLogger(c, c.ErrOrStderr(), slog.LevelWarn)
 }
 
 func plural(n int, word string) string {
@@ -205,7 +205,7 @@ func plural(n int, word string) string {
 func runReview(c *cobra.Command, f *planFlags, format, baseRev, headRev string) error {
 	ctx := c.Context()
 	if baseRev == "" {
-		return fmt.Errorf("%s: --head needs --base", c.CommandPath())
+		return usagef("--head needs --base")
 	}
 	repo, path := f.site.repo, f.site.path
 	if repo == "" {

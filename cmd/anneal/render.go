@@ -34,7 +34,7 @@ server mints a single-use one per rebuild.`,
 	out := addOutputFlag(c, "text", "json")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if *node == "" {
-			return fmt.Errorf("%s: --node is required", c.CommandPath())
+			return usagef("--node is required")
 		}
 		s, err := site.loadValid(c.Context())
 		if err != nil {
@@ -42,7 +42,7 @@ server mints a single-use one per rebuild.`,
 		}
 		n := s.Node(*node)
 		if n == nil {
-			return fmt.Errorf("%s: node %q is not in the site", c.CommandPath(), *node)
+			return usagef("node %q is not in the site", *node)
 		}
 		render := boot.Render
 		if *direct {
@@ -60,7 +60,7 @@ server mints a single-use one per rebuild.`,
 			case ok:
 				fmt.Fprint(w, body)
 			default:
-				return fmt.Errorf("%s: %s has no file %q (it has: script, %v)", c.CommandPath(), *node, *file, slices.Sorted(maps.Keys(r.Files)))
+				return usagef("%s has no file %q (it has: script, %v)", *node, *file, slices.Sorted(maps.Keys(r.Files)))
 			}
 			return nil
 		}

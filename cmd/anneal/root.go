@@ -20,8 +20,9 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%s: %w", c.CommandPath(), err)
+		return &usageError{err}
 	})
+	addLogFormatFlag(root)
 	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd())
 	return root
 }
@@ -30,10 +31,16 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 type outputFlag struct {
 	value   string
 	allowed []string
+	typ     string // the type help shows (default "format")
 }
 
 func (o *outputFlag) String() string { return o.value }
-func (o *outputFlag) Type() string   { return "format" }
+func (o *outputFlag) Type() string {
+	if o.typ != "" {
+		return o.typ
+	}
+	return "format"
+}
 func (o *outputFlag) Set(v string) error {
 	if !slices.Contains(o.allowed, v) {
 		return fmt.Errorf("unknown output format %q (want one of %v)", v, o.allowed)
@@ -50,7 +57,7 @@ func addOutputFlag(c *cobra.Command, allowed ...string) *outputFlag {
 
 func noArgs(c *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return fmt.Errorf("%s takes no arguments, got %q", c.CommandPath(), args)
+		return fmt.Errorf("takes no arguments, got %q", args)
 	}
 	return nil
 }

@@ -75,7 +75,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 	netboot.http = httpLimits
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
-		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		var token string
 		if *tokenRef != "" {
 			t, err := secret.Resolver{}.Resolve(*tokenRef)
@@ -99,7 +99,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if *trustFile != "" {
 			branch, ok := src.(*source.Branch)
 			if !ok {
-				return fmt.Errorf("%s: --verify-signatures needs --repo (a directory has no commits to verify)", c.CommandPath())
+				return usagef("--verify-signatures needs --repo (a directory has no commits to verify)")
 			}
 			if branch.Trust, err = source.LoadTrust(*trustFile); err != nil {
 				return failure(err)
@@ -164,12 +164,12 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		if r.Rebuild != nil {
 			if *observeGrace <= 0 {
-				return fmt.Errorf("%s: --observe-grace must be positive, got %s", c.CommandPath(), *observeGrace)
+				return usagef("--observe-grace must be positive, got %s", *observeGrace)
 			}
 			r.Rebuild.ObserveGrace = *observeGrace
 		}
 		if (*tlsCert == "") != (*tlsKey == "") {
-			return fmt.Errorf("%s: --tls-cert and --tls-key go together", c.CommandPath())
+			return usagef("--tls-cert and --tls-key go together")
 		}
 		tlsConfig, err := serverTLS(*tlsCert, *tlsKey, log)
 		if err != nil {
