@@ -1,6 +1,7 @@
 package api
 
 import (
+	"sync"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
@@ -18,6 +19,7 @@ type Metrics struct {
 	revision  *prometheus.GaugeVec
 	suspended prometheus.Gauge
 	pending   prometheus.Gauge
+	buildOnce sync.Once // anneal_build_info (setBuildInfo)
 }
 
 // NewMetrics registers the metrics on a new registry.

@@ -28,6 +28,7 @@ server mints a single-use one per rebuild.`,
 	}
 	site := addSiteFlags(c)
 	node := c.Flags().String("node", "", "the node to render (required)")
+	_ = c.RegisterFlagCompletionFunc("node", completeNodes(site, nil))
 	baseURL := c.Flags().String("netboot-url", "http://netboot.invalid:8080", "the netboot server's base URL as nodes reach it")
 	direct := c.Flags().Bool("direct-artifacts", false, "a script that fetches the kernel and initrd from the image's URLs (as serve --artifact-cache none), not the netboot server's verified copies")
 	file := c.Flags().String("file", "", "print only this file (script, network-config, user-data, ks.cfg, ...)")

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -23,7 +25,11 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 		return &usageError{err}
 	})
 	addLogFormatFlag(root)
-	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd())
+	root.Version = versionLine()
+	root.SetVersionTemplate("{{.Version}}\n")
+	defer completeChoices(root)
+	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd(), newVersionCmd(),
+		newSuspendCmd(), newResumeCmd(), newReconcileCmd())
 	return root
 }
 
@@ -39,11 +45,11 @@ func (o *outputFlag) Type() string {
 	if o.typ != "" {
 		return o.typ
 	}
-	return "format"
+	return strings.Join(o.allowed, "|")
 }
 func (o *outputFlag) Set(v string) error {
 	if !slices.Contains(o.allowed, v) {
-		return fmt.Errorf("unknown output format %q (want one of %v)", v, o.allowed)
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(o.allowed, ", "))
 	}
 	o.value = v
 	return nil
@@ -51,7 +57,7 @@ func (o *outputFlag) Set(v string) error {
 
 func addOutputFlag(c *cobra.Command, allowed ...string) *outputFlag {
 	o := &outputFlag{value: allowed[0], allowed: allowed}
-	c.Flags().VarP(o, "output", "o", fmt.Sprintf("output format: %v", allowed))
+	c.Flags().VarP(o, "output", "o", "output format")
 	return o
 }
 
@@ -60,4 +66,19 @@ func noArgs(c *cobra.Command, args []string) error {
 		return fmt.Errorf("takes no arguments, got %q", args)
 	}
 	return nil
+}
+
+// completeChoices registers, on every command, the completion of each
+// flag restricted to a set of values (-o, --only, --mode, --log-format).
+func completeChoices(c *cobra.Command) {
+	for _, fs := range []*pflag.FlagSet{c.LocalNonPersistentFlags(), c.PersistentFlags()} {
+		fs.VisitAll(func(f *pflag.Flag) {
+			if o, ok := f.Value.(*outputFlag); ok {
+				_ = c.RegisterFlagCompletionFunc(f.Name, completeValues(o.allowed...))
+			}
+		})
+	}
+	for _, sub := range c.Commands() {
+		completeChoices(sub)
+	}
 }

@@ -181,6 +181,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		apiLimits := httpLimits.limits(apiMaxBody)
 		apiConfig := api.Config{Reconciler: r, Metrics: m, Token: token, Backup: st.Backup, Log: log}
+		apiConfig.Version, apiConfig.Revision = buildVersion()
 		if r.Rebuild != nil {
 			apiConfig.Nodes = r.Rebuild.Nodes
 		}
