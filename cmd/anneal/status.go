@@ -94,7 +94,11 @@ the daemon resolves it, and a revision it does not have fails at once.
 // printStatus prints the status as text: what an operator reads first
 // (suspended, errors, approvals) first.
 func printStatus(w io.Writer, server string, st *api.StatusView) {
-	fmt.Fprintf(w, "daemon:                  %s (%s, mode %s)\n", server, cmp.Or(st.Version, "version unknown"), st.Mode)
+	mode := ""
+	if st.Mode != "" {
+		mode = ", mode " + string(st.Mode)
+	}
+	fmt.Fprintf(w, "daemon:                  %s (%s%s)\n", server, cmp.Or(st.Version, "version unknown"), mode)
 	if st.Suspended {
 		fmt.Fprintln(w, "SUSPENDED:               reconciling is paused: nothing is fetched or applied until anneal resume")
 	}
