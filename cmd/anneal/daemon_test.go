@@ -249,4 +249,3 @@ func TestStatusWait(t *testing.T) {
 		t.Fatalf("the wait ended on the failure it found as it began, before any new reconcile:\n%s", errs)
 	}
 }
-
