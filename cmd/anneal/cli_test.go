@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -77,7 +77,7 @@ func TestErrorPrefixes(t *testing.T) {
 		{"stray argument", []string{"validate", "extra"}, exitUsage, `anneal validate: takes no arguments, got ["extra"]`, true, ""},
 		{"missing required option", []string{"render", "--site", example}, exitUsage, "anneal render: --node is required", true, "anneal render: anneal render"},
 		{"unknown node", []string{"render", "--site", example, "--node", "nosuch"}, exitUsage, `anneal render: node "nosuch" is not in the site`, true, ""},
-		{"connection refused", []string{"status", "--server", "http://127.0.0.1:1"}, exitError, "anneal status: GET /api/v1/status: ", false, ""},
+		{"connection refused", []string{"status", "--server", "http://127.0.0.1:1"}, exitError, "anneal status: GET /api/v1/status: cannot reach the daemon at http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused", false, ""},
 		{"missing site", []string{"nodes", "--site", "/nonexistent/site"}, exitError, "anneal nodes: ", false, "anneal nodes: anneal"},
 		{"approve without token", []string{"approve", "abc"}, exitUsage, "anneal approve: approving needs the API's token", true, ""},
 		{"log format", []string{"validate", "--log-format", "xml", "--site", example}, exitUsage, `anneal validate: invalid argument "xml" for "--log-format" flag: "xml" is not one of text, json`, true, ""},
