@@ -48,6 +48,13 @@ const (
 )
 
 // Status is what the reconciler publishes and keeps across restarts.
+// Its three revisions differ: AppliedRevision is the last revision fully
+// applied (its plan ran to the end: DNS written, netboot served, its
+// rollout finished); LastGoodRevision the newest that validated, the one
+// converged to (applied once its plan has run: a guarded plan waits for
+// approval, a halted rollout for a retry); LastAttemptedRevision the
+// newest fetched, valid or not (an invalid one is never applied, LastError
+// says why).
 type Status struct {
 	Mode                  Mode      `json:"mode"`
 	Suspended             bool      `json:"suspended"`

@@ -46,7 +46,7 @@ func newAPIError(method, path string, code int, body []byte) *apiError {
 }
 
 func (e *apiError) Error() string {
-	s := fmt.Sprintf("%s %s: %s", e.method, e.path, strings.ToLower(http.StatusText(e.code)))
+	s := fmt.Sprintf("%s %s: %d %s", e.method, e.path, e.code, http.StatusText(e.code))
 	if e.msg != "" {
 		s += ": " + e.msg
 	}

@@ -128,13 +128,13 @@ func TestControlVerbs(t *testing.T) {
 	}{
 		{"suspend without a token", []string{"suspend", "--server", d.url}, exitUsage, "", "anneal suspend: suspend needs the API's token: --token REF", false},
 		{"suspend with a wrong token", []string{"suspend", "--server", d.url, "--token", "env:ANNEAL_WRONG_TOKEN"}, exitError,
-			"", "POST /api/v1/suspend: forbidden: a valid bearer token is required (serve --token); give the API's token with --token REF", false},
+			"", "POST /api/v1/suspend: 403 Forbidden: a valid bearer token is required (serve --token); give the API's token with --token REF", false},
 		{"suspend", append([]string{"suspend"}, tok...), exitOK, "suspended: nothing is fetched or applied until anneal resume", "", true},
 		{"status says suspended", []string{"status", "--server", d.url}, exitOK, "SUSPENDED:               reconciling is paused: nothing is fetched or applied until anneal resume", "", true},
 		{"resume", append([]string{"resume"}, tok...), exitOK, "resumed", "", false},
 		{"reconcile", append([]string{"reconcile"}, tok...), exitOK, "reconcile triggered", "", false},
 		{"retry without a token", []string{"nodes", "retry", "e1n01", "--server", d.url}, exitUsage, "", "anneal nodes retry: retry needs the API's token", false},
-		{"retry a node that did not fail", append([]string{"nodes", "retry", "e1n01"}, tok...), exitError, "", "POST /api/v1/nodes/e1n01/retry: conflict: ", false},
+		{"retry a node that did not fail", append([]string{"nodes", "retry", "e1n01"}, tok...), exitError, "", "POST /api/v1/nodes/e1n01/retry: 409 Conflict: ", false},
 	}
 	t.Setenv("ANNEAL_WRONG_TOKEN", "not-the-token")
 	for _, s := range steps {

@@ -40,7 +40,8 @@ node records, the fleet is observed first (BMC power, agent reports for
 --observe-grace) and nodes running their desired build are adopted.
 
 HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
-/api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
+/api/v1/nodes, /api/v1/revisions/REV (a short id, branch or tag resolved to
+the full id), /metrics; POST /api/v1/reconcile, /api/v1/suspend,
 /api/v1/resume, /api/v1/approve, /api/v1/nodes/NODE/retry,
 /api/v1/nodes/NODE/revoke-agent and GET /api/v1/state/backup (bearer token
 from --token, a secret reference; without one the mutating endpoints are
