@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -140,21 +139,19 @@ func TestVersionOverride(t *testing.T) {
 // TestLogFormat: --log-format json makes every log line of serve a JSON
 // object; text keeps logfmt.
 func TestLogFormat(t *testing.T) {
+	labGrants(t)
 	site := exampleWithoutDNS(t)
-	grants := filepath.Join(t.TempDir(), "grants.yaml")
-	if err := os.WriteFile(grants, []byte("secrets: {}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	for _, format := range []string{"json", "text"} {
 		t.Run(format, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			// The log is read once serve says it stopped.
 			logs := &signalWriter{want: "anneal serve stopped", seen: make(chan struct{})}
-			started := &signalWriter{want: "anneal serve", seen: make(chan struct{})}
+			// Stopped once a pass applied the site (not while it starts).
+			started := &signalWriter{want: "revision applied", seen: make(chan struct{})}
 			done := make(chan int, 1)
 			go func() {
-				done <- run(ctx, []string{"serve", "--site", site, "--secrets", grants, "--listen", "127.0.0.1:0",
+				done <- run(ctx, []string{"serve", "--site", site, "--listen", "127.0.0.1:0",
 					"--state", filepath.Join(t.TempDir(), "s.db"), "--log-format", format}, io.Discard, io.MultiWriter(logs, started))
 			}()
 			select {
