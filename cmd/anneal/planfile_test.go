@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,5 +145,57 @@ func TestApplySavedPlanFromRepo(t *testing.T) {
 	code, _, errs = runCLI(t, "apply", plan, "--state", state)
 	if code != exitOK || !strings.Contains(errs, "site: "+repo+"@") {
 		t.Fatalf("apply of a repo plan: exit %d: %s", code, errs)
+	}
+}
+
+// TestPlanFailureOnce: a DNS target that cannot be read is named once on
+// its error line (not "dns bind zone Z: dns target bind: zone Z ...").
+func TestPlanFailureOnce(t *testing.T) {
+	labGrants(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	site := t.TempDir()
+	copyTree(t, example, site)
+	b, err := os.ReadFile(filepath.Join(site, "dns.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.NewReplacer("127.0.0.1:5301", closed, "127.0.0.1:5302", closed, "http://127.0.0.1:8081", "http://"+closed).Replace(string(b))
+	if err := os.WriteFile(filepath.Join(site, "dns.yaml"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "plan", "--site", site, "--state", filepath.Join(t.TempDir(), "s.db"))
+	if code != exitError || !strings.Contains(out, "error: dns bind zone example.net: ") {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "error: ") && strings.Contains(l, "dns target") {
+			t.Errorf("the error line names its target twice: %s", l)
+		}
+	}
+}
+
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if e.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -102,7 +102,7 @@ func renderText(w io.Writer, p *reconcile.Plan, full bool, pal palette) {
 		if f.Zone != "" {
 			where += " zone " + f.Zone
 		}
-		fmt.Fprintf(w, "%serror: dns %s: %s%s\n", pal.del, where, f.Error, pal.reset)
+		fmt.Fprintf(w, "%serror: dns %s: %s%s\n", pal.del, where, failureDetail(f), pal.reset)
 	}
 	for _, f := range d.Findings {
 		fmt.Fprintf(w, "%swarning: dns %s: %s: %s%s\n", pal.warn, f.Target, f.Kind, f.Detail, pal.reset)
@@ -219,7 +219,7 @@ func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {
 		fmt.Fprintln(w)
 	}
 	for _, f := range d.Failures {
-		fmt.Fprintf(w, "- **error** %s %s: %s\n", f.Target, f.Zone, f.Error)
+		fmt.Fprintf(w, "- **error** %s %s: %s\n", f.Target, f.Zone, failureDetail(f))
 	}
 	for _, f := range d.Findings {
 		fmt.Fprintf(w, "- warning %s: %s: %s\n", f.Target, f.Kind, f.Detail)
@@ -297,4 +297,17 @@ func renderResult(w io.Writer, res *dns.Result) {
 		}
 	}
 	fmt.Fprintf(w, "Apply: %d added, %d changed, %d deleted; %s failed.\n", c, u, d, plural(failed, "zone"))
+}
+
+// failureDetail is a target failure's error without the target and zone
+// it repeats (dns.TargetError names them; the line already does).
+func failureDetail(f dns.TargetFailure) string {
+	prefix := "dns target " + f.Target + ":"
+	if f.Zone != "" {
+		prefix += " zone " + f.Zone
+	}
+	if rest, ok := strings.CutPrefix(f.Error, prefix); ok {
+		return strings.TrimSpace(rest)
+	}
+	return f.Error
 }
