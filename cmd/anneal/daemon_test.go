@@ -81,7 +81,7 @@ func startDaemon(t *testing.T, siteDir string) *testDaemon {
 		Targets: func(s *schema.Site) (map[string]dns.Target, error) { return dnsTargets(s, nil) },
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))}
 	d.r.ReconcileOnce(context.Background())
-	h := api.New(api.Config{Reconciler: d.r, Token: testToken, Nodes: st, Version: "v9.9.9-test", Revision: "c0ffee"})
+	h := api.New(api.Config{Reconciler: d.r, Token: testToken, Nodes: st, Backup: st.Backup, Version: "v9.9.9-test", Revision: "c0ffee"})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path == "/api/v1/status" {
 			n := d.statuses.Add(1)
@@ -134,6 +134,8 @@ func TestControlVerbs(t *testing.T) {
 		{"resume", append([]string{"resume"}, tok...), exitOK, "resumed", "", false},
 		{"reconcile", append([]string{"reconcile"}, tok...), exitOK, "reconcile triggered", "", false},
 		{"retry without a token", []string{"nodes", "retry", "e1n01", "--server", d.url}, exitUsage, "", "anneal nodes retry: retry needs the API's token", false},
+		{"backup without a token", []string{"backup", "--server", d.url, "--out", filepath.Join(t.TempDir(), "b.db")}, exitError, "",
+			"anneal backup: GET /api/v1/state/backup: 403 Forbidden: a valid bearer token is required (serve --token)", false},
 		{"retry a node that did not fail", append([]string{"nodes", "retry", "e1n01"}, tok...), exitError, "", "POST /api/v1/nodes/e1n01/retry: 409 Conflict: ", false},
 	}
 	t.Setenv("ANNEAL_WRONG_TOKEN", "not-the-token")
