@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -62,6 +63,10 @@ func TestHelpTypes(t *testing.T) {
 // TestErrorPrefixes: each error is printed once, under the command's
 // path, with the hint to --help only after a mistake on the command line.
 func TestErrorPrefixes(t *testing.T) {
+	for _, v := range []string{"ANNEAL_TSIG_SECRET", "ANNEAL_PDNS_API_KEY", "ANNEAL_BMC_PASSWORD", "ANNEAL_SECRETS"} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -69,23 +74,31 @@ func TestErrorPrefixes(t *testing.T) {
 		first  string // stderr's first line starts so
 		hint   bool   // "Run '... --help' for usage." follows
 		notErr string
+		// multiline: the error has several lines (errors.Join); the
+		// first is checked.
+		multiline bool
 	}{
-		{"unknown command", []string{"frobnicate"}, exitUsage, `anneal: unknown command "frobnicate" for "anneal"`, true, ""},
-		{"unknown flag", []string{"plan", "--frob"}, exitUsage, "anneal plan: unknown flag: --frob", true, ""},
-		{"bad --only", []string{"plan", "--only", "nodes"}, exitUsage, `anneal plan: invalid argument "nodes" for "--only" flag: "nodes" is not one of all, dns`, true, ""},
-		{"stray argument", []string{"validate", "extra"}, exitUsage, `anneal validate: takes no arguments, got ["extra"]`, true, ""},
-		{"missing required option", []string{"render", "--site", example}, exitUsage, "anneal render: --node is required", true, "anneal render: anneal render"},
-		{"unknown node", []string{"render", "--site", example, "--node", "nosuch"}, exitUsage, `anneal render: node "nosuch" is not in the site`, true, ""},
-		{"connection refused", []string{"status", "--server", "http://127.0.0.1:1"}, exitError, "anneal status: GET /api/v1/status: cannot reach the daemon at http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused", false, ""},
-		{"missing site", []string{"nodes", "--site", "/nonexistent/site"}, exitError, "anneal nodes: ", false, "anneal nodes: anneal"},
-		{"approve without token", []string{"approve", "abc"}, exitUsage, "anneal approve: approving needs the API's token", true, ""},
-		{"log format", []string{"validate", "--log-format", "xml", "--site", example}, exitUsage, `anneal validate: invalid argument "xml" for "--log-format" flag: "xml" is not one of text, json`, true, ""},
+		{"unknown command", []string{"frobnicate"}, exitUsage, `anneal: unknown command "frobnicate" for "anneal"`, true, "", false},
+		{"unknown flag", []string{"plan", "--frob"}, exitUsage, "anneal plan: unknown flag: --frob", true, "", false},
+		{"bad --only", []string{"plan", "--only", "nodes"}, exitUsage, `anneal plan: invalid argument "nodes" for "--only" flag: "nodes" is not one of all, dns`, true, "", false},
+		{"stray argument", []string{"validate", "extra"}, exitUsage, `anneal validate: takes no arguments, got ["extra"]`, true, "", false},
+		{"missing required option", []string{"render", "--site", example}, exitUsage, "anneal render: --node is required", true, "anneal render: anneal render", false},
+		{"unknown node", []string{"render", "--site", example, "--node", "nosuch"}, exitUsage, `anneal render: node "nosuch" is not in the site`, true, "", false},
+		{"connection refused", []string{"status", "--server", "http://127.0.0.1:1"}, exitError, "anneal status: GET /api/v1/status: cannot reach the daemon at http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused", false, "", false},
+		{"missing site", []string{"nodes", "--site", "/nonexistent/site"}, exitError, "anneal nodes: ", false, "anneal nodes: anneal", false},
+		{"approve without token", []string{"approve", "abc"}, exitUsage, "anneal approve: approving needs the API's token", true, "", false},
+		{"grants not readable", []string{"plan", "--site", example, "--secrets", "../../examples/lab-secrets.yaml"}, exitError,
+			"anneal plan: secret grants: ../../examples/lab-secrets.yaml:", false, "secret grants ../../", true},
+		{"log format", []string{"validate", "--log-format", "xml", "--site", example}, exitUsage, `anneal validate: invalid argument "xml" for "--log-format" flag: "xml" is not one of text, json`, true, "", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := runCLI(t, tc.args...)
 			if code != tc.code {
 				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out, errs)
+			}
+			if tc.multiline {
+				errs = errs[:strings.Index(errs, "\n")+1] // the first line
 			}
 			if !strings.HasPrefix(errs, tc.first) {
 				t.Errorf("stderr does not start with %q:\n%s", tc.first, errs)

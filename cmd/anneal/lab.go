@@ -93,10 +93,10 @@ away with PUT /lab/v1/dns/TARGET {"down": true}.`,
 			for _, t := range s.DNS.Targets {
 				srv, err := labdns.FromSite(s, t, resolve, filepath.Join(*dir, "dns", t.Name), log.With("dns", t.Name))
 				if err != nil {
-					return failure(fmt.Errorf("dns target %s: %w", t.Name, err))
+					return failure(err) // it names the target
 				}
 				if err := srv.Start(ctx); err != nil {
-					return failure(fmt.Errorf("dns target %s: %w", t.Name, err))
+					return failure(err)
 				}
 				defer srv.Close()
 				dnsServers[t.Name] = srv

@@ -150,7 +150,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 				uses = append(uses, schema.UseBMC) // rebuilds reach the BMCs
 			}
 			if err := grants.CheckSources(s.SecretNames(uses...)...); err != nil {
-				return nil, fmt.Errorf("secret grants %s: %w", grants.File(), err)
+				return nil, fmt.Errorf("secret grants: %w", err) // each line names the file
 			}
 			return dnsTargets(s, resolve)
 		}
