@@ -251,3 +251,61 @@ func TestStatusWait(t *testing.T) {
 		t.Fatalf("the wait ended on the failure it found as it began, before any new reconcile:\n%s", errs)
 	}
 }
+
+// TestStatusWaitStaleHalt: right after nodes retry, the status still holds
+// the halted rollout, and the pass under way as the wait began (planned
+// before the retry) halts again without starting anything: neither ends
+// the wait. A rollout seen to move, or a later pass, does. The daemon is
+// a test server answering a scripted sequence of statuses (a halt is a
+// rollout of real nodes, which the lab tests drive).
+func TestStatusWaitStaleHalt(t *testing.T) {
+	const rev = "0123456789abcdef0123456789abcdef01234567"
+	halted := func(reconciles int, running bool, msg string) reconcile.Status {
+		st := reconcile.Status{LastGoodRevision: rev, LastAttemptedRevision: rev, AppliedRevision: "older", Reconciles: reconciles,
+			Rollout: &reconcile.RolloutStatus{Revision: rev, Running: running, Total: 3}}
+		if !running {
+			st.Rollout.Halted = msg
+			st.LastError, st.LastErrorClass = "rollout halted ("+msg+")", reconcile.FailApply
+		}
+		return st
+	}
+	applied := reconcile.Status{LastGoodRevision: rev, LastAttemptedRevision: rev, AppliedRevision: rev, Reconciles: 8,
+		Rollout: &reconcile.RolloutStatus{Revision: rev, Done: 3, Total: 3}}
+	tests := []struct {
+		name     string
+		statuses []reconcile.Status // the first is the wait's look as it begins
+		code     int
+		want     string
+	}{
+		{"the pass under way halts again, the next applies", []reconcile.Status{halted(5, false, "canary e1n01 failed"), halted(6, false, "canary e1n01 failed"), applied},
+			exitOK, "applied"},
+		{"the pass under way halts again, the next halts too", []reconcile.Status{halted(5, false, "canary e1n01 failed"), halted(6, false, "canary e1n01 failed"), halted(7, false, "canary e1n01 failed")},
+			exitError, "rollout halted (canary e1n01 failed)"},
+		{"the rollout runs again and halts", []reconcile.Status{halted(5, false, "canary e1n01 failed"), halted(5, true, ""), halted(6, false, "canary e1n01 failed")},
+			exitError, "rollout halted (canary e1n01 failed)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var n atomic.Int64
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /api/v1/revisions/{rev}", func(w http.ResponseWriter, _ *http.Request) {
+				_ = json.NewEncoder(w).Encode(map[string]string{"revision": rev})
+			})
+			mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("[]")) })
+			mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
+				i := min(int(n.Add(1))-1, len(tc.statuses)-1)
+				_ = json.NewEncoder(w).Encode(tc.statuses[i])
+			})
+			mux.HandleFunc("GET /api/v1/drift", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("{}")) })
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+			code, out, errs := runCLI(t, "status", "--server", srv.URL, "--wait", rev[:8], "--timeout", "1h")
+			if code != tc.code || !strings.Contains(out+errs, tc.want) {
+				t.Fatalf("exit %d (want %d)\n%s%s", code, tc.code, out, errs)
+			}
+			if got := int(n.Load()); got < len(tc.statuses) {
+				t.Fatalf("the wait ended after %d statuses, before the last of %d", got, len(tc.statuses))
+			}
+		})
+	}
+}

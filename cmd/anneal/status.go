@@ -195,6 +195,11 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 	if err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &first); err != nil {
 		return failure(err)
 	}
+	// A halt of rev's rollout already there (nodes retry was just run) is
+	// stale until a rollout is seen to move, or a second pass ends: the
+	// pass under way as the wait began planned before the retry and halts
+	// again without starting anything.
+	staleHalt := first.Rollout != nil && first.Rollout.Revision == rev && first.Rollout.Halted != ""
 	for {
 		var st reconcile.Status
 		err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &st)
@@ -214,7 +219,12 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 				fmt.Fprintf(w, "%6.1fs  revision %s applied\n", time.Since(start).Seconds(), short(rev))
 				return nil
 			}
-			if st.LastAttemptedRevision == rev && st.LastError != "" && st.Reconciles > first.Reconciles && !strings.Contains(st.LastError, "not signed") {
+			if ro, was := st.Rollout, first.Rollout; staleHalt && (st.Reconciles > first.Reconciles+1 || ro == nil || ro.Running ||
+				ro.Revision != was.Revision || ro.Done != was.Done || ro.Halted != was.Halted) {
+				staleHalt = false
+			}
+			halted := st.Rollout != nil && st.Rollout.Halted != ""
+			if st.LastAttemptedRevision == rev && st.LastError != "" && st.Reconciles > first.Reconciles && !(halted && staleHalt) && !strings.Contains(st.LastError, "not signed") {
 				if st.LastErrorClass == reconcile.FailInvalid || st.LastErrorClass == reconcile.FailApply {
 					printNodeChanges(c, w, api, seen, start, nil, false)
 					return failure(fmt.Errorf("revision %s: %s", short(rev), st.LastError))
