@@ -80,12 +80,15 @@ type Config struct {
 	// does not wait for its followers).
 	Events      Events
 	StreamsDone <-chan struct{}
+	// Version and Revision are the daemon's build: the version is in
+	// /api/v1/status, both in the metric anneal_build_info.
+	Version, Revision string
 }
 
 // New returns the API's handler:
 //
 //	GET  /healthz, /readyz, /metrics
-//	GET  /api/v1/status, /api/v1/drift, /api/v1/nodes
+//	GET  /api/v1/status, /api/v1/drift, /api/v1/nodes, /api/v1/revisions/{rev}
 //	POST /api/v1/reconcile, /api/v1/suspend, /api/v1/resume, /api/v1/approve,
 //	     /api/v1/nodes/{node}/retry, /api/v1/nodes/{node}/revoke-agent (bearer token)
 //	GET  /api/v1/state/backup (bearer token)
@@ -98,6 +101,7 @@ func New(cfg Config) http.Handler {
 		m = NewMetrics()
 	}
 	m.serve(r, cfg.Nodes) // the fleet's metrics, read at scrape time
+	m.setBuildInfo(cfg.Version, cfg.Revision)
 	mux := http.NewServeMux()
 	authorized := func(w http.ResponseWriter, req *http.Request) bool {
 		if !bearerOK(req, token) {
@@ -114,7 +118,8 @@ func New(cfg Config) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, r.Status()) })
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeStatus(w, r, cfg) })
+	mux.HandleFunc("GET /api/v1/revisions/{rev...}", handleRevision(r))
 	mux.HandleFunc("GET /api/v1/drift", func(w http.ResponseWriter, _ *http.Request) {
 		p := r.LastPlan()
 		if p == nil {
@@ -137,7 +142,9 @@ func New(cfg Config) http.Handler {
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, NodeViews(s, recs))
+		views := NodeViews(s, recs)
+		annotateDrift(views, r.LastPlan())
+		writeJSON(w, http.StatusOK, views)
 	})
 	mux.HandleFunc("POST /api/v1/nodes/{node}/retry", func(w http.ResponseWriter, req *http.Request) {
 		if !authorized(w, req) {
@@ -224,7 +231,7 @@ func New(cfg Config) http.Handler {
 			if !v {
 				r.Trigger()
 			}
-			writeJSON(w, http.StatusOK, r.Status())
+			writeStatus(w, r, cfg)
 		})
 	}
 	// A consistent copy of the state store, taken while the daemon runs

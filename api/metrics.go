@@ -1,6 +1,7 @@
 package api
 
 import (
+	"sync"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
@@ -24,7 +25,8 @@ type Metrics struct {
 	eventsLost prometheus.Counter
 	live       *liveCollector
 	// counted, when set (tests), is called after each event counted.
-	counted func()
+	counted   func()
+	buildOnce sync.Once // anneal_build_info (setBuildInfo)
 }
 
 // NewMetrics registers the metrics on a new registry.

@@ -25,6 +25,10 @@ type NodeView struct {
 	Addresses       []schema.Address `json:"addresses"`
 	// BuildID is the desired build: a hash of the node's build spec.
 	BuildID string `json:"buildId"`
+	// Drift is why the daemon's last plan rebuilds, holds or
+	// decommissions the node (GET /api/v1/nodes only; "" when it leaves
+	// it alone).
+	Drift string `json:"drift,omitempty"`
 	// Live is what anneal knows of the running node (from the daemon's
 	// records: its builds and the facts it reported); nil when unknown.
 	Live *LiveView `json:"live,omitempty"`

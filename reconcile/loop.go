@@ -49,6 +49,13 @@ const (
 )
 
 // Status is what the reconciler publishes and keeps across restarts.
+// Its three revisions differ: AppliedRevision is the last revision fully
+// applied (its plan ran to the end: DNS written, netboot served, its
+// rollout finished); LastGoodRevision the newest that validated, the one
+// converged to (applied once its plan has run: a guarded plan waits for
+// approval, a halted rollout for a retry); LastAttemptedRevision the
+// newest fetched, valid or not (an invalid one is never applied, LastError
+// says why).
 type Status struct {
 	Mode                  Mode      `json:"mode"`
 	Suspended             bool      `json:"suspended"`
@@ -685,8 +692,9 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		}
 	}
 	t0 := time.Now()
-	plan, desired, err := r.pl.Plan(ctx, PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, ObserveLost: st.ObserveLost,
-		Records: records, Applied: r.appliedPolicies(ctx, st)})
+	in := PlanInput{Site: site, Source: rev, Now: time.Now(), ObserveUntil: st.ObserveUntil, ObserveLost: st.ObserveLost,
+		Records: records, Applied: r.appliedPolicies(ctx, st)}
+	plan, desired, err := r.pl.Plan(ctx, in)
 	st.Steps["plan"] = time.Since(t0).Seconds()
 	if err != nil {
 		var pe *PlanError
@@ -759,8 +767,14 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	}
 	if rb != nil {
 		if class, err := r.rollout(ctx, st, site, rev, targets, plan.Rebuilds, approved, retries); err != nil {
+			if changedBy(plan) {
+				r.replan(ctx, st, in) // the drift the halt left
+			}
 			return class, err
 		}
+	}
+	if changedBy(plan) {
+		r.replan(ctx, st, in) // the drift is the drift now, not the plan applied
 	}
 	if rev == st.LastGoodRevision {
 		if st.AppliedRevision != rev {

@@ -146,9 +146,11 @@ func TestServeFollowsGit(t *testing.T) {
 	if after := l.live(t, "bind", "west.example.net"); !slices.Equal(before, after) {
 		t.Fatalf("an invalid commit changed the zone:\n%s", lineDiff(before, after))
 	}
-	if code, body := httpGet(t, api+"/metrics"); code != 200 || !strings.Contains(body, `anneal_reconcile_failures_total{class="invalid-commit"}`) {
-		t.Fatalf("metrics: %d\n%s", code, body)
-	}
+	// The metrics follow the status once the pass's status is saved.
+	waitFor(t, "the invalid commit counted in the metrics", func() bool {
+		code, body := httpGet(t, api+"/metrics")
+		return code == 200 && strings.Contains(body, `anneal_reconcile_failures_total{class="invalid-commit"}`)
+	})
 
 	// D fixes it and converges.
 	edit(t, l.site, "nodes/west-w1.yaml", func(s string) string { return strings.Replace(s, "hostIndex: 23\nbmc", "hostIndex: 24\nbmc", 1) })

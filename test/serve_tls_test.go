@@ -109,7 +109,7 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("serving certificate %d, want 100", got)
 	}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if r := anneal(t, nil, "status", "--server", https, "--ca", caFile); r.code == 0 && strings.Contains(r.stdout, "applied revision:   dir:") {
+		if r := anneal(t, nil, "status", "--server", https, "--ca", caFile); r.code == 0 && strings.Contains(r.stdout, "applied revision:        dir:") {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("status over HTTPS:\n%s", r)

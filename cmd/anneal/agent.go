@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -42,9 +41,9 @@ exit 1.`,
 	c.MarkFlagsMutuallyExclusive("install-token", "install-token-file")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
-		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), nil))
+		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		if *interval <= 0 {
-			return fmt.Errorf("--interval must be positive, got %s", *interval)
+			return usagef("--interval must be positive, got %s", *interval)
 		}
 		token := *installToken
 		if *installTokenFile != "" {

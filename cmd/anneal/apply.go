@@ -26,7 +26,9 @@ row sends nothing the second time.
 
 With a saved plan (anneal plan -o json > plan.json), apply writes exactly
 that plan, and refuses if the site's content or any zone's live state
-(its SOA serial) has changed since the plan was made.
+(its SOA serial) has changed since the plan was made. The site is read
+from where the plan records it was made (its directory, or its repository
+at the planned commit) unless --site or --repo names it.
 
 Exit codes: 0 converged, 1 error (nothing or only part applied; the next
 apply completes it), 64 usage error.`,
@@ -36,7 +38,12 @@ apply completes it), 64 usage error.`,
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
-		s, err := f.open(ctx)
+		if len(args) == 1 {
+			if err := siteFromPlan(c, f.site, args[0]); err != nil {
+				return err
+			}
+		}
+		s, err := f.open(ctx, true)
 		if err != nil {
 			return err
 		}

@@ -32,7 +32,7 @@ enough) names the plan you reviewed.`,
 		ctx := c.Context()
 		rev := args[0]
 		if *tokenRef == "" {
-			return fmt.Errorf("%s: approving needs the API's token: --token REF (env:NAME or file:PATH)", c.CommandPath())
+			return usagef("approving needs the API's token: --token REF (env:NAME or file:PATH)")
 		}
 		token, err := resolveToken(*tokenRef)
 		if err != nil {

@@ -3,9 +3,11 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +35,7 @@ file is written readable by its owner only.`,
 	out := c.Flags().String("out", "", "the backup file to write (required)")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if *out == "" {
-			return fmt.Errorf("%s: --out is required", c.CommandPath())
+			return usagef("--out is required")
 		}
 		token, err := resolveToken(*tokenRef)
 		if err != nil {
@@ -72,16 +74,20 @@ func backup(ctx context.Context, api *apiFlags, token, out string) (int64, *bolt
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("backup: %w", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, nil, fmt.Errorf("GET /api/v1/state/backup: cannot reach the daemon at %s: %w", api.server, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return 0, nil, fmt.Errorf("backup: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return 0, nil, newAPIError(http.MethodGet, "/api/v1/state/backup", resp.StatusCode, body)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(out), ".anneal-backup-*")
 	if err != nil {
-		return 0, nil, fmt.Errorf("backup: %w", err)
+		return 0, nil, fmt.Errorf("temporary file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	n, err := io.Copy(tmp, resp.Body)
@@ -95,14 +101,14 @@ func backup(ctx context.Context, api *apiFlags, token, out string) (int64, *bolt
 		err = fmt.Errorf("the server announced %d bytes", resp.ContentLength)
 	}
 	if err != nil {
-		return n, nil, fmt.Errorf("backup: after %d bytes, nothing written to %s: %w", n, out, err)
+		return n, nil, fmt.Errorf("download: after %d bytes, nothing written to %s: %w", n, out, err)
 	}
 	info, err := bolt.CheckFile(tmp.Name())
 	if err != nil {
-		return n, nil, fmt.Errorf("backup: the copy is not whole, nothing written to %s: %w", out, err)
+		return n, nil, fmt.Errorf("the copy is not whole, nothing written to %s: %w", out, err)
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
-		return n, nil, fmt.Errorf("backup: %w", err)
+		return n, nil, fmt.Errorf("move into place: %w", err)
 	}
 	return n, info, nil
 }

@@ -31,7 +31,7 @@ declares, valid for BIND's named-checkzone.`,
 	serial := c.Flags().Uint32("serial", 1, "SOA serial")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if *out == "" {
-			return fmt.Errorf("%s: --out is required", c.CommandPath())
+			return usagef("--out is required")
 		}
 		s, err := site.loadValid(c.Context())
 		if err != nil {

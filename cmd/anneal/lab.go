@@ -73,9 +73,9 @@ files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
 		if *dir == "" {
-			return fmt.Errorf("%s: --dir is required", c.CommandPath())
+			return usagef("--dir is required")
 		}
-		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		site.resolving = true
 		s, err := site.loadValid(ctx)
 		if err != nil {
@@ -103,10 +103,10 @@ files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
 			for _, t := range s.DNS.Targets {
 				srv, err := labdns.FromSite(s, t, resolve, filepath.Join(*dir, "dns", t.Name), log.With("dns", t.Name))
 				if err != nil {
-					return failure(fmt.Errorf("dns target %s: %w", t.Name, err))
+					return failure(err) // it names the target
 				}
 				if err := srv.Start(ctx); err != nil {
-					return failure(fmt.Errorf("dns target %s: %w", t.Name, err))
+					return failure(err)
 				}
 				defer srv.Close()
 				dnsServers[t.Name] = srv
@@ -117,7 +117,7 @@ files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
 		if *dhcpServer != "" {
 			dhcp = &lab.DHCPConfig{Server: *dhcpServer, TFTP: *tftpServer, Firmware: *firmware}
 		} else if *tftpServer != "" {
-			return fmt.Errorf("%s: --tftp-server needs --dhcp-server", c.CommandPath())
+			return usagef("--tftp-server needs --dhcp-server")
 		}
 		pre, err := brownfieldDisks(s, *brownfield, *bootURL)
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes, decided in one place (exitCode): an error wins over drift.
@@ -30,17 +32,44 @@ func main() {
 
 // run executes one command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	started := false
 	root := newRoot(stdout, stderr)
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		// Past cobra's checks of flags and arguments: from here on an
+		// error is the command's, not the command line's.
+		started = true
+		return nil
+	}
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil && !started && !errors.As(err, new(*codedError)) && !errors.As(err, new(*silentError)) {
+		err = &usageError{err}
+	}
 	code := exitCode(err)
 	if err != nil && !errors.As(err, new(*silentError)) {
-		fmt.Fprintf(stderr, "anneal: %v\n", err)
+		// The command's path names it once: errors inside never repeat it.
+		path := "anneal"
+		if cmd != nil {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'anneal --help' for usage.")
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", path)
 		}
 	}
 	return code
+}
+
+// usageError is a mistake on the command line (a flag, an argument, a
+// missing or conflicting option): it prints the hint to --help.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usagef is a usage error of a command, found after cobra's own checks.
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
 }
 
 // exitError carries a code chosen by a command.
@@ -72,6 +101,8 @@ func exitCode(err error) int {
 	if errors.As(err, &c) {
 		return c.code
 	}
-	// Anything cobra returns itself is about the command line.
-	return exitUsage
+	if errors.As(err, new(*usageError)) {
+		return exitUsage
+	}
+	return exitError
 }

@@ -51,7 +51,7 @@ func TestExitCodes(t *testing.T) {
 		{"unknown flag", []string{"validate", "--frob"}, exitUsage, "", "unknown flag", "panic"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "", "unknown command", ""},
 		{"stray argument", []string{"validate", "extra"}, exitUsage, "", "takes no arguments", ""},
-		{"bad output format", []string{"validate", "-o", "xml"}, exitUsage, "", "unknown output format", ""},
+		{"bad output format", []string{"validate", "-o", "xml"}, exitUsage, "", `invalid argument "xml" for "-o, --output" flag: "xml" is not one of text, json, github`, ""},
 		{"nodes of example", []string{"nodes", "--site", example}, exitOK, "e1n01", "", ""},
 		{"nodes of invalid site", []string{"nodes", "--site", broken}, exitError, "", "invalid site", ""},
 		{"schema", []string{"schema"}, exitOK, "#Node:", "", ""},

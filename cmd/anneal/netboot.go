@@ -57,7 +57,7 @@ func addNetbootFlags(c *cobra.Command) *netbootFlags {
 	c.Flags().DurationVar(&f.artifactKeep, "artifact-keep", 7*24*time.Hour, "an artifact copy the site no longer declares is removed once it has not been served this long (checked hourly)")
 	c.Flags().Int64Var(&f.artifactMaxSize, "artifact-max-size", boot.DefaultArtifactMaxSize, "the most bytes one artifact download may bring; an image's declared size, when it gives one, is the bound (and may not be over this): a longer download is cut off and nothing is kept")
 	c.Flags().Int64Var(&f.artifactCacheMax, "artifact-cache-max", boot.DefaultArtifactCacheMax, "the most bytes the artifact cache may hold: a download that could take it over (its declared size, else --artifact-max-size) is not started")
-	c.Flags().StringVar(&f.lab, "lab", "", "a running `anneal lab` directory: reach the site's BMCs through the lab (the site is unchanged)")
+	c.Flags().StringVar(&f.lab, "lab", "", "the directory of a running anneal lab (its --dir): reach the site's BMCs through the lab (the site is unchanged)")
 	c.Flags().StringVar(&f.dhcpListen, "dhcp-listen", "", "serve DHCPv4 for the provisioning network on this address (0.0.0.0:67): the site's reservations and the boot file for each firmware")
 	c.Flags().StringVar(&f.dhcpIface, "dhcp-interface", "", "bind the DHCP server to this interface")
 	c.Flags().StringVar(&f.dhcpMode, "dhcp-mode", string(dhcp.ModeFull), "full (addresses and boot options) or proxy (boot options only, beside another DHCP server)")

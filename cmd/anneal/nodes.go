@@ -5,9 +5,12 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,39 +23,51 @@ import (
 
 func newNodesCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "nodes",
-		Short: "List the site's nodes with their derived addresses",
-		Args:  noArgs,
+		Use:   "nodes [NODE...]",
+		Short: "List the site's nodes with their derived addresses, or a running daemon's nodes with their live state",
+		Long: `Without --server, nodes lists the local site's nodes (--site, or --repo) with
+their derived addresses and desired build.
+
+With --server, the daemon's nodes: its site (the last good revision) and
+what it knows of each node (live state, running build, why its last plan
+rebuilds or holds it). No local checkout is read. A node not running its
+desired build is marked in the ON BUILD column: "no" (a different build
+runs), "?" (nothing known yet), "yes".
+
+NODE arguments, --rack, --role and --state select nodes (all must match;
+--state matches the declared state, e.g. active, or the live one, e.g.
+failed).`,
 	}
 	site := addSiteFlags(c)
 	out := addOutputFlag(c, "text", "json")
-	server := addAPIFlags(c, "", "a running anneal serve's API (http://127.0.0.1:8080): show each node's live state and build")
+	server := addAPIFlags(c, "", "a running anneal serve's API (http://127.0.0.1:8080): list its nodes with their live state and build")
+	var filter nodeFilter
+	c.Flags().StringVar(&filter.rack, "rack", "", "only the nodes in this rack")
+	c.Flags().StringVar(&filter.role, "role", "", "only the nodes with this role")
+	c.Flags().StringVar(&filter.state, "state", "", "only the nodes in this state: declared (active, maintenance, decommissioned, removed) or live (verified, failed, provisioning, ...)")
 	c.AddCommand(newNodesRetryCmd())
 	c.AddCommand(newNodesRevokeAgentCmd())
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		s, err := site.loadValid(c.Context())
-		if err != nil {
-			return err
-		}
-		views := api.NodeViews(s, nil)
+	c.ValidArgsFunction = completeNodes(site, server)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		filter.names = args
+		var (
+			views []api.NodeView
+			s     *schema.Site
+		)
 		if server.server != "" {
-			var live []api.NodeView
-			if err := apiCall(c.Context(), server, http.MethodGet, "/api/v1/nodes", "", &live); err != nil {
+			if err := apiCall(c.Context(), server, http.MethodGet, "/api/v1/nodes", "", &views); err != nil {
 				return failure(err)
 			}
-			byName := map[string]*api.LiveView{}
-			for _, v := range live {
-				byName[v.Name] = v.Live
+		} else {
+			var err error
+			if s, err = site.loadValid(c.Context()); err != nil {
+				return err
 			}
-			for i := range views {
-				views[i].Live = byName[views[i].Name]
-			}
-			// Nodes that left the site are known only to the daemon.
-			for _, v := range live {
-				if v.State == api.StateRemoved {
-					views = append(views, v)
-				}
-			}
+			views = api.NodeViews(s, nil)
+		}
+		views, err := filter.apply(views)
+		if err != nil {
+			return failure(err)
 		}
 		w := c.OutOrStdout()
 		if out.value == "json" {
@@ -65,7 +80,7 @@ func newNodesCmd() *cobra.Command {
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		if server.server != "" {
-			fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tBUILD\tLIVE\tLIVE BUILD\tSINCE\tREASON")
+			fmt.Fprintln(tw, "NODE\tREGION/RACK\tROLES\tSTATE\tBUILD\tLIVE\tLIVE BUILD\tON BUILD\tSINCE\tDRIFT\tREASON")
 			for _, v := range views {
 				live, lb, since, reason := "unknown", "-", "-", ""
 				if l := v.Live; l != nil {
@@ -74,7 +89,8 @@ func newNodesCmd() *cobra.Command {
 						since = l.Since.Local().Format("15:04:05")
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Region, v.Rack, v.State, v.BuildID, live, lb, since, reason)
+				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Region, v.Rack, cmp.Or(strings.Join(v.Roles, ","), "-"), v.State,
+					cmp.Or(v.BuildID, "-"), live, lb, onBuild(v), since, cmp.Or(v.Drift, "-"), reason)
 			}
 		} else {
 			fmt.Fprintln(tw, "NODE\tREGION/RACK\tSTATE\tIMAGE\tPATCHES\tROLES\tBMC\tPROVISIONING\tINTERNAL\tBUILD")
@@ -89,6 +105,54 @@ func newNodesCmd() *cobra.Command {
 		return nil
 	}
 	return c
+}
+
+// onBuild says whether a node runs its desired build: yes, no, ? (not
+// known), - (no desired build: the node left the site).
+func onBuild(v api.NodeView) string {
+	switch {
+	case v.BuildID == "":
+		return "-"
+	case v.Live == nil || v.Live.BuildID == "":
+		return "?"
+	case v.Live.BuildID == v.BuildID:
+		return "yes"
+	}
+	return "no"
+}
+
+// nodeFilter selects nodes by name, rack, role and state.
+type nodeFilter struct {
+	names             []string
+	rack, role, state string
+}
+
+func (f nodeFilter) apply(views []api.NodeView) ([]api.NodeView, error) {
+	known := map[string]bool{}
+	for _, v := range views {
+		known[v.Name] = true
+	}
+	var unknown []string
+	for _, n := range f.names {
+		if !known[n] {
+			unknown = append(unknown, n)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("no node named %s", strings.Join(unknown, ", "))
+	}
+	out := views[:0:0]
+	for _, v := range views {
+		switch {
+		case len(f.names) > 0 && !slices.Contains(f.names, v.Name),
+			f.rack != "" && v.Rack != f.rack,
+			f.role != "" && !slices.Contains(v.Roles, f.role),
+			f.state != "" && v.State != f.state && (v.Live == nil || v.Live.State != f.state):
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 func addrOn(as []schema.Address, s *schema.Site, role schema.NetworkRole) string {
@@ -141,7 +205,11 @@ func newNodesActionCmd(action, short, done string) *cobra.Command {
 	}
 	api := addAPIFlags(c, "http://127.0.0.1:8080", "the anneal serve API (https with serve --tls-cert)")
 	tokenRef := c.Flags().String("token", "", "secret reference (env:NAME or file:PATH) of the API's bearer token")
+	c.ValidArgsFunction = completeNodes(nil, api)
 	c.RunE = func(c *cobra.Command, args []string) error {
+		if *tokenRef == "" {
+			return usagef("%s needs the API's token: --token REF (env:NAME or file:PATH)", action)
+		}
 		token, err := resolveToken(*tokenRef)
 		if err != nil {
 			return failure(err)
@@ -198,7 +266,11 @@ func apiSend(ctx context.Context, api *apiFlags, method, path, token string, in,
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its "Get URL:" would say again what is said here
+		}
+		return fmt.Errorf("%s %s: cannot reach the daemon at %s: %w", method, path, api.server, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -206,14 +278,7 @@ func apiSend(ctx context.Context, api *apiFlags, method, path, token string, in,
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		msg := strings.TrimSpace(string(body))
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+		return newAPIError(method, path, resp.StatusCode, body)
 	}
 	if out != nil {
 		if err := json.Unmarshal(body, out); err != nil {

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/anneal-dev/anneal/providers/state/bolt"
@@ -38,9 +42,13 @@ type session struct {
 	state   *bolt.Store
 	source  string
 	flags   *siteFlags
+	tmp     string // the empty state's directory, when the state file did not exist
 }
 
-func (f *planFlags) open(ctx context.Context) (*session, error) {
+// open loads the site and opens the state. A plan (create false) on a
+// state file that does not exist plans from an empty state, in a
+// temporary file removed on close: planning creates no state file.
+func (f *planFlags) open(ctx context.Context, create bool) (*session, error) {
 	f.site.resolving = true
 	site, err := f.site.loadValid(ctx)
 	if err != nil {
@@ -64,14 +72,36 @@ func (f *planFlags) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, failure(err)
 	}
-	st, err := f.state.open(site)
+	s := &session{site: site, desired: desired, targets: targets, source: f.site.recorded(), flags: f.site}
+	statePath, err := f.state.file(site)
 	if err != nil {
 		return nil, failure(err)
 	}
-	return &session{site: site, desired: desired, targets: targets, state: st, source: f.site.where(), flags: f.site}, nil
+	if _, err := os.Stat(statePath); !create && errors.Is(err, fs.ErrNotExist) {
+		tmp, err := os.MkdirTemp("", "anneal-plan-")
+		if err != nil {
+			return nil, failure(err)
+		}
+		s.tmp = tmp
+		s.state, err = bolt.Open(filepath.Join(tmp, "empty.db"), 5*time.Second)
+		if err != nil {
+			_ = os.RemoveAll(tmp)
+			return nil, failure(err)
+		}
+		return s, nil
+	}
+	if s.state, err = f.state.open(site); err != nil {
+		return nil, failure(err)
+	}
+	return s, nil
 }
 
-func (s *session) close() { s.state.Close() }
+func (s *session) close() {
+	s.state.Close()
+	if s.tmp != "" {
+		_ = os.RemoveAll(s.tmp)
+	}
+}
 
 // appliedPolicies are the policies of the revision the state says was
 // applied last, read from the site's git history as the daemon does (its
@@ -151,7 +181,7 @@ read, or the site is invalid), 64 usage error. CI can gate on drift.`,
 		if *base != "" || *head != "" {
 			return runReview(c, f, out.value, *base, *head)
 		}
-		s, err := f.open(ctx)
+		s, err := f.open(ctx, false)
 		if err != nil {
 			return err
 		}
@@ -190,7 +220,7 @@ func planExit(p *reconcile.Plan) error {
 }
 
 func logger(c *cobra.Command) *slog.Logger {
-	return slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return newLogger(c, c.ErrOrStderr(), slog.LevelWarn)
 }
 
 func plural(n int, word string) string {
@@ -205,7 +235,7 @@ func plural(n int, word string) string {
 func runReview(c *cobra.Command, f *planFlags, format, baseRev, headRev string) error {
 	ctx := c.Context()
 	if baseRev == "" {
-		return fmt.Errorf("%s: --head needs --base", c.CommandPath())
+		return usagef("--head needs --base")
 	}
 	repo, path := f.site.repo, f.site.path
 	if repo == "" {

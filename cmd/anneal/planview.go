@@ -100,7 +100,7 @@ func renderMarkdown(w io.Writer, p *reconcile.Plan, full bool) {
 		fmt.Fprintln(w)
 	}
 	for _, f := range d.Failures {
-		fmt.Fprintf(w, "- **error** %s %s: %s\n", f.Target, f.Zone, f.Error)
+		fmt.Fprintf(w, "- **error** %s %s: %s\n", f.Target, f.Zone, planview.FailureDetail(f))
 	}
 	for _, f := range d.Findings {
 		fmt.Fprintf(w, "- warning %s: %s: %s\n", f.Target, f.Kind, f.Detail)

@@ -28,13 +28,14 @@ server mints a single-use one per rebuild.`,
 	}
 	site := addSiteFlags(c)
 	node := c.Flags().String("node", "", "the node to render (required)")
+	_ = c.RegisterFlagCompletionFunc("node", completeNodes(site, nil))
 	baseURL := c.Flags().String("netboot-url", "http://netboot.invalid:8080", "the netboot server's base URL as nodes reach it")
 	direct := c.Flags().Bool("direct-artifacts", false, "a script that fetches the kernel and initrd from the image's URLs (as serve --artifact-cache none), not the netboot server's verified copies")
 	file := c.Flags().String("file", "", "print only this file (script, network-config, user-data, ks.cfg, ...)")
 	out := addOutputFlag(c, "text", "json")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if *node == "" {
-			return fmt.Errorf("%s: --node is required", c.CommandPath())
+			return usagef("--node is required")
 		}
 		s, err := site.loadValid(c.Context())
 		if err != nil {
@@ -42,7 +43,7 @@ server mints a single-use one per rebuild.`,
 		}
 		n := s.Node(*node)
 		if n == nil {
-			return fmt.Errorf("%s: node %q is not in the site", c.CommandPath(), *node)
+			return usagef("node %q is not in the site", *node)
 		}
 		render := boot.Render
 		if *direct {
@@ -60,7 +61,7 @@ server mints a single-use one per rebuild.`,
 			case ok:
 				fmt.Fprint(w, body)
 			default:
-				return fmt.Errorf("%s: %s has no file %q (it has: script, %v)", c.CommandPath(), *node, *file, slices.Sorted(maps.Keys(r.Files)))
+				return usagef("%s has no file %q (it has: script, %v)", *node, *file, slices.Sorted(maps.Keys(r.Files)))
 			}
 			return nil
 		}

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -20,9 +22,14 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%s: %w", c.CommandPath(), err)
+		return &usageError{err}
 	})
-	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newEnrollCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd())
+	addLogFormatFlag(root)
+	root.Version = versionLine()
+	root.SetVersionTemplate("{{.Version}}\n")
+	defer completeChoices(root)
+	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newEnrollCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd(), newVersionCmd(),
+		newSuspendCmd(), newResumeCmd(), newReconcileCmd())
 	root.AddCommand(newEventsCmd(), newHistoryCmd())
 	return root
 }
@@ -31,13 +38,19 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 type outputFlag struct {
 	value   string
 	allowed []string
+	typ     string // the type help shows (default "format")
 }
 
 func (o *outputFlag) String() string { return o.value }
-func (o *outputFlag) Type() string   { return "format" }
+func (o *outputFlag) Type() string {
+	if o.typ != "" {
+		return o.typ
+	}
+	return strings.Join(o.allowed, "|")
+}
 func (o *outputFlag) Set(v string) error {
 	if !slices.Contains(o.allowed, v) {
-		return fmt.Errorf("unknown output format %q (want one of %v)", v, o.allowed)
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(o.allowed, ", "))
 	}
 	o.value = v
 	return nil
@@ -45,13 +58,28 @@ func (o *outputFlag) Set(v string) error {
 
 func addOutputFlag(c *cobra.Command, allowed ...string) *outputFlag {
 	o := &outputFlag{value: allowed[0], allowed: allowed}
-	c.Flags().VarP(o, "output", "o", fmt.Sprintf("output format: %v", allowed))
+	c.Flags().VarP(o, "output", "o", "output format")
 	return o
 }
 
 func noArgs(c *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return fmt.Errorf("%s takes no arguments, got %q", c.CommandPath(), args)
+		return fmt.Errorf("takes no arguments, got %q", args)
 	}
 	return nil
+}
+
+// completeChoices registers, on every command, the completion of each
+// flag restricted to a set of values (-o, --only, --mode, --log-format).
+func completeChoices(c *cobra.Command) {
+	for _, fs := range []*pflag.FlagSet{c.LocalNonPersistentFlags(), c.PersistentFlags()} {
+		fs.VisitAll(func(f *pflag.Flag) {
+			if o, ok := f.Value.(*outputFlag); ok {
+				_ = c.RegisterFlagCompletionFunc(f.Name, completeValues(o.allowed...))
+			}
+		})
+	}
+	for _, sub := range c.Commands() {
+		completeChoices(sub)
+	}
 }

@@ -44,7 +44,8 @@ node records, the fleet is observed first (BMC power, agent reports for
 The dashboard is at / on --listen (read-only without the token).
 HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
 /api/v1/nodes, /api/v1/events (?follow=1: server-sent events),
-/api/v1/history, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
+/api/v1/history, /api/v1/revisions/REV (a short id, branch or tag resolved to
+the full id), /metrics; POST /api/v1/reconcile, /api/v1/suspend,
 /api/v1/resume, /api/v1/approve, /api/v1/nodes/NODE/retry,
 /api/v1/nodes/NODE/revoke-agent and GET /api/v1/state/backup (bearer token
 from --token, a secret reference; without one the mutating endpoints are
@@ -85,7 +86,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 	netboot.http = httpLimits
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		ctx := c.Context()
-		log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		var token string
 		if *tokenRef != "" {
 			t, err := secret.Resolver{}.Resolve(*tokenRef)
@@ -113,7 +114,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if *trustFile != "" {
 			branch, ok := src.(*source.Branch)
 			if !ok {
-				return fmt.Errorf("%s: --verify-signatures needs --repo (a directory has no commits to verify)", c.CommandPath())
+				return usagef("--verify-signatures needs --repo (a directory has no commits to verify)")
 			}
 			if branch.Trust, err = source.LoadTrust(*trustFile); err != nil {
 				return failure(err)
@@ -163,7 +164,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 				uses = append(uses, schema.UseBMC) // rebuilds reach the BMCs
 			}
 			if err := grants.CheckSources(s.SecretNames(uses...)...); err != nil {
-				return nil, fmt.Errorf("secret grants %s: %w", grants.File(), err)
+				return nil, fmt.Errorf("secret grants: %w", err) // each line names the file
 			}
 			return dnsTargets(s, resolve)
 		}
@@ -181,12 +182,12 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		if r.Rebuild != nil {
 			if *observeGrace <= 0 {
-				return fmt.Errorf("%s: --observe-grace must be positive, got %s", c.CommandPath(), *observeGrace)
+				return usagef("--observe-grace must be positive, got %s", *observeGrace)
 			}
 			r.Rebuild.ObserveGrace = *observeGrace
 		}
 		if (*tlsCert == "") != (*tlsKey == "") {
-			return fmt.Errorf("%s: --tls-cert and --tls-key go together", c.CommandPath())
+			return usagef("--tls-cert and --tls-key go together")
 		}
 		tlsConfig, err := serverTLS(*tlsCert, *tlsKey, log)
 		if err != nil {
@@ -198,6 +199,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		apiLimits := httpLimits.limits(apiMaxBody)
 		apiConfig := api.Config{Reconciler: r, Metrics: m, Token: token, Backup: st.Backup, Log: log}
+		apiConfig.Version, apiConfig.Revision = buildVersion()
 		if r.Rebuild != nil {
 			apiConfig.Nodes = r.Rebuild.Nodes
 		}

@@ -230,7 +230,7 @@ func (f *siteFlags) checkSources(site *schema.Site, uses ...schema.SecretUse) er
 		return err
 	}
 	if err := g.CheckSources(site.SecretNames(uses...)...); err != nil {
-		return fmt.Errorf("secret grants %s: %w", g.File(), err)
+		return fmt.Errorf("secret grants: %w", err) // each line names the file
 	}
 	return nil
 }

@@ -34,10 +34,10 @@ func dnsTargets(site *schema.Site, resolve func(schema.SecretRef, schema.SecretD
 		case schema.TargetPowerDNS:
 			target, err = powerdns.FromSite(t, resolve)
 		default:
-			err = fmt.Errorf("unknown kind %q", t.Kind)
+			err = fmt.Errorf("dns target %s: unknown kind %q", t.Name, t.Kind)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("dns target %s: %w", t.Name, err)
+			return nil, err // the provider names the target
 		}
 		out[t.Name] = target
 	}
@@ -66,7 +66,7 @@ func (f *stateFlags) open(site *schema.Site) (*bolt.Store, error) {
 		return nil, err
 	}
 	if m := st.Migrated(); m != nil {
-		slog.New(slog.NewTextHandler(f.cmd.ErrOrStderr(), nil)).Info("state file migrated to this anneal's format",
+		newLogger(f.cmd, f.cmd.ErrOrStderr(), slog.LevelInfo).Info("state file migrated to this anneal's format",
 			"file", m.Path, "from", m.From, "to", m.To)
 	}
 	return st, nil

@@ -78,7 +78,7 @@ func Text(w io.Writer, p *reconcile.Plan, full bool, pal Palette) {
 		if f.Zone != "" {
 			where += " zone " + f.Zone
 		}
-		fmt.Fprintf(w, "%serror: dns %s: %s%s\n", pal.Del, where, f.Error, pal.Reset)
+		fmt.Fprintf(w, "%serror: dns %s: %s%s\n", pal.Del, where, FailureDetail(f), pal.Reset)
 	}
 	for _, f := range d.Findings {
 		fmt.Fprintf(w, "%swarning: dns %s: %s: %s%s\n", pal.Warn, f.Target, f.Kind, f.Detail, pal.Reset)
@@ -173,4 +173,17 @@ func plural(n int, word string) string {
 		return fmt.Sprintf("%d %s", n, word)
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// FailureDetail is a target failure's error without the target and zone
+// it repeats (dns.TargetError names them; the line already does).
+func FailureDetail(f dns.TargetFailure) string {
+	prefix := "dns target " + f.Target + ":"
+	if f.Zone != "" {
+		prefix += " zone " + f.Zone
+	}
+	if rest, ok := strings.CutPrefix(f.Error, prefix); ok {
+		return strings.TrimSpace(rest)
+	}
+	return f.Error
 }

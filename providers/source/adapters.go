@@ -133,3 +133,36 @@ func (b *Branch) History(_ context.Context, rev string, n int) ([]string, error)
 	}
 	return out, nil
 }
+
+var _ reconcile.Resolver = (*Branch)(nil)
+
+// Resolve fetches, then resolves rev as git does (an abbreviated or full
+// commit id, a branch or tag, HEAD, with ~N and ^N): the full commit id.
+// A revision the repository does not have is reconcile.ErrUnknownRevision.
+func (b *Branch) Resolve(ctx context.Context, rev string) (string, error) {
+	if err := b.Repo.Fetch(ctx); err != nil {
+		return "", err
+	}
+	h, err := b.Repo.Resolve(rev)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", reconcile.ErrUnknownRevision, err)
+	}
+	return h.String(), nil
+}
+
+var _ reconcile.Resolver = Dir{}
+
+// Resolve answers the directory's own revision (its full id, or a prefix
+// of its digest of at least 8 characters): a directory has no other.
+func (d Dir) Resolve(ctx context.Context, rev string) (string, error) {
+	latest, err := d.Latest(ctx)
+	if err != nil {
+		return "", err
+	}
+	digest := strings.TrimPrefix(latest.ID, "dir:")
+	given := strings.TrimPrefix(rev, "dir:")
+	if rev == latest.ID || (len(given) >= 8 && strings.HasPrefix(digest, given)) {
+		return latest.ID, nil
+	}
+	return "", fmt.Errorf("revision %q: %w: the directory %s is at %s and has no history", rev, reconcile.ErrUnknownRevision, d.Path, latest.ID)
+}

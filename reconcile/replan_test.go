@@ -1,0 +1,95 @@
+package reconcile
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/schema"
+)
+
+// TestDriftAfterApplyIsTheDriftNow: once a pass has written the DNS
+// changes, the published plan (GET /api/v1/drift, anneal status) and the
+// status's drift counts are the drift left, not the plan just applied.
+func TestDriftAfterApplyIsTheDriftNow(t *testing.T) {
+	zones := map[string]*zoneTarget{}
+	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &ownedState{}, Mode: ModeConverge, Interval: time.Hour,
+		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
+			out := map[string]dns.Target{}
+			for _, tg := range s.DNS.Targets {
+				if zones[tg.Name] == nil {
+					zones[tg.Name] = &zoneTarget{name: tg.Name}
+				}
+				out[tg.Name] = zones[tg.Name]
+			}
+			return out, nil
+		}}
+	ctx := context.Background()
+	r.ReconcileOnce(ctx)
+	st := r.Status()
+	if st.LastError != "" || st.AppliedRevision != "r1" {
+		t.Fatalf("the first pass did not apply: %+v", st)
+	}
+	written := 0
+	for _, z := range zones {
+		for _, rrs := range z.zones {
+			written += len(rrs)
+		}
+	}
+	if written == 0 {
+		t.Fatal("the first pass wrote nothing: the test applies no change")
+	}
+	p := r.LastPlan()
+	if p == nil {
+		t.Fatal("no plan published")
+	}
+	if p.DNS.HasChanges() || st.Drift.Creates+st.Drift.Updates+st.Drift.Deletes != 0 {
+		c, u, d, _ := p.Counts()
+		t.Fatalf("after the apply of %d RRsets the published drift is %d creates, %d updates, %d deletes (status %+v): the plan applied, not the drift now", written, c, u, d, st.Drift)
+	}
+	if _, ok := st.Steps["replan"]; !ok {
+		t.Errorf("the pass that applied did not plan again: steps %v", st.Steps)
+	}
+
+	// A pass with nothing to do plans once.
+	r.ReconcileOnce(ctx)
+	if st := r.Status(); st.LastError != "" || st.Steps["replan"] != 0 {
+		t.Fatalf("a pass with no change: last error %q, steps %v", st.LastError, st.Steps)
+	}
+}
+
+// ownedState is memState with an inventory: the RRsets anneal wrote are
+// its own on the next plan, as in the bolt store.
+type ownedState struct {
+	memState
+	omu   sync.Mutex
+	owned map[string]map[dns.RRsetKey]bool
+}
+
+func (o *ownedState) OwnedRRsets(_ context.Context, target, zone string) (map[dns.RRsetKey]bool, error) {
+	o.omu.Lock()
+	defer o.omu.Unlock()
+	return maps.Clone(o.owned[target+"/"+zone]), nil
+}
+
+func (o *ownedState) RecordOwned(_ context.Context, target, zone string, add, remove []dns.RRsetKey) error {
+	o.omu.Lock()
+	defer o.omu.Unlock()
+	if o.owned == nil {
+		o.owned = map[string]map[dns.RRsetKey]bool{}
+	}
+	k := target + "/" + zone
+	if o.owned[k] == nil {
+		o.owned[k] = map[dns.RRsetKey]bool{}
+	}
+	for _, a := range add {
+		o.owned[k][a] = true
+	}
+	for _, r := range remove {
+		delete(o.owned[k], r)
+	}
+	return nil
+}
