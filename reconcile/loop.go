@@ -773,12 +773,13 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 			return class, err
 		}
 	}
+	applied := st.Drift // what this pass's plan changed, for its event
 	if changedBy(plan) {
 		r.replan(ctx, st, in) // the drift is the drift now, not the plan applied
 	}
 	if rev == st.LastGoodRevision {
 		if st.AppliedRevision != rev {
-			r.noteApplied(ctx, rev, plan, st.Drift)
+			r.noteApplied(ctx, rev, plan, applied)
 		}
 		st.AppliedRevision, st.LastApplied = rev, time.Now().UTC()
 		r.applied, r.appliedRev = site, rev

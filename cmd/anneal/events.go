@@ -51,7 +51,7 @@ interrupted, reconnecting (from the last event shown) when the stream drops.`,
 		q := url.Values{}
 		for _, k := range *kinds {
 			if !events.Kind(k).Valid() {
-				return fmt.Errorf("--kind %q: unknown event kind; the kinds are: %s", k, kindNames())
+				return usagef("--kind %q: unknown event kind; the kinds are: %s", k, kindNames())
 			}
 		}
 		if len(*kinds) > 0 {
@@ -59,12 +59,12 @@ interrupted, reconnecting (from the last event shown) when the stream drops.`,
 		}
 		if *since != "" {
 			if _, err := api.ParseSince(*since, time.Now()); err != nil {
-				return fmt.Errorf("--%w", err)
+				return usagef("--%w", err)
 			}
 			q.Set("since", *since)
 		}
 		if *limit < 0 || *limit > events.MaxLimit {
-			return fmt.Errorf("--limit %d: want a number from 1 to %d", *limit, events.MaxLimit)
+			return usagef("--limit %d: want a number from 1 to %d", *limit, events.MaxLimit)
 		}
 		if *limit > 0 {
 			q.Set("limit", strconv.Itoa(*limit))
@@ -288,7 +288,7 @@ daemon keeps (anneal events shows them one by one).`,
 	out := addOutputFlag(c, "text", "json")
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if *limit < 1 || *limit > 1000 {
-			return fmt.Errorf("--limit %d: want a number from 1 to 1000", *limit)
+			return usagef("--limit %d: want a number from 1 to 1000", *limit)
 		}
 		var recs []events.RevisionRecord
 		if err := apiCall(c.Context(), apiF, http.MethodGet, "/api/v1/history?limit="+strconv.Itoa(*limit), "", &recs); err != nil {
