@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/anneal-dev/anneal/reconcile/events"
@@ -127,10 +128,11 @@ func isCommit(rev string) bool {
 	return true
 }
 
-// oneLine replaces control characters (newlines) with spaces.
+// oneLine replaces control characters (C0 and C1: newlines, NEL) and
+// Unicode's line and paragraph separators with spaces.
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
 			return ' '
 		}
 		return r
