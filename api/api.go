@@ -1,7 +1,8 @@
 // Package api is anneal serve's HTTP API: health and readiness, the
 // reconciler's status, drift and nodes, the operator's actions (reconcile,
 // suspend, resume, retry, revoke an agent's token, a state backup), the
-// push webhook and the Prometheus metrics. It drives the reconcile loop
+// push webhook, the Prometheus metrics, and the history: events (listed or
+// streamed) and revisions (events.go). It drives the reconcile loop
 // through the Reconciler interface; cmd wires *reconcile.Reconciler.
 package api
 
@@ -74,6 +75,11 @@ type Config struct {
 	// Log logs a backup that fails after its header was sent; nil: not
 	// logged.
 	Log *slog.Logger
+	// Events serves GET /api/v1/events and /api/v1/history; nil answers
+	// 501. StreamsDone, when closed, ends the event streams (a shutdown
+	// does not wait for its followers).
+	Events      Events
+	StreamsDone <-chan struct{}
 }
 
 // New returns the API's handler:
@@ -84,6 +90,7 @@ type Config struct {
 //	     /api/v1/nodes/{node}/retry, /api/v1/nodes/{node}/revoke-agent (bearer token)
 //	GET  /api/v1/state/backup (bearer token)
 //	POST /api/v1/webhook (bearer token, or a body signed with it)
+//	GET  /api/v1/events (?follow=1: server-sent events), /api/v1/history
 func New(cfg Config) http.Handler {
 	r, token := cfg.Reconciler, cfg.Token
 	m := cfg.Metrics
@@ -245,7 +252,8 @@ func New(cfg Config) http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	return mux
+	newEventsAPI(cfg.Events, cfg.Log, cfg.StreamsDone).register(mux)
+	return withActor(mux)
 }
 
 // approveMaxBody bounds an approval's body.

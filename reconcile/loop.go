@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/reconcile/rollout"
 	"github.com/anneal-dev/anneal/schema"
@@ -216,7 +217,10 @@ type Reconciler struct {
 	// profiles and immutable rebuilds. Without it anneal manages DNS only
 	// and reports no rebuilds.
 	Rebuild *RebuildConfig
+	// Events records the history (nil: events are only logged).
+	Events *events.Recorder
 
+	hist         history
 	firmwareBusy atomic.Bool // a background firmware read is running
 	// retries counts the retries of failed nodes; a pass reads it before
 	// the node records it plans from. haltRetries is that count as the
@@ -287,7 +291,7 @@ func (r *Reconciler) SetSuspended(ctx context.Context, v bool) error {
 	r.status.Suspended = v
 	r.mu.Unlock()
 	if was != v {
-		r.log().Info(map[bool]string{true: "reconciling suspended", false: "reconciling resumed"}[v])
+		r.noteSuspended(ctx, v)
 	}
 	if r.suspendSaving != nil {
 		r.suspendSaving()
@@ -386,8 +390,8 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) {
 	if err != nil {
 		st.Failures++
 		st.LastError, st.LastErrorClass = err.Error(), class
-		r.log().Warn("reconcile failed", "class", class, "err", err)
 	}
+	r.passFailed(ctx, &st, class, err)
 	r.mu.Lock()
 	st.Suspended = r.status.Suspended // a suspend during the run wins
 	// Approvals are kept in r.status by gate and Approve (which may run
@@ -410,6 +414,7 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 		return FailSource, fmt.Errorf("fetch: %w", err)
 	}
 	st.Steps["fetch"] = time.Since(t0).Seconds()
+	r.noteSeen(ctx, st.LastAttemptedRevision, rev)
 	st.LastAttemptedRevision = rev.ID
 	if st.AppliedRevision != "" && rev.ID != st.AppliedRevision && !r.AllowRewrite {
 		ok, err := r.Source.Descends(st.AppliedRevision, rev.ID)
@@ -417,7 +422,9 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 			return FailSource, fmt.Errorf("history check: %w", err)
 		}
 		if !ok {
-			return FailRewrite, fmt.Errorf("refusing revision %s: it does not descend from the applied revision %s (a force-push rewrote applied history; run with --allow-rewrite to accept it)", rev.ID, st.AppliedRevision)
+			err := fmt.Errorf("refusing revision %s: it does not descend from the applied revision %s (a force-push rewrote applied history; run with --allow-rewrite to accept it)", rev.ID, st.AppliedRevision)
+			r.noteRefused(ctx, rev.ID, FailRewrite, "rewrites applied history", err)
+			return FailRewrite, refusedError{err}
 		}
 	}
 	badClass := FailInvalid
@@ -443,6 +450,7 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 			r.mu.Lock()
 			r.goodSite = site
 			r.mu.Unlock()
+			r.noteValidated(ctx, st.LastGoodRevision, rev.ID)
 			st.LastGoodRevision = rev.ID
 		}
 	}
@@ -451,6 +459,7 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 		if errors.As(r.badErr, new(*SignatureError)) {
 			badClass, what = FailSignature, "is not signed by a trusted key"
 		}
+		r.noteRefused(ctx, rev.ID, badClass, what, r.badErr)
 		// Stay on the last good commit: keep converging it.
 		if err := r.loadGood(ctx, st); err != nil {
 			return badClass, fmt.Errorf("revision %s %s (%v), and the last good revision could not be loaded: %w", rev.ID, what, r.badErr, err)
@@ -458,7 +467,7 @@ func (r *Reconciler) steps(ctx context.Context, st *Status) (string, error) {
 		if class, err := r.converge(ctx, st, r.goodSite, st.LastGoodRevision); err != nil {
 			return class, fmt.Errorf("revision %s %s: %v; converging the last good revision %s also failed: %w", rev.ID, what, r.badErr, st.LastGoodRevision, err)
 		}
-		return badClass, fmt.Errorf("revision %s %s; staying on %s: %w", rev.ID, what, st.LastGoodRevision, r.badErr)
+		return badClass, refusedError{fmt.Errorf("revision %s %s; staying on %s: %w", rev.ID, what, st.LastGoodRevision, r.badErr)}
 	}
 	return r.converge(ctx, st, r.goodSite, rev.ID)
 }
@@ -697,6 +706,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	r.mu.Lock()
 	r.plan = plan
 	r.mu.Unlock()
+	r.notePlan(ctx, rev, plan, st.Drift)
 	if r.Mode == ModeReport {
 		// Nothing is armed in report mode: the netboot server only needs
 		// the site to answer boot-from-disk and to take agent reports.
@@ -711,6 +721,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 		return "", nil
 	}
 	approved, wait := r.gate(st, rev, plan)
+	r.flush(ctx) // the approval pending, once per plan
 	if wait {
 		// Nothing of the plan runs, but the netboot server keeps serving
 		// the applied site (boot from disk, the installs in flight, the
@@ -753,7 +764,7 @@ func (r *Reconciler) converge(ctx context.Context, st *Status, site *schema.Site
 	}
 	if rev == st.LastGoodRevision {
 		if st.AppliedRevision != rev {
-			r.log().Info("revision applied", "revision", rev, "plan", shortDigest(plan.Digest), "actions", len(plan.Actions))
+			r.noteApplied(ctx, rev, plan, st.Drift)
 		}
 		st.AppliedRevision, st.LastApplied = rev, time.Now().UTC()
 		r.applied, r.appliedRev = site, rev
@@ -823,8 +834,7 @@ func (r *Reconciler) gate(st *Status, rev string, plan *Plan) (approved, wait bo
 	if prev == nil || prev.Revision != rev || prev.PlanDigest != plan.Digest {
 		reasons := guardReasons(guards)
 		r.status.PendingApproval = &Approval{Revision: rev, PlanDigest: plan.Digest, Reasons: reasons, Items: guardItems(guards), Since: time.Now().UTC()}
-		r.log().Warn("the plan awaits approval: nothing of it runs until `anneal approve` names it",
-			"revision", rev, "plan", shortDigest(plan.Digest), "reasons", strings.Join(reasons, "; "))
+		r.queue(pendingEvent(r.status.PendingApproval))
 	}
 	st.PendingApproval = r.status.PendingApproval
 	return false, true
@@ -864,7 +874,7 @@ func (r *Reconciler) Approve(ctx context.Context, revision, planDigest string) (
 		r.mu.Unlock()
 		return nil, fmt.Errorf("record the approval: %w", err)
 	}
-	r.log().Info("plan approved", "revision", a.Revision, "plan", shortDigest(a.PlanDigest), "reasons", strings.Join(a.Reasons, "; "))
+	r.noteApproved(ctx, &a)
 	r.Trigger()
 	return &a, nil
 }
@@ -1130,10 +1140,11 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		}
 		live := &RolloutStatus{Revision: rev, Running: true, Total: len(rp.Rebuilds), Canaries: canaries}
 		r.setRollout(live)
-		ro := &rollout.Engine{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, NetbootTimeout: rb.NetbootTimeout, PollInterval: rb.PollInterval, Log: r.Log,
+		ro := &rollout.Engine{Site: site, Nodes: rb.Nodes, Wake: rb.Wake, InstallTimeout: rb.InstallTimeout, NetbootTimeout: rb.NetbootTimeout, PollInterval: rb.PollInterval, Log: r.Log, ProgressLogs: true,
 			BMC:     func(n *schema.Node) (node.BMC, error) { return r.bmcOf(site, n, departed) },
 			SyncDNS: func(ctx context.Context) error { return r.syncDNS(ctx, site, targets, rev, approved) },
 			Progress: func(e rollout.Event) {
+				r.nodeStep(ctx, rev, e)
 				for _, a := range e.Actions() {
 					r.executed(rev, a)
 				}
@@ -1158,6 +1169,7 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		if res != nil && len(res.Verified) > 0 {
 			r.executed(rev, ActDNSRejoin)
 		}
+		r.noteHalted(ctx, rev, res)
 		if res != nil {
 			r.haltRetries = retries
 			st.Rollout = &RolloutStatus{Revision: rev, Result: *res, Done: len(res.Verified) + len(res.Failed), Total: len(rp.Rebuilds), Canaries: canaries}
@@ -1252,6 +1264,7 @@ func (r *Reconciler) applyDNS(ctx context.Context, targets map[string]dns.Target
 	if err != nil {
 		return err
 	}
+	r.dnsWritten(ctx, rev, res)
 	if res.Failed() {
 		return fmt.Errorf("apply of %s: %s", rev, firstFailure(res))
 	}
@@ -1312,16 +1325,19 @@ func (r *Reconciler) Report(ctx context.Context, rep node.Report) {
 		return
 	}
 	now := time.Now()
+	adopted, enrolled := false, false
 	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *node.Record) error {
 		if rec.State == node.Unknown {
 			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = node.Verified, now, spec.ID(), &spec, now
 			rec.Unobserved, rec.Reason = false, ""
-			r.log().Info("adopted a node that runs its desired build", "node", rep.Node, "build", rec.BuildID, "enrolled", !rec.Enrolled.IsZero())
+			adopted, enrolled = true, !rec.Enrolled.IsZero()
 		}
 		return nil
 	})
 	if err != nil {
 		r.log().Warn("adopt node", "node", rep.Node, "err", err)
+	} else if adopted {
+		r.noteAdopted(ctx, rep.Node, spec.ID(), enrolled)
 	}
 }
 
@@ -1345,7 +1361,7 @@ func (r *Reconciler) Retry(ctx context.Context, name string) error {
 		return err
 	}
 	r.retries.Add(1) // after the write: a pass that counts it reads the record
-	r.log().Info("retry", "node", name, "was", was)
+	r.noteRetry(ctx, name, was)
 	r.Trigger()
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 )
 
@@ -37,6 +38,6 @@ func (r *Reconciler) RevokeAgent(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("revoke the agent token of %s: %w", name, err)
 	}
-	r.log().Info("agent token revoked", "node", name)
+	r.emit(ctx, events.Event{Kind: events.AgentRevoked, Node: name, Actor: actorOf(ctx), Message: "agent token revoked"})
 	return nil
 }

@@ -321,13 +321,13 @@ func lifeWaitVerified(t *testing.T, api, prev string, since time.Time) string {
 func lifePhases(t *testing.T, logPath string, since time.Time) {
 	t.Helper()
 	steps := []struct{ name, re string }{
-		{"power on", `msg=rollout .*step=power`},
+		{"power on", `event=node\.step .*step=power`},
 		{"DHCP ack", `msg="dhcp: reply".*type=ACK`},
 		{"iPXE script", `msg="boot: serving install script"`},
 		{"deploy environment up", `msg="boot: deploy started"`},
 		{"image written", `msg="boot: deploy written"`},
 		{"callback", `msg="boot: node installed`},
-		{"verified", `msg=rollout .*step=verified`},
+		{"verified", `event=node\.step .*step=verified`},
 	}
 	re := regexp.MustCompile(`time=(\S+)`)
 	lines := strings.Split(readFile(logPath), "\n")

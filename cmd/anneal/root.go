@@ -23,6 +23,7 @@ addresses, then DNS, then netboot, then immutable rebuilds, then verification.`,
 		return fmt.Errorf("%s: %w", c.CommandPath(), err)
 	})
 	root.AddCommand(newValidateCmd(), newPlanCmd(), newApplyCmd(), newServeCmd(), newNodesCmd(), newRenderCmd(), newAgentCmd(), newLabCmd(), newStatusCmd(), newApproveCmd(), newEnrollCmd(), newBackupCmd(), newDNSCmd(), newSchemaCmd())
+	root.AddCommand(newEventsCmd(), newHistoryCmd())
 	return root
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/anneal-dev/anneal/api"
@@ -17,7 +18,6 @@ import (
 	"github.com/anneal-dev/anneal/providers/source"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
-	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -43,7 +43,8 @@ node records, the fleet is observed first (BMC power, agent reports for
 
 The dashboard is at / on --listen (read-only without the token).
 HTTP API on --listen: GET /healthz, /readyz, /api/v1/status, /api/v1/drift,
-/api/v1/nodes, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
+/api/v1/nodes, /api/v1/events (?follow=1: server-sent events),
+/api/v1/history, /metrics; POST /api/v1/reconcile, /api/v1/suspend,
 /api/v1/resume, /api/v1/approve, /api/v1/nodes/NODE/retry,
 /api/v1/nodes/NODE/revoke-agent and GET /api/v1/state/backup (bearer token
 from --token, a secret reference; without one the mutating endpoints are
@@ -73,6 +74,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 	allowRewrite := c.Flags().Bool("allow-rewrite", false, "accept a revision that does not descend from the applied one (force-push)")
 	trustFile := c.Flags().String("verify-signatures", "", "apply only commits signed by a key in this file: an armored OpenPGP keyring or an SSH allowed-signers file")
 	allowMass := c.Flags().Bool("allow-mass-delete", false, "apply even when deletes exceed the site's dnsMassDeletePercent (lifts that guard for every revision; anneal approve lifts it for one plan)")
+	eventsF := addEventFlags(c)
 	observeGrace := c.Flags().Duration("observe-grace", reconcile.DefaultObserveGrace, "on a state with no node records, how long to wait for agents to report before a powered-on node without a known build may be rebuilt (at least two agent intervals)")
 	tlsCert := c.Flags().String("tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain) file, read again when it changes")
 	tlsKey := c.Flags().String("tls-key", "", "the PEM private key of --tls-cert")
@@ -165,11 +167,11 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 			}
 			return dnsTargets(s, resolve)
 		}
-		// The daemon's events: the notifier subscribes to them. (The
-		// reconciler emits them once the events work gives it the recorder.)
-		recorder := events.NewRecorder(nil, log)
 		r := &reconcile.Reconciler{Source: src, Targets: targets, Secrets: grants, State: st, Mode: reconcile.Mode(mode.value),
 			Interval: *interval, AllowRewrite: *allowRewrite, AllowMassDelete: *allowMass, Log: log, Observe: m.Observe}
+		if r.Events, err = eventsF.recorder(c, st, log); err != nil {
+			return err
+		}
 		stopNetboot, err := netboot.start(ctx, r, st, statePath, resolve, log)
 		if err != nil {
 			return failure(err)
@@ -199,6 +201,7 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if r.Rebuild != nil {
 			apiConfig.Nodes = r.Rebuild.Nodes
 		}
+		apiConfig.Events, apiConfig.StreamsDone = r.Events, ctx.Done()
 		srv := netlimit.NewServer(withDashboard(api.New(apiConfig), dashboard.Config{Reconciler: r, Nodes: apiConfig.Nodes, Log: log}), apiLimits)
 		srv.TLSConfig = tlsConfig
 		ln = netlimit.NewListener(ln, apiLimits, log.With("server", "api"))
@@ -230,12 +233,16 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		if notifier != nil {
 			notifyCtx, stopNotify := context.WithCancel(ctx)
-			if err := notifier.Start(notifyCtx, recorder); err != nil {
+			if err := notifier.Start(notifyCtx, r.Events); err != nil {
 				stopNotify()
 				return failure(err)
 			}
 			defer func() { stopNotify(); notifier.Wait() }()
 		}
+		// anneal_events_total follows the recorder until serve stops.
+		var counting sync.WaitGroup
+		counting.Go(func() { m.CountEvents(ctx, r.Events) })
+		defer counting.Wait()
 		log.Info("anneal serve", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "source", name, "mode", mode.value, "interval", *interval)
 		runErr := r.Run(ctx)
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -76,8 +76,10 @@ type Event struct {
 	Seq  uint64    `json:"seq"`
 	Time time.Time `json:"time"`
 	Kind Kind      `json:"kind"`
-	// Revision is the site revision it concerns, if any.
+	// Revision is the site revision it concerns, if any; Summary its
+	// commit's subject (on RevisionSeen).
 	Revision string `json:"revision,omitempty"`
+	Summary  string `json:"summary,omitempty"`
 	// Node is the node it concerns, if any.
 	Node string `json:"node,omitempty"`
 	// Step is a node step (rollout step names) or a reconcile step.

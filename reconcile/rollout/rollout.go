@@ -68,7 +68,9 @@ type Engine struct {
 	Log            *slog.Logger
 	// Progress is told about every step (a terminal display, logs).
 	Progress func(Event)
-	Now      func() time.Time
+	// ProgressLogs says Progress logs each step: the engine does not.
+	ProgressLogs bool
+	Now          func() time.Time
 }
 
 // Event is one step of one node's rebuild.
@@ -833,6 +835,9 @@ func (ro *Engine) powerOff(ctx context.Context, name string, n *schema.Node) err
 func (ro *Engine) emit(e Event) {
 	if ro.Progress != nil {
 		ro.Progress(e)
+		if ro.ProgressLogs {
+			return
+		}
 	}
 	ro.log().Info("rollout", "node", e.Node, "step", e.Step, "detail", e.Detail)
 }

@@ -1,5 +1,6 @@
 // Package bolt is anneal's embedded state store: one bbolt file holding the
-// DNS ownership inventory, the zone snapshot cache and the apply journal.
+// DNS ownership inventory, the zone snapshot cache, the apply journal, the
+// node records, the status and the history of events (events.go).
 //
 // bbolt over SQLite: the state is a handful of key spaces read and written
 // by one process, with no queries beyond prefix scans; bbolt is pure Go (no
@@ -19,12 +20,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	bbolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -101,6 +105,9 @@ type Store struct {
 	db       *bbolt.DB
 	path     string
 	migrated *Migration
+
+	evMu        sync.Mutex
+	evRetention events.Retention
 }
 
 // ErrCorrupt is what every CorruptError is (errors.Is).
@@ -293,7 +300,7 @@ func (s *Store) migrate() error {
 		if err != nil {
 			return err
 		}
-		for _, b := range dataBuckets {
+		for _, b := range append(slices.Clone(dataBuckets), optionalBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
