@@ -50,12 +50,13 @@ func webhookBody(f Format, site string, e events.Event) ([]byte, error) {
 			Text string `json:"text"`
 		}{slackText(site, e)})
 	}
-	e.Message, e.Error = truncate(e.Message, maxText), truncate(e.Error, maxText)
+	e.Message, e.Error, e.Summary = truncate(e.Message, maxText), truncate(e.Error, maxText), truncate(e.Summary, maxText)
 	return json.Marshal(Payload{Event: e, Site: site})
 }
 
-// maxText bounds an event's message and error in a json body (an error
-// listing a site's findings can be long; receivers bound what they take).
+// maxText bounds an event's message, error and summary in a json body (an
+// error listing a site's findings can be long, a commit's subject is not
+// bounded by git; receivers bound what they take).
 const maxText = 8 << 10
 
 // webhookRequest is the POST of an event to a webhook.
