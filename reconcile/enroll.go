@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/reconcile/rollout"
 )
@@ -85,8 +86,11 @@ func (r *Reconciler) Enroll(ctx context.Context, name string) (*Enrollment, erro
 		}
 		return nil, fmt.Errorf("enroll %s: record its agent token: %w", name, err)
 	}
-	r.log().Info("node enrolled: agent token issued; adopted once its agent reports its build with matching facts, never rebuilt meanwhile",
-		"node", name, "build", build, "again", again)
+	msg := "node enrolled: agent token issued; adopted once its agent reports its build with matching facts, never rebuilt meanwhile"
+	if again {
+		msg = "node enrolled again: a new agent token issued, the previous one revoked; adopted once its agent reports its build with matching facts, never rebuilt meanwhile"
+	}
+	r.emit(ctx, events.Event{Kind: events.NodeEnrolled, Node: name, Step: build, Actor: actorOf(ctx), Message: msg})
 	return &Enrollment{Node: name, BuildID: build, Enrolled: now, AgentSetup: setup}, nil
 }
 
