@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/anneal-dev/anneal/reconcile/events"
 )
@@ -94,11 +93,12 @@ func slackText(site string, e events.Event) string {
 	if e.Step != "" {
 		b.WriteString(" (" + e.Step + ")")
 	}
+	// Each text is cut first, so a huge one is never copied whole.
 	if e.Message != "" {
-		b.WriteString(": " + e.Message)
+		b.WriteString(": " + truncate(e.Message, maxSlackText))
 	}
 	if e.Error != "" {
-		b.WriteString(" — error: " + e.Error)
+		b.WriteString(" — error: " + truncate(e.Error, maxSlackText))
 	}
 	return truncate(oneLine(slackEscape(b.String())), maxSlackText)
 }
@@ -140,13 +140,20 @@ func oneLine(s string) string {
 	}, strings.ToValidUTF8(s, "\uFFFD"))
 }
 
-// truncate keeps at most n characters, the last an ellipsis when cut.
+// truncate keeps at most n characters, the last an ellipsis when cut. It
+// reads no further than the cut and copies only what it keeps: an event's
+// text can be tens of MiB, and every sink renders every event.
 func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
+	cut, runes := 0, 0
+	for i := range s {
+		if runes == n-1 {
+			cut = i
+		}
+		if runes++; runes > n {
+			return s[:cut] + "…"
+		}
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	return s
 }
 
 // webhookDeliver sends events to one webhook.
