@@ -88,7 +88,7 @@ func (r *Reconciler) Enroll(ctx context.Context, name string) (*Enrollment, erro
 	}
 	msg := "node enrolled: agent token issued; adopted once its agent reports its build with matching facts, never rebuilt meanwhile"
 	if again {
-		msg = "node enrolled again: the earlier agent token is revoked, a new one issued; adopted once its agent reports its build with matching facts, never rebuilt meanwhile"
+		msg = "node enrolled again: a new agent token issued, the previous one revoked; adopted once its agent reports its build with matching facts, never rebuilt meanwhile"
 	}
 	r.emit(ctx, events.Event{Kind: events.NodeEnrolled, Node: name, Step: build, Actor: actorOf(ctx), Message: msg})
 	return &Enrollment{Node: name, BuildID: build, Enrolled: now, AgentSetup: setup}, nil

@@ -41,7 +41,9 @@ func commitState(e events.Event) (state, desc string, ok bool) {
 		if s == "" {
 			return prefix
 		}
-		return prefix + ": " + s
+		// Cut first: the description is cut to maxDescription anyway, and
+		// an event's text can be tens of MiB.
+		return prefix + ": " + truncate(s, maxDescription)
 	}
 	switch e.Kind {
 	case events.RevisionSeen, events.RevisionValidated, events.PlanComputed:

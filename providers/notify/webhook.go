@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+	"unicode"
 
 	"github.com/anneal-dev/anneal/reconcile/events"
 )
@@ -49,12 +49,13 @@ func webhookBody(f Format, site string, e events.Event) ([]byte, error) {
 			Text string `json:"text"`
 		}{slackText(site, e)})
 	}
-	e.Message, e.Error = truncate(e.Message, maxText), truncate(e.Error, maxText)
+	e.Message, e.Error, e.Summary = truncate(e.Message, maxText), truncate(e.Error, maxText), truncate(e.Summary, maxText)
 	return json.Marshal(Payload{Event: e, Site: site})
 }
 
-// maxText bounds an event's message and error in a json body (an error
-// listing a site's findings can be long; receivers bound what they take).
+// maxText bounds an event's message, error and summary in a json body (an
+// error listing a site's findings can be long, a commit's subject is not
+// bounded by git; receivers bound what they take).
 const maxText = 8 << 10
 
 // webhookRequest is the POST of an event to a webhook.
@@ -92,11 +93,12 @@ func slackText(site string, e events.Event) string {
 	if e.Step != "" {
 		b.WriteString(" (" + e.Step + ")")
 	}
+	// Each text is cut first, so a huge one is never copied whole.
 	if e.Message != "" {
-		b.WriteString(": " + e.Message)
+		b.WriteString(": " + truncate(e.Message, maxSlackText))
 	}
 	if e.Error != "" {
-		b.WriteString(" — error: " + e.Error)
+		b.WriteString(" — error: " + truncate(e.Error, maxSlackText))
 	}
 	return truncate(oneLine(slackEscape(b.String())), maxSlackText)
 }
@@ -127,23 +129,31 @@ func isCommit(rev string) bool {
 	return true
 }
 
-// oneLine replaces control characters (newlines) with spaces.
+// oneLine replaces control characters (C0 and C1: newlines, NEL) and
+// Unicode's line and paragraph separators with spaces.
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
 			return ' '
 		}
 		return r
 	}, strings.ToValidUTF8(s, "\uFFFD"))
 }
 
-// truncate keeps at most n characters, the last an ellipsis when cut.
+// truncate keeps at most n characters, the last an ellipsis when cut. It
+// reads no further than the cut and copies only what it keeps: an event's
+// text can be tens of MiB, and every sink renders every event.
 func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
+	cut, runes := 0, 0
+	for i := range s {
+		if runes == n-1 {
+			cut = i
+		}
+		if runes++; runes > n {
+			return s[:cut] + "…"
+		}
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	return s
 }
 
 // webhookDeliver sends events to one webhook.

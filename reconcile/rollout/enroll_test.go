@@ -72,8 +72,8 @@ func TestPlanHoldsEnrolledNodes(t *testing.T) {
 
 // TestRolloutSkipsANodeEnrolledAfterThePlan: a node enrolled between the
 // plan and its arming is not taken out of service, armed nor
-// power-cycled; the rollout reports it as not rebuilt, its record stays
-// enrolled, and the other nodes are rebuilt.
+// power-cycled; the rollout reports it as not started (not failed), its
+// record stays enrolled, and the other nodes are rebuilt.
 func TestRolloutSkipsANodeEnrolledAfterThePlan(t *testing.T) {
 	site := siteWith(t, nil)
 	f, ro := newFleet(t, site)
@@ -89,8 +89,8 @@ func TestRolloutSkipsANodeEnrolledAfterThePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(res.Failed["w1n01"], "enrolled") || slices.Contains(res.Verified, "w1n01") {
-		t.Errorf("w1n01: failed %q, verified %v; want not rebuilt, saying it was enrolled", res.Failed["w1n01"], res.Verified)
+	if !slices.Contains(res.NotStarted, "w1n01") || res.Failed["w1n01"] != "" || slices.Contains(res.Verified, "w1n01") {
+		t.Errorf("w1n01: not started %v, failed %q, verified %v; want not rebuilt (not started, not failed)", res.NotStarted, res.Failed["w1n01"], res.Verified)
 	}
 	if f.cycles["w1n01"] != 0 {
 		t.Errorf("w1n01 power-cycled %d times", f.cycles["w1n01"])

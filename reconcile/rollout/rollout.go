@@ -93,6 +93,9 @@ const (
 	StepFailed    = "failed"
 	StepRetired   = "decommissioned"
 	StepPowerOff  = "powered-off"
+	// StepSkipped: a node enrolled after the plan, not rebuilt (not a
+	// failure: the next plan holds it).
+	StepSkipped = "skipped"
 )
 
 // Actions are the plan's DAG actions the event completes.
@@ -429,6 +432,14 @@ func (s *scheduler) finish(d rebuildDone, rejoin *[]string) {
 	if d.reason == errInterrupted {
 		return // stays down: it resumes on the next run
 	}
+	if d.reason == skippedEnrolled {
+		// Enrolled since the plan: never taken down nor armed, so it
+		// neither fails the rollout nor holds a slot; the next plan holds it.
+		s.down(n, -1)
+		s.res.NotStarted = append(s.res.NotStarted, d.node)
+		s.ro.emit(Event{Node: d.node, Step: StepSkipped, Detail: errEnrolled.Error(), Done: s.done, Total: s.total})
+		return
+	}
 	// A failed node stays down: it counts against maxUnavailable until it
 	// is retried or fixed.
 	s.failures++
@@ -515,6 +526,10 @@ func inGroups(site *schema.Site, n *schema.Node) bool {
 // errInterrupted marks a rebuild cut short by shutdown: not a failure.
 const errInterrupted = "\x00interrupted"
 
+// skippedEnrolled marks a rebuild not started because its node was
+// enrolled after the plan (errEnrolled): not a failure.
+const skippedEnrolled = "\x00enrolled"
+
 // rebuild runs one node's rebuild and returns "" when verified, or why it
 // failed.
 func (ro *Engine) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) string {
@@ -544,6 +559,9 @@ func (ro *Engine) rebuild(ctx context.Context, r NodeRebuild, n *schema.Node) st
 			rec.Unobserved = false
 			return nil
 		})
+		if errors.Is(err, errEnrolled) {
+			return skippedEnrolled
+		}
 		if err != nil {
 			return ro.interrupted(ctx, err)
 		}
