@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind names what happened.
@@ -204,6 +205,11 @@ func (r *Recorder) Emit(ctx context.Context, evs ...Event) {
 		if evs[i].Time.IsZero() {
 			evs[i].Time = now
 		}
+		// A commit's subject and a refused revision's findings are the
+		// site repo's text: bounded before they are stored or sent.
+		evs[i].Summary = Cut(evs[i].Summary, MaxText)
+		evs[i].Message = Cut(evs[i].Message, MaxText)
+		evs[i].Error = Cut(evs[i].Error, MaxText)
 	}
 	if r.store != nil {
 		stored, err := r.store.AppendEvents(context.WithoutCancel(ctx), evs)
@@ -324,4 +330,21 @@ func (r *Recorder) Subscribe(ctx context.Context, f Filter) (<-chan Event, error
 		}
 	})
 	return s.ch, nil
+}
+
+// MaxText bounds an event's summary, message and error, in bytes.
+const MaxText = 16 << 10
+
+// Cut returns s cut to at most max bytes, at a rune boundary, marked
+// with an ellipsis when cut.
+func Cut(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const mark = " …"
+	end := max - len(mark)
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + mark
 }

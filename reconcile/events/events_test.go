@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestFilterMatch(t *testing.T) {
@@ -140,5 +141,22 @@ func TestSubscriberBound(t *testing.T) {
 	}
 	if _, err := r.Subscribe(ctx, Filter{}); err != ErrTooManySubscribers {
 		t.Fatalf("subscriber %d: %v", MaxSubscribers+1, err)
+	}
+}
+
+func TestEmitBoundsText(t *testing.T) {
+	store := &Memory{}
+	r := NewRecorder(store, nil)
+	long := strings.Repeat("é", MaxText) // 2 bytes a rune
+	r.Emit(context.Background(), Event{Kind: RevisionRefused, Summary: long, Message: "short", Error: long})
+	evs, _ := store.Events(context.Background(), Filter{})
+	e := evs[0]
+	for name, v := range map[string]string{"summary": e.Summary, "error": e.Error} {
+		if len(v) > MaxText || !strings.HasSuffix(v, " …") || !utf8.ValidString(v) {
+			t.Errorf("%s: %d bytes, valid UTF-8 %v", name, len(v), utf8.ValidString(v))
+		}
+	}
+	if e.Message != "short" {
+		t.Errorf("a short message changed: %q", e.Message)
 	}
 }
