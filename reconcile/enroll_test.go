@@ -183,3 +183,27 @@ func TestRetryReleasesAnEnrolledNode(t *testing.T) {
 		t.Error("retry of an unknown node that was not enrolled: no error")
 	}
 }
+
+// TestReportWithARevokedGenerationAdoptsNothing: a report whose token was
+// accepted before a re-enroll (or revoke) drew a new generation does not
+// adopt the node, even with the desired build and matching facts.
+func TestReportWithARevokedGenerationAdoptsNothing(t *testing.T) {
+	const name = "w1n01"
+	for _, tc := range []struct {
+		reportGen string
+		want      node.State
+	}{
+		{reportGen: "gen-2", want: node.Verified},
+		{reportGen: "gen-1", want: node.Unknown},
+		{reportGen: "", want: node.Unknown},
+	} {
+		r, nodes, _ := enrollFixture(t)
+		nodes.Recs[name] = &node.Record{Name: name, Enrolled: time.Now(), AgentGen: "gen-2"}
+		spec := node.BuildSpecOf(r.goodSite, r.goodSite.Node(name))
+		r.Report(context.Background(), node.Report{Node: name, Kind: node.ReportAgent, BuildID: spec.ID(),
+			Facts: node.FactsOfBuild(spec), Time: time.Now(), AgentGen: tc.reportGen})
+		if got := nodes.Recs[name].State; got != tc.want {
+			t.Errorf("report at generation %q: state %q, want %q", tc.reportGen, got, tc.want)
+		}
+	}
+}

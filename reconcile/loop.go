@@ -1342,7 +1342,10 @@ func (r *Reconciler) Report(ctx context.Context, rep node.Report) {
 	now := time.Now()
 	adopted, enrolled := false, false
 	err := rb.Nodes.UpdateNode(ctx, rep.Node, func(rec *node.Record) error {
-		if rec.State == node.Unknown {
+		// A revoke or re-enroll between the report's token check and
+		// here wins: a report made with a token no longer valid adopts
+		// nothing.
+		if rec.State == node.Unknown && rec.AgentGen == rep.AgentGen {
 			rec.State, rec.Since, rec.BuildID, rec.Spec, rec.BuiltAt = node.Verified, now, spec.ID(), &spec, now
 			rec.Unobserved, rec.Reason = false, ""
 			adopted, enrolled = true, !rec.Enrolled.IsZero()

@@ -144,6 +144,7 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 	}
 	// The token is checked against the record inside the update, so a
 	// revoke or an arming racing this report wins.
+	var gen string // the generation the token was accepted at
 	err = s.Nodes.UpdateNode(r.Context(), name, func(rec *node.Record) error {
 		ok, adopt := checkAgentToken(s.Key, name, rec.AgentGen, presented)
 		if !ok {
@@ -152,6 +153,7 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 		if adopt != "" {
 			rec.AgentGen = adopt
 		}
+		gen = rec.AgentGen
 		facts := req.Facts
 		rec.Facts, rec.FactsAt, rec.FactsFrom, rec.FactsBuild = &facts, now, node.ReportAgent, req.BuildID
 		return nil
@@ -163,7 +165,7 @@ func (s *Server) handleFacts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "agent facts", name, err)
 		return
 	}
-	s.report(node.Report{Node: name, Kind: node.ReportAgent, BuildID: req.BuildID, Facts: req.Facts, Time: now})
+	s.report(node.Report{Node: name, Kind: node.ReportAgent, BuildID: req.BuildID, Facts: req.Facts, Time: now, AgentGen: gen})
 	s.log().Debug("boot: agent facts", "node", name, "build", req.BuildID, "remote", remoteHost(r))
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -68,6 +68,10 @@ type Report struct {
 	BuildID string    `json:"buildId"`
 	Facts   Facts     `json:"facts"`
 	Time    time.Time `json:"time"`
+	// AgentGen is the agent token generation the netboot server accepted
+	// the report with: a node is adopted only while its record still has
+	// it (a revoke or re-enroll since then wins).
+	AgentGen string `json:"agentGen,omitempty"`
 }
 
 // State is where a node is in its build lifecycle.
