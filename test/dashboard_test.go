@@ -130,14 +130,6 @@ func TestDashboard(t *testing.T) {
 		waitFor(t, what, func() bool { s = status(); return ok(s) })
 		return s
 	}
-	// Before the merge of the history endpoints they answer 404: the page
-	// says "unavailable", and the browser logs the failed request.
-	blog.mu.Lock()
-	blog.expected = func(u string) bool {
-		p, err := url.Parse(u)
-		return err == nil && (p.Path == "/api/v1/history" || p.Path == "/api/v1/events")
-	}
-	blog.mu.Unlock()
 	// poll waits until the expression is truthy in the page.
 	poll := func(what, expr string) {
 		t.Helper()
@@ -261,10 +253,9 @@ func TestDashboard(t *testing.T) {
 	if got := text("plan-head"); !strings.Contains(got, "awaits approval of revision "+revC[:12]) {
 		t.Errorf("plan head %q does not say it awaits C's approval", got)
 	}
-	// The history: C's row once the daemon serves /api/v1/history, else
-	// the page says it is unavailable.
-	poll("the history", fmt.Sprintf(`document.getElementById('history-state').textContent.includes('unavailable: this daemon serves no') ||
-		[...document.querySelectorAll('#history-body tr')].some(tr => tr.textContent.includes(%q))`, revC[:12]))
+	// The history: C's row, awaiting approval, and the recent events.
+	poll("the history", fmt.Sprintf(`[...document.querySelectorAll('#history-body tr')].some(tr => tr.textContent.includes(%q) && tr.textContent.includes('awaiting-approval'))`, revC[:12]))
+	poll("the recent events", `document.querySelectorAll('#events li').length > 0`)
 	if path := os.Getenv("ANNEAL_SCREENSHOT"); path != "" {
 		shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 		if err != nil {
@@ -283,8 +274,7 @@ func TestDashboard(t *testing.T) {
 		t.Error("approve is enabled without a token")
 	}
 	blog.mu.Lock()
-	wrong := blog.expected
-	blog.expected = func(u string) bool { return wrong(u) || strings.HasSuffix(u, "/api/v1/approve") }
+	blog.expected = func(u string) bool { return strings.HasSuffix(u, "/api/v1/approve") }
 	blog.mu.Unlock()
 	setToken("not-the-token")
 	poll("approve enabled with a token", `!document.getElementById('approve').disabled`)
