@@ -134,6 +134,8 @@ func TestControlVerbs(t *testing.T) {
 			"", "POST /api/v1/suspend: 403 Forbidden: a valid bearer token is required (serve --token); give the API's token with --token REF", false},
 		{"suspend", append([]string{"suspend"}, tok...), exitOK, "suspended: nothing is fetched or applied until anneal resume", "", true},
 		{"status says suspended", []string{"status", "--server", d.url}, exitOK, "SUSPENDED:               reconciling is paused: nothing is fetched or applied until anneal resume", "", true},
+		{"reconcile while suspended", append([]string{"reconcile"}, tok...), exitError, "",
+			"anneal reconcile: the daemon is suspended: a reconcile runs nothing until anneal resume", true},
 		{"resume", append([]string{"resume"}, tok...), exitOK, "resumed", "", false},
 		{"reconcile", append([]string{"reconcile"}, tok...), exitOK, "reconcile triggered", "", false},
 		{"retry without a token", []string{"nodes", "retry", "e1n01", "--server", d.url}, exitUsage, "", "anneal nodes retry: retry needs the API's token", false},
