@@ -51,7 +51,7 @@ func (e *apiError) Error() string {
 	if e.msg != "" {
 		s += ": " + e.msg
 	}
-	if e.code == http.StatusForbidden {
+	if e.code == http.StatusForbidden && !strings.Contains(e.msg, "started without --token") {
 		s += "; give the API's token with --token REF (env:NAME or file:PATH)"
 	}
 	return s
