@@ -47,6 +47,8 @@ interrupted, reconnecting (from the last event shown) when the stream drops.`,
 	limit := c.Flags().Int("limit", 0, fmt.Sprintf("show the newest N events (default %d, at most %d)", events.DefaultLimit, events.MaxLimit))
 	follow := c.Flags().BoolP("follow", "f", false, "stream new events until interrupted")
 	out := addOutputFlag(c, "text", "json")
+	_ = c.RegisterFlagCompletionFunc("node", completeNodes(nil, apiF))
+	_ = c.RegisterFlagCompletionFunc("kind", completeKinds)
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		q := url.Values{}
 		for _, k := range *kinds {
