@@ -353,11 +353,19 @@ func addEventFlags(c *cobra.Command) *eventFlags {
 	return f
 }
 
+// check refuses a retention that keeps nothing (a usage error).
+func (f *eventFlags) check() error {
+	if f.maxEvents < 1 || f.maxAge <= 0 {
+		return usagef("--events-max and --events-max-age must be positive")
+	}
+	return nil
+}
+
 // recorder sets st's retention and returns the recorder of the history
 // on it, logging to log.
 func (f *eventFlags) recorder(c *cobra.Command, st *bolt.Store, log *slog.Logger) (*events.Recorder, error) {
-	if f.maxEvents < 1 || f.maxAge <= 0 {
-		return nil, fmt.Errorf("%s: --events-max and --events-max-age must be positive", c.CommandPath())
+	if err := f.check(); err != nil {
+		return nil, err
 	}
 	st.SetEventRetention(events.Retention{MaxEvents: f.maxEvents, MaxAge: f.maxAge})
 	return events.NewRecorder(st, log), nil
