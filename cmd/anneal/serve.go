@@ -88,6 +88,9 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		if err := eventsF.check(); err != nil {
 			return err
 		}
+		if err := site.checkRepoFlags(); err != nil {
+			return err
+		}
 		ctx := c.Context()
 		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		var token string
