@@ -105,7 +105,7 @@ func New(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	authorized := func(w http.ResponseWriter, req *http.Request) bool {
 		if !bearerOK(req, token) {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a valid bearer token is required (serve --token)"})
+			writeJSON(w, http.StatusForbidden, forbidden(token))
 			return false
 		}
 		return true

@@ -26,7 +26,7 @@ func newEnroll(cfg Config) http.Handler {
 	enroller, _ := cfg.Reconciler.(Enroller)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !bearerOK(req, cfg.Token) {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a valid bearer token is required (serve --token)"})
+			writeJSON(w, http.StatusForbidden, forbidden(cfg.Token))
 			return
 		}
 		if enroller == nil {

@@ -71,16 +71,21 @@ func (r *Reconciler) Enroll(ctx context.Context, name string) (*Enrollment, erro
 	}
 	now := time.Now().UTC()
 	again := false
+	var refused error // the refusal as said, without the store's "update node" wrapping
 	err = rb.Nodes.UpdateNode(ctx, name, func(rec *node.Record) error {
 		if rec.State != node.Unknown || rec.BuildID != "" {
-			return refuseEnroll("node %s is %s (build %s): anneal built it, is building it or failed to; enroll is for machines anneal did not install",
+			refused = refuseEnroll("node %s is %s (build %s): anneal built it, is building it or failed to; enroll is for machines anneal did not install",
 				name, rec.State, cmp.Or(rec.BuildID, rec.Target, "none"))
+			return refused
 		}
 		again = !rec.Enrolled.IsZero()
 		rec.AgentGen, rec.Enrolled, rec.Reason = gen, now, ""
 		return nil
 	})
 	if err != nil {
+		if refused != nil && errors.Is(err, ErrEnrollRefused) {
+			return nil, refused
+		}
 		if errors.Is(err, ErrEnrollRefused) {
 			return nil, err
 		}

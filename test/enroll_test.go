@@ -192,6 +192,9 @@ func TestLabEnroll(t *testing.T) {
 	})
 	r = anneal(t, labEnv, "enroll", "e1n01", "--server", api, "--token", "env:ANNEAL_API_TOKEN", "--out", t.TempDir())
 	mustExit(t, r, 1, "409", "node e1n01 is verified")
+	if strings.Contains(r.stderr, "update node") {
+		t.Errorf("the refusal carries the store's wrapping:\n%s", r.stderr)
+	}
 
 	// Enrolling w1n02 again revokes the first token: its agent, still on
 	// it, is refused; with the new files it reports again.

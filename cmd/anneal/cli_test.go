@@ -87,6 +87,14 @@ func TestErrorPrefixes(t *testing.T) {
 		{"connection refused", []string{"status", "--server", "http://127.0.0.1:1"}, exitError, "anneal status: GET /api/v1/status: cannot reach the daemon at http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused", false, "", false},
 		{"missing site", []string{"nodes", "--site", "/nonexistent/site"}, exitError, "anneal nodes: ", false, "anneal nodes: anneal", false},
 		{"approve without token", []string{"approve", "abc"}, exitUsage, "anneal approve: approving needs the API's token", true, "", false},
+		{"serve --branch without --repo", []string{"serve", "--site", example, "--branch", "main"}, exitUsage, "anneal serve: --branch needs --repo", true, "", false},
+		{"serve keeping no events", []string{"serve", "--events-max", "0"}, exitUsage, "anneal serve: --events-max and --events-max-age must be positive", true, "", false},
+		{"--path without --repo", []string{"validate", "--path", "examples/site-repo"}, exitUsage, "anneal validate: --path needs --repo", true, "", false},
+		{"--rev without --repo", []string{"nodes", "--site", example, "--rev", "HEAD"}, exitUsage, "anneal nodes: --rev needs --repo", true, "", false},
+		{"review --path without --repo", []string{"plan", "--base", "HEAD~1", "--path", "examples/site-repo"}, exitUsage, "anneal plan: --path needs --repo", true, "", false},
+		{"enroll without token", []string{"enroll", "e1n01"}, exitUsage, "anneal enroll: enrolling needs the API's token", true, "", false},
+		{"enroll without --out", []string{"enroll", "e1n01", "--token", "env:ANNEAL_TEST_TOKEN"}, exitUsage, "anneal enroll: --out DIR is required", true, "", false},
+		{"enroll a bad name", []string{"enroll", "../x", "--token", "env:ANNEAL_TEST_TOKEN", "--out", "-"}, exitUsage, `anneal enroll: "../x" is not a node name`, true, "", false},
 		{"grants not readable", []string{"plan", "--site", example, "--secrets", "../../examples/lab-secrets.yaml"}, exitError,
 			"anneal plan: secret grants: ../../examples/lab-secrets.yaml:", false, "secret grants ../../", true},
 		{"log format", []string{"validate", "--log-format", "xml", "--site", example}, exitUsage, `anneal validate: invalid argument "xml" for "--log-format" flag: "xml" is not one of text, json`, true, "", false},
@@ -227,4 +235,17 @@ func httpGetBody(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestLabBrownfieldUnknown: a --brownfield node the site does not declare
+// is refused once, under the command's name, before the lab listens.
+func TestLabBrownfieldUnknown(t *testing.T) {
+	t.Setenv("ANNEAL_BMC_PASSWORD", "lab-bmc-password")
+	t.Setenv("ANNEAL_PDNS_API_KEY", "lab-pdns-api-key")
+	t.Setenv("ANNEAL_TSIG_SECRET", "bGFiLXRzaWctc2VjcmV0LWZvci10aGUtZGVtbw==")
+	code, _, errs := runCLI(t, "lab", "--site", example, "--secrets", "../../examples/lab-secrets.yaml", "--dir", t.TempDir(),
+		"--bmc-listen", "127.0.0.1:0", "--brownfield", "nosuch")
+	if code != exitError || !strings.HasPrefix(errs, `anneal lab: --brownfield: node "nosuch" is not in the site`) || strings.Contains(errs, "anneal lab: anneal lab") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
 }

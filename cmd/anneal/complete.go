@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/api"
+	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/spf13/cobra"
 )
 
@@ -62,4 +63,21 @@ func nodeNames(c *cobra.Command, site *siteFlags, server *apiFlags) []string {
 // completeValues completes a flag from a fixed list.
 func completeValues(values ...string) cobra.CompletionFunc {
 	return cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp)
+}
+
+// completeKinds completes --kind's comma-separated event kinds: the last
+// element, after the ones already given.
+func completeKinds(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	done, last := "", toComplete
+	if i := strings.LastIndex(toComplete, ","); i >= 0 {
+		done, last = toComplete[:i+1], toComplete[i+1:]
+	}
+	given := strings.Split(done, ",")
+	var out []cobra.Completion
+	for _, k := range events.Kinds() {
+		if strings.HasPrefix(string(k), last) && !slices.Contains(given, string(k)) {
+			out = append(out, done+string(k))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -50,7 +51,7 @@ func (e *apiError) Error() string {
 	if e.msg != "" {
 		s += ": " + e.msg
 	}
-	if e.code == http.StatusForbidden {
+	if e.code == http.StatusForbidden && !strings.Contains(e.msg, "started without --token") {
 		s += "; give the API's token with --token REF (env:NAME or file:PATH)"
 	}
 	return s
@@ -67,7 +68,7 @@ func newResumeCmd() *cobra.Command {
 }
 
 func newReconcileCmd() *cobra.Command {
-	return newControlCmd("reconcile", "Ask a running anneal serve to reconcile now (fetch, plan, apply)",
+	return newControlCmd("reconcile", "Ask a running anneal serve to reconcile now (fetch, plan, apply); refused while it is suspended",
 		"reconcile triggered; follow it with anneal status")
 }
 
@@ -90,6 +91,15 @@ func newControlCmd(verb, short, done string) *cobra.Command {
 			return failure(fmt.Errorf("--token: %w", err))
 		}
 		if verb == "reconcile" {
+			// A suspended daemon ignores the trigger: say so rather than
+			// "triggered" (flux reconcile refuses a suspended resource too).
+			var st api.StatusView
+			if err := apiCall(c.Context(), server, http.MethodGet, "/api/v1/status", "", &st); err != nil {
+				return failure(err)
+			}
+			if st.Suspended {
+				return failure(errors.New("the daemon is suspended: a reconcile runs nothing until anneal resume"))
+			}
 			if err := apiCall(c.Context(), server, http.MethodPost, "/api/v1/reconcile", token, nil); err != nil {
 				return failure(err)
 			}

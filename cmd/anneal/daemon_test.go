@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,6 +134,8 @@ func TestControlVerbs(t *testing.T) {
 			"", "POST /api/v1/suspend: 403 Forbidden: a valid bearer token is required (serve --token); give the API's token with --token REF", false},
 		{"suspend", append([]string{"suspend"}, tok...), exitOK, "suspended: nothing is fetched or applied until anneal resume", "", true},
 		{"status says suspended", []string{"status", "--server", d.url}, exitOK, "SUSPENDED:               reconciling is paused: nothing is fetched or applied until anneal resume", "", true},
+		{"reconcile while suspended", append([]string{"reconcile"}, tok...), exitError, "",
+			"anneal reconcile: the daemon is suspended: a reconcile runs nothing until anneal resume", true},
 		{"resume", append([]string{"resume"}, tok...), exitOK, "resumed", "", false},
 		{"reconcile", append([]string{"reconcile"}, tok...), exitOK, "reconcile triggered", "", false},
 		{"retry without a token", []string{"nodes", "retry", "e1n01", "--server", d.url}, exitUsage, "", "anneal nodes retry: retry needs the API's token", false},
@@ -305,6 +310,52 @@ func TestStatusWaitStaleHalt(t *testing.T) {
 			}
 			if got := int(n.Load()); got < len(tc.statuses) {
 				t.Fatalf("the wait ended after %d statuses, before the last of %d", got, len(tc.statuses))
+			}
+		})
+	}
+}
+
+// TestStatusWaitUnreachable: --wait right after serve was started (make
+// demo does so) waits for the daemon to listen, within --timeout, instead
+// of failing at once on "connection refused"; other errors end it at once.
+func TestStatusWaitUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	code, _, errs := runCLI(t, "status", "--server", closed, "--wait", "abc123", "--timeout", "300ms")
+	if code != exitError || !strings.Contains(errs, "the daemon did not answer within 300ms") || !strings.Contains(errs, "connection refused") {
+		t.Fatalf("--wait with no daemon listening: exit %d: %s", code, errs)
+	}
+
+	// The helper itself: refused, refused, then an answer; or another error.
+	refused := apiCall(context.Background(), &apiFlags{server: closed}, http.MethodGet, "/api/v1/status", "", nil)
+	if !errors.Is(refused, syscall.ECONNREFUSED) {
+		t.Fatalf("a closed port: %v, want connection refused", refused)
+	}
+	other := errors.New("403 forbidden")
+	tests := []struct {
+		name    string
+		results []error
+		calls   int
+		want    error
+	}{
+		{"answers at once", []error{nil}, 1, nil},
+		{"starting, then answers", []error{refused, refused, nil}, 3, nil},
+		{"starting, then refuses the request", []error{refused, other}, 2, other},
+		{"another error ends it at once", []error{other, nil}, 1, other},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 0
+			err := untilReachable(context.Background(), time.Now().Add(time.Hour), time.Hour, func() error {
+				n++
+				return tc.results[n-1]
+			})
+			if n != tc.calls || !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("%d calls, %v; want %d calls, %v", n, err, tc.calls, tc.want)
 			}
 		})
 	}

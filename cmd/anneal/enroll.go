@@ -49,14 +49,14 @@ stdout instead (for a pipe), otherwise nothing of them is printed.`,
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		if *tokenRef == "" {
-			return fmt.Errorf("%s: enrolling needs the API's token: --token REF (env:NAME or file:PATH)", c.CommandPath())
+			return usagef("enrolling needs the API's token: --token REF (env:NAME or file:PATH)")
 		}
 		if *out == "" {
-			return fmt.Errorf("%s: --out DIR is required: the files hold the node's agent token (--out - prints them)", c.CommandPath())
+			return usagef("--out DIR is required: the files hold the node's agent token (--out - prints them)")
 		}
 		for _, name := range args {
 			if !safeName(name) {
-				return fmt.Errorf("%s: %q is not a node name", c.CommandPath(), name)
+				return usagef("%q is not a node name", name)
 			}
 		}
 		token, err := resolveToken(*tokenRef)

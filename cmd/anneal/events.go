@@ -47,6 +47,8 @@ interrupted, reconnecting (from the last event shown) when the stream drops.`,
 	limit := c.Flags().Int("limit", 0, fmt.Sprintf("show the newest N events (default %d, at most %d)", events.DefaultLimit, events.MaxLimit))
 	follow := c.Flags().BoolP("follow", "f", false, "stream new events until interrupted")
 	out := addOutputFlag(c, "text", "json")
+	_ = c.RegisterFlagCompletionFunc("node", completeNodes(nil, apiF))
+	_ = c.RegisterFlagCompletionFunc("kind", completeKinds)
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		q := url.Values{}
 		for _, k := range *kinds {
@@ -351,11 +353,19 @@ func addEventFlags(c *cobra.Command) *eventFlags {
 	return f
 }
 
+// check refuses a retention that keeps nothing (a usage error).
+func (f *eventFlags) check() error {
+	if f.maxEvents < 1 || f.maxAge <= 0 {
+		return usagef("--events-max and --events-max-age must be positive")
+	}
+	return nil
+}
+
 // recorder sets st's retention and returns the recorder of the history
 // on it, logging to log.
 func (f *eventFlags) recorder(c *cobra.Command, st *bolt.Store, log *slog.Logger) (*events.Recorder, error) {
-	if f.maxEvents < 1 || f.maxAge <= 0 {
-		return nil, fmt.Errorf("%s: --events-max and --events-max-age must be positive", c.CommandPath())
+	if err := f.check(); err != nil {
+		return nil, err
 	}
 	st.SetEventRetention(events.Retention{MaxEvents: f.maxEvents, MaxAge: f.maxAge})
 	return events.NewRecorder(st, log), nil

@@ -96,6 +96,11 @@ files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
 		if faults.BootDelay == 0 {
 			faults.BootDelay = lab.Duration(*bootDelay)
 		}
+		// Before anything listens: a mistake here starts nothing.
+		pre, err := brownfieldDisks(s, *brownfield, *bootURL)
+		if err != nil {
+			return failure(fmt.Errorf("--brownfield: %w", err))
+		}
 		resolve := site.resolver()
 		// The DNS servers first: anneal's first reconcile writes to them.
 		dnsServers := map[string]*labdns.Server{}
@@ -118,10 +123,6 @@ files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
 			dhcp = &lab.DHCPConfig{Server: *dhcpServer, TFTP: *tftpServer, Firmware: *firmware}
 		} else if *tftpServer != "" {
 			return usagef("--tftp-server needs --dhcp-server")
-		}
-		pre, err := brownfieldDisks(s, *brownfield, *bootURL)
-		if err != nil {
-			return fmt.Errorf("%s: --brownfield: %w", c.CommandPath(), err)
 		}
 		fleet, err := lab.New(lab.Config{Site: s, Resolve: resolve, Listen: *bmcListen, BootURL: *bootURL,
 			StateDir: filepath.Join(*dir, "nodes"), AgentInterval: *agentInterval, Faults: faults, Logger: log.With("component", "fleet"), DHCP: dhcp,

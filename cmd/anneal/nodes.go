@@ -17,6 +17,7 @@ import (
 
 	"github.com/anneal-dev/anneal/api"
 	"github.com/anneal-dev/anneal/providers/secret"
+	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/schema"
 	"github.com/spf13/cobra"
 )
@@ -48,6 +49,7 @@ failed).`,
 	c.AddCommand(newNodesRetryCmd())
 	c.AddCommand(newNodesRevokeAgentCmd())
 	c.ValidArgsFunction = completeNodes(site, server)
+	_ = c.RegisterFlagCompletionFunc("state", completeValues(nodeStates...))
 	c.RunE = func(c *cobra.Command, args []string) error {
 		filter.names = args
 		var (
@@ -55,6 +57,7 @@ failed).`,
 			s     *schema.Site
 		)
 		if server.server != "" {
+			filter.live = true
 			if err := apiCall(c.Context(), server, http.MethodGet, "/api/v1/nodes", "", &views); err != nil {
 				return failure(err)
 			}
@@ -125,7 +128,26 @@ func onBuild(v api.NodeView) string {
 type nodeFilter struct {
 	names             []string
 	rack, role, state string
+	live              bool // the views are the daemon's: a node without a record is live "unknown"
 }
+
+// liveState is v's live state as the LIVE column shows it ("unknown",
+// "enrolled" included), so that --state matches what the table says; ""
+// for a local site's views, which have no live state.
+func (f nodeFilter) liveState(v api.NodeView) string {
+	switch {
+	case v.Live != nil:
+		return liveState(v.Live)
+	case f.live:
+		return "unknown"
+	}
+	return ""
+}
+
+// nodeStates are --state's values, for completion: declared, then live.
+var nodeStates = []string{"active", "maintenance", "decommissioned", api.StateRemoved,
+	"unknown", "enrolled", string(node.Pending), string(node.Provisioning), string(node.Installed), string(node.Verified),
+	string(node.Failed), string(node.Retiring)}
 
 func (f nodeFilter) apply(views []api.NodeView) ([]api.NodeView, error) {
 	known := map[string]bool{}
@@ -147,7 +169,7 @@ func (f nodeFilter) apply(views []api.NodeView) ([]api.NodeView, error) {
 		case len(f.names) > 0 && !slices.Contains(f.names, v.Name),
 			f.rack != "" && v.Rack != f.rack,
 			f.role != "" && !slices.Contains(v.Roles, f.role),
-			f.state != "" && v.State != f.state && (v.Live == nil || v.Live.State != f.state):
+			f.state != "" && v.State != f.state && f.liveState(v) != f.state:
 			continue
 		}
 		out = append(out, v)

@@ -72,6 +72,7 @@ func TestNodesServer(t *testing.T) {
 		{"declared state", []string{"--state", "maintenance"}, []string{"e2n03"}, nil},
 		{"live state", []string{"--state", "verified"}, []string{"e1n01", "e1n02", "e2n01"}, nil},
 		{"rack and live state", []string{"--rack", "e1", "--state", "failed"}, []string{"e1n03"}, nil},
+		{"live state unknown, as LIVE shows it", []string{"--state", "unknown"}, []string{"e1n04", "e1n05", "e2n02", "e2n03", "e2n04", "e2n05"}, nil},
 		{"nothing matches", []string{"--rack", "e1", "--role", "storage"}, nil, nil},
 	}
 	for _, tc := range tests {
@@ -142,6 +143,11 @@ func TestCompletion(t *testing.T) {
 		{"--only", []string{"plan", "--only", ""}, []string{"all", "dns"}},
 		{"--mode", []string{"serve", "--mode", ""}, []string{"converge", "report"}},
 		{"--log-format", []string{"status", "--log-format", ""}, []string{"text", "json"}},
+		{"nodes --state", []string{"nodes", "--state", ""}, []string{"active", "maintenance", "decommissioned", "removed", "unknown", "enrolled",
+			"pending", "provisioning", "installed", "verified", "failed", "decommissioning"}},
+		{"events --kind", []string{"events", "--kind", "node.a"}, []string{"node.adopted", "node.agent-revoked"}},
+		{"events --kind, the second of a list", []string{"events", "--kind", "node.adopted,node.a"}, []string{"node.adopted,node.agent-revoked"}},
+		{"events --node from the daemon", []string{"events", "--server", d.url, "--node", "e1n0"}, []string{"e1n01", "e1n02", "e1n03", "e1n04", "e1n05"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

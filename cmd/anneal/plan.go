@@ -237,6 +237,9 @@ func runReview(c *cobra.Command, f *planFlags, format, baseRev, headRev string) 
 	if baseRev == "" {
 		return usagef("--head needs --base")
 	}
+	if err := f.site.checkRepoFlags(); err != nil {
+		return err
+	}
 	repo, path := f.site.repo, f.site.path
 	if repo == "" {
 		top, rel, err := gitTop(f.site.dir)

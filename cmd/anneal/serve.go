@@ -85,6 +85,12 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 	httpLimits := addHTTPLimitFlags(c)
 	netboot.http = httpLimits
 	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := eventsF.check(); err != nil {
+			return err
+		}
+		if err := site.checkRepoFlags(); err != nil {
+			return err
+		}
 		ctx := c.Context()
 		log := newLogger(c, c.ErrOrStderr(), slog.LevelInfo)
 		var token string

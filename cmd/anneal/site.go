@@ -109,6 +109,9 @@ func (f *siteFlags) auth(url string) (transport.AuthMethod, error) {
 // load reads and checks the site. Diagnostics come back for an invalid site
 // (err is then a *schema.InvalidError); err alone means it could not be read.
 func (f *siteFlags) load(ctx context.Context) (*schema.Site, schema.Diagnostics, error) {
+	if err := f.checkRepoFlags(); err != nil {
+		return nil, nil, err
+	}
 	opts, err := f.loadOptions()
 	if err != nil {
 		return nil, nil, err
@@ -118,6 +121,21 @@ func (f *siteFlags) load(ctx context.Context) (*schema.Site, schema.Diagnostics,
 		return schema.LoadDir(ctx, f.dir, opts)
 	}
 	return f.loadRev(ctx, f.repo, f.rev, f.path)
+}
+
+// checkRepoFlags refuses --path, --rev and --branch without --repo: they
+// would be ignored, and the site read from --site (by default the current
+// directory) instead of the folder meant.
+func (f *siteFlags) checkRepoFlags() error {
+	if f.repo != "" {
+		return nil
+	}
+	for _, fl := range []struct{ name, value string }{{"path", f.path}, {"rev", f.rev}, {"branch", f.branch}} {
+		if fl.value != "" {
+			return usagef("--%s needs --repo (a site in a directory is read with --site DIR)", fl.name)
+		}
+	}
+	return nil
 }
 
 // loadRev reads the site at one revision of a repository.
@@ -290,6 +308,9 @@ func (f *siteFlags) display(file string) string {
 
 // loadValid loads a site that must be valid, for commands other than validate.
 func (f *siteFlags) loadValid(ctx context.Context) (*schema.Site, error) {
+	if err := f.checkRepoFlags(); err != nil {
+		return nil, err // a usage error: exit 64
+	}
 	site, _, err := f.load(ctx)
 	var inv *schema.InvalidError
 	if errors.As(err, &inv) {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/anneal-dev/anneal/api"
@@ -39,7 +40,9 @@ With --wait REV it follows the daemon until REV is applied, printing every
 node's state change as the rollout goes (canary, waves), and fails when a
 reconcile after the wait began reports an error for REV, or --timeout passes.
 REV is anything git accepts (a full or short commit id, a branch, a tag):
-the daemon resolves it, and a revision it does not have fails at once.
+the daemon resolves it, and a revision it does not have fails at once. A
+daemon that does not listen yet (just started) is waited for, within
+--timeout.
 
 -o json prints {"status": ..., "drift": ...}: the API's /api/v1/status and
 /api/v1/drift answers.`,
@@ -184,7 +187,15 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 	seen := map[string]string{}
 	start := time.Now()
 	seeded, seenPending := false, false
-	rev, err := resolveRevision(ctx, api, rev)
+	// A daemon just started (make demo, a script after systemctl start)
+	// may not listen yet: the wait waits for it too.
+	err := untilReachable(ctx, deadline, timeout, func() error {
+		full, err := resolveRevision(ctx, api, rev)
+		if err == nil {
+			rev = full
+		}
+		return err
+	})
 	if err != nil {
 		return failure(err)
 	}
@@ -192,7 +203,9 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 	// (a rollout halted before nodes retry) ends the wait only once a
 	// reconcile after it has reported it again.
 	var first reconcile.Status
-	if err := apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &first); err != nil {
+	if err := untilReachable(ctx, deadline, timeout, func() error {
+		return apiCall(ctx, api, http.MethodGet, "/api/v1/status", "", &first)
+	}); err != nil {
 		return failure(err)
 	}
 	// A halt of rev's rollout already there (nodes retry was just run) is
@@ -241,6 +254,27 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// untilReachable calls f until the daemon answers it: while nothing
+// listens at the address yet (connection refused: a daemon starting) it
+// tries again every 250 ms, until deadline. Any other error (a refusal by
+// the daemon, a TLS or DNS error) is returned at once.
+func untilReachable(ctx context.Context, deadline time.Time, timeout time.Duration, f func() error) error {
+	for {
+		err := f()
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("the daemon did not answer within %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(250*time.Millisecond, time.Until(deadline))):
 		}
 	}
 }

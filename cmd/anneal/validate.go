@@ -41,6 +41,9 @@ Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 	site := addSiteFlags(c)
 	out := addOutputFlag(c, "text", "json", "github")
 	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := site.checkRepoFlags(); err != nil {
+			return err
+		}
 		s, diags, err := site.load(c.Context())
 		if err != nil && c.Context().Err() != nil {
 			// SIGINT or SIGTERM (main's context): stop, saying so.

@@ -157,7 +157,10 @@ func run(ctx context.Context, bin, site, secrets string, keep bool) error {
 	}
 	if keep {
 		step(fmt.Sprintf("done in %s; serve and the lab keep running", time.Since(start).Round(100*time.Millisecond)))
-		fmt.Printf("dashboard: %s/  (API token %q)\nwork directory: %s\nCtrl-C stops serve and the lab.\n", d.api, demoToken, work)
+		fmt.Printf("dashboard: %s/  (API token %q)\nwork directory: %s\n", d.api, demoToken, work)
+		fmt.Printf("from another shell (bin/anneal):\n  anneal status --server %[1]s\n  anneal events --server %[1]s --follow\n"+
+			"  export ANNEAL_API_TOKEN=%[2]s; anneal suspend --server %[1]s --token env:ANNEAL_API_TOKEN\n", d.api, demoToken)
+		fmt.Println("Ctrl-C stops serve and the lab.")
 		<-ctx.Done()
 		return nil
 	}
