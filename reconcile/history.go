@@ -85,7 +85,8 @@ func (r *Reconciler) noteValidated(ctx context.Context, lastGood, rev string) {
 	r.emit(ctx, events.Event{Kind: events.RevisionValidated, Revision: rev, Message: "revision validated"})
 }
 
-// refusedError is a pass's error that a RevisionRefused event stated:
+// refusedError is a pass's error that an event already stated (a
+// RevisionRefused, or the halt of the revision's rollout):
 // the pass does not state it again.
 type refusedError struct{ error }
 
@@ -164,6 +165,7 @@ func (r *Reconciler) flush(ctx context.Context) {
 // noteApplied emits Applied with the pass's figures by layer.
 func (r *Reconciler) noteApplied(ctx context.Context, rev string, plan *Plan, d Drift) {
 	c := planCounts(d)
+	delete(c, "held") // held nodes are not changes applied
 	if n := d.Creates + d.Updates + d.Deletes; n > 0 {
 		c["dns"] = n
 	}
@@ -249,5 +251,9 @@ func (r *Reconciler) noteAdopted(ctx context.Context, name, build string, enroll
 
 // noteRetry emits NodeRetry.
 func (r *Reconciler) noteRetry(ctx context.Context, name string, was node.State) {
+	// A retry is a new attempt: a halt or failure like the last one is
+	// stated again.
+	r.hist.swap(&r.hist.halted, "")
+	r.hist.swap(&r.hist.failed, "")
 	r.emit(ctx, events.Event{Kind: events.NodeRetry, Node: name, Actor: actorOf(ctx), Message: "retry: the node was " + string(was)})
 }

@@ -342,9 +342,23 @@ func TestRolloutEvents(t *testing.T) {
 	if h := halts[0]; h.Revision != "r1" || h.Error == "" || h.Counts["failed"] != 1 {
 		t.Errorf("halted: %+v", h)
 	}
-	// Three passes: the rollout's failure, then the held halt (a
-	// different error), stated once each.
-	if len(failed) != 2 {
+	// Three passes: the rollout's failure is stated once; the passes
+	// the halt then holds state nothing new.
+	if len(failed) != 1 {
 		t.Errorf("apply.failed over three passes: %+v", failed)
+	}
+	// A retry is a new attempt: the same failure and halt are stated
+	// again.
+	if err := r.Retry(ctx, "e1n01"); err != nil {
+		t.Fatal(err)
+	}
+	n := len(allEvents(t, mem))
+	r.ReconcileOnce(ctx)
+	again := map[events.Kind]int{}
+	for _, e := range allEvents(t, mem)[n:] {
+		again[e.Kind]++
+	}
+	if again[events.RolloutHalted] != 1 || again[events.ApplyFailed] != 1 {
+		t.Errorf("after a retry that fails again: %v", again)
 	}
 }

@@ -1144,7 +1144,9 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		// A halted rollout of this revision holds until a retry made
 		// since it halted is in the records rp was planned from.
 		if ro := st.Rollout; ro != nil && ro.Revision == rev && ro.Halted != "" && retries <= r.haltRetries {
-			return FailApply, fmt.Errorf("the rollout of %s halted (%s); retry the failed nodes (anneal nodes retry NAME, or POST /api/v1/nodes/NAME/retry) or push a fix", rev, ro.Halted)
+			// The halt's events (rollout.halted, apply.failed) were
+			// stated by the pass that halted: not again.
+			return FailApply, refusedError{fmt.Errorf("the rollout of %s halted (%s); retry the failed nodes (anneal nodes retry NAME, or POST /api/v1/nodes/NAME/retry) or push a fix", rev, ro.Halted)}
 		}
 		t0 := time.Now()
 		var canaries []string
@@ -1203,7 +1205,8 @@ func (r *Reconciler) rollout(ctx context.Context, st *Status, site *schema.Site,
 		}
 	}
 	if len(failed) > 0 {
-		return FailApply, fmt.Errorf("%d node(s) failed their rebuild and are held: %s; retry them with anneal nodes retry NAME", len(failed), strings.Join(failed, ", "))
+		// Each failure was stated as its node's failed step.
+		return FailApply, refusedError{fmt.Errorf("%d node(s) failed their rebuild and are held: %s; retry them with anneal nodes retry NAME", len(failed), strings.Join(failed, ", "))}
 	}
 	return "", nil
 }
