@@ -8,16 +8,18 @@ FUZZTIME    ?= 60s
 .PHONY: build test unit lint fmt-check vet staticcheck bench fuzz demo clean
 
 # A static binary (no cgo): the same file runs as the daemon and, served
-# to installed nodes at /agent/anneal, as `anneal agent`.
+# to installed nodes at /agent/anneal, as `anneal agent`. It is stamped with
+# `git describe` (anneal --version, /api/v1/status, anneal_build_info).
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/anneal
+	CGO_ENABLED=0 $(GO) build $(if $(VERSION),-ldflags "-X main.versionOverride=$(VERSION)") -o $(BIN) ./cmd/anneal
 
 # The whole suite CI runs: format, vet, staticcheck, then every test with the
 # race detector (the fuzz targets' checked-in seed corpora run as tests).
 test: lint unit
 
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 lint: fmt-check vet staticcheck
 

@@ -13,7 +13,7 @@
 // The parts that only need files and HTTP (Cmdline, WriteImage,
 // Configure, Client) are portable and tested as they are; the machine's
 // side (mounts, kernel modules, links, the disk, reboot) is Linux only
-// (system_linux.go) and tested by booting it in QEMU (test/life_test.go).
+// (system_linux.go) and tested by booting it in QEMU (test/vm/life_test.go).
 package deploy
 
 import (

@@ -1,6 +1,6 @@
 //go:build linux
 
-package test
+package vm
 
 // TestLife: a real machine's life under anneal serve. A QEMU VM (TCG) in
 // a network namespace the test makes is node vm1 of a one-node site whose
@@ -195,10 +195,10 @@ type lifeEnv struct {
 }
 
 // lifeStatic is anneal built without cgo: the daemon's binary is the
-// deploy environment's /init. Built once per test binary, beside annealBin.
+// deploy environment's /init. Built once per test binary, in binDir.
 var lifeStatic = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(filepath.Dir(annealBin), "anneal-static")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/anneal")
+	bin := filepath.Join(binDir, "anneal-static")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/anneal")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build a static anneal: %v\n%s", err, out)
