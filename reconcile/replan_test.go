@@ -2,8 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"maps"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +14,7 @@ import (
 // status's drift counts are the drift left, not the plan just applied.
 func TestDriftAfterApplyIsTheDriftNow(t *testing.T) {
 	zones := map[string]*zoneTarget{}
-	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &ownedState{}, Mode: ModeConverge, Interval: time.Hour,
+	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &ownState{}, Mode: ModeConverge, Interval: time.Hour,
 		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
 			out := map[string]dns.Target{}
 			for _, tg := range s.DNS.Targets {
@@ -59,37 +57,4 @@ func TestDriftAfterApplyIsTheDriftNow(t *testing.T) {
 	if st := r.Status(); st.LastError != "" || st.Steps["replan"] != 0 {
 		t.Fatalf("a pass with no change: last error %q, steps %v", st.LastError, st.Steps)
 	}
-}
-
-// ownedState is memState with an inventory: the RRsets anneal wrote are
-// its own on the next plan, as in the bolt store.
-type ownedState struct {
-	memState
-	omu   sync.Mutex
-	owned map[string]map[dns.RRsetKey]bool
-}
-
-func (o *ownedState) OwnedRRsets(_ context.Context, target, zone string) (map[dns.RRsetKey]bool, error) {
-	o.omu.Lock()
-	defer o.omu.Unlock()
-	return maps.Clone(o.owned[target+"/"+zone]), nil
-}
-
-func (o *ownedState) RecordOwned(_ context.Context, target, zone string, add, remove []dns.RRsetKey) error {
-	o.omu.Lock()
-	defer o.omu.Unlock()
-	if o.owned == nil {
-		o.owned = map[string]map[dns.RRsetKey]bool{}
-	}
-	k := target + "/" + zone
-	if o.owned[k] == nil {
-		o.owned[k] = map[dns.RRsetKey]bool{}
-	}
-	for _, a := range add {
-		o.owned[k][a] = true
-	}
-	for _, r := range remove {
-		delete(o.owned[k], r)
-	}
-	return nil
 }
