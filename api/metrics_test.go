@@ -20,6 +20,7 @@ import (
 	"github.com/anneal-dev/anneal/providers/state/bolt"
 	"github.com/anneal-dev/anneal/reconcile"
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
@@ -336,7 +337,7 @@ func TestMetricsWithReconciler(t *testing.T) {
 		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
 			out := map[string]dns.Target{}
 			for _, tg := range s.DNS.Targets {
-				out[tg.Name] = &zoneTarget{name: tg.Name}
+				out[tg.Name] = &dnstest.Memory{TargetName: tg.Name}
 			}
 			return out, nil
 		}}
@@ -438,45 +439,6 @@ func TestCountEvents(t *testing.T) {
 	}
 }
 
-// zoneTarget is a DNS target whose zones live in memory.
-type zoneTarget struct {
-	name  string
-	mu    sync.Mutex
-	zones map[string]map[dns.RRsetKey]dns.RRset
-}
-
-func (z *zoneTarget) Name() string                                   { return z.name }
-func (z *zoneTarget) Serial(context.Context, string) (uint32, error) { return 1, nil }
-
-func (z *zoneTarget) ReadZone(_ context.Context, zone string) (*dns.ZoneContent, error) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	zc := &dns.ZoneContent{Zone: zone, Serial: 1}
-	for _, k := range slices.SortedFunc(maps.Keys(z.zones[zone]), func(a, b dns.RRsetKey) int { return strings.Compare(a.String(), b.String()) }) {
-		zc.RRsets = append(zc.RRsets, z.zones[zone][k])
-	}
-	return zc, nil
-}
-
-func (z *zoneTarget) Apply(_ context.Context, zone string, changes []dns.RRsetChange) (int, error) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if z.zones == nil {
-		z.zones = map[string]map[dns.RRsetKey]dns.RRset{}
-	}
-	if z.zones[zone] == nil {
-		z.zones[zone] = map[dns.RRsetKey]dns.RRset{}
-	}
-	for _, c := range changes {
-		if c.New == nil {
-			delete(z.zones[zone], c.Key())
-		} else {
-			z.zones[zone][c.Key()] = *c.New
-		}
-	}
-	return len(changes), nil
-}
-
 // BenchmarkNodeMetrics measures a scrape that reads the node records of a
 // generated site (ANNEAL_BENCH_NODES, default 10,000) from a bolt store,
 // each record with its build spec: the first scrape (which also computes
@@ -565,7 +527,7 @@ func TestRolloutMetricsLive(t *testing.T) {
 		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
 			out := map[string]dns.Target{}
 			for _, tg := range s.DNS.Targets {
-				out[tg.Name] = &zoneTarget{name: tg.Name}
+				out[tg.Name] = &dnstest.Memory{TargetName: tg.Name}
 			}
 			return out, nil
 		},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/reconcile/events"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
@@ -104,14 +105,14 @@ func (b *syncBuffer) String() string {
 // across passes.
 func zoneTargets() func(*schema.Site) (map[string]dns.Target, error) {
 	var mu sync.Mutex
-	kept := map[string]*zoneTarget{}
+	kept := map[string]*dnstest.Memory{}
 	return func(s *schema.Site) (map[string]dns.Target, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		out := map[string]dns.Target{}
 		for _, tg := range s.DNS.Targets {
 			if kept[tg.Name] == nil {
-				kept[tg.Name] = &zoneTarget{name: tg.Name}
+				kept[tg.Name] = &dnstest.Memory{TargetName: tg.Name}
 			}
 			out[tg.Name] = kept[tg.Name]
 		}

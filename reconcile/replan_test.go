@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/schema"
 )
 
@@ -13,13 +14,13 @@ import (
 // changes, the published plan (GET /api/v1/drift, anneal status) and the
 // status's drift counts are the drift left, not the plan just applied.
 func TestDriftAfterApplyIsTheDriftNow(t *testing.T) {
-	zones := map[string]*zoneTarget{}
+	zones := map[string]*dnstest.Memory{}
 	r := &Reconciler{Source: dirSource{dir: "../examples/site-repo"}, State: &ownState{}, Mode: ModeConverge, Interval: time.Hour,
 		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
 			out := map[string]dns.Target{}
 			for _, tg := range s.DNS.Targets {
 				if zones[tg.Name] == nil {
-					zones[tg.Name] = &zoneTarget{name: tg.Name}
+					zones[tg.Name] = &dnstest.Memory{TargetName: tg.Name}
 				}
 				out[tg.Name] = zones[tg.Name]
 			}
@@ -33,9 +34,7 @@ func TestDriftAfterApplyIsTheDriftNow(t *testing.T) {
 	}
 	written := 0
 	for _, z := range zones {
-		for _, rrs := range z.zones {
-			written += len(rrs)
-		}
+		written += z.Count()
 	}
 	if written == 0 {
 		t.Fatal("the first pass wrote nothing: the test applies no change")

@@ -3,13 +3,13 @@ package reconcile
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/dns"
+	"github.com/anneal-dev/anneal/reconcile/dns/dnstest"
 	"github.com/anneal-dev/anneal/reconcile/node"
 	"github.com/anneal-dev/anneal/reconcile/node/nodetest"
 	"github.com/anneal-dev/anneal/reconcile/rollout"
@@ -62,7 +62,7 @@ func TestRetryDuringAPassLiftsTheHalt(t *testing.T) {
 		Targets: func(s *schema.Site) (map[string]dns.Target, error) {
 			out := map[string]dns.Target{}
 			for _, tg := range s.DNS.Targets {
-				out[tg.Name] = &zoneTarget{name: tg.Name}
+				out[tg.Name] = &dnstest.Memory{TargetName: tg.Name}
 			}
 			return out, nil
 		},
@@ -115,44 +115,4 @@ func TestRetryDuringAPassLiftsTheHalt(t *testing.T) {
 	if st := r.Status(); len(started) != 1 || !strings.Contains(st.LastError, "halted (canary "+failed+" failed)") {
 		t.Fatalf("a pass after the canary failed again: started %v, last error %q; want the halt held", started, st.LastError)
 	}
-}
-
-// zoneTarget is a DNS target whose zones live in memory.
-type zoneTarget struct {
-	name  string
-	mu    sync.Mutex
-	zones map[string]map[dns.RRsetKey]dns.RRset
-}
-
-func (z *zoneTarget) Name() string                                   { return z.name }
-func (z *zoneTarget) Serial(context.Context, string) (uint32, error) { return 1, nil }
-
-func (z *zoneTarget) ReadZone(_ context.Context, zone string) (*dns.ZoneContent, error) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	zc := &dns.ZoneContent{Zone: zone, Serial: 1}
-	for _, s := range z.zones[zone] {
-		zc.RRsets = append(zc.RRsets, s)
-	}
-	slices.SortFunc(zc.RRsets, func(a, b dns.RRset) int { return strings.Compare(a.Key().String(), b.Key().String()) })
-	return zc, nil
-}
-
-func (z *zoneTarget) Apply(_ context.Context, zone string, changes []dns.RRsetChange) (int, error) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if z.zones == nil {
-		z.zones = map[string]map[dns.RRsetKey]dns.RRset{}
-	}
-	if z.zones[zone] == nil {
-		z.zones[zone] = map[dns.RRsetKey]dns.RRset{}
-	}
-	for _, c := range changes {
-		if c.New == nil {
-			delete(z.zones[zone], c.Key())
-		} else {
-			z.zones[zone][c.Key()] = *c.New
-		}
-	}
-	return len(changes), nil
 }
