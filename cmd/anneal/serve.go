@@ -249,8 +249,9 @@ closes a client that sends too slowly (--http-read-timeout), stops reading
 		}
 		// anneal_events_total follows the recorder until serve stops.
 		var counting sync.WaitGroup
-		counting.Go(func() { m.CountEvents(ctx, r.Events) })
-		defer counting.Wait()
+		countCtx, stopCounting := context.WithCancel(ctx)
+		counting.Go(func() { m.CountEvents(countCtx, r.Events) })
+		defer func() { stopCounting(); counting.Wait() }()
 		log.Info("anneal serve", "listen", ln.Addr().String(), "tls", tlsConfig != nil, "source", name, "mode", mode.value, "interval", *interval)
 		runErr := r.Run(ctx)
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
