@@ -12,6 +12,9 @@ import (
 // reports; *reconcile.Reconciler implements it.
 type RevisionResolver interface {
 	ResolveRevision(ctx context.Context, rev string) (string, error)
+	// SupersededBy is the applied revision when it is newer than rev and
+	// has rev in its history, else "".
+	SupersededBy(ctx context.Context, rev string) (string, error)
 }
 
 // maxRevisionName bounds GET /api/v1/revisions/{rev}'s name.
@@ -19,7 +22,8 @@ const maxRevisionName = 256
 
 // handleRevision is GET /api/v1/revisions/{rev...}: {"revision": FULL-ID}
 // for anything git accepts (a short id, a branch, a tag), 404 for a
-// revision the source does not have.
+// revision the source does not have. "supersededBy" names the applied
+// revision when it is newer and has this one in its history.
 func handleRevision(r Reconciler) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
 		res, ok := r.(RevisionResolver)
@@ -39,7 +43,16 @@ func handleRevision(r Reconciler) http.HandlerFunc {
 		case err != nil:
 			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
 		default:
-			writeJSON(w, http.StatusOK, map[string]string{"revision": full})
+			out := map[string]string{"revision": full}
+			by, err := res.SupersededBy(req.Context(), full)
+			if err != nil {
+				writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+				return
+			}
+			if by != "" {
+				out["supersededBy"] = by
+			}
+			writeJSON(w, http.StatusOK, out)
 		}
 	}
 }

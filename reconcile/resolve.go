@@ -35,3 +35,25 @@ func (r *Reconciler) ResolveRevision(ctx context.Context, rev string) (string, e
 	}
 	return "", fmt.Errorf("revision %q: %w (the source's revision is %s)", rev, ErrUnknownRevision, latest.ID)
 }
+
+// SupersededBy returns the applied revision when it is newer than rev and
+// has rev in its history (rev's change went in with it, or was reverted
+// after it), else "". Only sources with history answer: a directory has
+// none.
+func (r *Reconciler) SupersededBy(ctx context.Context, rev string) (string, error) {
+	if _, ok := r.Source.(Historian); !ok {
+		return "", nil
+	}
+	applied := r.Status().AppliedRevision
+	if applied == "" || applied == rev {
+		return "", nil
+	}
+	ok, err := r.Source.Descends(rev, applied)
+	if err != nil {
+		return "", fmt.Errorf("is %s in the history of the applied %s: %w", rev, applied, err)
+	}
+	if !ok {
+		return "", nil
+	}
+	return applied, nil
+}

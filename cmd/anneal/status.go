@@ -169,6 +169,18 @@ func resolveRevision(ctx context.Context, server *apiFlags, rev string) (string,
 	return res.Revision, nil
 }
 
+// supersededBy asks the daemon whether its applied revision is newer than
+// rev and has rev in its history: the applied revision, or "".
+func supersededBy(ctx context.Context, server *apiFlags, rev string) string {
+	var res struct {
+		SupersededBy string `json:"supersededBy"`
+	}
+	if err := apiCall(ctx, server, http.MethodGet, "/api/v1/revisions/"+url.PathEscape(rev), "", &res); err != nil {
+		return "" // an older daemon, or none now: the wait goes on
+	}
+	return res.SupersededBy
+}
+
 func shortDigest(d string) string { return d[:min(len(d), 12)] }
 
 func short(rev string) string {
@@ -187,6 +199,7 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 	seen := map[string]string{}
 	start := time.Now()
 	seeded, seenPending := false, false
+	checkedApplied := "" // the applied revision last asked about (supersededBy)
 	// A daemon just started (make demo, a script after systemctl start)
 	// may not listen yet: the wait waits for it too.
 	err := untilReachable(ctx, deadline, timeout, func() error {
@@ -231,6 +244,16 @@ func waitApplied(c *cobra.Command, api *apiFlags, rev string, timeout time.Durat
 			if st.AppliedRevision == rev && !(st.Rollout != nil && st.Rollout.Running) {
 				fmt.Fprintf(w, "%6.1fs  revision %s applied\n", time.Since(start).Seconds(), short(rev))
 				return nil
+			}
+			// A newer revision that has rev in its history was applied
+			// (rev was skipped, or applied and then built upon): rev will
+			// never be the applied revision itself.
+			if a := st.AppliedRevision; a != "" && a != rev && a != checkedApplied && !(st.Rollout != nil && st.Rollout.Running) {
+				checkedApplied = a
+				if by := supersededBy(ctx, api, rev); by != "" {
+					fmt.Fprintf(w, "%6.1fs  revision %s superseded: the applied revision %s contains it\n", time.Since(start).Seconds(), short(rev), short(by))
+					return nil
+				}
 			}
 			if ro, was := st.Rollout, first.Rollout; staleHalt && (st.Reconciles > first.Reconciles+1 || ro == nil || ro.Running ||
 				ro.Revision != was.Revision || ro.Done != was.Done || ro.Halted != was.Halted) {
