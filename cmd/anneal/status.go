@@ -82,7 +82,19 @@ daemon that does not listen yet (just started) is waited for, within
 			}
 			return nil
 		}
-		printStatus(w, server.server, &st)
+		unknown := -1 // nodes without a known build, when observing
+		if !st.ObserveUntil.IsZero() && time.Now().Before(st.ObserveUntil) {
+			var views []api.NodeView
+			if err := apiCall(ctx, server, http.MethodGet, "/api/v1/nodes", "", &views); err == nil {
+				unknown = 0
+				for _, v := range views {
+					if v.State != api.StateRemoved && (v.Live == nil || v.Live.State == string(node.Unknown)) {
+						unknown++
+					}
+				}
+			}
+		}
+		printStatus(w, server.server, &st, unknown)
 		if plan == nil || plan.DNS == nil {
 			fmt.Fprintln(w, "\ndrift: no plan computed yet")
 			return nil
@@ -96,7 +108,9 @@ daemon that does not listen yet (just started) is waited for, within
 
 // printStatus prints the status as text: what an operator reads first
 // (suspended, errors, approvals) first.
-func printStatus(w io.Writer, server string, st *api.StatusView) {
+// unknown is how many nodes have no known build while the daemon
+// observes (-1: not known).
+func printStatus(w io.Writer, server string, st *api.StatusView, unknown int) {
 	mode := ""
 	if st.Mode != "" {
 		mode = ", mode " + string(st.Mode)
@@ -122,7 +136,16 @@ func printStatus(w io.Writer, server string, st *api.StatusView) {
 		}
 	}
 	if !st.ObserveUntil.IsZero() && time.Now().Before(st.ObserveUntil) {
-		fmt.Fprintf(w, "observing: the state had no node records; until %s a node that is powered on and has no known build waits for its agent to report (it is adopted if it runs its desired build), and is never rebuilt\n", st.ObserveUntil.Format(time.RFC3339))
+		switch {
+		case unknown == 0:
+			fmt.Fprintf(w, "observing until %s (the state had no node records): every node's build is known now; nothing waits on it\n", st.ObserveUntil.Format(time.RFC3339))
+		default:
+			held := ""
+			if unknown > 0 {
+				held = fmt.Sprintf(" (%s)", plural(unknown, "node"))
+			}
+			fmt.Fprintf(w, "observing: the state had no node records; until %s a node that is powered on and has no known build%s waits for its agent to report (it is adopted if it runs its desired build), and is never rebuilt\n", st.ObserveUntil.Format(time.RFC3339), held)
+		}
 	}
 	if ro := st.Rollout; ro != nil {
 		fmt.Fprintln(w, rolloutLine(ro))

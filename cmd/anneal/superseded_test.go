@@ -76,3 +76,26 @@ func TestStatusWaitSuperseded(t *testing.T) {
 		t.Fatalf("--wait C, not fetched: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// TestObservingLine: while the daemon observes after a state with no node
+// records, status says how many nodes it holds, and says plainly when
+// none is left to learn about.
+func TestObservingLine(t *testing.T) {
+	until := time.Now().Add(10 * time.Minute)
+	for _, tc := range []struct {
+		unknown int
+		want    string
+	}{
+		{-1, "has no known build waits for its agent"},
+		{3, "has no known build (3 nodes) waits for its agent"},
+		{0, "every node's build is known now; nothing waits on it"},
+	} {
+		var b strings.Builder
+		st := &api.StatusView{}
+		st.ObserveUntil = until
+		printStatus(&b, "http://x", st, tc.unknown)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%d unknown: %q lacks %q", tc.unknown, b.String(), tc.want)
+		}
+	}
+}
