@@ -21,7 +21,7 @@ the same revision (the live state or the revision moved since) waits for a
 new approval; the daemon refuses an approval that names another plan.
 
 Without --plan, approve shows the plan that waits (revision, digest,
-reasons) and approves nothing: --plan DIGEST (its first 12 characters are
+reasons) and approves nothing (no token needed): --plan DIGEST (its first 12 characters are
 enough) names the plan you reviewed.`,
 		Args: cobra.ExactArgs(1),
 	}
@@ -31,13 +31,6 @@ enough) names the plan you reviewed.`,
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		rev := args[0]
-		if *tokenRef == "" {
-			return usagef("approving needs the API's token: --token REF (env:NAME or file:PATH)")
-		}
-		token, err := resolveToken(*tokenRef)
-		if err != nil {
-			return failure(fmt.Errorf("--token: %w", err))
-		}
 		w := c.OutOrStdout()
 		if *digest == "" {
 			// Show what waits, and approve nothing: an approval names the
@@ -58,6 +51,13 @@ enough) names the plan you reviewed.`,
 				fmt.Fprintf(w, "  - %s\n", r)
 			}
 			return failure(fmt.Errorf("review the plan (anneal status --server, GET /api/v1/drift), then approve exactly it: anneal approve --plan %s %s", shortDigest(p.PlanDigest), short(p.Revision)))
+		}
+		if *tokenRef == "" {
+			return usagef("approving needs the API's token: --token REF (env:NAME or file:PATH)")
+		}
+		token, err := resolveToken(*tokenRef)
+		if err != nil {
+			return failure(fmt.Errorf("--token: %w", err))
 		}
 		var a reconcile.Approval
 		if err := apiSend(ctx, api, http.MethodPost, "/api/v1/approve", token, map[string]string{"revision": rev, "planDigest": *digest}, &a); err != nil {

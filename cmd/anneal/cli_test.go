@@ -86,7 +86,7 @@ func TestErrorPrefixes(t *testing.T) {
 		{"unknown node", []string{"render", "--site", example, "--node", "nosuch"}, exitUsage, `anneal render: node "nosuch" is not in the site`, true, "", false},
 		{"connection refused", []string{"status", "--server", "http://127.0.0.1:1"}, exitError, "anneal status: GET /api/v1/status: cannot reach the daemon at http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused", false, "", false},
 		{"missing site", []string{"nodes", "--site", "/nonexistent/site"}, exitError, "anneal nodes: ", false, "anneal nodes: anneal", false},
-		{"approve without token", []string{"approve", "abc"}, exitUsage, "anneal approve: approving needs the API's token", true, "", false},
+		{"approve without token", []string{"approve", "--plan", "0123456789ab", "abc"}, exitUsage, "anneal approve: approving needs the API's token", true, "", false},
 		{"serve --branch without --repo", []string{"serve", "--site", example, "--branch", "main"}, exitUsage, "anneal serve: --branch needs --repo", true, "", false},
 		{"serve keeping no events", []string{"serve", "--events-max", "0"}, exitUsage, "anneal serve: --events-max and --events-max-age must be positive", true, "", false},
 		{"--path without --repo", []string{"validate", "--path", "examples/site-repo"}, exitUsage, "anneal validate: --path needs --repo", true, "", false},
