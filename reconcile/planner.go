@@ -227,7 +227,7 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*node.Record, appl
 	}
 	if limit := share(fleet, removePct); len(rp.Decommission) > limit {
 		g := Guard{Kind: GuardMassRemove,
-			Reason: fmt.Sprintf("%d of the fleet's %d nodes would be decommissioned (%d left the site), over maxRemovePercent %d%% (%d nodes)", len(rp.Decommission), fleet, len(rp.Removed), removePct, limit)}
+			Reason: fmt.Sprintf("%d of the fleet's %d nodes would be decommissioned (%d left the site), over maxRemovePercent %d%% (%s)", len(rp.Decommission), fleet, len(rp.Removed), removePct, nodeCount(limit))}
 		for _, n := range rp.Decommission {
 			g.Items = append(g.Items, "decommission:"+n)
 		}
@@ -270,7 +270,7 @@ func Guards(site *schema.Site, plan *Plan, records map[string]*node.Record, appl
 	}
 	if limit := share(built, rebuildPct); rebuildPct < 100 && len(rebuiltBuilt) > limit {
 		g := Guard{Kind: GuardMassRebuild,
-			Reason: fmt.Sprintf("%d of the fleet's %d built nodes would be rebuilt, over maxRebuildPercent %d%% (%d nodes)", len(rebuiltBuilt), built, rebuildPct, limit)}
+			Reason: fmt.Sprintf("%d of the fleet's %d built nodes would be rebuilt, over maxRebuildPercent %d%% (%s)", len(rebuiltBuilt), built, rebuildPct, nodeCount(limit))}
 		for _, n := range rebuiltBuilt {
 			g.Items = append(g.Items, "rebuild:"+n+"@"+build[n])
 		}

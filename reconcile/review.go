@@ -125,11 +125,11 @@ func reviewGuards(base, head *schema.Site, nodes []NodeReview) []PolicyHit {
 	var out []PolicyHit
 	if limit := share(fleet, removePct); removed > limit {
 		out = append(out, PolicyHit{Policy: "maxRemovePercent", Scope: "site", Blocking: true,
-			Detail: fmt.Sprintf("%d of %d nodes removed or decommissioned, over %d%% (%d nodes): the daemon waits for anneal approve", removed, fleet, removePct, limit)})
+			Detail: fmt.Sprintf("%d of %d nodes removed or decommissioned, over %d%% (%s): the daemon waits for anneal approve", removed, fleet, removePct, nodeCount(limit))})
 	}
 	if limit := share(fleet, rebuildPct); rebuildPct < 100 && rebuilt > limit {
 		out = append(out, PolicyHit{Policy: "maxRebuildPercent", Scope: "site", Blocking: true,
-			Detail: fmt.Sprintf("%d of %d nodes rebuilt, over %d%% (%d nodes): the daemon waits for anneal approve", rebuilt, fleet, rebuildPct, limit)})
+			Detail: fmt.Sprintf("%d of %d nodes rebuilt, over %d%% (%s): the daemon waits for anneal approve", rebuilt, fleet, rebuildPct, nodeCount(limit))})
 	}
 	loosened := func(name string, b, h, def int) {
 		if cmp0(h, def) > cmp0(b, def) {
@@ -325,4 +325,12 @@ func reviewMassDelete(bd, hd *dns.Desired, zones []dns.ZoneDiff) []PolicyHit {
 	}
 	slices.SortFunc(out, func(a, b PolicyHit) int { return cmp.Compare(a.Scope, b.Scope) })
 	return out
+}
+
+// nodeCount is "1 node" or "N nodes".
+func nodeCount(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return fmt.Sprintf("%d nodes", n)
 }
