@@ -114,8 +114,7 @@ files are given to them: PUT /lab/v1/nodes/NODE/agent {"agent": AGENT.JSON,
 					return failure(err)
 				}
 				defer srv.Close()
-				dnsServers[t.Name] = srv
-				log.Info("lab dns", "target", t.Name, "dns", srv.DNSAddr(), "api", srv.APIURL(), "zones", len(srv.Zones()))
+				dnsServers[t.Name] = srv // Start logged where it serves
 			}
 		}
 		var dhcp *lab.DHCPConfig
