@@ -23,6 +23,7 @@ import (
 
 	"github.com/anneal-dev/anneal/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Version is the etcd server version built: the client's, in go.mod.
@@ -189,7 +190,8 @@ func start(t testing.TB, bin string) (*Server, error) {
 		log, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("%w; etcd's log: %s", err, tail(log))
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
 	if err != nil {
 		return fail(fmt.Errorf("etcd client: %w", err))
 	}
