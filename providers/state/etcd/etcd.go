@@ -26,6 +26,14 @@
 // size-checked (MaxValue) before it is written; a stored value that does
 // not decode is an error naming its key (errors.Is ErrCorrupt), never a
 // panic; every call is bounded by the store's timeout.
+//
+// Not here yet (bolt has them): a format version and its migrations,
+// Backup and CheckFile (etcd's own snapshots back the state up). etcd
+// keeps every revision of every key until it is compacted: the cluster
+// should run with --auto-compaction-retention. The store does not elect a
+// leader: two daemons writing one site stay consistent key by key but
+// both drive the fleet (serve's --state etcd:// and leader election come
+// with issue 15).
 package etcd
 
 import (

@@ -100,9 +100,11 @@ func (s *Store) trimEvents(ctx context.Context, last uint64, now time.Time) erro
 		}
 	}
 	cut := now.Add(-ret.MaxAge)
-	for {
+	// Usually the oldest event is recent enough: the first page is small,
+	// the next ones bigger.
+	for page := int64(4); ; page = min(page*4, eventPage) {
 		r, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend),
-			clientv3.WithLimit(eventPage))
+			clientv3.WithLimit(page))
 		if err != nil {
 			return err
 		}
