@@ -83,6 +83,7 @@ func TestConformance(t *testing.T) {
 		{"sync marks", testSyncMarks},
 		{"journal", testJournal},
 		{"nodes", testNodes},
+		{"many nodes", testManyNodes},
 		{"concurrent UpdateNode", testConcurrentUpdate},
 		{"events", testEvents},
 		{"concurrent AppendEvents", testConcurrentEvents},
@@ -290,6 +291,48 @@ func testNodes(t *testing.T, s store) {
 	}
 	if all["n1"].BuildID != "b1" {
 		t.Fatalf("n1's build %q, want b1 (a failed update changed it)", all["n1"].BuildID)
+	}
+}
+
+// testManyNodes: UpdateNodes of more nodes than one etcd transaction
+// holds is still all or none when fn fails, and applies a name given twice
+// twice.
+func testManyNodes(t *testing.T, s store) {
+	ctx := ctxT(t)
+	var names []string
+	for i := range 130 {
+		names = append(names, fmt.Sprintf("m%03d", i))
+	}
+	names = append(names, "m000")
+	boom := errors.New("boom")
+	err := s.UpdateNodes(ctx, names, func(r *node.Record) error {
+		r.Attempts++
+		if r.Name == "m129" {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("UpdateNodes error = %v, want boom", err)
+	}
+	if all, err := s.NodeRecords(ctx); err != nil || len(all) != 0 {
+		t.Fatalf("a failed UpdateNodes wrote %d records (%v)", len(all), err)
+	}
+	if err := s.UpdateNodes(ctx, names, func(r *node.Record) error { r.Attempts++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.NodeRecords(ctx)
+	if err != nil || len(all) != 130 {
+		t.Fatalf("%d records (%v), want 130", len(all), err)
+	}
+	for name, r := range all {
+		want := 1
+		if name == "m000" {
+			want = 2
+		}
+		if r.Attempts != want || r.Name != name {
+			t.Fatalf("record %s = %+v, want %d attempts", name, r, want)
+		}
 	}
 }
 

@@ -530,14 +530,79 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*node.Recor
 	return nil
 }
 
-// UpdateNodes is UpdateNode for many nodes in one transaction: every
-// record is updated, or none (the first error aborts them all).
+// MaxBatch is how many distinct nodes one transaction of UpdateNodes
+// updates: etcd refuses more than 128 operations in one (its default
+// --max-txn-ops), and each node takes a read and a write.
+const MaxBatch = maxTxnOps / 2
+
+// UpdateNodes is UpdateNode for many nodes: every record is updated, or
+// none (the first error aborts them all). Up to MaxBatch nodes are one
+// transaction. More are written MaxBatch at a time, after a first run of
+// fn over every record as read (fn may run more than once) so that an
+// error of fn writes nothing; only an error in the writes themselves (or
+// fn failing on a record changed meanwhile) leaves the earlier batches
+// written.
 func (s *Store) UpdateNodes(ctx context.Context, names []string, fn func(*node.Record) error) error {
 	if len(names) == 0 {
 		return nil
 	}
-	if err := s.updateNodes(ctx, names, fn, true); err != nil {
+	err := func() error {
+		batches := batchNames(names, MaxBatch)
+		if len(batches) > 1 {
+			if err := s.tryNodes(ctx, names, fn); err != nil {
+				return err
+			}
+		}
+		for _, b := range batches {
+			if err := s.updateNodes(ctx, b, fn, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if err != nil {
 		return fmt.Errorf("update %d node records: %w", len(names), err)
+	}
+	return nil
+}
+
+// batchNames splits names into batches of at most n distinct names, every
+// occurrence of a name in the batch of its first, in order.
+func batchNames(names []string, n int) [][]string {
+	batch := map[string]int{}
+	var out [][]string
+	distinct := 0
+	for _, name := range names {
+		if _, ok := batch[name]; !ok {
+			batch[name] = distinct / n
+			distinct++
+		}
+		i := batch[name]
+		if i == len(out) {
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], name)
+	}
+	return out
+}
+
+// tryNodes runs fn over the records as stored, writing nothing: the first
+// error is UpdateNodes'.
+func (s *Store) tryNodes(ctx context.Context, names []string, fn func(*node.Record) error) error {
+	recs, err := s.NodeRecords(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		r := recs[name]
+		if r == nil {
+			r = &node.Record{Name: name}
+			recs[name] = r
+		}
+		r.Name = name
+		if err := fn(r); err != nil {
+			return fmt.Errorf("node %s: %w", name, err)
+		}
 	}
 	return nil
 }
