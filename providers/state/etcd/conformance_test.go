@@ -408,15 +408,29 @@ func testEvents(t *testing.T, s store) {
 	if got := seqs(append(a, b...)); !slices.Equal(got, []uint64{1, 2, 3, 4, 5}) {
 		t.Fatalf("appended seqs %v, want 1..5", got)
 	}
+	// more events at once than one etcd transaction holds
+	var many []events.Event
+	for range 250 {
+		many = append(many, ev("n3", events.DNSWritten, now))
+	}
+	c, err := s.AppendEvents(ctx, many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c) != 250 || c[0].Seq != 6 || c[249].Seq != 255 {
+		t.Fatalf("appended %d events, seqs %d..%d; want 250, 6..255", len(c), c[0].Seq, c[len(c)-1].Seq)
+	}
 	for _, tc := range []struct {
 		f    events.Filter
 		want []uint64
 	}{
-		{events.Filter{}, []uint64{1, 2, 3, 4, 5}},
+		{events.Filter{Kinds: []events.Kind{events.NodeStep, events.Applied, events.NodeRetry}}, []uint64{1, 2, 3, 4, 5}},
 		{events.Filter{Node: "n1"}, []uint64{1, 4}},
 		{events.Filter{Kinds: []events.Kind{events.NodeStep}}, []uint64{1, 2, 5}},
-		{events.Filter{Limit: 2}, []uint64{4, 5}},
-		{events.Filter{After: 3}, []uint64{4, 5}},
+		{events.Filter{Limit: 2}, []uint64{254, 255}},
+		{events.Filter{After: 3, Limit: 3}, []uint64{253, 254, 255}},
+		{events.Filter{After: 252}, []uint64{253, 254, 255}},
+		{events.Filter{Node: "n3", Limit: 1, After: 250}, []uint64{255}},
 		{events.Filter{Node: "n2", Limit: 1}, []uint64{5}},
 		{events.Filter{Since: now.Add(time.Hour)}, nil},
 	} {

@@ -40,17 +40,35 @@ func (s *Store) eventSeq(key string) (uint64, error) {
 }
 
 // AppendEvents implements events.Store: the events are numbered and stored
-// in one transaction, and the oldest beyond the retention deleted.
+// in one transaction (up to maxTxnOps-1 of them; more in several, whose
+// numbers another writer's may come between), and the oldest beyond the
+// retention deleted.
 func (s *Store) AppendEvents(ctx context.Context, evs []events.Event) ([]events.Event, error) {
-	if len(evs) == 0 {
-		return nil, nil
-	}
-	if len(evs)+1 > maxTxnOps {
-		return nil, fmt.Errorf("store events: %d events in one append, above the limit of %d", len(evs), maxTxnOps-1)
-	}
-	seqKey := s.eventSeqKey()
 	var out []events.Event
 	var last uint64
+	for len(evs) > 0 {
+		n := min(len(evs), maxTxnOps-1)
+		stored, err := s.appendEvents(ctx, evs[:n])
+		if err != nil {
+			return nil, fmt.Errorf("store events: %w", err)
+		}
+		out = append(out, stored...)
+		last = stored[len(stored)-1].Seq
+		evs = evs[n:]
+	}
+	if out == nil {
+		return nil, nil
+	}
+	if err := s.trimEvents(ctx, last, time.Now()); err != nil {
+		return nil, fmt.Errorf("store events: %w", err)
+	}
+	return out, nil
+}
+
+// appendEvents numbers and stores evs in one transaction.
+func (s *Store) appendEvents(ctx context.Context, evs []events.Event) ([]events.Event, error) {
+	seqKey := s.eventSeqKey()
+	var out []events.Event
 	err := s.rmw(ctx, []string{seqKey}, func(vals [][]byte) ([]clientv3.Op, error) {
 		var seq uint64
 		if vals[0] != nil {
@@ -73,14 +91,10 @@ func (s *Store) AppendEvents(ctx context.Context, evs []events.Event) ([]events.
 			ops = append(ops, clientv3.OpPut(k, v))
 			out[i] = e
 		}
-		last = seq
 		return append(ops, clientv3.OpPut(seqKey, strconv.FormatUint(seq, 10))), nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store events: %w", err)
-	}
-	if err := s.trimEvents(ctx, last, time.Now()); err != nil {
-		return nil, fmt.Errorf("store events: %w", err)
+		return nil, err
 	}
 	return out, nil
 }
