@@ -59,7 +59,9 @@ func newServer(t *testing.T, replies ...func(http.ResponseWriter)) *server {
 		if err != nil {
 			t.Errorf("read body: %v", err)
 		}
-		s.hits <- hit{method: r.Method, uri: r.RequestURI, header: r.Header.Clone(), body: body, at: time.Now()}
+		// The reply is chosen before the test hears of the request: a
+		// test that changes the replies once it sees a request changes
+		// those of the next ones, never this one's.
 		s.mu.Lock()
 		reply := status(http.StatusNoContent)
 		if len(s.replies) > 0 {
@@ -69,6 +71,7 @@ func newServer(t *testing.T, replies ...func(http.ResponseWriter)) *server {
 			}
 		}
 		s.mu.Unlock()
+		s.hits <- hit{method: r.Method, uri: r.RequestURI, header: r.Header.Clone(), body: body, at: time.Now()}
 		reply(w)
 	}))
 	t.Cleanup(s.Close)
