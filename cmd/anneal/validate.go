@@ -47,7 +47,7 @@ Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 			return err
 		}
 		// A one-shot load of the whole site: its live heap is small (about
-		// 15 KB a node once parsed) and its garbage large, so collecting
+		// 3 KB a node once loaded) and its garbage large, so collecting
 		// less often saves a third of the CPU at 100,000 nodes for 30% more
 		// peak memory (bench/README.md). GOGC, when set, wins.
 		if os.Getenv("GOGC") == "" {
