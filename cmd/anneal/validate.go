@@ -48,7 +48,7 @@ Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 		}
 		// A one-shot load of the whole site: its live heap is small (about
 		// 3 KB a node once loaded) and its garbage large, so collecting
-		// less often saves a third of the CPU at 100,000 nodes for 30% more
+		// less often saves about 28% of the CPU at 100,000 nodes for 40% more
 		// peak memory (bench/README.md). GOGC, when set, wins.
 		if os.Getenv("GOGC") == "" {
 			defer debug.SetGCPercent(debug.SetGCPercent(validateGCPercent))
