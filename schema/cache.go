@@ -56,8 +56,9 @@ func (c *Cache) get(path string, sum [sha256.Size]byte, data []byte, l Limits) (
 		return fileResult{}, false
 	}
 	res := fileResult{sum: sum, rejected: f.rejected, diags: f.diags, ndocs: f.ndocs, values: f.values, docValues: f.docValues}
+	src := &sourceFile{data: data}
 	for _, d := range f.docs {
-		doc := &document{file: path, kind: d.kind, name: d.name, src: data, index: d.index}
+		doc := &document{file: path, kind: d.kind, name: d.name, src: src, index: d.index}
 		if d.dns != nil {
 			res.docs = append(res.docs, parsed{doc: doc, dns: d.dns})
 			continue

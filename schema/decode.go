@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -59,6 +60,9 @@ func decodeObject(body *yaml.Node, obj any) error {
 
 // flatten copies n without aliases and merge keys, recording and emptying
 // wide mappings. The document passed toValue, so its expansion is bounded.
+// path is a stack its callees append to in place and never keep (a wide
+// mapping keeps a copy): one path a node would be most of the allocations
+// of decoding a document.
 func flatten(n *yaml.Node, path fieldPath, wide *[]detached, depth int) *yaml.Node {
 	n = deref(n)
 	if n == nil || depth > maxNesting+1 {
@@ -69,7 +73,7 @@ func flatten(n *yaml.Node, path fieldPath, wide *[]detached, depth int) *yaml.No
 		c := *n
 		c.Content = make([]*yaml.Node, len(n.Content))
 		for i, e := range n.Content {
-			c.Content[i] = flatten(e, path.with(i), wide, depth+1)
+			c.Content[i] = flatten(e, append(path, i), wide, depth+1)
 		}
 		return &c
 	case yaml.MappingNode:
@@ -78,10 +82,10 @@ func flatten(n *yaml.Node, path fieldPath, wide *[]detached, depth int) *yaml.No
 		c.Content = make([]*yaml.Node, 0, len(pairs))
 		for i := 0; i+1 < len(pairs); i += 2 {
 			k := pairs[i]
-			c.Content = append(c.Content, k, flatten(pairs[i+1], path.with(k.Value), wide, depth+1))
+			c.Content = append(c.Content, k, flatten(pairs[i+1], append(path, k.Value), wide, depth+1))
 		}
 		if len(c.Content)/2 > wideMapping {
-			*wide = append(*wide, detached{path: path, node: &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: c.Content}})
+			*wide = append(*wide, detached{path: slices.Clone(path), node: &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: c.Content}})
 			c.Content = nil
 		}
 		return &c

@@ -53,33 +53,58 @@ type document struct {
 	root *yaml.Node
 	kind string
 	name string
-	// A document reused from the Cache has no tree: it is parsed again from
-	// src (its file) only if a diagnostic needs its positions.
-	src   []byte
+	// A document without a tree (one reused from the Cache, or one whose
+	// tree was dropped once it was decoded: the trees of a large site take
+	// several times the memory of its typed objects) is parsed again from
+	// its file only if a diagnostic needs its positions; every document of
+	// the file is parsed once then, in one pass.
+	src   *sourceFile
 	index int // position of the document in its file
 	pos   positions
 }
 
-// rootNode returns the document's YAML tree, re-parsing it if needed.
+// sourceFile is the bytes of one site file, parsed again (once, for all
+// its documents) only when a diagnostic needs a position in it.
+type sourceFile struct {
+	data  []byte
+	once  sync.Once
+	roots []*yaml.Node
+}
+
+// root returns the body of the file's i-th YAML document (empty ones
+// counted), or an empty node if the file has no such document.
+func (f *sourceFile) root(i int) *yaml.Node {
+	f.once.Do(func() {
+		dec := yaml.NewDecoder(bytes.NewReader(f.data))
+		for {
+			var n yaml.Node
+			if err := dec.Decode(&n); err != nil {
+				return
+			}
+			r := &n
+			if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+				r = deref(n.Content[0])
+			}
+			f.roots = append(f.roots, r)
+		}
+	})
+	if i < 0 || i >= len(f.roots) {
+		return &yaml.Node{}
+	}
+	return f.roots[i]
+}
+
+// rootNode returns the document's YAML tree, re-parsing its file if needed.
 func (d *document) rootNode() *yaml.Node {
 	if d.root != nil {
 		return d.root
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(d.src))
-	for i := 0; ; i++ {
-		var n yaml.Node
-		if err := dec.Decode(&n); err != nil {
-			d.root = &yaml.Node{}
-			return d.root
-		}
-		if i == d.index {
-			d.root = &n
-			if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-				d.root = deref(n.Content[0])
-			}
-			return d.root
-		}
+	if d.src == nil {
+		d.root = &yaml.Node{}
+		return d.root
 	}
+	d.root = d.src.root(d.index)
+	return d.root
 }
 
 func (d *document) object() string {
@@ -443,6 +468,7 @@ func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache
 			cache.put(name, res, data, l)
 		}
 	}()
+	src := &sourceFile{data: data}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for index := 0; ; index++ {
 		if ctx.Err() != nil {
@@ -491,7 +517,12 @@ func parseFile(ctx context.Context, fsys fs.FS, name string, v *validator, cache
 			}
 		}
 		switch {
-		case p != nil && (p.obj != nil || p.dns != nil):
+		case p != nil && p.obj != nil:
+			// Decoded: its tree is dropped, and parsed again from src
+			// only if a cross-document check reports on it.
+			p.doc.root, p.doc.src = nil, src
+			res.docs = append(res.docs, *p)
+		case p != nil && p.dns != nil:
 			res.docs = append(res.docs, *p)
 		case p != nil:
 			res.rejected = append(res.rejected, rejected{p.doc.kind, p.doc.name})

@@ -88,3 +88,42 @@ func BenchmarkLoadWideMapping(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoadScale loads generated sites of 5,000 and 20,000 nodes and
+// reports the time and the bytes allocated per node at each: a load that
+// grows linearly with the site keeps ns/node flat, so a regression to
+// superlinear shows up as the ratio it reports on the 20k line
+// (x-ns/node-of-smallest: 20k's ns/node over 5k's), not as a timed assertion. The 10k/30k/100k figures of bench/README.md come
+// from `anneal validate` on sites of bench/sitegen.
+//
+//	go test ./schema -run '^$' -bench BenchmarkLoadScale -benchtime 3x
+func BenchmarkLoadScale(b *testing.B) {
+	sizes := []int{5000, 20000}
+	perNode := make([]float64, len(sizes))
+	for i, n := range sizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			dir := filepath.Join(b.TempDir(), "site")
+			if _, err := gen.Generate(dir, gen.Options{Nodes: n, Seed: 1}); err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(site.Nodes) != n {
+					b.Fatalf("loaded %d nodes, want %d", len(site.Nodes), n)
+				}
+			}
+			perNode[i] = float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(n)
+			b.ReportMetric(perNode[i], "ns/node")
+			if i > 0 && perNode[0] > 0 {
+				// 1.00 is linear; 2.00 would mean quadratic over this 4x.
+				b.ReportMetric(perNode[i]/perNode[0], "x-ns/node-of-smallest")
+			}
+		})
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/anneal-dev/anneal/schema"
@@ -43,6 +45,13 @@ Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if err := site.checkRepoFlags(); err != nil {
 			return err
+		}
+		// A one-shot load of the whole site: its live heap is small (about
+		// 3 KB a node once loaded) and its garbage large, so collecting
+		// less often saves about 28% of the CPU at 100,000 nodes for 40% more
+		// peak memory (bench/README.md). GOGC, when set, wins.
+		if os.Getenv("GOGC") == "" {
+			defer debug.SetGCPercent(debug.SetGCPercent(validateGCPercent))
 		}
 		s, diags, err := site.load(c.Context())
 		if err != nil && c.Context().Err() != nil {
@@ -91,6 +100,9 @@ Exit codes: 0 valid, 1 invalid (or unreadable), 64 usage error.`,
 	}
 	return c
 }
+
+// validateGCPercent is validate's GOGC (the runtime's default is 100).
+const validateGCPercent = 300
 
 func writeText(w io.Writer, site *siteFlags, rep validateReport) {
 	for _, d := range rep.Diagnostics {
