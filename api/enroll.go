@@ -46,9 +46,7 @@ func newEnroll(cfg Config) http.Handler {
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}
-		if cfg.Log != nil {
-			cfg.Log.Info("enroll: agent files sent", "node", name, "build", e.BuildID, "remote", req.RemoteAddr)
-		}
+		// The reconciler's node.enrolled event states it (once).
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, e)
 	})
