@@ -74,6 +74,41 @@ type ApplyRecord struct {
 	Pending map[string]int `json:"pending"`
 }
 
+// Journal transitions, the same in every state store: each takes the
+// journal as stored (nil: none) and returns what to store (nil: delete).
+
+// BeginJournal merges a new apply into an unfinished earlier record: its
+// zones stay pending until done.
+func BeginJournal(cur, rec *ApplyRecord) *ApplyRecord {
+	if cur == nil {
+		return rec
+	}
+	if cur.Pending == nil {
+		cur.Pending = map[string]int{}
+	}
+	for k, v := range rec.Pending {
+		cur.Pending[k] = v
+	}
+	cur.Revision = rec.Revision
+	return cur
+}
+
+// ZoneDoneJournal marks target's zone applied.
+func ZoneDoneJournal(cur *ApplyRecord, target, zone string) *ApplyRecord {
+	if cur != nil {
+		delete(cur.Pending, target+"/"+zone)
+	}
+	return cur
+}
+
+// EndJournal clears the journal when nothing is pending.
+func EndJournal(cur *ApplyRecord) *ApplyRecord {
+	if cur != nil && len(cur.Pending) > 0 {
+		return cur
+	}
+	return nil
+}
+
 // EncodeZone writes a zone snapshot compactly: a header line, then one
 // line per record: name, type, TTL, owned-mark, RDATA, tab-separated.
 func EncodeZone(z *ZoneContent) []byte {

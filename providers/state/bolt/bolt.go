@@ -594,36 +594,17 @@ func (s *Store) InFlight(ctx context.Context) (*dns.ApplyRecord, error) {
 // BeginApply records an apply and its pending zones. An unfinished earlier
 // record is kept merged: its zones stay pending until done.
 func (s *Store) BeginApply(ctx context.Context, rec *dns.ApplyRecord) error {
-	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord {
-		if cur == nil {
-			return rec
-		}
-		for k, v := range rec.Pending {
-			cur.Pending[k] = v
-		}
-		cur.Revision = rec.Revision
-		return cur
-	})
+	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord { return dns.BeginJournal(cur, rec) })
 }
 
 // ZoneDone marks a zone applied.
 func (s *Store) ZoneDone(ctx context.Context, target, zone string) error {
-	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord {
-		if cur != nil {
-			delete(cur.Pending, target+"/"+zone)
-		}
-		return cur
-	})
+	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord { return dns.ZoneDoneJournal(cur, target, zone) })
 }
 
 // EndApply clears the journal when nothing is pending.
 func (s *Store) EndApply(ctx context.Context) error {
-	return s.updateJournal(ctx, func(cur *dns.ApplyRecord) *dns.ApplyRecord {
-		if cur != nil && len(cur.Pending) > 0 {
-			return cur
-		}
-		return nil
-	})
+	return s.updateJournal(ctx, dns.EndJournal)
 }
 
 func (s *Store) updateJournal(ctx context.Context, f func(*dns.ApplyRecord) *dns.ApplyRecord) error {
