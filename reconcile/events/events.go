@@ -171,6 +171,18 @@ type Retention struct {
 // DefaultRetention keeps 100,000 events for 90 days.
 var DefaultRetention = Retention{MaxEvents: 100_000, MaxAge: 90 * 24 * time.Hour}
 
+// OrDefault returns r with its zero (or negative) fields taken from
+// DefaultRetention.
+func (r Retention) OrDefault() Retention {
+	if r.MaxEvents <= 0 {
+		r.MaxEvents = DefaultRetention.MaxEvents
+	}
+	if r.MaxAge <= 0 {
+		r.MaxAge = DefaultRetention.MaxAge
+	}
+	return r
+}
+
 // Recorder emits events: stored, logged once, sent to subscribers. The
 // zero value is not usable; use NewRecorder. A nil *Recorder discards
 // events, so emitters need no checks.

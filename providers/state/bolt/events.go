@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/anneal-dev/anneal/reconcile/events"
@@ -49,14 +50,7 @@ func (s *Store) SetEventRetention(r events.Retention) {
 func (s *Store) eventRetention() events.Retention {
 	s.evMu.Lock()
 	defer s.evMu.Unlock()
-	r := s.evRetention
-	if r.MaxEvents <= 0 {
-		r.MaxEvents = events.DefaultRetention.MaxEvents
-	}
-	if r.MaxAge <= 0 {
-		r.MaxAge = events.DefaultRetention.MaxAge
-	}
-	return r
+	return s.evRetention.OrDefault()
 }
 
 // AppendEvents implements events.Store: the events are numbered and stored
@@ -170,9 +164,7 @@ func (s *Store) Events(ctx context.Context, f events.Filter) ([]events.Event, er
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	slices.Reverse(out)
 	return out, nil
 }
 

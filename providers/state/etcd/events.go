@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -192,9 +193,7 @@ scan:
 		}
 		end = string(r.Kvs[len(r.Kvs)-1].Key)
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	slices.Reverse(out)
 	return out, nil
 }
 
@@ -209,12 +208,5 @@ func (s *Store) SetEventRetention(r events.Retention) {
 func (s *Store) eventRetention() events.Retention {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.retention
-	if r.MaxEvents <= 0 {
-		r.MaxEvents = events.DefaultRetention.MaxEvents
-	}
-	if r.MaxAge <= 0 {
-		r.MaxAge = events.DefaultRetention.MaxAge
-	}
-	return r
+	return s.retention.OrDefault()
 }
