@@ -20,22 +20,7 @@ import (
 func BenchmarkLoad(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dir := filepath.Join(b.TempDir(), "site")
-			if _, err := gen.Generate(dir, gen.Options{Nodes: n, Seed: 1}); err != nil {
-				b.Fatal(err)
-			}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(site.Nodes) != n {
-					b.Fatalf("loaded %d nodes, want %d", len(site.Nodes), n)
-				}
-			}
+			loadGenerated(b, n)
 			b.ReportMetric(float64(n), "nodes")
 		})
 	}
@@ -102,22 +87,7 @@ func BenchmarkLoadScale(b *testing.B) {
 	perNode := make([]float64, len(sizes))
 	for i, n := range sizes {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dir := filepath.Join(b.TempDir(), "site")
-			if _, err := gen.Generate(dir, gen.Options{Nodes: n, Seed: 1}); err != nil {
-				b.Fatal(err)
-			}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(site.Nodes) != n {
-					b.Fatalf("loaded %d nodes, want %d", len(site.Nodes), n)
-				}
-			}
+			loadGenerated(b, n)
 			perNode[i] = float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(n)
 			b.ReportMetric(perNode[i], "ns/node")
 			if i > 0 && perNode[0] > 0 {
@@ -125,5 +95,26 @@ func BenchmarkLoadScale(b *testing.B) {
 				b.ReportMetric(perNode[i]/perNode[0], "x-ns/node-of-smallest")
 			}
 		})
+	}
+}
+
+// loadGenerated generates a site of n nodes and times loading it.
+func loadGenerated(b *testing.B, n int) {
+	b.Helper()
+	dir := filepath.Join(b.TempDir(), "site")
+	if _, err := gen.Generate(dir, gen.Options{Nodes: n, Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		site, _, err := schema.LoadDir(ctx, dir, schema.LoadOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(site.Nodes) != n {
+			b.Fatalf("loaded %d nodes, want %d", len(site.Nodes), n)
+		}
 	}
 }
